@@ -1,0 +1,296 @@
+use super::*;
+
+fn frame(
+    user_id: &str,
+    username: &str,
+    message: &str,
+    timestamp: &str,
+    message_type: &str,
+) -> String {
+    format!(
+        r#"{{"userId":{user_id},"username":{username},"message":{message},"timestamp":{timestamp},"messageType":{message_type}}}"#
+    )
+}
+
+fn with_user(user_id: &str) -> String {
+    frame(
+        user_id,
+        r#""alice1""#,
+        r#""hi""#,
+        r#""2026-11-27T10:00:00Z""#,
+        r#""TEXT""#,
+    )
+}
+
+fn with_username(username: &str) -> String {
+    frame(
+        "1",
+        &serde_json::to_string(username).unwrap(),
+        r#""hi""#,
+        r#""2026-11-27T10:00:00Z""#,
+        r#""TEXT""#,
+    )
+}
+
+fn with_message(message: &str) -> String {
+    frame(
+        "1",
+        r#""alice1""#,
+        &serde_json::to_string(message).unwrap(),
+        r#""2026-11-27T10:00:00Z""#,
+        r#""TEXT""#,
+    )
+}
+
+fn with_timestamp(ts: &str) -> String {
+    frame(
+        "1",
+        r#""alice1""#,
+        r#""hi""#,
+        &serde_json::to_string(ts).unwrap(),
+        r#""TEXT""#,
+    )
+}
+
+fn with_type(t: &str) -> String {
+    frame(
+        "1",
+        r#""alice1""#,
+        r#""hi""#,
+        r#""2026-11-27T10:00:00Z""#,
+        &serde_json::to_string(t).unwrap(),
+    )
+}
+
+fn code(f: &str) -> Result<(), (ErrorCode, String)> {
+    ConversationMessage::parse(f.as_bytes())
+        .map(|_| ())
+        .map_err(|r| (r.code, r.reason))
+}
+
+fn assert_validation(f: &str, reason_contains: &str) {
+    match code(f) {
+        Err((ErrorCode::ValidationError, reason)) => {
+            assert!(
+                reason.contains(reason_contains),
+                "{f}: reason {reason:?} lacks {reason_contains:?}"
+            )
+        }
+        other => panic!("{f}: expected VALIDATION_ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn user_id_edges() {
+    let table: &[(&str, Option<u32>)] = &[
+        ("0", None),
+        ("1", Some(1)),
+        ("100000", Some(100_000)),
+        ("100001", None),
+        (r#"" 42 ""#, Some(42)),
+        ("42", Some(42)),
+        (r#""42""#, Some(42)),
+        (r#""4.2""#, None),
+        ("4.2", None),
+        (r#""abc""#, None),
+        ("-1", None),
+        (r#""""#, None),
+        ("18446744073709551617", None),
+    ];
+    for (raw, want) in table {
+        let got = ConversationMessage::parse(with_user(raw).as_bytes());
+        match want {
+            Some(id) => assert_eq!(got.expect(raw).user_id, *id, "userId {raw}"),
+            None => assert_validation(
+                &with_user(raw),
+                "userId must be an integer between 1 and 100000",
+            ),
+        }
+    }
+}
+
+#[test]
+fn user_id_of_wrong_type_is_a_validation_error() {
+    assert_validation(&with_user("true"), "userId must be a string or a number");
+    assert_validation(&with_user("[1]"), "userId must be a string or a number");
+}
+
+#[test]
+fn username_edges() {
+    for ok in ["abc", "a1b2c3d4e5f6g7h8i9j0", "ABC123"] {
+        assert!(code(&with_username(ok)).is_ok(), "{ok}");
+    }
+    for bad in ["ab", "a1b2c3d4e5f6g7h8i9j0k", "ab c", "ab_c", "élan", ""] {
+        assert_validation(
+            &with_username(bad),
+            "username must be 3-20 letters or digits",
+        );
+    }
+}
+
+#[test]
+fn message_edges_count_characters_not_bytes() {
+    assert!(code(&with_message("x")).is_ok());
+    assert!(code(&with_message(&"x".repeat(500))).is_ok());
+    assert!(
+        code(&with_message(&"é".repeat(500))).is_ok(),
+        "500 two-byte characters"
+    );
+    assert!(
+        code(&with_message(&"😀".repeat(500))).is_ok(),
+        "500 four-byte characters"
+    );
+    assert_validation(&with_message(&"x".repeat(501)), "at most 500 characters");
+    assert_validation(&with_message(&"é".repeat(501)), "at most 500 characters");
+    assert_validation(&with_message(""), "must not be empty or blank");
+    assert_validation(&with_message("   \t\n"), "must not be empty or blank");
+}
+
+#[test]
+fn timestamp_needs_an_offset() {
+    for ok in [
+        "2026-11-27T10:00:00Z",
+        "2026-11-27T10:00:00.123+02:00",
+        "2026-11-27T10:00:00-05:30",
+    ] {
+        assert!(code(&with_timestamp(ok)).is_ok(), "{ok}");
+    }
+    for bad in [
+        "2026-11-27T10:00:00",
+        "2026-11-27",
+        "yesterday",
+        "2026-13-27T10:00:00Z",
+        "",
+    ] {
+        assert_validation(
+            &with_timestamp(bad),
+            "timestamp must be an ISO-8601 date-time with an offset",
+        );
+    }
+}
+
+#[test]
+fn message_type_is_exact() {
+    for ok in ["TEXT", "JOIN", "LEAVE"] {
+        assert!(code(&with_type(ok)).is_ok(), "{ok}");
+    }
+    for bad in ["text", "Join", "LEAVE ", "PING", ""] {
+        assert_validation(
+            &with_type(bad),
+            "messageType must be exactly TEXT, JOIN or LEAVE",
+        );
+    }
+}
+
+#[test]
+fn missing_fields_are_named() {
+    for field in ["userId", "username", "message", "timestamp", "messageType"] {
+        let mut v: serde_json::Value = serde_json::from_str(&with_user("1")).unwrap();
+        v.as_object_mut().unwrap().remove(field);
+        assert_validation(&v.to_string(), &format!("{field} is required"));
+    }
+}
+
+#[test]
+fn non_json_and_non_objects_are_invalid_json() {
+    for bad in [
+        "",
+        "{",
+        "hello",
+        "{\"userId\":1,}",
+        "[1,2]",
+        "42",
+        "\"str\"",
+    ] {
+        match code(bad) {
+            Err((ErrorCode::InvalidJson, _)) => {}
+            other => panic!("{bad:?}: expected INVALID_JSON, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn client_message_id_is_echoed_on_errors_and_bounded() {
+    let f = r#"{"userId":0,"username":"alice1","message":"hi","timestamp":"2026-11-27T10:00:00Z","messageType":"TEXT","clientMessageId":"c-1"}"#;
+    let r = ConversationMessage::parse(f.as_bytes()).unwrap_err();
+    assert_eq!(r.client_message_id.as_deref(), Some("c-1"));
+
+    let long = "x".repeat(129);
+    let f = format!(
+        r#"{{"userId":1,"username":"alice1","message":"hi","timestamp":"2026-11-27T10:00:00Z","messageType":"TEXT","clientMessageId":"{long}"}}"#
+    );
+    assert_validation(&f, "clientMessageId must be 1-128");
+    let f = f.replace(&long, &"x".repeat(128));
+    assert_eq!(
+        ConversationMessage::parse(f.as_bytes())
+            .unwrap()
+            .client_message_id
+            .unwrap()
+            .len(),
+        128
+    );
+}
+
+#[test]
+fn a_wrong_typed_field_keeps_the_client_message_id() {
+    let f = r#"{"userId":1,"username":7,"message":"hi","timestamp":"2026-11-27T10:00:00Z","messageType":"TEXT","clientMessageId":"c-9"}"#;
+    let r = ConversationMessage::parse(f.as_bytes()).unwrap_err();
+    assert_eq!(r.code, ErrorCode::ValidationError);
+    assert_eq!(r.reason, "username must be a string");
+    assert_eq!(r.client_message_id.as_deref(), Some("c-9"));
+}
+
+#[test]
+fn escaped_text_round_trips() {
+    let m = ConversationMessage::parse(with_message("line\n\"quoted\" \\ é").as_bytes()).unwrap();
+    assert_eq!(m.message, "line\n\"quoted\" \\ é");
+}
+
+#[test]
+fn wire_names_match_the_design() {
+    let task = TaskMessage {
+        message_id: "m".into(),
+        room_id: 3,
+        user_id: "7".into(),
+        username: "bob".into(),
+        message: "hi".into(),
+        timestamp: "t".into(),
+        message_type: MessageType::Join,
+        server_id: "s".into(),
+        client_ip: "127.0.0.1".into(),
+        received_at: "r".into(),
+        client_message_id: None,
+    };
+    let v = serde_json::to_value(&task).unwrap();
+    for key in [
+        "messageId",
+        "roomId",
+        "userId",
+        "username",
+        "message",
+        "timestamp",
+        "messageType",
+        "serverId",
+        "clientIp",
+        "receivedAt",
+    ] {
+        assert!(v.get(key).is_some(), "TaskMessage lacks {key}");
+    }
+    assert_eq!(v["messageType"], "JOIN");
+    let event = serde_json::to_value(BroadcastEvent::from_task(task, "now".into())).unwrap();
+    assert_eq!(event["status"], "OK");
+    assert_eq!(event["serverTimestamp"], "now");
+
+    let err = ErrorReply {
+        status: "ERROR".into(),
+        error_code: ErrorCode::InvalidRoom,
+        error_message: "x".into(),
+        server_timestamp: "now".into(),
+        client_message_id: None,
+    };
+    let s = serde_json::to_string(&err).unwrap();
+    assert!(s.contains(r#""errorCode":"INVALID_ROOM""#), "{s}");
+    assert!(
+        matches!(serde_json::from_str::<Reply>(&s).unwrap(), Reply::Error(e) if e.error_code == ErrorCode::InvalidRoom)
+    );
+}

@@ -1,0 +1,101 @@
+//! The FIFO queue layer: one interface, two backends (`sqs` for LocalStack and AWS, `embedded`
+//! for zero-setup local runs and tests).
+
+mod embedded;
+mod sqs;
+mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use embedded::EmbeddedQueues;
+pub use sqs::{SqsConfig, SqsQueues};
+pub use types::{
+    Ensured, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError,
+    ReceivedMessage,
+};
+
+use crate::rooms::RoomId;
+
+/// Most entries SQS takes in one batch call, and most messages one receive returns.
+pub const MAX_BATCH: usize = 10;
+
+/// Longest long poll SQS allows.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// A shared handle to a queue backend.
+pub type SharedQueues = Arc<dyn Queues>;
+
+/// Per-room FIFO queues, whichever service holds them.
+#[async_trait]
+pub trait Queues: Send + Sync + 'static {
+    /// Backend name for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the room's queue; succeeds when it exists with the same attributes, fails with
+    /// [`QueueError::AlreadyExists`] when it exists with different ones.
+    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError>;
+
+    /// The queue's current attributes, by SQS attribute name.
+    async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError>;
+
+    /// Changes mutable attributes of an existing queue.
+    async fn set_queue_attributes(
+        &self,
+        room: RoomId,
+        attrs: BTreeMap<String, String>,
+    ) -> Result<(), QueueError>;
+
+    /// Deletes the room's queue; a queue that is already gone is not an error.
+    async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError>;
+
+    /// Publishes up to [`MAX_BATCH`] entries; one result per entry, in entry order.
+    async fn publish(
+        &self,
+        room: RoomId,
+        entries: &[PublishEntry],
+    ) -> Result<Vec<PublishResult>, QueueError>;
+
+    /// Long-polls for up to `max` messages, waiting at most `wait` when none is available.
+    async fn receive(
+        &self,
+        room: RoomId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes received messages by receipt handle; one result per handle, in order.
+    async fn delete_batch(
+        &self,
+        room: RoomId,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError>;
+
+    /// Approximate number of visible and in-flight messages.
+    async fn depth(&self, room: RoomId) -> Result<QueueDepth, QueueError>;
+
+    /// Creates the queue, or brings an existing one's attributes back to `attrs`.
+    async fn ensure_queue(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+    ) -> Result<Ensured, QueueError> {
+        match self.create_queue(room, attrs).await {
+            Ok(()) => Ok(Ensured::Ready),
+            Err(QueueError::AlreadyExists { .. }) => {
+                let current = self.queue_attributes(room).await?;
+                let drifted = attrs.drift(&current);
+                if drifted.is_empty() {
+                    return Ok(Ensured::Ready);
+                }
+                let keys: Vec<String> = drifted.keys().cloned().collect();
+                self.set_queue_attributes(room, drifted).await?;
+                Ok(Ensured::Repaired(keys))
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
