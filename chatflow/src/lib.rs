@@ -1,7 +1,11 @@
 //! ChatFlow core: the wire protocol, room ranges and the FIFO queue layer shared by the
-//! producer, the consumer, the operator and the load generator.
+//! producer, the consumer, the operator and the load generator, plus the HTTP and WebSocket
+//! plumbing the services share.
 
+pub mod config;
+pub mod http;
 pub mod protocol;
 pub mod queue;
 pub mod rooms;
 pub mod telemetry;
+pub mod ws;

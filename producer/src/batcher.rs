@@ -1,0 +1,157 @@
+//! One batcher per room: collects up to ten messages, publishes them in one call with retries,
+//! and answers each message from its own entry's result. A single task per room keeps one batch
+//! in flight, so the room's queue order is the order messages were received.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatflow::queue::{MAX_BATCH, PublishEntry, SharedQueues};
+use chatflow::rooms::RoomId;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::breaker::{Admission, Breaker};
+use crate::metrics::Metrics;
+
+/// The answer for one message: Ok once the queue holds it, Err with the reason otherwise.
+pub type Outcome = Result<(), String>;
+
+/// A message waiting for its batch.
+pub struct Pending {
+    /// What to publish.
+    pub entry: PublishEntry,
+    /// Where its outcome goes.
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// Retry and batching policy.
+#[derive(Debug, Clone)]
+pub struct BatchPolicy {
+    /// Wait for more messages after the first of a batch.
+    pub linger: Duration,
+    /// Attempts per batch for transient failures.
+    pub attempts: u32,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl BatchPolicy {
+    /// Exponential backoff with full jitter for attempt `n` (1-based).
+    fn backoff(&self, n: u32) -> Duration {
+        let exp = self.retry_base.saturating_mul(1u32 << n.min(16)).min(self.retry_max);
+        let ms = exp.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    }
+}
+
+/// Shared pieces every room batcher uses.
+pub struct BatchContext {
+    /// Queue backend.
+    pub queues: SharedQueues,
+    /// Policy.
+    pub policy: BatchPolicy,
+    /// Circuit breaker shared by all rooms: an outage is a service-wide event.
+    pub breaker: Breaker,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a room's batcher until every sender is gone and the last batch is answered.
+pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = Instant::now() + ctx.policy.linger;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        publish(room, &ctx, &mut batch).await;
+    }
+}
+
+/// Publishes `batch`, answering every message in it; the batch is empty afterwards.
+async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
+    let m = &ctx.metrics;
+    let admission = ctx.breaker.admit();
+    if admission == Admission::Reject {
+        fail_all(ctx, batch, "queue service unavailable (circuit breaker open)");
+        return;
+    }
+    let attempts = if admission == Admission::Probe { 1 } else { ctx.policy.attempts };
+    let mut last_error = String::new();
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            m.publish_retries.inc();
+            tokio::time::sleep(ctx.policy.backoff(attempt - 1)).await;
+        }
+        let entries: Vec<PublishEntry> = batch.iter().map(|p| p.entry.clone()).collect();
+        m.batch_size.observe(entries.len() as f64);
+        let started = Instant::now();
+        let result = ctx.queues.publish(room, &entries).await;
+        m.publish_latency.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(results) => {
+                let mut retry = Vec::new();
+                for (pending, res) in batch.drain(..).zip(results) {
+                    match res {
+                        Ok(_) => {
+                            m.messages_published.inc();
+                            let _ = pending.reply.send(Ok(()));
+                        }
+                        Err(e) if e.sender_fault => {
+                            m.publish_failures.inc();
+                            let _ = pending.reply.send(Err(format!("queue refused the message: {e}")));
+                        }
+                        Err(e) => {
+                            last_error = e.to_string();
+                            retry.push(pending);
+                        }
+                    }
+                }
+                *batch = retry;
+                if batch.is_empty() {
+                    close_breaker(ctx);
+                    return;
+                }
+            }
+            Err(e) if e.is_transient() => last_error = e.to_string(),
+            Err(e) => {
+                last_error = e.to_string();
+                break;
+            }
+        }
+        tracing::debug!(room, attempt, error = %last_error, "batch publish failed");
+    }
+    tracing::warn!(room, messages = batch.len(), error = %last_error, "batch not published");
+    if ctx.breaker.failure() {
+        m.breaker_open.set(1);
+        tracing::error!(error = %last_error, "circuit breaker opened: answering QUEUE_ERROR until a probe succeeds");
+    }
+    fail_all(ctx, batch, &format!("queue unavailable: {last_error}"));
+}
+
+fn close_breaker(ctx: &BatchContext) {
+    if ctx.breaker.is_open() {
+        tracing::info!("circuit breaker closed: queue reachable again");
+    }
+    ctx.breaker.success();
+    ctx.metrics.breaker_open.set(0);
+}
+
+fn fail_all(ctx: &BatchContext, batch: &mut Vec<Pending>, reason: &str) {
+    for pending in batch.drain(..) {
+        ctx.metrics.publish_failures.inc();
+        let _ = pending.reply.send(Err(reason.to_owned()));
+    }
+}
+

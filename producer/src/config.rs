@@ -1,0 +1,74 @@
+//! Producer options: flags with environment fallbacks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use chatflow::config::QueueOptions;
+use clap::Parser;
+
+/// Everything the producer can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chatflow-producer", version, about = "ChatFlow WebSocket ingest")]
+pub struct ProducerConfig {
+    /// Address to listen on (WebSocket, health, readiness and metrics).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// This instance's id, stamped on every message.
+    #[arg(long, env = "SERVER_ID", default_value = "producer-1")]
+    pub server_id: String,
+    /// Rooms and queue backend.
+    #[command(flatten)]
+    pub queue: QueueOptions,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long a batch waits for more messages before it is sent, in microseconds.
+    #[arg(long, env = "BATCH_LINGER_US", default_value_t = 1000)]
+    pub batch_linger_us: u64,
+    /// Largest accepted message, in bytes; larger ones close the socket with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(64..=16_777_216))]
+    pub max_frame_bytes: u64,
+    /// Most concurrent WebSocket connections; more are refused with HTTP 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// Messages a connection may have unacknowledged before its reading pauses.
+    #[arg(long, env = "MAX_UNACKED", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_unacked: u64,
+    /// Seconds without any frame from a client before it is pinged; twice that and it is closed.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Attempts per batch for transient failures.
+    #[arg(long, env = "PUBLISH_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub publish_attempts: u32,
+    /// First retry delay in milliseconds; doubles per attempt, with jitter.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 50)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 1000)]
+    pub retry_max_ms: u64,
+    /// Consecutive failed batches that open the circuit breaker.
+    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before a probe, in milliseconds.
+    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    pub breaker_cooldown_ms: u64,
+    /// How long shutdown waits for pending messages to be answered, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ProducerConfig {
+    /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback.
+    pub fn local(rooms_start: u32, rooms_end: u32) -> Self {
+        let mut c = ProducerConfig::parse_from(["chatflow-producer", "--queue-backend", "embedded"]);
+        c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
+        c.queue.rooms_start = rooms_start;
+        c.queue.rooms_end = rooms_end;
+        c
+    }
+
+    /// Batch linger.
+    pub fn linger(&self) -> Duration {
+        Duration::from_micros(self.batch_linger_us)
+    }
+}

@@ -1,0 +1,216 @@
+//! One client WebSocket: a reader that validates and hands messages to batchers, and a writer
+//! that answers them in the order they were sent.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatflow::protocol::{ConversationMessage, ErrorCode};
+use chatflow::rooms::RoomId;
+use chatflow::ws::{self, FrameSink, Inbound, Obligation, ReadError};
+use fastwebsockets::OpCode;
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::Pending;
+use crate::ingest::{self, Reply};
+use crate::server::Shared;
+
+/// What the writer sends, in order.
+enum Out {
+    Reply(Reply),
+    Owe(Obligation),
+    Close(u16, String),
+}
+
+/// The room a socket was opened for: served here, or the reason it is not.
+#[derive(Clone)]
+pub enum Target {
+    /// A room of the configured range.
+    Room(RoomId),
+    /// Every message on this socket is answered INVALID_ROOM with this reason.
+    Invalid(String),
+}
+
+/// Serves one upgraded connection until either side closes or the producer shuts down.
+pub async fn serve(ws: fastwebsockets::WebSocket<ws::Stream>, shared: Arc<Shared>, target: Target, client_ip: IpAddr) {
+    let cfg = &shared.config;
+    let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
+    let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
+    let epoch = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let stop_reading = shared.shutdown.child_token();
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let writer = tokio::spawn(write_loop(sink, rx, WriterClock { epoch, last_seen: last_seen.clone(), idle }, stop_reading.clone()));
+
+    let client_ip = client_ip.to_string();
+    let mut owe = |ob: Obligation| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Out::Owe(ob)).await;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop_reading.cancelled() => {
+                if shared.shutdown.is_cancelled() {
+                    let _ = tx.send(Out::Close(ws::CLOSE_GOING_AWAY, "server shutting down".into())).await;
+                }
+                break;
+            }
+            next = reader.next(&mut owe) => next,
+        };
+        last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let out = match next {
+            Ok(Inbound::Text(frame)) => Out::Reply(accept(&shared, &target, &frame, &client_ip).await),
+            Ok(Inbound::Binary(_)) => {
+                shared.metrics.error(ErrorCode::InvalidJson);
+                Out::Reply(Reply::Now(ingest::error_reply(
+                    ErrorCode::InvalidJson,
+                    "binary frames are not accepted: send JSON as a text frame",
+                    None,
+                )))
+            }
+            Ok(Inbound::Pong) => continue,
+            Ok(Inbound::Close) | Err(ReadError::Closed) => break,
+            Err(ReadError::TooLarge(limit)) => {
+                Out::Close(ws::CLOSE_TOO_BIG, format!("message larger than {limit} bytes"))
+            }
+            Err(ReadError::Protocol(why)) => Out::Close(ws::CLOSE_PROTOCOL, why),
+        };
+        let closing = matches!(out, Out::Close(..));
+        // A full channel means max_unacked replies are outstanding: reading waits here.
+        if tx.send(out).await.is_err() || closing {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str) -> Reply {
+    let m = &shared.metrics;
+    m.messages_received.inc();
+    let parsed = ConversationMessage::parse(frame);
+    let room = match target {
+        Target::Room(room) => *room,
+        Target::Invalid(reason) => {
+            m.error(ErrorCode::InvalidRoom);
+            let cmid = match &parsed {
+                Ok(msg) => msg.client_message_id.clone(),
+                Err(r) => r.client_message_id.clone(),
+            };
+            return Reply::Now(ingest::error_reply(ErrorCode::InvalidRoom, reason, cmid.as_deref()));
+        }
+    };
+    let msg = match parsed {
+        Ok(msg) => msg,
+        Err(rejection) => {
+            m.error(rejection.code);
+            return Reply::Now(ingest::rejection_reply(&rejection));
+        }
+    };
+    let stamped = ingest::stamp(msg, room, &shared.config.server_id, client_ip);
+    let (reply, outcome) = oneshot::channel();
+    let pending = Pending {
+        entry: stamped.entry,
+        reply,
+    };
+    if shared.batcher(room).send(pending).await.is_err() {
+        m.error(ErrorCode::QueueError);
+        return Reply::Now(ingest::error_reply(
+            ErrorCode::QueueError,
+            "the producer is shutting down",
+            stamped.client_message_id.as_deref(),
+        ));
+    }
+    Reply::Later {
+        ok: stamped.ok,
+        client_message_id: stamped.client_message_id,
+        outcome,
+    }
+}
+
+struct WriterClock {
+    epoch: Instant,
+    last_seen: Arc<AtomicU64>,
+    idle: Duration,
+}
+
+/// Writes replies in order, batching what is ready into one write; pings idle clients and
+/// closes those that stay silent.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut sink: FrameSink<W>,
+    mut rx: mpsc::Receiver<Out>,
+    clock: WriterClock,
+    stop_reading: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(clock.idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut closed = false;
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            _ = ticker.tick() => {
+                let silent = clock.epoch.elapsed().saturating_sub(Duration::from_millis(clock.last_seen.load(Ordering::Relaxed)));
+                if silent >= clock.idle * 2 {
+                    sink.close(ws::CLOSE_NORMAL, "idle timeout");
+                    closed = true;
+                    stop_reading.cancel();
+                } else if silent >= clock.idle {
+                    sink.frame(OpCode::Ping, b"chatflow");
+                }
+                if sink.flush().await.is_err() {
+                    stop_reading.cancel();
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(out) = out else { break };
+        match out {
+            Out::Reply(Reply::Now(bytes)) => sink.text(&bytes),
+            Out::Reply(Reply::Later {
+                ok,
+                client_message_id,
+                outcome,
+            }) => match outcome.await {
+                Ok(Ok(())) => sink.text(&ok),
+                Ok(Err(reason)) => sink.text(&ingest::error_reply(
+                    ErrorCode::QueueError,
+                    &reason,
+                    client_message_id.as_deref(),
+                )),
+                Err(_) => sink.text(&ingest::error_reply(
+                    ErrorCode::QueueError,
+                    "the message was dropped before it was published",
+                    client_message_id.as_deref(),
+                )),
+            },
+            Out::Owe(Obligation::Pong(p)) => sink.frame(OpCode::Pong, &p),
+            Out::Owe(Obligation::Close(p)) if !closed => {
+                sink.frame(OpCode::Close, &p);
+                closed = true;
+            }
+            Out::Owe(Obligation::Close(_)) => {}
+            Out::Close(code, reason) if !closed => {
+                sink.close(code, &reason);
+                closed = true;
+            }
+            Out::Close(..) => {}
+        }
+        if (rx.is_empty() || sink.queued() > 64 * 1024) && sink.flush().await.is_err() {
+            // The peer is gone: stop reading too; pending outcomes are still awaited by nobody,
+            // which is fine because the queue result does not depend on the reply.
+            stop_reading.cancel();
+            return;
+        }
+    }
+    let _ = sink.shutdown().await;
+}

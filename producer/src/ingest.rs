@@ -1,0 +1,96 @@
+//! Turning one client frame into a queued message and its reply.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use chatflow::protocol::{ConversationMessage, ErrorCode, ErrorReply, OkReply, Rejection, TaskMessage, now_rfc3339};
+use chatflow::queue::PublishEntry;
+use chatflow::rooms::RoomId;
+use tokio::sync::oneshot;
+
+use crate::batcher::Outcome;
+
+/// What a frame leads to: an answer now, or one once its batch is published.
+pub enum Reply {
+    /// Answer ready (validation errors, invalid room).
+    Now(Bytes),
+    /// Answer after publishing: the OK reply to send on success, the pending outcome.
+    Later {
+        /// The OK reply, serialized ahead so the writer only copies bytes.
+        ok: Bytes,
+        /// Client's id, for the error reply on failure.
+        client_message_id: Option<String>,
+        /// Outcome from the room's batcher.
+        outcome: oneshot::Receiver<Outcome>,
+    },
+}
+
+/// Serializes an ERROR reply.
+pub fn error_reply(code: ErrorCode, reason: &str, client_message_id: Option<&str>) -> Bytes {
+    let reply = ErrorReply {
+        status: Cow::Borrowed("ERROR"),
+        error_code: code,
+        error_message: Cow::Borrowed(reason),
+        server_timestamp: Cow::Owned(now_rfc3339()),
+        client_message_id: client_message_id.map(Cow::Borrowed),
+    };
+    serde_json::to_vec(&reply).expect("replies serialize").into()
+}
+
+/// Serializes the ERROR reply for a rejected frame.
+pub fn rejection_reply(r: &Rejection) -> Bytes {
+    error_reply(r.code, &r.reason, r.client_message_id.as_deref())
+}
+
+/// A validated message stamped and ready for its room's batcher.
+pub struct Stamped {
+    /// The queue entry.
+    pub entry: PublishEntry,
+    /// The OK reply.
+    pub ok: Bytes,
+    /// Client's id.
+    pub client_message_id: Option<String>,
+}
+
+/// Stamps a validated message with its ids and the producer's metadata.
+pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip: &str) -> Stamped {
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let now = now_rfc3339();
+    let user_id = msg.user_id.to_string();
+    let ok = OkReply {
+        status: Cow::Borrowed("OK"),
+        message_id: Cow::Borrowed(&message_id),
+        server_timestamp: Cow::Borrowed(&now),
+        user_id: Cow::Borrowed(&user_id),
+        username: Cow::Borrowed(&msg.username),
+        message: Cow::Borrowed(&msg.message),
+        timestamp: Cow::Borrowed(&msg.timestamp),
+        message_type: msg.message_type,
+        client_message_id: msg.client_message_id.as_deref().map(Cow::Borrowed),
+    };
+    let ok: Bytes = serde_json::to_vec(&ok).expect("replies serialize").into();
+    // A client's resend must map to the same queue entry, so its id wins over ours.
+    let dedup_id = msg.client_message_id.clone().unwrap_or_else(|| message_id.clone());
+    let task = TaskMessage {
+        message_id,
+        room_id: room,
+        user_id,
+        username: msg.username,
+        message: msg.message,
+        timestamp: msg.timestamp,
+        message_type: msg.message_type,
+        server_id: server_id.to_owned(),
+        client_ip: client_ip.to_owned(),
+        received_at: now,
+        client_message_id: msg.client_message_id.clone(),
+    };
+    Stamped {
+        entry: PublishEntry {
+            body: serde_json::to_string(&task).expect("tasks serialize"),
+            group_id: room.to_string(),
+            dedup_id,
+        },
+        ok,
+        client_message_id: msg.client_message_id,
+    }
+}

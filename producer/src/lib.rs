@@ -1,0 +1,14 @@
+//! ChatFlow producer: WebSocket ingest that validates chat messages, batches them into each
+//! room's FIFO queue, and acknowledges every message from its own queue result.
+
+pub mod batcher;
+pub mod breaker;
+pub mod client_ip;
+pub mod config;
+pub mod connection;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+
+pub use config::ProducerConfig;
+pub use server::{ProducerHandle, StartError, start, start_on};
