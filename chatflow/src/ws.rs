@@ -345,3 +345,89 @@ mod tests {
         assert!(std::str::from_utf8(&p[2..]).is_ok());
     }
 }
+
+/// What a client reads from a server.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// A text message.
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// The server closed with this code and reason.
+    Closed(Option<u16>, String),
+}
+
+/// Read half of a client connection.
+pub struct ClientReader {
+    inner: WebSocketRead<ReadHalf<Stream>>,
+}
+
+impl ClientReader {
+    /// Next data message or the close; pings are not answered (clients under load are never idle).
+    pub async fn next(&mut self) -> Result<ClientEvent, ReadError> {
+        loop {
+            let frame = self
+                .inner
+                .read_frame(&mut |_| async { Ok::<(), std::convert::Infallible>(()) })
+                .await
+                .map_err(|e| match e {
+                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+                        ReadError::Closed
+                    }
+                    other => ReadError::Protocol(other.to_string()),
+                })?;
+            match frame.opcode {
+                OpCode::Text => return Ok(ClientEvent::Text(payload_bytes(frame.payload))),
+                OpCode::Binary => return Ok(ClientEvent::Binary(payload_bytes(frame.payload))),
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default()).into_owned();
+                    return Ok(ClientEvent::Closed(code, reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Write half of a client connection; frames are buffered until [`ClientWriter::flush`].
+pub struct ClientWriter {
+    inner: fastwebsockets::WebSocketWrite<tokio::io::BufWriter<WriteHalf<Stream>>>,
+}
+
+impl ClientWriter {
+    /// Queues a text frame (flushed when the buffer fills or on `flush`).
+    pub async fn text(&mut self, payload: &[u8]) -> Result<(), WebSocketError> {
+        self.inner.write_frame(Frame::text(Payload::Borrowed(payload))).await
+    }
+
+    /// Queues a binary frame.
+    pub async fn binary(&mut self, payload: &[u8]) -> Result<(), WebSocketError> {
+        self.inner.write_frame(Frame::binary(Payload::Borrowed(payload))).await
+    }
+
+    /// Queues a raw frame (fragments, for instance).
+    pub async fn frame(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
+        self.inner.write_frame(frame).await
+    }
+
+    /// Sends a close frame.
+    pub async fn close(&mut self, code: u16) -> Result<(), WebSocketError> {
+        self.inner.write_frame(Frame::close(code, b"")).await?;
+        self.inner.flush().await
+    }
+
+    /// Writes out everything queued.
+    pub async fn flush(&mut self) -> Result<(), WebSocketError> {
+        self.inner.flush().await
+    }
+}
+
+/// Opens a client WebSocket split into a reader and a buffered writer.
+pub async fn connect_split(url: &str, timeout: Duration) -> Result<(ClientReader, ClientWriter), ConnectError> {
+    let ws = connect(url, timeout).await?;
+    let (r, w) = tokio::io::split(ws.into_inner());
+    let (read, write) =
+        fastwebsockets::after_handshake_split(r, tokio::io::BufWriter::with_capacity(16 * 1024, w), Role::Client);
+    Ok((ClientReader { inner: read }, ClientWriter { inner: write }))
+}

@@ -155,3 +155,26 @@ fn fail_all(ctx: &BatchContext, batch: &mut Vec<Pending>, reason: &str) {
     }
 }
 
+
+/// While the breaker is open, probes the queue service on its own with a cheap call, so the
+/// producer turns ready again without waiting for traffic (which an unready pod never gets).
+pub async fn probe_while_open(room: RoomId, ctx: Arc<BatchContext>, cooldown: Duration, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(cooldown.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !ctx.breaker.is_open() || ctx.breaker.admit() != Admission::Probe {
+            continue;
+        }
+        match ctx.queues.depth(room).await {
+            Ok(_) => close_breaker(&ctx),
+            Err(e) => {
+                ctx.breaker.failure();
+                tracing::debug!(error = %e, "breaker probe failed");
+            }
+        }
+    }
+}

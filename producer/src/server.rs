@@ -142,6 +142,12 @@ pub fn start_on(listener: TcpListener, config: ProducerConfig, queues: SharedQue
         .collect();
     batcher_tasks.close();
     let shutdown = CancellationToken::new();
+    tokio::spawn(batcher::probe_while_open(
+        rooms.start(),
+        batch.clone(),
+        Duration::from_millis(config.breaker_cooldown_ms),
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let shared = Arc::new(Shared {
         config,
