@@ -1,0 +1,58 @@
+//! Consumer options: flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatflow::config::QueueOptions;
+use clap::Parser;
+
+/// Everything the consumer can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chatflow-consumer", version, about = "ChatFlow fan-out shard")]
+pub struct ConsumerConfig {
+    /// Address to listen on (subscribers, health, readiness and metrics).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    pub listen_addr: SocketAddr,
+    /// This instance's id, for logs.
+    #[arg(long, env = "SERVER_ID", default_value = "consumer-1")]
+    pub server_id: String,
+    /// Rooms owned and queue backend.
+    #[command(flatten)]
+    pub queue: QueueOptions,
+    /// Concurrent long polls; 0 gives every room its own (lowest latency).
+    #[arg(long, env = "CONSUMER_POLLERS", default_value_t = 0)]
+    pub pollers: usize,
+    /// Messages a subscriber may fall behind before it is disconnected.
+    #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub subscriber_buffer: u64,
+    /// Message ids remembered per room to drop redeliveries.
+    #[arg(long, env = "DEDUP_MEMORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dedup_memory: u64,
+    /// Most concurrent subscribers; more are refused with HTTP 503.
+    #[arg(long, env = "MAX_SUBSCRIBERS", default_value_t = 50_000)]
+    pub max_subscribers: usize,
+    /// How long shutdown waits for broadcasts in hand, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ConsumerConfig {
+    /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback.
+    pub fn local(rooms_start: u32, rooms_end: u32) -> Self {
+        let mut c = ConsumerConfig::parse_from(["chatflow-consumer", "--queue-backend", "embedded"]);
+        c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
+        c.queue.rooms_start = rooms_start;
+        c.queue.rooms_end = rooms_end;
+        c
+    }
+
+    /// Long-poll wait and concurrency for `rooms` rooms: one 20 s poll per room by default;
+    /// with fewer pollers, rooms take turns and the wait shrinks so a turn comes within ~1 s.
+    pub fn poll_plan(&self, rooms: usize) -> (Option<usize>, Duration) {
+        if self.pollers == 0 || self.pollers >= rooms {
+            return (None, chatflow::queue::MAX_WAIT);
+        }
+        let secs = (self.pollers as u64 / rooms as u64).min(20);
+        (Some(self.pollers), Duration::from_secs(secs))
+    }
+}

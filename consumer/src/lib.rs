@@ -1,0 +1,12 @@
+//! ChatFlow consumer: long-polls the room queues of one shard and broadcasts each message, in
+//! queue order, to the room's WebSocket subscribers, deleting it only after the broadcast.
+
+pub mod config;
+pub mod metrics;
+pub mod poller;
+pub mod room;
+pub mod server;
+pub mod subscriber;
+
+pub use config::ConsumerConfig;
+pub use server::{ConsumerHandle, StartError, start, start_on};

@@ -1,0 +1,64 @@
+//! Consumer metrics, exposed on /metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every consumer metric.
+pub struct Metrics {
+    /// Connected subscribers.
+    pub subscribers: Gauge,
+    /// Messages received from the queues.
+    pub messages_received: Counter,
+    /// Messages broadcast (once per message, whatever the audience).
+    pub broadcasts: Counter,
+    /// Messages times subscribers they were handed to.
+    pub deliveries: Counter,
+    /// Messages of rooms without subscribers, deleted undelivered.
+    pub unheard: Counter,
+    /// Subscribers disconnected for falling behind.
+    pub dropped_slow_subscribers: Counter,
+    /// Redeliveries dropped by message id.
+    pub duplicates_dropped: Counter,
+    /// Queue bodies that were not a TaskMessage.
+    pub malformed: Counter,
+    /// Failed receives.
+    pub poll_errors: Counter,
+    /// Failed or refused deletes.
+    pub delete_errors: Counter,
+    /// Seconds from the producer's receivedAt to the broadcast.
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            subscribers: Gauge::default(),
+            messages_received: Counter::default(),
+            broadcasts: Counter::default(),
+            deliveries: Counter::default(),
+            unheard: Counter::default(),
+            dropped_slow_subscribers: Counter::default(),
+            duplicates_dropped: Counter::default(),
+            malformed: Counter::default(),
+            poll_errors: Counter::default(),
+            delete_errors: Counter::default(),
+            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        let r = registry.sub_registry_with_prefix("chatflow_consumer");
+        r.register("subscribers", "Connected subscribers", m.subscribers.clone());
+        r.register("messages_received", "Messages received from the queues", m.messages_received.clone());
+        r.register("broadcasts", "Messages broadcast", m.broadcasts.clone());
+        r.register("deliveries", "Messages times subscribers handed to", m.deliveries.clone());
+        r.register("unheard", "Messages of rooms without subscribers, deleted", m.unheard.clone());
+        r.register("dropped_slow_subscribers", "Subscribers disconnected for falling behind", m.dropped_slow_subscribers.clone());
+        r.register("duplicates_dropped", "Redeliveries dropped by message id", m.duplicates_dropped.clone());
+        r.register("malformed", "Queue bodies that were not a TaskMessage", m.malformed.clone());
+        r.register("poll_errors", "Failed receives", m.poll_errors.clone());
+        r.register("delete_errors", "Failed or refused deletes", m.delete_errors.clone());
+        r.register("latency_seconds", "From the producer's receivedAt to the broadcast", m.latency.clone());
+        m
+    }
+}

@@ -1,0 +1,115 @@
+//! A room's poll loop: receive, broadcast in queue order, then delete what was broadcast.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatflow::protocol::{BroadcastEvent, TaskMessage, now_rfc3339, parse_rfc3339};
+use chatflow::queue::{MAX_BATCH, ReceivedMessage, SharedQueues};
+use chatflow::rooms::RoomId;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::room::Room;
+
+/// What every room's poller shares.
+pub struct PollContext {
+    /// Queue backend.
+    pub queues: SharedQueues,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Long-poll wait.
+    pub wait: Duration,
+    /// Turns when polls are capped (fair: waiters are served in order).
+    pub turns: Option<Arc<Semaphore>>,
+    /// Fires on shutdown: no new polls start.
+    pub stop: CancellationToken,
+}
+
+/// Polls `room` until shutdown; a batch in hand is always finished and deleted.
+pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let permit = match &ctx.turns {
+            Some(sem) => tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                p = sem.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
+            },
+            None => None,
+        };
+        let got = tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            got = ctx.queues.receive(room_id, MAX_BATCH, ctx.wait) => got,
+        };
+        drop(permit);
+        match got {
+            Ok(msgs) => {
+                backoff = Duration::from_millis(200);
+                if !msgs.is_empty() {
+                    handle_batch(room_id, &room, &ctx, msgs).await;
+                }
+            }
+            Err(e) => {
+                ctx.metrics.poll_errors.inc();
+                tracing::warn!(room = room_id, error = %e, "receive failed; retrying");
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Broadcasts a received batch in order, then deletes all of it in one call.
+pub async fn handle_batch(room_id: RoomId, room: &Room, ctx: &PollContext, msgs: Vec<ReceivedMessage>) {
+    let m = &ctx.metrics;
+    m.messages_received.inc_by(msgs.len() as u64);
+    let mut receipts = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        receipts.push(msg.receipt);
+        let task: TaskMessage = match serde_json::from_str(&msg.body) {
+            Ok(t) => t,
+            Err(e) => {
+                // Redelivering it would fail the same way forever: drop it, loudly.
+                m.malformed.inc();
+                tracing::error!(room = room_id, message_id = %msg.message_id, error = %e, "dropping a malformed queue message");
+                continue;
+            }
+        };
+        let fresh = room.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(&task.message_id);
+        if !fresh {
+            m.duplicates_dropped.inc();
+            continue;
+        }
+        let received_at = parse_rfc3339(&task.received_at);
+        let event = BroadcastEvent::from_task(task, now_rfc3339());
+        let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
+        let fanout = room.broadcast(&bytes);
+        m.broadcasts.inc();
+        if fanout.delivered == 0 {
+            m.unheard.inc();
+        }
+        m.deliveries.inc_by(fanout.delivered);
+        m.dropped_slow_subscribers.inc_by(fanout.dropped);
+        if let Some(at) = received_at {
+            m.latency.observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+        }
+    }
+    match ctx.queues.delete_batch(room_id, &receipts).await {
+        Ok(results) => {
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                m.delete_errors.inc_by(failed as u64);
+                tracing::warn!(room = room_id, failed, "some deletes failed; those messages come back and are dropped as duplicates");
+            }
+        }
+        Err(e) => {
+            m.delete_errors.inc_by(receipts.len() as u64);
+            tracing::warn!(room = room_id, error = %e, "delete failed; the batch comes back and is dropped as duplicates");
+        }
+    }
+}

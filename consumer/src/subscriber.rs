@@ -1,0 +1,90 @@
+//! One subscriber WebSocket: writes the room's events in order; reads only to answer pings and
+//! notice the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatflow::ws::{self, Inbound, Obligation};
+use fastwebsockets::OpCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::room::Room;
+
+/// Subscribers send nothing worth reading; anything larger is refused.
+const MAX_INBOUND: usize = 4096;
+
+/// Serves one subscriber until it leaves, falls behind, or the consumer shuts down.
+pub async fn serve(
+    socket: fastwebsockets::WebSocket<ws::Stream>,
+    room: Arc<Room>,
+    buffer: usize,
+    shutdown: CancellationToken,
+) {
+    let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(buffer);
+    let (id, kicked) = room.join(tx);
+    let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
+    let gone = CancellationToken::new();
+    let read_task = tokio::spawn({
+        let gone = gone.clone();
+        async move {
+            let mut owe = |ob: Obligation| {
+                let owed_tx = owed_tx.clone();
+                async move {
+                    let _ = owed_tx.send(ob).await;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = gone.cancelled() => return,
+                    next = reader.next(&mut owe) => match next {
+                        Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => {}
+                        Ok(Inbound::Close) | Err(_) => { gone.cancel(); return; }
+                    },
+                }
+            }
+        }
+    });
+    let reason = loop {
+        tokio::select! {
+            biased;
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    sink.text(&ev);
+                    while sink.queued() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(ev) => sink.text(&ev),
+                            Err(_) => break,
+                        }
+                    }
+                    if sink.flush().await.is_err() { break None; }
+                }
+                // The room let go of us: either we fell behind or the consumer is stopping.
+                None if kicked.is_cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
+                None => break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
+            },
+            _ = kicked.cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
+            ob = owed_rx.recv() => match ob {
+                Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush().await; }
+                Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush().await; break None; }
+                None => break None,
+            },
+            _ = gone.cancelled() => break None,
+            _ = shutdown.cancelled() => {
+                // Deliver what is already queued for this subscriber before saying goodbye.
+                while let Ok(ev) = rx.try_recv() { sink.text(&ev); }
+                break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
+            }
+        }
+    };
+    room.leave(id);
+    if let Some((code, why)) = reason {
+        sink.close(code, &why);
+        // A stalled peer may never take the close frame: give it a moment, then hang up.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
+    }
+    gone.cancel();
+    let _ = read_task.await;
+}
