@@ -44,7 +44,10 @@ pub fn metrics(registry: &Registry) -> Response<Body> {
             )
             .body(Full::new(out.into()))
             .expect("static response parts are valid"),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics encoding failed: {e}\n")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics encoding failed: {e}\n"),
+        ),
     }
 }
 
@@ -52,7 +55,10 @@ pub fn metrics(registry: &Registry) -> Response<Body> {
 pub fn ready(result: Result<(), String>) -> Response<Body> {
     match result {
         Ok(()) => text(StatusCode::OK, "ready\n"),
-        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

@@ -67,7 +67,10 @@ const KEEP_BUFFER: usize = 16 * 1024;
 impl<W: AsyncWrite + Unpin> FrameSink<W> {
     /// Wraps the write half of an upgraded connection.
     pub fn new(io: W) -> Self {
-        FrameSink { io, buf: Vec::new() }
+        FrameSink {
+            io,
+            buf: Vec::new(),
+        }
     }
 
     /// Queues a text frame.
@@ -177,9 +180,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             };
             let frame = match self.inner.read_frame(&mut send).await {
                 Ok(frame) => frame,
-                Err(WebSocketError::FrameTooLarge) => return Err(ReadError::TooLarge(self.max_message)),
+                Err(WebSocketError::FrameTooLarge) => {
+                    return Err(ReadError::TooLarge(self.max_message));
+                }
                 Err(
-                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed,
+                    WebSocketError::UnexpectedEOF
+                    | WebSocketError::IoError(_)
+                    | WebSocketError::ConnectionClosed,
                 ) => return Err(ReadError::Closed),
                 Err(e) => return Err(ReadError::Protocol(e.to_string())),
             };
@@ -189,7 +196,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 OpCode::Ping => continue,
                 OpCode::Text | OpCode::Binary if frame.fin => {
                     if self.partial.is_some() {
-                        return Err(ReadError::Protocol("new message inside a fragmented one".into()));
+                        return Err(ReadError::Protocol(
+                            "new message inside a fragmented one".into(),
+                        ));
                     }
                     let bytes = payload_bytes(frame.payload);
                     return Ok(if frame.opcode == OpCode::Text {
@@ -200,13 +209,17 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 }
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
-                        return Err(ReadError::Protocol("new message inside a fragmented one".into()));
+                        return Err(ReadError::Protocol(
+                            "new message inside a fragmented one".into(),
+                        ));
                     }
                     self.partial = Some((frame.opcode, frame.payload.to_vec()));
                 }
                 OpCode::Continuation => {
                     let Some((opcode, mut buf)) = self.partial.take() else {
-                        return Err(ReadError::Protocol("continuation without a first fragment".into()));
+                        return Err(ReadError::Protocol(
+                            "continuation without a first fragment".into(),
+                        ));
                     };
                     if buf.len() + frame.payload.len() > self.max_message {
                         return Err(ReadError::TooLarge(self.max_message));
@@ -220,7 +233,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                         return Ok(Inbound::Binary(buf.into()));
                     }
                     if std::str::from_utf8(&buf).is_err() {
-                        return Err(ReadError::Protocol("text message is not valid UTF-8".into()));
+                        return Err(ReadError::Protocol(
+                            "text message is not valid UTF-8".into(),
+                        ));
                     }
                     return Ok(Inbound::Text(buf.into()));
                 }
@@ -238,7 +253,13 @@ fn payload_bytes(p: Payload<'_>) -> Bytes {
 }
 
 /// Splits a server-side WebSocket into a message reader and a frame writer.
-pub fn split_server(ws: WebSocket<Stream>, max_message: usize) -> (MessageReader<ReadHalf<Stream>>, FrameSink<WriteHalf<Stream>>) {
+pub fn split_server(
+    ws: WebSocket<Stream>,
+    max_message: usize,
+) -> (
+    MessageReader<ReadHalf<Stream>>,
+    FrameSink<WriteHalf<Stream>>,
+) {
     let (r, w) = tokio::io::split(ws.into_inner());
     // The library's own write half is not used: replies are batched by FrameSink.
     let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
@@ -291,8 +312,15 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<WebSocket<Stream>, 
     if uri.scheme_str() != Some("ws") {
         return Err(ConnectError::BadUrl(url.into()));
     }
-    let authority = uri.authority().ok_or_else(|| ConnectError::BadUrl(url.into()))?.clone();
-    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    let authority = uri
+        .authority()
+        .ok_or_else(|| ConnectError::BadUrl(url.into()))?
+        .clone();
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
     let unreachable = |reason: String| ConnectError::Unreachable {
         addr: addr.clone(),
         reason,
@@ -309,17 +337,23 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<WebSocket<Stream>, 
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::UPGRADE, "websocket")
         .header(hyper::header::CONNECTION, "upgrade")
-        .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())
         .map_err(|_| ConnectError::BadUrl(url.into()))?;
-    let (ws, _) = tokio::time::timeout(timeout, fastwebsockets::handshake::client(&SpawnExecutor, req, stream))
-        .await
-        .map_err(|_| unreachable(format!("no upgrade within {timeout:?}")))?
-        .map_err(|e| match e {
-            WebSocketError::InvalidStatusCode(code) => ConnectError::Refused(format!("HTTP {code}")),
-            other => ConnectError::Refused(other.to_string()),
-        })?;
+    let (ws, _) = tokio::time::timeout(
+        timeout,
+        fastwebsockets::handshake::client(&SpawnExecutor, req, stream),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no upgrade within {timeout:?}")))?
+    .map_err(|e| match e {
+        WebSocketError::InvalidStatusCode(code) => ConnectError::Refused(format!("HTTP {code}")),
+        other => ConnectError::Refused(other.to_string()),
+    })?;
     Ok(ws)
 }
 
@@ -329,7 +363,13 @@ mod tests {
 
     #[test]
     fn frame_lengths_use_the_right_header() {
-        for (len, head) in [(0usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+        for (len, head) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+        ] {
             let mut buf = Vec::new();
             encode_frame(&mut buf, OpCode::Text, &vec![b'x'; len]);
             assert_eq!(buf.len(), head + len, "payload {len}");
@@ -371,17 +411,20 @@ impl ClientReader {
                 .read_frame(&mut |_| async { Ok::<(), std::convert::Infallible>(()) })
                 .await
                 .map_err(|e| match e {
-                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
-                        ReadError::Closed
-                    }
+                    WebSocketError::UnexpectedEOF
+                    | WebSocketError::IoError(_)
+                    | WebSocketError::ConnectionClosed => ReadError::Closed,
                     other => ReadError::Protocol(other.to_string()),
                 })?;
             match frame.opcode {
                 OpCode::Text => return Ok(ClientEvent::Text(payload_bytes(frame.payload))),
                 OpCode::Binary => return Ok(ClientEvent::Binary(payload_bytes(frame.payload))),
                 OpCode::Close => {
-                    let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default()).into_owned();
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let reason =
+                        String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
+                            .into_owned();
                     return Ok(ClientEvent::Closed(code, reason));
                 }
                 _ => continue,
@@ -398,12 +441,16 @@ pub struct ClientWriter {
 impl ClientWriter {
     /// Queues a text frame (flushed when the buffer fills or on `flush`).
     pub async fn text(&mut self, payload: &[u8]) -> Result<(), WebSocketError> {
-        self.inner.write_frame(Frame::text(Payload::Borrowed(payload))).await
+        self.inner
+            .write_frame(Frame::text(Payload::Borrowed(payload)))
+            .await
     }
 
     /// Queues a binary frame.
     pub async fn binary(&mut self, payload: &[u8]) -> Result<(), WebSocketError> {
-        self.inner.write_frame(Frame::binary(Payload::Borrowed(payload))).await
+        self.inner
+            .write_frame(Frame::binary(Payload::Borrowed(payload)))
+            .await
     }
 
     /// Queues a raw frame (fragments, for instance).
@@ -424,10 +471,16 @@ impl ClientWriter {
 }
 
 /// Opens a client WebSocket split into a reader and a buffered writer.
-pub async fn connect_split(url: &str, timeout: Duration) -> Result<(ClientReader, ClientWriter), ConnectError> {
+pub async fn connect_split(
+    url: &str,
+    timeout: Duration,
+) -> Result<(ClientReader, ClientWriter), ConnectError> {
     let ws = connect(url, timeout).await?;
     let (r, w) = tokio::io::split(ws.into_inner());
-    let (read, write) =
-        fastwebsockets::after_handshake_split(r, tokio::io::BufWriter::with_capacity(16 * 1024, w), Role::Client);
+    let (read, write) = fastwebsockets::after_handshake_split(
+        r,
+        tokio::io::BufWriter::with_capacity(16 * 1024, w),
+        Role::Client,
+    );
     Ok((ClientReader { inner: read }, ClientWriter { inner: write }))
 }

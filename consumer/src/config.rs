@@ -39,7 +39,8 @@ pub struct ConsumerConfig {
 impl ConsumerConfig {
     /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback.
     pub fn local(rooms_start: u32, rooms_end: u32) -> Self {
-        let mut c = ConsumerConfig::parse_from(["chatflow-consumer", "--queue-backend", "embedded"]);
+        let mut c =
+            ConsumerConfig::parse_from(["chatflow-consumer", "--queue-backend", "embedded"]);
         c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
         c.queue.rooms_start = rooms_start;
         c.queue.rooms_end = rooms_end;

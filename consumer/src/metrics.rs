@@ -48,17 +48,53 @@ impl Metrics {
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
         let r = registry.sub_registry_with_prefix("chatflow_consumer");
-        r.register("subscribers", "Connected subscribers", m.subscribers.clone());
-        r.register("messages_received", "Messages received from the queues", m.messages_received.clone());
+        r.register(
+            "subscribers",
+            "Connected subscribers",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Messages received from the queues",
+            m.messages_received.clone(),
+        );
         r.register("broadcasts", "Messages broadcast", m.broadcasts.clone());
-        r.register("deliveries", "Messages times subscribers handed to", m.deliveries.clone());
-        r.register("unheard", "Messages of rooms without subscribers, deleted", m.unheard.clone());
-        r.register("dropped_slow_subscribers", "Subscribers disconnected for falling behind", m.dropped_slow_subscribers.clone());
-        r.register("duplicates_dropped", "Redeliveries dropped by message id", m.duplicates_dropped.clone());
-        r.register("malformed", "Queue bodies that were not a TaskMessage", m.malformed.clone());
+        r.register(
+            "deliveries",
+            "Messages times subscribers handed to",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "unheard",
+            "Messages of rooms without subscribers, deleted",
+            m.unheard.clone(),
+        );
+        r.register(
+            "dropped_slow_subscribers",
+            "Subscribers disconnected for falling behind",
+            m.dropped_slow_subscribers.clone(),
+        );
+        r.register(
+            "duplicates_dropped",
+            "Redeliveries dropped by message id",
+            m.duplicates_dropped.clone(),
+        );
+        r.register(
+            "malformed",
+            "Queue bodies that were not a TaskMessage",
+            m.malformed.clone(),
+        );
         r.register("poll_errors", "Failed receives", m.poll_errors.clone());
-        r.register("delete_errors", "Failed or refused deletes", m.delete_errors.clone());
-        r.register("latency_seconds", "From the producer's receivedAt to the broadcast", m.latency.clone());
+        r.register(
+            "delete_errors",
+            "Failed or refused deletes",
+            m.delete_errors.clone(),
+        );
+        r.register(
+            "latency_seconds",
+            "From the producer's receivedAt to the broadcast",
+            m.latency.clone(),
+        );
         m
     }
 }

@@ -65,7 +65,12 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
 }
 
 /// Broadcasts a received batch in order, then deletes all of it in one call.
-pub async fn handle_batch(room_id: RoomId, room: &Room, ctx: &PollContext, msgs: Vec<ReceivedMessage>) {
+pub async fn handle_batch(
+    room_id: RoomId,
+    room: &Room,
+    ctx: &PollContext,
+    msgs: Vec<ReceivedMessage>,
+) {
     let m = &ctx.metrics;
     m.messages_received.inc_by(msgs.len() as u64);
     let mut receipts = Vec::with_capacity(msgs.len());
@@ -80,7 +85,11 @@ pub async fn handle_batch(room_id: RoomId, room: &Room, ctx: &PollContext, msgs:
                 continue;
             }
         };
-        let fresh = room.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(&task.message_id);
+        let fresh = room
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(&task.message_id);
         if !fresh {
             m.duplicates_dropped.inc();
             continue;
@@ -96,7 +105,8 @@ pub async fn handle_batch(room_id: RoomId, room: &Room, ctx: &PollContext, msgs:
         m.deliveries.inc_by(fanout.delivered);
         m.dropped_slow_subscribers.inc_by(fanout.dropped);
         if let Some(at) = received_at {
-            m.latency.observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+            m.latency
+                .observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
         }
     }
     match ctx.queues.delete_batch(room_id, &receipts).await {
@@ -104,7 +114,11 @@ pub async fn handle_batch(room_id: RoomId, room: &Room, ctx: &PollContext, msgs:
             let failed = results.iter().filter(|r| r.is_err()).count();
             if failed > 0 {
                 m.delete_errors.inc_by(failed as u64);
-                tracing::warn!(room = room_id, failed, "some deletes failed; those messages come back and are dropped as duplicates");
+                tracing::warn!(
+                    room = room_id,
+                    failed,
+                    "some deletes failed; those messages come back and are dropped as duplicates"
+                );
             }
         }
         Err(e) => {

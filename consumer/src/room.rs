@@ -79,11 +79,14 @@ impl Room {
     pub fn join(&self, tx: mpsc::Sender<Bytes>) -> (u64, CancellationToken) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = CancellationToken::new();
-        self.subscribers.write().unwrap_or_else(|e| e.into_inner()).push(Subscriber {
-            id,
-            tx,
-            kick: kick.clone(),
-        });
+        self.subscribers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Subscriber {
+                id,
+                tx,
+                kick: kick.clone(),
+            });
         (id, kick)
     }
 
@@ -97,7 +100,10 @@ impl Room {
 
     /// Current subscriber count.
     pub fn len(&self) -> usize {
-        self.subscribers.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.subscribers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Whether nobody listens.
@@ -137,7 +143,12 @@ impl Room {
 
     /// Disconnects everyone (shutdown).
     pub fn close_all(&self) {
-        for s in self.subscribers.write().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for s in self
+            .subscribers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             drop(s.tx);
         }
     }
@@ -166,8 +177,20 @@ mod tests {
         room.join(fast_tx);
         let (_, kicked) = room.join(slow_tx);
         let ev = Bytes::from_static(b"e");
-        assert_eq!(room.broadcast(&ev), Fanout { delivered: 2, dropped: 0 });
-        assert_eq!(room.broadcast(&ev), Fanout { delivered: 1, dropped: 1 });
+        assert_eq!(
+            room.broadcast(&ev),
+            Fanout {
+                delivered: 2,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            room.broadcast(&ev),
+            Fanout {
+                delivered: 1,
+                dropped: 1
+            }
+        );
         assert!(kicked.is_cancelled());
         assert_eq!(room.len(), 1);
         assert_eq!(fast_rx.recv().await.unwrap(), ev);

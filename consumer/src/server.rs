@@ -68,16 +68,25 @@ pub enum StartError {
 }
 
 /// Starts the consumer on `config.listen_addr` over `queues`.
-pub async fn start(config: ConsumerConfig, queues: SharedQueues) -> Result<ConsumerHandle, StartError> {
-    let listener = TcpListener::bind(config.listen_addr).await.map_err(|source| StartError::Listen {
-        addr: config.listen_addr,
-        source,
-    })?;
+pub async fn start(
+    config: ConsumerConfig,
+    queues: SharedQueues,
+) -> Result<ConsumerHandle, StartError> {
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen_addr,
+            source,
+        })?;
     start_on(listener, config, queues)
 }
 
 /// Starts the consumer on an already bound listener.
-pub fn start_on(listener: TcpListener, config: ConsumerConfig, queues: SharedQueues) -> Result<ConsumerHandle, StartError> {
+pub fn start_on(
+    listener: TcpListener,
+    config: ConsumerConfig,
+    queues: SharedQueues,
+) -> Result<ConsumerHandle, StartError> {
     let rooms = config.queue.rooms()?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen_addr,
@@ -94,7 +103,10 @@ pub fn start_on(listener: TcpListener, config: ConsumerConfig, queues: SharedQue
         turns: turns.map(|n| Arc::new(Semaphore::new(n))),
         stop: stopping.clone(),
     });
-    let room_state: Vec<Arc<Room>> = rooms.iter().map(|_| Arc::new(Room::new(config.dedup_memory as usize))).collect();
+    let room_state: Vec<Arc<Room>> = rooms
+        .iter()
+        .map(|_| Arc::new(Room::new(config.dedup_memory as usize)))
+        .collect();
     let pollers = TaskTracker::new();
     for (room_id, room) in rooms.iter().zip(&room_state) {
         pollers.spawn(poller::run(room_id, room.clone(), ctx.clone()));
@@ -155,38 +167,68 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>, conns: TaskTracker) 
             Ok(())
         }),
         "/metrics" => http::metrics(&shared.registry),
-        p if p.starts_with("/subscribe/") => subscribe(req, shared, conns, &p["/subscribe/".len()..]),
-        _ => http::text(StatusCode::NOT_FOUND, "not found: use /subscribe/{roomId}, /health, /ready or /metrics\n"),
+        p if p.starts_with("/subscribe/") => {
+            subscribe(req, shared, conns, &p["/subscribe/".len()..])
+        }
+        _ => http::text(
+            StatusCode::NOT_FOUND,
+            "not found: use /subscribe/{roomId}, /health, /ready or /metrics\n",
+        ),
     }
 }
 
-fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, conns: TaskTracker, room: &str) -> Response<Body> {
+fn subscribe(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    conns: TaskTracker,
+    room: &str,
+) -> Response<Body> {
     let room_id = match shared.rooms.parse_room(room) {
         Ok(r) => r,
-        Err(e) => return http::text(StatusCode::NOT_FOUND, format!("this shard does not serve that room: {e}\n")),
+        Err(e) => {
+            return http::text(
+                StatusCode::NOT_FOUND,
+                format!("this shard does not serve that room: {e}\n"),
+            );
+        }
     };
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return http::text(StatusCode::UPGRADE_REQUIRED, "this route is a WebSocket: send an upgrade request\n");
+        return http::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this route is a WebSocket: send an upgrade request\n",
+        );
     }
     if shared.stopping.is_cancelled() {
         return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     if shared.subscribers.fetch_add(1, Ordering::AcqRel) >= shared.config.max_subscribers {
         shared.subscribers.fetch_sub(1, Ordering::AcqRel);
-        return http::text(StatusCode::SERVICE_UNAVAILABLE, "subscriber limit reached, retry later\n");
+        return http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "subscriber limit reached, retry later\n",
+        );
     }
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
             shared.subscribers.fetch_sub(1, Ordering::AcqRel);
-            return http::text(StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}\n"));
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                format!("bad WebSocket upgrade: {e}\n"),
+            );
         }
     };
     let room = shared.room_state[(room_id - shared.rooms.start()) as usize].clone();
     shared.metrics.subscribers.inc();
     conns.spawn(async move {
         if let Ok(ws) = fut.await {
-            subscriber::serve(ws, room, shared.config.subscriber_buffer as usize, shared.closing.clone()).await;
+            subscriber::serve(
+                ws,
+                room,
+                shared.config.subscriber_buffer as usize,
+                shared.closing.clone(),
+            )
+            .await;
         }
         shared.metrics.subscribers.dec();
         shared.subscribers.fetch_sub(1, Ordering::AcqRel);

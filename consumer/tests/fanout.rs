@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chatflow::protocol::{BroadcastEvent, MessageType, TaskMessage};
 use chatflow::queue::{
-    EmbeddedQueues, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError, Queues,
-    ReceivedMessage, SharedQueues, SqsConfig, SqsQueues,
+    EmbeddedQueues, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
+    QueueError, Queues, ReceivedMessage, SharedQueues, SqsConfig, SqsQueues,
 };
 use chatflow::rooms::{QueueNaming, RoomId};
 use chatflow::ws::{ClientEvent, ClientReader, connect_split};
@@ -33,7 +33,12 @@ fn task(room: RoomId, seq: usize, text_len: usize) -> TaskMessage {
     }
 }
 
-async fn publish(queues: &SharedQueues, room: RoomId, seqs: std::ops::Range<usize>, text_len: usize) {
+async fn publish(
+    queues: &SharedQueues,
+    room: RoomId,
+    seqs: std::ops::Range<usize>,
+    text_len: usize,
+) {
     let entries: Vec<PublishEntry> = seqs
         .map(|i| {
             let t = task(room, i, text_len);
@@ -51,7 +56,11 @@ async fn publish(queues: &SharedQueues, room: RoomId, seqs: std::ops::Range<usiz
     }
 }
 
-async fn setup(rooms: std::ops::RangeInclusive<u32>, attrs: QueueAttributes, config: ConsumerConfig) -> (ConsumerHandle, SharedQueues) {
+async fn setup(
+    rooms: std::ops::RangeInclusive<u32>,
+    attrs: QueueAttributes,
+    config: ConsumerConfig,
+) -> (ConsumerHandle, SharedQueues) {
     let queues: SharedQueues = Arc::new(EmbeddedQueues::default());
     for room in rooms {
         queues.ensure_queue(room, &attrs).await.unwrap();
@@ -60,13 +69,20 @@ async fn setup(rooms: std::ops::RangeInclusive<u32>, attrs: QueueAttributes, con
 }
 
 async fn subscribe(c: &ConsumerHandle, room: RoomId) -> ClientReader {
-    connect_split(&format!("ws://{}/subscribe/{room}", c.addr), T).await.unwrap().0
+    connect_split(&format!("ws://{}/subscribe/{room}", c.addr), T)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn events(r: &mut ClientReader, n: usize) -> Vec<BroadcastEvent> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        match tokio::time::timeout(T, r.next()).await.expect("event in time").expect("open") {
+        match tokio::time::timeout(T, r.next())
+            .await
+            .expect("event in time")
+            .expect("open")
+        {
             ClientEvent::Text(b) => out.push(serde_json::from_slice(&b).unwrap()),
             other => panic!("expected an event, got {other:?}"),
         }
@@ -81,13 +97,24 @@ async fn nothing_more(r: &mut ClientReader) {
 }
 
 fn seqs(evs: &[BroadcastEvent]) -> Vec<usize> {
-    evs.iter().map(|e| e.message[..6].parse().unwrap()).collect()
+    evs.iter()
+        .map(|e| e.message[..6].parse().unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn every_subscriber_gets_every_message_once_in_order_and_rooms_are_isolated() {
-    let (c, queues) = setup(1..=2, QueueAttributes::default(), ConsumerConfig::local(1, 2)).await;
-    let mut room1 = vec![subscribe(&c, 1).await, subscribe(&c, 1).await, subscribe(&c, 1).await];
+    let (c, queues) = setup(
+        1..=2,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 2),
+    )
+    .await;
+    let mut room1 = vec![
+        subscribe(&c, 1).await,
+        subscribe(&c, 1).await,
+        subscribe(&c, 1).await,
+    ];
     let mut room2 = vec![subscribe(&c, 2).await, subscribe(&c, 2).await];
     tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..300, 10).await;
@@ -104,7 +131,11 @@ async fn every_subscriber_gets_every_message_once_in_order_and_rooms_are_isolate
     }
     nothing_more(&mut room1[0]).await;
     let d = queues.depth(1).await.unwrap();
-    assert_eq!((d.visible, d.in_flight), (0, 0), "broadcast messages are deleted");
+    assert_eq!(
+        (d.visible, d.in_flight),
+        (0, 0),
+        "broadcast messages are deleted"
+    );
     c.shutdown().await;
 }
 
@@ -127,8 +158,14 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
     let evs = reader.await.unwrap();
     assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>());
     let metrics = http_get(c.addr, "/metrics").await;
-    assert!(metrics.contains("chatflow_consumer_dropped_slow_subscribers_total 1"), "{metrics}");
-    assert!(metrics.contains("chatflow_consumer_subscribers 1"), "{metrics}");
+    assert!(
+        metrics.contains("chatflow_consumer_dropped_slow_subscribers_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chatflow_consumer_subscribers 1"),
+        "{metrics}"
+    );
     drop(stalled);
     c.shutdown().await;
 }
@@ -150,19 +187,36 @@ impl Queues for FirstDeleteFails {
     async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {
         self.inner.queue_attributes(room).await
     }
-    async fn set_queue_attributes(&self, room: RoomId, a: BTreeMap<String, String>) -> Result<(), QueueError> {
+    async fn set_queue_attributes(
+        &self,
+        room: RoomId,
+        a: BTreeMap<String, String>,
+    ) -> Result<(), QueueError> {
         self.inner.set_queue_attributes(room, a).await
     }
     async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError> {
         self.inner.delete_queue(room).await
     }
-    async fn publish(&self, room: RoomId, e: &[PublishEntry]) -> Result<Vec<PublishResult>, QueueError> {
+    async fn publish(
+        &self,
+        room: RoomId,
+        e: &[PublishEntry],
+    ) -> Result<Vec<PublishResult>, QueueError> {
         self.inner.publish(room, e).await
     }
-    async fn receive(&self, room: RoomId, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(
+        &self,
+        room: RoomId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         self.inner.receive(room, max, wait).await
     }
-    async fn delete_batch(&self, room: RoomId, r: &[String]) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+    async fn delete_batch(
+        &self,
+        room: RoomId,
+        r: &[String],
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
         if !self.failed.swap(true, Ordering::SeqCst) {
             return Err(QueueError::Transport("injected delete failure".into()));
         }
@@ -184,7 +238,9 @@ async fn a_redelivered_message_is_not_broadcast_twice() {
         ..Default::default()
     };
     queues.ensure_queue(1, &attrs).await.unwrap();
-    let c = start(ConsumerConfig::local(1, 1), queues.clone()).await.unwrap();
+    let c = start(ConsumerConfig::local(1, 1), queues.clone())
+        .await
+        .unwrap();
     let mut s = subscribe(&c, 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..3, 5).await;
@@ -201,7 +257,11 @@ async fn a_redelivered_message_is_not_broadcast_twice() {
     }
     nothing_more(&mut s).await;
     let d = queues.depth(1).await.unwrap();
-    assert_eq!((d.visible, d.in_flight), (0, 0), "the redelivered copies were deleted");
+    assert_eq!(
+        (d.visible, d.in_flight),
+        (0, 0),
+        "the redelivered copies were deleted"
+    );
     c.shutdown().await;
 }
 
@@ -217,7 +277,9 @@ async fn a_message_held_by_a_dead_consumer_is_delivered_by_its_successor() {
     // A consumer that received the messages and died before broadcasting or deleting them.
     let held = queues.receive(1, 10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(held.len(), 2);
-    let c = start(ConsumerConfig::local(1, 1), queues.clone()).await.unwrap();
+    let c = start(ConsumerConfig::local(1, 1), queues.clone())
+        .await
+        .unwrap();
     let mut s = subscribe(&c, 1).await;
     assert_eq!(seqs(&events(&mut s, 2).await), [0, 1]);
     c.shutdown().await;
@@ -225,10 +287,18 @@ async fn a_message_held_by_a_dead_consumer_is_delivered_by_its_successor() {
 
 #[tokio::test]
 async fn shutdown_closes_subscribers_with_1001_and_only_owned_rooms_are_served() {
-    let (c, _queues) = setup(5..=6, QueueAttributes::default(), ConsumerConfig::local(5, 6)).await;
+    let (c, _queues) = setup(
+        5..=6,
+        QueueAttributes::default(),
+        ConsumerConfig::local(5, 6),
+    )
+    .await;
     for bad in ["4", "7", "x"] {
         let res = connect_split(&format!("ws://{}/subscribe/{bad}", c.addr), T).await;
-        assert!(matches!(res, Err(chatflow::ws::ConnectError::Refused(ref s)) if s.contains("404")), "room {bad}");
+        assert!(
+            matches!(res, Err(chatflow::ws::ConnectError::Refused(ref s)) if s.contains("404")),
+            "room {bad}"
+        );
     }
     assert!(http_get(c.addr, "/ready").await.contains("ready"));
     let mut s = subscribe(&c, 5).await;
@@ -244,26 +314,41 @@ async fn shutdown_closes_subscribers_with_1001_and_only_owned_rooms_are_served()
 #[ignore = "needs LocalStack: run scripts/test"]
 async fn producer_queue_and_consumer_deliver_20_rooms_of_1000_exactly_once_in_order() {
     use chatflow::protocol::Reply;
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
     let prefix = format!("e{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let sqs_config = SqsConfig {
         endpoint: Some(endpoint),
         ..SqsConfig::default()
     };
-    let queues: SharedQueues = Arc::new(SqsQueues::connect(&sqs_config, QueueNaming::parse(&prefix).unwrap()).await.unwrap());
+    let queues: SharedQueues = Arc::new(
+        SqsQueues::connect(&sqs_config, QueueNaming::parse(&prefix).unwrap())
+            .await
+            .unwrap(),
+    );
     for room in 1..=20 {
-        queues.ensure_queue(room, &QueueAttributes::default()).await.unwrap();
+        queues
+            .ensure_queue(room, &QueueAttributes::default())
+            .await
+            .unwrap();
     }
-    let consumer = start(ConsumerConfig::local(1, 20), queues.clone()).await.unwrap();
-    let producer = chatflow_producer::start(chatflow_producer::ProducerConfig::local(1, 20), queues.clone())
+    let consumer = start(ConsumerConfig::local(1, 20), queues.clone())
         .await
         .unwrap();
+    let producer = chatflow_producer::start(
+        chatflow_producer::ProducerConfig::local(1, 20),
+        queues.clone(),
+    )
+    .await
+    .unwrap();
     const PER_ROOM: usize = 1000;
     let mut subscribers = Vec::new();
     for room in 1..=20u32 {
         for _ in 0..2 {
             let mut s = subscribe(&consumer, room).await;
-            subscribers.push(tokio::spawn(async move { (room, events(&mut s, PER_ROOM).await) }));
+            subscribers.push(tokio::spawn(async move {
+                (room, events(&mut s, PER_ROOM).await)
+            }));
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

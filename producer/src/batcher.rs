@@ -41,7 +41,10 @@ pub struct BatchPolicy {
 impl BatchPolicy {
     /// Exponential backoff with full jitter for attempt `n` (1-based).
     fn backoff(&self, n: u32) -> Duration {
-        let exp = self.retry_base.saturating_mul(1u32 << n.min(16)).min(self.retry_max);
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << n.min(16))
+            .min(self.retry_max);
         let ms = exp.as_millis().max(1) as u64;
         Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
     }
@@ -69,10 +72,12 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => batch.push(p),
-                    Ok(None) | Err(_) => break,
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(p)) => batch.push(p),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
         publish(room, &ctx, &mut batch).await;
@@ -84,10 +89,18 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
     let m = &ctx.metrics;
     let admission = ctx.breaker.admit();
     if admission == Admission::Reject {
-        fail_all(ctx, batch, "queue service unavailable (circuit breaker open)");
+        fail_all(
+            ctx,
+            batch,
+            "queue service unavailable (circuit breaker open)",
+        );
         return;
     }
-    let attempts = if admission == Admission::Probe { 1 } else { ctx.policy.attempts };
+    let attempts = if admission == Admission::Probe {
+        1
+    } else {
+        ctx.policy.attempts
+    };
     let mut last_error = String::new();
     for attempt in 1..=attempts {
         if attempt > 1 {
@@ -110,7 +123,9 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
                         }
                         Err(e) if e.sender_fault => {
                             m.publish_failures.inc();
-                            let _ = pending.reply.send(Err(format!("queue refused the message: {e}")));
+                            let _ = pending
+                                .reply
+                                .send(Err(format!("queue refused the message: {e}")));
                         }
                         Err(e) => {
                             last_error = e.to_string();
@@ -155,10 +170,14 @@ fn fail_all(ctx: &BatchContext, batch: &mut Vec<Pending>, reason: &str) {
     }
 }
 
-
 /// While the breaker is open, probes the queue service on its own with a cheap call, so the
 /// producer turns ready again without waiting for traffic (which an unready pod never gets).
-pub async fn probe_while_open(room: RoomId, ctx: Arc<BatchContext>, cooldown: Duration, stop: tokio_util::sync::CancellationToken) {
+pub async fn probe_while_open(
+    room: RoomId,
+    ctx: Arc<BatchContext>,
+    cooldown: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(cooldown.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

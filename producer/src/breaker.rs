@@ -76,7 +76,9 @@ impl Breaker {
                 true
             }
             State::Closed { failures } => {
-                *s = State::Closed { failures: failures + 1 };
+                *s = State::Closed {
+                    failures: failures + 1,
+                };
                 false
             }
             State::HalfOpen | State::Open { .. } => {

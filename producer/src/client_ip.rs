@@ -42,11 +42,20 @@ mod tests {
         let peer = SocketAddr::new(proxy, 5000);
         let untrusted = SocketAddr::new("203.0.113.9".parse().unwrap(), 5000);
         let h = headers("198.51.100.7, 10.0.0.1");
-        assert_eq!(resolve(untrusted, &h, &[proxy]), "203.0.113.9".parse::<IpAddr>().unwrap());
-        assert_eq!(resolve(peer, &h, &[proxy]), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve(untrusted, &h, &[proxy]),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve(peer, &h, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         // A spoofed left-most entry does not win over the hop our proxy saw.
         let h = headers("1.1.1.1, 198.51.100.7");
-        assert_eq!(resolve(peer, &h, &[proxy]), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve(peer, &h, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(resolve(peer, &HeaderMap::new(), &[proxy]), proxy);
     }
 }

@@ -8,7 +8,11 @@ use clap::Parser;
 
 /// Everything the producer can be told at start-up.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chatflow-producer", version, about = "ChatFlow WebSocket ingest")]
+#[command(
+    name = "chatflow-producer",
+    version,
+    about = "ChatFlow WebSocket ingest"
+)]
 pub struct ProducerConfig {
     /// Address to listen on (WebSocket, health, readiness and metrics).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -60,7 +64,8 @@ pub struct ProducerConfig {
 impl ProducerConfig {
     /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback.
     pub fn local(rooms_start: u32, rooms_end: u32) -> Self {
-        let mut c = ProducerConfig::parse_from(["chatflow-producer", "--queue-backend", "embedded"]);
+        let mut c =
+            ProducerConfig::parse_from(["chatflow-producer", "--queue-backend", "embedded"]);
         c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
         c.queue.rooms_start = rooms_start;
         c.queue.rooms_end = rooms_end;

@@ -37,7 +37,12 @@ pub enum Target {
 }
 
 /// Serves one upgraded connection until either side closes or the producer shuts down.
-pub async fn serve(ws: fastwebsockets::WebSocket<ws::Stream>, shared: Arc<Shared>, target: Target, client_ip: IpAddr) {
+pub async fn serve(
+    ws: fastwebsockets::WebSocket<ws::Stream>,
+    shared: Arc<Shared>,
+    target: Target,
+    client_ip: IpAddr,
+) {
     let cfg = &shared.config;
     let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
     let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
@@ -45,7 +50,16 @@ pub async fn serve(ws: fastwebsockets::WebSocket<ws::Stream>, shared: Arc<Shared
     let last_seen = Arc::new(AtomicU64::new(0));
     let stop_reading = shared.shutdown.child_token();
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
-    let writer = tokio::spawn(write_loop(sink, rx, WriterClock { epoch, last_seen: last_seen.clone(), idle }, stop_reading.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        WriterClock {
+            epoch,
+            last_seen: last_seen.clone(),
+            idle,
+        },
+        stop_reading.clone(),
+    ));
 
     let client_ip = client_ip.to_string();
     let mut owe = |ob: Obligation| {
@@ -67,7 +81,9 @@ pub async fn serve(ws: fastwebsockets::WebSocket<ws::Stream>, shared: Arc<Shared
         };
         last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let out = match next {
-            Ok(Inbound::Text(frame)) => Out::Reply(accept(&shared, &target, &frame, &client_ip).await),
+            Ok(Inbound::Text(frame)) => {
+                Out::Reply(accept(&shared, &target, &frame, &client_ip).await)
+            }
             Ok(Inbound::Binary(_)) => {
                 shared.metrics.error(ErrorCode::InvalidJson);
                 Out::Reply(Reply::Now(ingest::error_reply(
@@ -78,9 +94,10 @@ pub async fn serve(ws: fastwebsockets::WebSocket<ws::Stream>, shared: Arc<Shared
             }
             Ok(Inbound::Pong) => continue,
             Ok(Inbound::Close) | Err(ReadError::Closed) => break,
-            Err(ReadError::TooLarge(limit)) => {
-                Out::Close(ws::CLOSE_TOO_BIG, format!("message larger than {limit} bytes"))
-            }
+            Err(ReadError::TooLarge(limit)) => Out::Close(
+                ws::CLOSE_TOO_BIG,
+                format!("message larger than {limit} bytes"),
+            ),
             Err(ReadError::Protocol(why)) => Out::Close(ws::CLOSE_PROTOCOL, why),
         };
         let closing = matches!(out, Out::Close(..));
@@ -105,7 +122,11 @@ async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str
                 Ok(msg) => msg.client_message_id.clone(),
                 Err(r) => r.client_message_id.clone(),
             };
-            return Reply::Now(ingest::error_reply(ErrorCode::InvalidRoom, reason, cmid.as_deref()));
+            return Reply::Now(ingest::error_reply(
+                ErrorCode::InvalidRoom,
+                reason,
+                cmid.as_deref(),
+            ));
         }
     };
     let msg = match parsed {

@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use chatflow::protocol::{ConversationMessage, ErrorCode, ErrorReply, OkReply, Rejection, TaskMessage, now_rfc3339};
+use chatflow::protocol::{
+    ConversationMessage, ErrorCode, ErrorReply, OkReply, Rejection, TaskMessage, now_rfc3339,
+};
 use chatflow::queue::PublishEntry;
 use chatflow::rooms::RoomId;
 use tokio::sync::oneshot;
@@ -34,7 +36,9 @@ pub fn error_reply(code: ErrorCode, reason: &str, client_message_id: Option<&str
         server_timestamp: Cow::Owned(now_rfc3339()),
         client_message_id: client_message_id.map(Cow::Borrowed),
     };
-    serde_json::to_vec(&reply).expect("replies serialize").into()
+    serde_json::to_vec(&reply)
+        .expect("replies serialize")
+        .into()
 }
 
 /// Serializes the ERROR reply for a rejected frame.
@@ -70,7 +74,10 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
     };
     let ok: Bytes = serde_json::to_vec(&ok).expect("replies serialize").into();
     // A client's resend must map to the same queue entry, so its id wins over ours.
-    let dedup_id = msg.client_message_id.clone().unwrap_or_else(|| message_id.clone());
+    let dedup_id = msg
+        .client_message_id
+        .clone()
+        .unwrap_or_else(|| message_id.clone());
     let task = TaskMessage {
         message_id,
         room_id: room,

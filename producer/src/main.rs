@@ -24,7 +24,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: ProducerConfig) -> anyhow::Result<()> {
-    let queues = config.queue.connect().await.context("connecting the queue backend")?;
+    let queues = config
+        .queue
+        .connect()
+        .await
+        .context("connecting the queue backend")?;
     let producer = start(config, queues).await?;
     chatflow::telemetry::shutdown_signal().await;
     tracing::info!("shutdown signal received: draining");

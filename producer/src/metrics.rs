@@ -55,16 +55,56 @@ impl Metrics {
             breaker_open: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("chatflow_producer");
-        r.register("connections", "Open WebSocket connections", m.connections.clone());
-        r.register("connections_refused", "Upgrades refused at the connection limit", m.connections_refused.clone());
-        r.register("messages_received", "Text messages received", m.messages_received.clone());
-        r.register("errors", "Messages answered with ERROR, by code", m.errors.clone());
-        r.register("messages_published", "Messages accepted by the queue", m.messages_published.clone());
-        r.register("publish_failures", "Messages the queue did not accept after retries", m.publish_failures.clone());
-        r.register("batch_size", "Entries per SendMessageBatch", m.batch_size.clone());
-        r.register("publish_latency_seconds", "Time of one batch call", m.publish_latency.clone());
-        r.register("publish_retries", "Retried batch calls", m.publish_retries.clone());
-        r.register("breaker_open", "1 while the circuit breaker refuses messages", m.breaker_open.clone());
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Upgrades refused at the connection limit",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Text messages received",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "errors",
+            "Messages answered with ERROR, by code",
+            m.errors.clone(),
+        );
+        r.register(
+            "messages_published",
+            "Messages accepted by the queue",
+            m.messages_published.clone(),
+        );
+        r.register(
+            "publish_failures",
+            "Messages the queue did not accept after retries",
+            m.publish_failures.clone(),
+        );
+        r.register(
+            "batch_size",
+            "Entries per SendMessageBatch",
+            m.batch_size.clone(),
+        );
+        r.register(
+            "publish_latency_seconds",
+            "Time of one batch call",
+            m.publish_latency.clone(),
+        );
+        r.register(
+            "publish_retries",
+            "Retried batch calls",
+            m.publish_retries.clone(),
+        );
+        r.register(
+            "breaker_open",
+            "1 while the circuit breaker refuses messages",
+            m.breaker_open.clone(),
+        );
         m
     }
 

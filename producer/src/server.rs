@@ -103,16 +103,25 @@ pub enum StartError {
 }
 
 /// Starts the producer on `config.listen_addr` over `queues`.
-pub async fn start(config: ProducerConfig, queues: SharedQueues) -> Result<ProducerHandle, StartError> {
-    let listener = TcpListener::bind(config.listen_addr).await.map_err(|source| StartError::Listen {
-        addr: config.listen_addr,
-        source,
-    })?;
+pub async fn start(
+    config: ProducerConfig,
+    queues: SharedQueues,
+) -> Result<ProducerHandle, StartError> {
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen_addr,
+            source,
+        })?;
     start_on(listener, config, queues)
 }
 
 /// Starts the producer on an already bound listener.
-pub fn start_on(listener: TcpListener, config: ProducerConfig, queues: SharedQueues) -> Result<ProducerHandle, StartError> {
+pub fn start_on(
+    listener: TcpListener,
+    config: ProducerConfig,
+    queues: SharedQueues,
+) -> Result<ProducerHandle, StartError> {
     let rooms = config.queue.rooms()?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen_addr,
@@ -128,7 +137,10 @@ pub fn start_on(listener: TcpListener, config: ProducerConfig, queues: SharedQue
             retry_base: Duration::from_millis(config.retry_base_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
         },
-        breaker: Breaker::new(config.breaker_threshold, Duration::from_millis(config.breaker_cooldown_ms)),
+        breaker: Breaker::new(
+            config.breaker_threshold,
+            Duration::from_millis(config.breaker_cooldown_ms),
+        ),
         metrics: metrics.clone(),
     });
     let batcher_tasks = TaskTracker::new();
@@ -172,7 +184,10 @@ pub fn start_on(listener: TcpListener, config: ProducerConfig, queues: SharedQue
             };
             http::serve(listener, shared.shutdown.clone(), handler).await;
             connections.close();
-            if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+            if tokio::time::timeout(grace, connections.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!("shutdown grace period over with connections still open");
             }
             // Last reference to the batchers' senders: they flush what they hold and stop.
@@ -181,10 +196,19 @@ pub fn start_on(listener: TcpListener, config: ProducerConfig, queues: SharedQue
             tracing::info!("producer stopped");
         }
     });
-    Ok(ProducerHandle { addr, shutdown, task })
+    Ok(ProducerHandle {
+        addr,
+        shutdown,
+        task,
+    })
 }
 
-async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, connections: TaskTracker) -> Response<Body> {
+async fn route(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    connections: TaskTracker,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
     }
@@ -193,8 +217,13 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, co
         "/health" => http::text(StatusCode::OK, "ok\n"),
         "/ready" => http::ready(shared.ready()),
         "/metrics" => http::metrics(&shared.registry),
-        p if p.starts_with("/chat/") => upgrade(req, peer, shared, connections, &p["/chat/".len()..]),
-        _ => http::text(StatusCode::NOT_FOUND, "not found: use /chat/{roomId}, /health, /ready or /metrics\n"),
+        p if p.starts_with("/chat/") => {
+            upgrade(req, peer, shared, connections, &p["/chat/".len()..])
+        }
+        _ => http::text(
+            StatusCode::NOT_FOUND,
+            "not found: use /chat/{roomId}, /health, /ready or /metrics\n",
+        ),
     }
 }
 
@@ -206,7 +235,10 @@ fn upgrade(
     room: &str,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return http::text(StatusCode::UPGRADE_REQUIRED, "this route is a WebSocket: send an upgrade request\n");
+        return http::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this route is a WebSocket: send an upgrade request\n",
+        );
     }
     if shared.shutdown.is_cancelled() {
         return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
@@ -216,7 +248,10 @@ fn upgrade(
     if open >= shared.config.max_connections {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
         shared.metrics.connections_refused.inc();
-        return http::text(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached, retry later\n");
+        return http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached, retry later\n",
+        );
     }
     let target = match shared.rooms.parse_room(room) {
         Ok(room) => Target::Room(room),
@@ -227,7 +262,10 @@ fn upgrade(
         Ok(pair) => pair,
         Err(e) => {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
-            return http::text(StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}\n"));
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                format!("bad WebSocket upgrade: {e}\n"),
+            );
         }
     };
     shared.metrics.connections.inc();

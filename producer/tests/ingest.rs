@@ -15,14 +15,22 @@ async fn a_valid_message_is_acked_and_queued_with_every_field() {
     let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "7").await;
     send(&mut w, &message(42, "hello é", Some("c-1"))).await;
-    let Reply::Ok(ok) = next_reply(&mut r).await else { panic!("expected OK") };
+    let Reply::Ok(ok) = next_reply(&mut r).await else {
+        panic!("expected OK")
+    };
     assert_eq!(ok.client_message_id.as_deref(), Some("c-1"));
     let queued = drain(&queues, 7).await;
     assert_eq!(queued.len(), 1);
     let t = &queued[0];
     assert_eq!(t.message_id, ok.message_id);
-    assert_eq!((t.room_id, t.user_id.as_str(), t.username.as_str()), (7, "42", "user42"));
-    assert_eq!((t.message.as_str(), t.message_type), ("hello é", MessageType::Text));
+    assert_eq!(
+        (t.room_id, t.user_id.as_str(), t.username.as_str()),
+        (7, "42", "user42")
+    );
+    assert_eq!(
+        (t.message.as_str(), t.message_type),
+        ("hello é", MessageType::Text)
+    );
     assert_eq!(t.timestamp, "2026-11-27T10:00:00Z");
     assert_eq!(t.server_id, "producer-1");
     assert_eq!(t.client_ip, "127.0.0.1");
@@ -41,23 +49,50 @@ async fn invalid_messages_get_the_right_error_code_and_reason() {
     let bad_type = message(5, "hi", None).replace("TEXT", "text");
     let cases = [
         ("{not json", ErrorCode::InvalidJson, "malformed JSON"),
-        (bad_user.as_str(), ErrorCode::ValidationError, "userId must be an integer between 1 and 100000"),
-        (bad_name.as_str(), ErrorCode::ValidationError, "username must be 3-20"),
-        (long_text.as_str(), ErrorCode::ValidationError, "at most 500 characters"),
-        (bad_ts.as_str(), ErrorCode::ValidationError, "timestamp must be"),
-        (bad_type.as_str(), ErrorCode::ValidationError, "messageType must be exactly TEXT, JOIN or LEAVE"),
+        (
+            bad_user.as_str(),
+            ErrorCode::ValidationError,
+            "userId must be an integer between 1 and 100000",
+        ),
+        (
+            bad_name.as_str(),
+            ErrorCode::ValidationError,
+            "username must be 3-20",
+        ),
+        (
+            long_text.as_str(),
+            ErrorCode::ValidationError,
+            "at most 500 characters",
+        ),
+        (
+            bad_ts.as_str(),
+            ErrorCode::ValidationError,
+            "timestamp must be",
+        ),
+        (
+            bad_type.as_str(),
+            ErrorCode::ValidationError,
+            "messageType must be exactly TEXT, JOIN or LEAVE",
+        ),
     ];
     for (frame, code, reason) in cases {
         send(&mut w, frame).await;
         match next_reply(&mut r).await {
             Reply::Error(e) => {
                 assert_eq!(e.error_code, code, "{frame}");
-                assert!(e.error_message.contains(reason), "{frame}: {}", e.error_message);
+                assert!(
+                    e.error_message.contains(reason),
+                    "{frame}: {}",
+                    e.error_message
+                );
             }
             other => panic!("{frame}: expected ERROR, got {other:?}"),
         }
     }
-    assert!(drain(&queues, 1).await.is_empty(), "nothing invalid reaches the queue");
+    assert!(
+        drain(&queues, 1).await.is_empty(),
+        "nothing invalid reaches the queue"
+    );
 
     for room in ["abc", "0", "21", "1.5"] {
         let (mut r, mut w) = client(&p, room).await;
@@ -65,7 +100,11 @@ async fn invalid_messages_get_the_right_error_code_and_reason() {
         match next_reply(&mut r).await {
             Reply::Error(e) => {
                 assert_eq!(e.error_code, ErrorCode::InvalidRoom, "room {room}");
-                assert!(e.error_message.contains("between 1 and 20"), "{}", e.error_message);
+                assert!(
+                    e.error_message.contains("between 1 and 20"),
+                    "{}",
+                    e.error_message
+                );
                 assert_eq!(e.client_message_id.as_deref(), Some("k"));
             }
             other => panic!("room {room}: expected INVALID_ROOM, got {other:?}"),
@@ -102,8 +141,22 @@ async fn oversize_and_binary_frames_are_refused_and_the_server_keeps_serving() {
     // The same limit holds for a message split into fragments.
     let (mut r, mut w) = client(&p, "1").await;
     let chunk = vec![b'x'; 600];
-    w.frame(Frame::new(false, OpCode::Text, None, Payload::Borrowed(&chunk))).await.unwrap();
-    w.frame(Frame::new(true, OpCode::Continuation, None, Payload::Borrowed(&chunk))).await.unwrap();
+    w.frame(Frame::new(
+        false,
+        OpCode::Text,
+        None,
+        Payload::Borrowed(&chunk),
+    ))
+    .await
+    .unwrap();
+    w.frame(Frame::new(
+        true,
+        OpCode::Continuation,
+        None,
+        Payload::Borrowed(&chunk),
+    ))
+    .await
+    .unwrap();
     w.flush().await.unwrap();
     assert!(matches!(
         tokio::time::timeout(T, r.next()).await.unwrap().unwrap(),
@@ -114,8 +167,17 @@ async fn oversize_and_binary_frames_are_refused_and_the_server_keeps_serving() {
     let (mut r, mut w) = client(&p, "2").await;
     let full = message(3, "joined", None);
     let (a, b) = full.as_bytes().split_at(10);
-    w.frame(Frame::new(false, OpCode::Text, None, Payload::Borrowed(a))).await.unwrap();
-    w.frame(Frame::new(true, OpCode::Continuation, None, Payload::Borrowed(b))).await.unwrap();
+    w.frame(Frame::new(false, OpCode::Text, None, Payload::Borrowed(a)))
+        .await
+        .unwrap();
+    w.frame(Frame::new(
+        true,
+        OpCode::Continuation,
+        None,
+        Payload::Borrowed(b),
+    ))
+    .await
+    .unwrap();
     w.flush().await.unwrap();
     assert!(matches!(next_reply(&mut r).await, Reply::Ok(_)));
     p.shutdown().await;
@@ -141,7 +203,9 @@ async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order() {
         });
         // Everything is written before any reply is read: the client pipelines.
         for i in 0..PER_CONN {
-            w.text(message(1 + i as u32, "pipelined", Some(&format!("c{c}-{i}"))).as_bytes()).await.unwrap();
+            w.text(message(1 + i as u32, "pipelined", Some(&format!("c{c}-{i}"))).as_bytes())
+                .await
+                .unwrap();
         }
         w.flush().await.unwrap();
         tasks.push((c, reader, w));
@@ -159,12 +223,18 @@ async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order() {
             let id = t.client_message_id.unwrap();
             let (conn, i) = id.split_once('-').unwrap();
             assert_eq!(t.room_id, room);
-            per_conn.entry(conn.to_owned()).or_default().push(i.parse().unwrap());
+            per_conn
+                .entry(conn.to_owned())
+                .or_default()
+                .push(i.parse().unwrap());
         }
     }
     assert_eq!(total, CONNS * PER_CONN, "each message queued once");
     for (conn, seq) in per_conn {
-        assert!(seq.windows(2).all(|w| w[0] < w[1]), "{conn}: queue order is the order received");
+        assert!(
+            seq.windows(2).all(|w| w[0] < w[1]),
+            "{conn}: queue order is the order received"
+        );
         assert_eq!(seq.len(), PER_CONN);
     }
     p.shutdown().await;
@@ -196,7 +266,11 @@ async fn health_ready_metrics_and_the_connection_limit() {
     let (_a, _aw) = client(&p, "1").await;
     let (mut b, mut bw) = client(&p, "1").await;
     let refused = chatflow::ws::connect(&format!("ws://{}/chat/1", p.addr), T).await;
-    assert!(matches!(refused, Err(chatflow::ws::ConnectError::Refused(ref s)) if s.contains("503")), "{:?}", refused.err());
+    assert!(
+        matches!(refused, Err(chatflow::ws::ConnectError::Refused(ref s)) if s.contains("503")),
+        "{:?}",
+        refused.err()
+    );
     send(&mut bw, &message(1, "counted", None)).await;
     next_reply(&mut b).await;
     let (status, body) = http_get(p.addr, "/metrics").await;
@@ -219,13 +293,18 @@ async fn shutdown_answers_pending_messages_and_closes_with_1001() {
     let (p, queues) = embedded_producer(config).await;
     let (mut r, mut w) = client(&p, "1").await;
     for i in 0..5 {
-        w.text(message(1, "in flight", Some(&format!("s{i}"))).as_bytes()).await.unwrap();
+        w.text(message(1, "in flight", Some(&format!("s{i}"))).as_bytes())
+            .await
+            .unwrap();
     }
     w.flush().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let stopping = tokio::spawn(p.shutdown());
     for _ in 0..5 {
-        assert!(matches!(next_reply(&mut r).await, Reply::Ok(_)), "pending messages are answered");
+        assert!(
+            matches!(next_reply(&mut r).await, Reply::Ok(_)),
+            "pending messages are answered"
+        );
     }
     match tokio::time::timeout(T, r.next()).await.unwrap().unwrap() {
         ClientEvent::Closed(code, _) => assert_eq!(code, Some(1001)),

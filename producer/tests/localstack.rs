@@ -30,7 +30,11 @@ async fn sqs(endpoint: &str, prefix: &str, timeout: Duration) -> SharedQueues {
         call_timeout: timeout,
         ..SqsConfig::default()
     };
-    Arc::new(SqsQueues::connect(&config, QueueNaming::parse(prefix).unwrap()).await.unwrap())
+    Arc::new(
+        SqsQueues::connect(&config, QueueNaming::parse(prefix).unwrap())
+            .await
+            .unwrap(),
+    )
 }
 
 fn sqs_config(endpoint: &str, prefix: &str) -> ProducerConfig {
@@ -63,7 +67,9 @@ impl Proxy {
                 }
                 let token = cut2.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = token.cancelled() => {}
@@ -92,10 +98,14 @@ async fn ack_round_trip_through_localstack() {
     let prefix = prefix();
     let queues = sqs(&endpoint(), &prefix, Duration::from_secs(5)).await;
     ensure_rooms(&queues, 1..=2).await;
-    let p = start(sqs_config(&endpoint(), &prefix), queues.clone()).await.unwrap();
+    let p = start(sqs_config(&endpoint(), &prefix), queues.clone())
+        .await
+        .unwrap();
     let (mut r, mut w) = client(&p, "2").await;
     for i in 0..25 {
-        w.text(message(7, "via sqs", Some(&format!("rt-{i}"))).as_bytes()).await.unwrap();
+        w.text(message(7, "via sqs", Some(&format!("rt-{i}"))).as_bytes())
+            .await
+            .unwrap();
     }
     w.flush().await.unwrap();
     let mut ids = Vec::new();
@@ -105,7 +115,11 @@ async fn ack_round_trip_through_localstack() {
             other => panic!("expected OK, got {other:?}"),
         }
     }
-    let queued: Vec<String> = drain(&queues, 2).await.into_iter().map(|t| t.message_id).collect();
+    let queued: Vec<String> = drain(&queues, 2)
+        .await
+        .into_iter()
+        .map(|t| t.message_id)
+        .collect();
     assert_eq!(queued, ids, "queued once each, in the order sent");
     p.shutdown().await;
     for room in 1..=2 {
@@ -127,12 +141,15 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
     config.publish_attempts = 2;
     config.breaker_threshold = 2;
     config.breaker_cooldown_ms = 300;
-    let p = start(config, sqs(&proxied, &prefix, Duration::from_secs(1)).await).await.unwrap();
+    let p = start(config, sqs(&proxied, &prefix, Duration::from_secs(1)).await)
+        .await
+        .unwrap();
     let (mut r, mut w) = client(&p, "1").await;
 
     let mut acked: HashMap<String, String> = HashMap::new();
     let mut seq = 0;
-    let mut send_one = async |r: &mut chatflow::ws::ClientReader, w: &mut chatflow::ws::ClientWriter| {
+    let mut send_one = async |r: &mut chatflow::ws::ClientReader,
+                              w: &mut chatflow::ws::ClientWriter| {
         seq += 1;
         let cmid = format!("o-{seq}");
         send(w, &message(3, "outage", Some(&cmid))).await;
@@ -143,7 +160,9 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
 
     for _ in 0..10 {
         let (cmid, reply, _) = send_one(&mut r, &mut w).await;
-        let Reply::Ok(ok) = reply else { panic!("expected OK before the outage, got {reply:?}") };
+        let Reply::Ok(ok) = reply else {
+            panic!("expected OK before the outage, got {reply:?}")
+        };
         acked.insert(ok.message_id, cmid);
     }
 
@@ -151,7 +170,10 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
     let mut errors = 0;
     for _ in 0..6 {
         let (_, reply, took) = send_one(&mut r, &mut w).await;
-        assert!(took < Duration::from_secs(8), "QUEUE_ERROR within a bounded time, took {took:?}");
+        assert!(
+            took < Duration::from_secs(8),
+            "QUEUE_ERROR within a bounded time, took {took:?}"
+        );
         match reply {
             Reply::Error(e) => {
                 assert_eq!(e.error_code, ErrorCode::QueueError);
@@ -164,17 +186,25 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
     let (status, body) = http_get(p.addr, "/ready").await;
     assert_eq!(status, 503, "breaker open fails readiness: {body}");
     let (_, metrics) = http_get(p.addr, "/metrics").await;
-    assert!(metrics.contains("chatflow_producer_breaker_open 1"), "{metrics}");
+    assert!(
+        metrics.contains("chatflow_producer_breaker_open 1"),
+        "{metrics}"
+    );
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_get(p.addr, "/ready").await.0 != 200 {
-        assert!(Instant::now() < deadline, "the producer did not recover by itself");
+        assert!(
+            Instant::now() < deadline,
+            "the producer did not recover by itself"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for _ in 0..10 {
         let (cmid, reply, _) = send_one(&mut r, &mut w).await;
-        let Reply::Ok(ok) = reply else { panic!("expected OK after recovery, got {reply:?}") };
+        let Reply::Ok(ok) = reply else {
+            panic!("expected OK after recovery, got {reply:?}")
+        };
         acked.insert(ok.message_id, cmid);
     }
 
@@ -184,7 +214,11 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
         *count.entry(t.message_id.clone()).or_default() += 1;
     }
     for id in acked.keys() {
-        assert_eq!(count.get(id), Some(&1), "acked message {id} is in the queue exactly once");
+        assert_eq!(
+            count.get(id),
+            Some(&1),
+            "acked message {id} is in the queue exactly once"
+        );
     }
     p.shutdown().await;
     for room in 1..=2 {

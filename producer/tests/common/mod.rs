@@ -13,7 +13,10 @@ pub const T: Duration = Duration::from_secs(10);
 
 pub async fn ensure_rooms(queues: &SharedQueues, rooms: std::ops::RangeInclusive<u32>) {
     for room in rooms {
-        queues.ensure_queue(room, &QueueAttributes::default()).await.unwrap();
+        queues
+            .ensure_queue(room, &QueueAttributes::default())
+            .await
+            .unwrap();
     }
 }
 
@@ -24,7 +27,9 @@ pub async fn embedded_producer(config: ProducerConfig) -> (ProducerHandle, Share
 }
 
 pub async fn client(p: &ProducerHandle, room: &str) -> (ClientReader, ClientWriter) {
-    connect_split(&format!("ws://{}/chat/{room}", p.addr), T).await.unwrap()
+    connect_split(&format!("ws://{}/chat/{room}", p.addr), T)
+        .await
+        .unwrap()
 }
 
 pub fn message(user: u32, text: &str, cmid: Option<&str>) -> String {
@@ -47,7 +52,11 @@ pub async fn send(w: &mut ClientWriter, frame: &str) {
 }
 
 pub async fn next_text(r: &mut ClientReader) -> String {
-    match tokio::time::timeout(T, r.next()).await.expect("reply in time").expect("open socket") {
+    match tokio::time::timeout(T, r.next())
+        .await
+        .expect("reply in time")
+        .expect("open socket")
+    {
         ClientEvent::Text(b) => String::from_utf8(b.to_vec()).unwrap(),
         other => panic!("expected a text reply, got {other:?}"),
     }
@@ -62,12 +71,18 @@ pub async fn next_reply(r: &mut ClientReader) -> Reply {
 pub async fn drain(queues: &SharedQueues, room: u32) -> Vec<TaskMessage> {
     let mut out = Vec::new();
     loop {
-        let got = queues.receive(room, 10, Duration::from_millis(300)).await.unwrap();
+        let got = queues
+            .receive(room, 10, Duration::from_millis(300))
+            .await
+            .unwrap();
         if got.is_empty() {
             return out;
         }
         let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
-        out.extend(got.iter().map(|m| serde_json::from_str::<TaskMessage>(&m.body).unwrap()));
+        out.extend(
+            got.iter()
+                .map(|m| serde_json::from_str::<TaskMessage>(&m.body).unwrap()),
+        );
         queues.delete_batch(room, &receipts).await.unwrap();
     }
 }
@@ -79,8 +94,18 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .await
         .unwrap();
     let mut buf = String::new();
-    tokio::time::timeout(T, s.read_to_string(&mut buf)).await.unwrap().unwrap();
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    tokio::time::timeout(T, s.read_to_string(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

@@ -1,0 +1,114 @@
+//! The whole pipeline in one process: producer and consumer on loopback over one queue backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatflow::queue::{
+    EmbeddedQueues, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues,
+};
+use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow_consumer::{ConsumerConfig, ConsumerHandle};
+use chatflow_producer::{ProducerConfig, ProducerHandle};
+
+use crate::run::Targets;
+
+/// A producer and a consumer started in this process.
+pub struct LocalSystem {
+    /// The ingest tier.
+    pub producer: ProducerHandle,
+    /// The fan-out tier.
+    pub consumer: ConsumerHandle,
+    /// Their queues.
+    pub queues: SharedQueues,
+    rooms: RoomRange,
+    owned_queues: bool,
+}
+
+/// Why the local system did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Queue set-up failed.
+    #[error("queue set-up failed: {0}")]
+    Queue(#[from] QueueError),
+    /// The producer did not start.
+    #[error("producer: {0}")]
+    Producer(#[from] chatflow_producer::StartError),
+    /// The consumer did not start.
+    #[error("consumer: {0}")]
+    Consumer(#[from] chatflow_consumer::StartError),
+}
+
+impl LocalSystem {
+    /// Starts both tiers for `rooms`, on embedded queues or, with an endpoint, on SQS
+    /// (queues named for this run, created now and deleted by [`LocalSystem::stop`]).
+    pub async fn start(rooms: RoomRange, sqs_endpoint: Option<String>) -> Result<Self, LocalError> {
+        let (queues, owned_queues): (SharedQueues, bool) = match sqs_endpoint {
+            None => (Arc::new(EmbeddedQueues::default()), false),
+            Some(endpoint) => {
+                let prefix = format!("lg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                let naming = QueueNaming::parse(&prefix).expect("generated prefix is valid");
+                let config = SqsConfig {
+                    endpoint: Some(endpoint),
+                    call_timeout: Duration::from_secs(10),
+                    ..SqsConfig::default()
+                };
+                (Arc::new(SqsQueues::connect(&config, naming).await?), true)
+            }
+        };
+        ensure_all(&queues, rooms).await?;
+        let producer = chatflow_producer::start(
+            ProducerConfig::local(rooms.start(), rooms.end()),
+            queues.clone(),
+        )
+        .await?;
+        let consumer = chatflow_consumer::start(
+            ConsumerConfig::local(rooms.start(), rooms.end()),
+            queues.clone(),
+        )
+        .await?;
+        Ok(LocalSystem {
+            producer,
+            consumer,
+            queues,
+            rooms,
+            owned_queues,
+        })
+    }
+
+    /// URL templates of the two tiers.
+    pub fn targets(&self) -> Targets {
+        let sub = self.consumer.addr;
+        Targets {
+            ingest: format!("ws://{}/chat/{{roomId}}", self.producer.addr),
+            subscribe: Some(Arc::new(move |room| format!("ws://{sub}/subscribe/{room}"))),
+        }
+    }
+
+    /// Drains and stops both tiers; deletes the run's SQS queues.
+    pub async fn stop(self) {
+        self.producer.shutdown().await;
+        self.consumer.shutdown().await;
+        if self.owned_queues {
+            for room in self.rooms.iter() {
+                if let Err(e) = self.queues.delete_queue(room).await {
+                    tracing::warn!(room, error = %e, "could not delete a run queue");
+                }
+            }
+        }
+    }
+}
+
+/// Creates every room's queue, a few at a time.
+pub async fn ensure_all(queues: &SharedQueues, rooms: RoomRange) -> Result<(), QueueError> {
+    let attrs = QueueAttributes::default();
+    let ids: Vec<u32> = rooms.iter().collect();
+    for chunk in ids.chunks(16) {
+        let results =
+            futures::future::join_all(chunk.iter().map(|room| queues.ensure_queue(*room, &attrs)))
+                .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
+}

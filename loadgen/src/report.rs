@@ -1,0 +1,269 @@
+//! The run report: a summary on stdout, and CSV, JSON and SVG files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use chatflow::protocol::MessageType;
+use serde::Serialize;
+
+use crate::run::RunResult;
+use crate::sender::Status;
+use crate::stats::{self, Latency, Recorder};
+use crate::verify::Verdict;
+
+/// Per-room figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomFigures {
+    /// Messages acknowledged.
+    pub ok: u64,
+    /// Acknowledged messages per second over the run.
+    pub per_sec: f64,
+}
+
+/// Little's law beside the measured rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LittlesLaw {
+    /// Messages the client may keep outstanding (connections x window).
+    pub in_flight: f64,
+    /// Messages actually outstanding on average (sum of latencies / wall time).
+    pub measured_in_flight: f64,
+    /// Mean ack latency, ms.
+    pub mean_latency_ms: f64,
+    /// in_flight / mean latency, messages per second.
+    pub predicted_per_sec: f64,
+    /// Measured, messages per second.
+    pub measured_per_sec: f64,
+}
+
+/// The machine-readable summary (written as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Run id.
+    pub run_id: String,
+    /// Messages in the measured phase.
+    pub sent: u64,
+    /// Acknowledged.
+    pub ok: u64,
+    /// Errors by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Retries spent.
+    pub retries: u64,
+    /// Measured phase wall time, seconds.
+    pub wall_secs: f64,
+    /// Acknowledged messages per second.
+    pub throughput_per_sec: f64,
+    /// Send to acknowledgement.
+    pub ack_latency_ms: Latency,
+    /// Send to broadcast received.
+    pub e2e_latency_ms: Latency,
+    /// Per room.
+    pub rooms: BTreeMap<u32, RoomFigures>,
+    /// Message-type counts.
+    pub message_types: BTreeMap<String, u64>,
+    /// Acknowledgements per second, by second since the phase started.
+    pub per_second: Vec<(f64, u64)>,
+    /// Little's law.
+    pub littles_law: LittlesLaw,
+    /// Delivery check, when subscribers ran.
+    pub delivery: Option<Verdict>,
+    /// Warm-up: messages and acknowledged.
+    pub warmup_sent: u64,
+    /// Warm-up acknowledged.
+    pub warmup_ok: u64,
+}
+
+/// Computes the summary of a run.
+pub fn summarize(r: &RunResult) -> Summary {
+    let mut ack = Recorder::default();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rooms: BTreeMap<u32, RoomFigures> = BTreeMap::new();
+    let mut types: BTreeMap<String, u64> = MessageType::ALL
+        .iter()
+        .map(|t| (t.as_str().to_owned(), 0))
+        .collect();
+    let mut sent_at: HashMap<u64, u64> = HashMap::with_capacity(r.records.len());
+    let mut ok = 0;
+    for rec in &r.records {
+        *types
+            .entry(rec.message_type.as_str().to_owned())
+            .or_default() += 1;
+        sent_at.insert(rec.seq, rec.sent_us);
+        match rec.status {
+            Status::Ok => {
+                ok += 1;
+                ack.record_us(rec.latency_us);
+                rooms
+                    .entry(rec.room)
+                    .or_insert(RoomFigures {
+                        ok: 0,
+                        per_sec: 0.0,
+                    })
+                    .ok += 1;
+            }
+            other => *errors.entry(other.code().to_owned()).or_default() += 1,
+        }
+    }
+    let wall = r.wall.as_secs_f64().max(1e-9);
+    for f in rooms.values_mut() {
+        f.per_sec = f.ok as f64 / wall;
+    }
+    let mut e2e = Recorder::default();
+    for s in &r.streams {
+        for (seq, at) in s.seqs.iter().zip(&s.at_us) {
+            if let Some(sent) = sent_at.get(seq) {
+                e2e.record_us(at.saturating_sub(*sent));
+            }
+        }
+    }
+    let ack_summary = ack.summary();
+    let in_flight =
+        (r.workload.rooms.len() * r.workload.connections_per_room * r.workload.window) as f64;
+    let throughput = ok as f64 / wall;
+    Summary {
+        run_id: r.run_id.clone(),
+        sent: r.records.len() as u64,
+        ok,
+        errors,
+        retries: r.records.iter().map(|x| x.retries as u64).sum(),
+        wall_secs: wall,
+        throughput_per_sec: throughput,
+        ack_latency_ms: ack_summary,
+        e2e_latency_ms: e2e.summary(),
+        rooms,
+        message_types: types,
+        per_second: stats::buckets(
+            r.records
+                .iter()
+                .filter(|x| x.status == Status::Ok)
+                .map(|x| (x.sent_us + x.latency_us).saturating_sub(r.start_us)),
+            1_000_000,
+        ),
+        littles_law: LittlesLaw {
+            in_flight,
+            measured_in_flight: ack_summary.mean / 1000.0 * throughput,
+            mean_latency_ms: ack_summary.mean,
+            predicted_per_sec: stats::littles_law_rate(in_flight, ack_summary.mean),
+            measured_per_sec: throughput,
+        },
+        delivery: r.verdict,
+        warmup_sent: r.warmup.len() as u64,
+        warmup_ok: r.warmup.iter().filter(|x| x.status == Status::Ok).count() as u64,
+    }
+}
+
+fn latency_line(name: &str, l: &Latency) -> String {
+    format!(
+        "{name:<14} mean {:>8.2}  p50 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2}  min {:>7.2}  max {:>8.2}  (ms, n={})",
+        l.mean, l.p50, l.p95, l.p99, l.p999, l.min, l.max, l.count
+    )
+}
+
+/// The human-readable report.
+pub fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "ChatFlow load report (run {})", s.run_id);
+    let _ = writeln!(
+        o,
+        "  warm-up        {} sent, {} OK",
+        s.warmup_sent, s.warmup_ok
+    );
+    let _ = writeln!(o, "  sent           {}", s.sent);
+    let _ = writeln!(o, "  OK             {}", s.ok);
+    let errs = if s.errors.is_empty() {
+        "none".to_owned()
+    } else {
+        s.errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(o, "  errors         {errs}");
+    let _ = writeln!(o, "  retries        {}", s.retries);
+    let _ = writeln!(o, "  wall time      {:.2} s", s.wall_secs);
+    let _ = writeln!(o, "  throughput     {:.0} msg/s", s.throughput_per_sec);
+    let _ = writeln!(o, "  {}", latency_line("ack latency", &s.ack_latency_ms));
+    let _ = writeln!(o, "  {}", latency_line("end to end", &s.e2e_latency_ms));
+    let l = &s.littles_law;
+    let _ = writeln!(
+        o,
+        "  Little's law   window {:.0} in flight / {:.2} ms mean = {:.0} msg/s predicted, {:.0} msg/s measured ({:.0} in flight on average)",
+        l.in_flight,
+        l.mean_latency_ms,
+        l.predicted_per_sec,
+        l.measured_per_sec,
+        l.measured_in_flight
+    );
+    match &s.delivery {
+        Some(v) => {
+            let _ = writeln!(
+                o,
+                "  delivery       {} of {} expected deliveries; lost {}, duplicated {}, out of order {}, divergent subscribers {}, deliveries of unacknowledged messages {}",
+                v.delivered,
+                v.expected,
+                v.lost,
+                v.duplicated,
+                v.out_of_order,
+                v.divergent_subscribers,
+                v.unacked_deliveries
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  delivery       not checked (no subscribers)");
+        }
+    }
+    let total: u64 = s.message_types.values().sum();
+    let mix: Vec<String> = s
+        .message_types
+        .iter()
+        .map(|(k, v)| format!("{k} {v} ({:.1}%)", *v as f64 * 100.0 / total.max(1) as f64))
+        .collect();
+    let _ = writeln!(o, "  message types  {}", mix.join(", "));
+    let _ = writeln!(o, "  per room (msg/s):");
+    for chunk in s.rooms.iter().collect::<Vec<_>>().chunks(5) {
+        let line: Vec<String> = chunk
+            .iter()
+            .map(|(room, f)| format!("room {room:>3} {:>8.0}", f.per_sec))
+            .collect();
+        let _ = writeln!(o, "    {}", line.join("   "));
+    }
+    let _ = writeln!(o, "  per second (acks):");
+    for chunk in s.per_second.chunks(8) {
+        let line: Vec<String> = chunk
+            .iter()
+            .map(|(t, n)| format!("{t:>4.0}s {n:>7}"))
+            .collect();
+        let _ = writeln!(o, "    {}", line.join(" "));
+    }
+    o
+}
+
+/// Writes `messages.csv`, `summary.json` and `chart.svg` into `dir`; returns their paths.
+pub fn write_files(dir: &Path, r: &RunResult, s: &Summary) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let csv = dir.join("messages.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+    writeln!(w, "timestamp,messageType,latencyMs,statusCode,roomId")?;
+    for rec in &r.records {
+        writeln!(
+            w,
+            "{},{},{:.3},{},{}",
+            r.t0_unix_ms + rec.sent_us / 1000,
+            rec.message_type.as_str(),
+            rec.latency_us as f64 / 1000.0,
+            rec.status.code(),
+            rec.room
+        )?;
+    }
+    w.flush()?;
+    let json = dir.join("summary.json");
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?,
+    )?;
+    let svg = dir.join("chart.svg");
+    crate::chart::draw(&svg, s).map_err(std::io::Error::other)?;
+    Ok(vec![csv, json, svg])
+}
