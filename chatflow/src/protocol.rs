@@ -222,11 +222,14 @@ fn classify_parse_error(frame: &[u8], err: serde_json::Error) -> Rejection {
                 "clientMessageId",
             ]
             .into_iter()
-            .find(|f| match (map.get(*f), *f) {
-                (Some(serde_json::Value::String(_)), _) => false,
-                (Some(serde_json::Value::Number(_)), "userId") => false,
-                (Some(serde_json::Value::Null), _) | (None, _) => false,
-                _ => true,
+            .find(|f| {
+                !matches!(
+                    (map.get(*f), *f),
+                    (Some(serde_json::Value::String(_)), _)
+                        | (Some(serde_json::Value::Number(_)), "userId")
+                        | (Some(serde_json::Value::Null), _)
+                        | (None, _)
+                )
             });
             let reason = match field {
                 Some("userId") => "userId must be a string or a number".to_owned(),

@@ -171,7 +171,9 @@ mod cases {
             &second[0]
         };
         assert_eq!(a0.body, "0");
-        q.delete_batch(1, &[a0.receipt.clone()]).await.unwrap()[0]
+        q.delete_batch(1, std::slice::from_ref(&a0.receipt))
+            .await
+            .unwrap()[0]
             .clone()
             .unwrap();
         let next = q.receive(1, 10, Duration::from_secs(1)).await.unwrap();
