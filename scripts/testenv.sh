@@ -522,7 +522,7 @@ _chatflow_kube_build() {
         _chatflow_kube_check_binaries "$bin" || return 1
     # What the binaries were built from, for whoever wonders later.
     cp "$dl"/*.dsc "$bin/" 2>/dev/null || true
-    (cd "$dl" && ls -1 ./*.deb) >"$bin/debs.txt" 2>/dev/null || true
+    (cd "$dl" && printf '%s\n' *.deb) >"$bin/debs.txt" 2>/dev/null || true
     _chatflow_kube_spec >"$bin/.chatflow-installed"
 }
 

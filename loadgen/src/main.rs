@@ -10,6 +10,9 @@ use chatflow_loadgen::run::{self, Targets};
 use chatflow_loadgen::{bench, report};
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: chatflow_loadgen::alloc::Counting = chatflow_loadgen::alloc::Counting;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_none() {

@@ -1,0 +1,106 @@
+//! `bench ingest`: acknowledged messages per second through the producer on the embedded
+//! queue, p99 ack latency at half that rate, and memory per idle connection, each beside a raw
+//! fastwebsockets echo server measured in the same run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatflow::queue::SharedQueues;
+use chatflow::rooms::RoomRange;
+use chatflow_producer::ProducerConfig;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::pump::{PumpSpec, pump};
+use super::{baseline, figure, memory};
+
+/// Options of `bench ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Client connections.
+    #[arg(long, default_value_t = 200)]
+    pub connections: usize,
+    /// Messages each connection keeps outstanding.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Idle connections for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_connections: usize,
+}
+
+/// Valid chat frames without a clientMessageId, so every one is a distinct queue entry.
+pub fn frames(n: usize) -> Arc<Vec<String>> {
+    let texts = crate::workload::CANNED;
+    Arc::new(
+        (0..n)
+            .map(|i| {
+                let user = 1 + (i * 7919) % 100_000;
+                serde_json::json!({
+                    "userId": user.to_string(),
+                    "username": format!("user{user}"),
+                    "message": texts[i % texts.len()],
+                    "timestamp": "2026-11-27T10:00:00Z",
+                    "messageType": "TEXT",
+                })
+                .to_string()
+            })
+            .collect(),
+    )
+}
+
+/// Runs the scenario and prints its figures.
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let rooms = RoomRange::new(1, 20)?;
+    let echo = baseline::echo_server(stop.clone()).await?;
+    let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
+    crate::local::ensure_all(&queues, rooms).await?;
+    let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
+    let echo_urls = vec![format!("ws://{echo}/echo")];
+    let producer_urls: Vec<String> = rooms.iter().map(|r| format!("ws://{}/chat/{r}", producer.addr)).collect();
+    let spec = |urls: &Vec<String>, rate: Option<f64>| PumpSpec {
+        urls: urls.clone(),
+        connections: o.connections,
+        window: o.window,
+        duration: Duration::from_secs(o.seconds),
+        rate,
+        frames: frames(4096),
+    };
+
+    println!("bench ingest: {} connections x window {}, {} s per measurement", o.connections, o.window, o.seconds);
+    let echo_peak = pump(spec(&echo_urls, None)).await?;
+    let peak = pump(spec(&producer_urls, None)).await?;
+    if peak.ok != peak.replies {
+        anyhow::bail!("{} of {} replies were not OK", peak.replies - peak.ok, peak.replies);
+    }
+    figure("raw echo (baseline), frames/s", echo_peak.rate(), "msg/s", None);
+    figure("producer acked, msg/s", peak.rate(), "msg/s", Some(("echo", echo_peak.rate())));
+
+    let half = peak.rate() / 2.0;
+    let echo_half = pump(spec(&echo_urls, Some(half))).await?;
+    let at_half = pump(spec(&producer_urls, Some(half))).await?;
+    let (e, p) = (echo_half.latency.summary(), at_half.latency.summary());
+    println!("  at half the producer's peak ({half:.0} msg/s offered):");
+    println!("    raw echo      p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms", e.p50, e.p99, e.p999);
+    println!(
+        "    producer ack  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  ({:.0} msg/s achieved)",
+        p.p50,
+        p.p99,
+        p.p999,
+        at_half.rate()
+    );
+
+    if o.idle_connections > 0 {
+        let echo_mem = memory::per_connection(&echo_urls[0], o.idle_connections).await?;
+        let prod_mem = memory::per_connection(&producer_urls[0], o.idle_connections).await?;
+        println!("  memory per idle connection at {} connections (heap, exact / RSS growth):", o.idle_connections);
+        println!("    raw echo      {:>8.1} KiB / {:>6.1} KiB", echo_mem.heap / 1024.0, echo_mem.rss / 1024.0);
+        println!("    producer      {:>8.1} KiB / {:>6.1} KiB", prod_mem.heap / 1024.0, prod_mem.rss / 1024.0);
+    }
+    producer.shutdown().await;
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
+
+pub mod baseline;
+pub mod e2e;
+pub mod fanout;
+pub mod ingest;
+pub mod memory;
+pub mod pump;
+
+use clap::Subcommand;
+
+/// The named scenarios.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Scenario {
+    /// Producer ingest on the embedded queue, against a raw fastwebsockets echo.
+    Ingest(ingest::Options),
+    /// Consumer fan-out of one room to many subscribers, against a raw broadcast loop.
+    Fanout(fanout::Options),
+    /// The whole pipeline over SQS (LocalStack), against LocalStack's own batched send rate.
+    E2e(e2e::Options),
+    /// Holds idle WebSocket connections open (used by the memory measurements).
+    #[command(hide = true)]
+    Hold(memory::HoldOptions),
+}
+
+/// Runs a scenario.
+pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::Ingest(o) => ingest::run(o).await,
+        Scenario::Fanout(o) => fanout::run(o).await,
+        Scenario::E2e(o) => e2e::run(o).await,
+        Scenario::Hold(o) => memory::hold(o).await,
+    }
+}
+
+/// Prints a figure line: name, value, unit, and its ratio to a baseline when given.
+pub fn figure(name: &str, value: f64, unit: &str, baseline: Option<(&str, f64)>) {
+    match baseline {
+        Some((bname, b)) if b > 0.0 => {
+            println!("  {name:<38} {value:>12.0} {unit:<10} ({:.2}x {bname})", value / b)
+        }
+        _ => println!("  {name:<38} {value:>12.0} {unit}"),
+    }
+}
