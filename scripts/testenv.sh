@@ -94,9 +94,10 @@ _chatflow_require_curl() {
 }
 
 # Live (non-zombie) processes of session $1. A zombie still answers `kill -0`, so that test would
-# report a stopped server as running until its parent reaps it.
+# report a stopped server as running until its parent reaps it. ps fails when the session is
+# empty, which under the caller's pipefail would make `pids="$(...)"` abort a set -e script.
 _chatflow_session_pids() {
-    ps -o pid=,stat= -s "$1" 2>/dev/null | awk '$2 !~ /^Z/ { print $1 }'
+    { ps -o pid=,stat= -s "$1" 2>/dev/null || true; } | awk '$2 !~ /^Z/ { print $1 }'
 }
 
 # Runs CMD in a session of its own with its output in LOG, and writes the session id (CMD's PID)
