@@ -1,0 +1,237 @@
+//! The `ChatRoomSet` custom resource: a range of chat rooms with their queues and workloads.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A set of chat rooms: one SQS FIFO queue per room, an ingest tier, and fan-out shards.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "chatflow.dev",
+    version = "v1alpha1",
+    kind = "ChatRoomSet",
+    namespaced,
+    shortname = "crs",
+    status = "ChatRoomSetStatus",
+    printcolumn = r#"{"name":"Rooms","type":"string","jsonPath":".status.rooms"}"#,
+    printcolumn = r#"{"name":"Shards","type":"integer","jsonPath":".status.shardCount"}"#,
+    printcolumn = r#"{"name":"Queues","type":"integer","jsonPath":".status.queues.ready"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRoomSetSpec {
+    /// The rooms this set serves, inclusive; each gets its own FIFO queue.
+    pub rooms: RoomsSpec,
+    /// How the room queues are named, where they live and how they behave.
+    #[serde(default)]
+    pub queues: QueuesSpec,
+    /// The ingest tier (WebSocket producer).
+    pub producer: ProducerSpec,
+    /// The fan-out tier (one consumer Deployment per shard of rooms).
+    pub consumer: ConsumerSpec,
+    /// Prefix of the SERVER_ID given to each workload; defaults to the set's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id_prefix: Option<String>,
+}
+
+/// An inclusive range of room ids.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct RoomsSpec {
+    /// First room id (at least 1).
+    #[schemars(range(min = 1))]
+    pub start: u32,
+    /// Last room id (at least start).
+    #[schemars(range(min = 1))]
+    pub end: u32,
+}
+
+/// What happens to the queues when the set is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the queues and their messages.
+    #[default]
+    Retain,
+    /// Delete the queues.
+    Delete,
+}
+
+/// Queue settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuesSpec {
+    /// Queue-name prefix; queues are named {prefix}room-{id}.fifo (at most 80 characters).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// AWS region of the queues; the operator's AWS_REGION when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// SQS endpoint override (LocalStack); the operator's AWS_ENDPOINT_URL or AWS when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// SQS high-throughput FIFO mode (per-group deduplication and throughput limits).
+    #[serde(default)]
+    pub high_throughput: bool,
+    /// Seconds a received message stays hidden before it is redelivered.
+    #[serde(default = "default_visibility")]
+    #[schemars(range(min = 0, max = 43200))]
+    pub visibility_timeout_seconds: u32,
+    /// Seconds an unconsumed message is kept.
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 60, max = 1209600))]
+    pub retention_seconds: u32,
+    /// Retain (default) keeps the queues when the set is deleted; Delete removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for QueuesSpec {
+    fn default() -> Self {
+        QueuesSpec {
+            prefix: default_prefix(),
+            region: None,
+            endpoint: None,
+            high_throughput: false,
+            visibility_timeout_seconds: default_visibility(),
+            retention_seconds: default_retention(),
+            deletion_policy: DeletionPolicy::Retain,
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    chatflow::rooms::DEFAULT_PREFIX.to_owned()
+}
+fn default_visibility() -> u32 {
+    30
+}
+fn default_retention() -> u32 {
+    3600
+}
+fn default_producer_replicas() -> i32 {
+    2
+}
+fn default_rooms_per_shard() -> u32 {
+    10
+}
+fn default_pollers() -> u32 {
+    20
+}
+
+/// The ingest tier.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerSpec {
+    /// Container image of chatflow-producer.
+    pub image: String,
+    /// Producer replicas (stateless; any number serves every room).
+    #[serde(default = "default_producer_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// Compute resources of each producer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables (for example MAX_CONNECTIONS or BATCH_LINGER_US).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// The fan-out tier.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerSpec {
+    /// Container image of chatflow-consumer.
+    pub image: String,
+    /// Rooms per consumer shard; each shard is one Deployment of one replica.
+    #[serde(default = "default_rooms_per_shard")]
+    #[schemars(range(min = 1))]
+    pub rooms_per_shard: u32,
+    /// Concurrent long polls per shard (CONSUMER_POLLERS); 0 gives every room its own.
+    #[serde(default = "default_pollers")]
+    #[schemars(range(min = 0))]
+    pub pollers: u32,
+    /// Compute resources of each consumer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRoomSetStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, QueuesReady, ProducerReady, ConsumersReady.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The room range, as START-END.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<String>,
+    /// Queues wanted and ready.
+    #[serde(default)]
+    pub queues: QueueCounts,
+    /// Number of consumer shards.
+    #[serde(default)]
+    pub shard_count: u32,
+    /// The consumer shards.
+    #[serde(default)]
+    pub shards: Vec<ShardStatus>,
+    /// The producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ProducerStatus>,
+    /// Where clients connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+/// Queue counts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct QueueCounts {
+    /// Queues the spec asks for.
+    pub desired: u32,
+    /// Queues that exist with the wanted attributes.
+    pub ready: u32,
+}
+
+/// One consumer shard.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Deployment name.
+    pub name: String,
+    /// Rooms owned, as START-END.
+    pub rooms: String,
+    /// Service subscribers connect to.
+    pub service: String,
+    /// Ready replicas of the Deployment.
+    pub ready_replicas: i32,
+    /// Messages waiting or in flight in the shard's queues, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
+}
+
+/// The producer.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerStatus {
+    /// Service clients send to.
+    pub service: String,
+    /// Ready replicas of the Deployment.
+    pub ready_replicas: i32,
+}
+
+/// Connection templates; `{roomId}` is the room.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct Endpoints {
+    /// WebSocket URL to send messages to.
+    pub ingest: String,
+    /// WebSocket URL to subscribe to, where `{shardService}` is the room's shard service
+    /// (see shards, or the routing ConfigMap).
+    pub subscribe: String,
+}

@@ -1,0 +1,97 @@
+use super::*;
+use crate::crd::{ChatRoomSetSpec, ConsumerSpec, ProducerSpec, QueuesSpec, RoomsSpec};
+
+pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRoomSet {
+    let mut crs = ChatRoomSet::new(
+        name,
+        ChatRoomSetSpec {
+            rooms: RoomsSpec { start, end },
+            queues: QueuesSpec::default(),
+            producer: ProducerSpec {
+                image: "chatflow/producer:dev".into(),
+                replicas: 2,
+                resources: None,
+                env: vec![],
+            },
+            consumer: ConsumerSpec {
+                image: "chatflow/consumer:dev".into(),
+                rooms_per_shard: per_shard,
+                pollers: 20,
+                resources: None,
+                env: vec![],
+            },
+            server_id_prefix: None,
+        },
+    );
+    crs.metadata.namespace = Some("chat".into());
+    crs.metadata.uid = Some("uid-1".into());
+    crs
+}
+
+#[test]
+fn twenty_rooms_in_fives_make_four_shards() {
+    let p = plan(&sample("demo", 1, 20, 5)).unwrap();
+    let names: Vec<&str> = p.shards.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["demo-consumer-1-5", "demo-consumer-6-10", "demo-consumer-11-15", "demo-consumer-16-20"]
+    );
+    assert_eq!(p.producer, "demo-producer");
+}
+
+#[test]
+fn invalid_specs_are_explained() {
+    let e = plan(&sample("demo", 10, 5, 5)).unwrap_err();
+    assert!(e.contains("end 5 is below start 10"), "{e}");
+    let mut long = sample("demo", 1, 20, 5);
+    long.spec.queues.prefix = "p".repeat(70);
+    let e = plan(&long).unwrap_err();
+    assert!(e.contains("SQS allows 80"), "{e}");
+    let e = plan(&sample("demo", 1, 20, 0)).unwrap_err();
+    assert!(e.contains("roomsPerShard"), "{e}");
+    let e = plan(&sample("demo", 1, 20_000, 100)).unwrap_err();
+    assert!(e.contains("at most 10000"), "{e}");
+    let e = plan(&sample(&"n".repeat(50), 1, 20, 5)).unwrap_err();
+    assert!(e.contains("63 characters"), "{e}");
+}
+
+#[test]
+fn consumer_deployments_carry_their_rooms_and_recreate() {
+    let crs = sample("demo", 1, 20, 5);
+    let p = plan(&crs).unwrap();
+    let loc = QueueLocation {
+        region: Some("us-east-1".into()),
+        endpoint: Some("http://localstack:4566".into()),
+    };
+    let d = consumer_deployment(&crs, &p.shards[1], &loc);
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let env: BTreeMap<String, String> = spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    assert_eq!(env["ROOMS_START"], "6");
+    assert_eq!(env["ROOMS_END"], "10");
+    assert_eq!(env["QUEUE_BACKEND"], "sqs");
+    assert_eq!(env["AWS_ENDPOINT_URL"], "http://localstack:4566");
+    assert_eq!(env["CONSUMER_POLLERS"], "20");
+    let owner = d.metadata.owner_references.unwrap();
+    assert_eq!(owner[0].kind, "ChatRoomSet");
+    assert_eq!(owner[0].controller, Some(true));
+    assert_eq!(d.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "chatflow-operator");
+}
+
+#[test]
+fn routing_lists_every_shard() {
+    let crs = sample("demo", 1, 12, 5);
+    let p = plan(&crs).unwrap();
+    let cm = routing_configmap(&crs, &p);
+    let table: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["routing.json"]).unwrap();
+    assert_eq!(table["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(table["shards"][2]["rooms"], "11-12");
+    assert_eq!(table["ingest"], "ws://demo-producer.chat.svc:8080/chat/{roomId}");
+}

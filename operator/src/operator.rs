@@ -1,0 +1,211 @@
+//! The running operator: leader election, the controller while leading, and the HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chatflow::http;
+use futures::StreamExt;
+use hyper::{Method, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::ChatRoomSet;
+use crate::desired::{FIELD_MANAGER, QueueLocation};
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Namespace to watch; all namespaces when None.
+    pub namespace: Option<String>,
+    /// Whether to hold a Lease before reconciling.
+    pub leader_election: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Seconds a lease is valid without renewal.
+    pub lease_seconds: u64,
+    /// Health, readiness and metrics address.
+    pub listen_addr: SocketAddr,
+    /// Queue region and endpoint for sets that name none.
+    pub defaults: QueueLocation,
+    /// Queue calls in flight at once per set.
+    pub queue_concurrency: usize,
+}
+
+/// A running operator.
+pub struct OperatorHandle {
+    /// Where /health, /ready and /metrics are served.
+    pub addr: SocketAddr,
+    /// Metrics (tests read them directly).
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl OperatorHandle {
+    /// Stops reconciling, releases the lease, and waits.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the operator.
+pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<OperatorHandle> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let listener = TcpListener::bind(config.listen_addr).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let leading = Arc::new(AtomicBool::new(!config.leader_election));
+    let registry = Arc::new(registry);
+    tokio::spawn(http::serve(listener, shutdown.clone(), {
+        let (registry, leading) = (registry.clone(), leading.clone());
+        move |req, _| {
+            let (registry, leading) = (registry.clone(), leading.clone());
+            async move {
+                if req.method() != Method::GET {
+                    return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+                }
+                match req.uri().path() {
+                    "/health" => http::text(StatusCode::OK, "ok\n"),
+                    // A standby replica is ready: it serves its endpoints and waits for the lease.
+                    "/ready" => http::ready(Ok(())),
+                    "/leader" => http::text(StatusCode::OK, format!("{}\n", leading.load(Ordering::Relaxed))),
+                    "/metrics" => http::metrics(&registry),
+                    _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
+        }
+    }));
+    let ctx = Arc::new({
+        let mut c = Context::new(client.clone(), metrics.clone(), config.defaults.clone(), &config.identity);
+        c.queue_concurrency = config.queue_concurrency;
+        c
+    });
+    let task = tokio::spawn(lead_and_run(config, client, ctx, leading, shutdown.clone()));
+    Ok(OperatorHandle {
+        addr,
+        metrics,
+        shutdown,
+        task,
+    })
+}
+
+async fn lead_and_run(
+    config: OperatorConfig,
+    client: Client,
+    ctx: Arc<Context>,
+    leading: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    if !config.leader_election {
+        run_controller(&config, client, ctx, shutdown).await;
+        return;
+    }
+    loop {
+        let manager = match LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+            .with_namespace(&config.lease_namespace)
+            .with_identity(&config.identity)
+            .with_field_manager(format!("{FIELD_MANAGER}-{}", config.identity))
+            .with_duration(config.lease_seconds)
+            .with_grace((config.lease_seconds / 3).max(1))
+            .build()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease manager not ready; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        let (mut is_leader, lease_task) = manager.watch().await;
+        loop {
+            while !*is_leader.borrow_and_update() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        drop(is_leader);
+                        let _ = lease_task.await;
+                        return;
+                    }
+                    changed = is_leader.changed() => if changed.is_err() { break; },
+                }
+            }
+            if is_leader.has_changed().is_err() {
+                break;
+            }
+            tracing::info!(identity = %config.identity, "leader lease acquired: reconciling");
+            leading.store(true, Ordering::Relaxed);
+            ctx.metrics.leader.set(1);
+            let term = shutdown.child_token();
+            let watch_term = {
+                let term = term.clone();
+                let mut rx = is_leader.clone();
+                tokio::spawn(async move {
+                    while *rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    term.cancel();
+                })
+            };
+            run_controller(&config, client.clone(), ctx.clone(), term).await;
+            watch_term.abort();
+            leading.store(false, Ordering::Relaxed);
+            ctx.metrics.leader.set(0);
+            if shutdown.is_cancelled() {
+                // Dropping the receiver makes the lease task release the lease for a fast handover.
+                drop(is_leader);
+                let _ = lease_task.await;
+                return;
+            }
+            tracing::warn!("leader lease lost: stopped reconciling");
+        }
+        // The lease task ended (API trouble): build a new manager.
+        let _ = lease_task.await;
+    }
+}
+
+async fn run_controller(config: &OperatorConfig, client: Client, ctx: Arc<Context>, stop: CancellationToken) {
+    let (sets, deployments, services, configmaps): (Api<ChatRoomSet>, Api<Deployment>, Api<Service>, Api<ConfigMap>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        };
+    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(sets, watcher::Config::default())
+        .owns(deployments, owned.clone())
+        .owns(services, owned.clone())
+        .owns(configmaps, owned)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
