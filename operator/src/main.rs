@@ -58,7 +58,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
     let identity = args
         .identity
         .unwrap_or_else(|| format!("chatflow-operator-{}", std::process::id()));

@@ -43,11 +43,31 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("chatflow_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
-        r.register("reconcile_errors", "Failed reconciles by reason", m.errors.clone());
-        r.register("reconcile_duration_seconds", "Reconcile duration", m.duration.clone());
-        r.register("queues_managed", "Queues ready across all sets", m.queues.clone());
-        r.register("shards_managed", "Consumer shards across all sets", m.shards.clone());
-        r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
+        r.register(
+            "reconcile_errors",
+            "Failed reconciles by reason",
+            m.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            m.duration.clone(),
+        );
+        r.register(
+            "queues_managed",
+            "Queues ready across all sets",
+            m.queues.clone(),
+        );
+        r.register(
+            "shards_managed",
+            "Consumer shards across all sets",
+            m.shards.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
         m
     }
 

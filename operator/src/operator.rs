@@ -85,7 +85,10 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
                     "/health" => http::text(StatusCode::OK, "ok\n"),
                     // A standby replica is ready: it serves its endpoints and waits for the lease.
                     "/ready" => http::ready(Ok(())),
-                    "/leader" => http::text(StatusCode::OK, format!("{}\n", leading.load(Ordering::Relaxed))),
+                    "/leader" => http::text(
+                        StatusCode::OK,
+                        format!("{}\n", leading.load(Ordering::Relaxed)),
+                    ),
                     "/metrics" => http::metrics(&registry),
                     _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
                 }
@@ -93,7 +96,12 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
         }
     }));
     let ctx = Arc::new({
-        let mut c = Context::new(client.clone(), metrics.clone(), config.defaults.clone(), &config.identity);
+        let mut c = Context::new(
+            client.clone(),
+            metrics.clone(),
+            config.defaults.clone(),
+            &config.identity,
+        );
         c.queue_concurrency = config.queue_concurrency;
         c
     });
@@ -184,18 +192,33 @@ async fn lead_and_run(
     }
 }
 
-async fn run_controller(config: &OperatorConfig, client: Client, ctx: Arc<Context>, stop: CancellationToken) {
-    let (sets, deployments, services, configmaps): (Api<ChatRoomSet>, Api<Deployment>, Api<Service>, Api<ConfigMap>) =
-        match &config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-        };
-    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+async fn run_controller(
+    config: &OperatorConfig,
+    client: Client,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    let (sets, deployments, services, configmaps): (
+        Api<ChatRoomSet>,
+        Api<Deployment>,
+        Api<Service>,
+        Api<ConfigMap>,
+    ) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     Controller::new(sets, watcher::Config::default())
         .owns(deployments, owned.clone())
         .owns(services, owned.clone())

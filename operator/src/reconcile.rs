@@ -18,7 +18,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::conditions::{condition, is_true};
-use crate::crd::{ChatRoomSet, ChatRoomSetStatus, DeletionPolicy, Endpoints, ProducerStatus, QueueCounts, ShardStatus};
+use crate::crd::{
+    ChatRoomSet, ChatRoomSetStatus, DeletionPolicy, Endpoints, ProducerStatus, QueueCounts,
+    ShardStatus,
+};
 use crate::desired::{self, CONSUMER_PORT, FIELD_MANAGER, PRODUCER_PORT, Plan, QueueLocation};
 use crate::metrics::Metrics;
 
@@ -73,7 +76,12 @@ pub struct Context {
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, metrics: Arc<Metrics>, defaults: QueueLocation, identity: &str) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        defaults: QueueLocation,
+        identity: &str,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             kube::runtime::events::Reporter {
@@ -95,8 +103,17 @@ impl Context {
     }
 
     /// The queue client of a location and prefix, built once.
-    async fn queues(&self, loc: &QueueLocation, naming: &QueueNaming) -> Result<SharedQueues, Error> {
-        let key = format!("{:?}|{:?}|{}", loc.endpoint, loc.region, naming.name_prefix());
+    async fn queues(
+        &self,
+        loc: &QueueLocation,
+        naming: &QueueNaming,
+    ) -> Result<SharedQueues, Error> {
+        let key = format!(
+            "{:?}|{:?}|{}",
+            loc.endpoint,
+            loc.region,
+            naming.name_prefix()
+        );
         let mut clients = self.clients.lock().await;
         if let Some(q) = clients.get(&key) {
             return Ok(q.clone());
@@ -135,8 +152,12 @@ impl Context {
         } else {
             t.insert(key.to_owned(), (queues, shards));
         }
-        self.metrics.queues.set(t.values().map(|v| v.0 as i64).sum());
-        self.metrics.shards.set(t.values().map(|v| v.1 as i64).sum());
+        self.metrics
+            .queues
+            .set(t.values().map(|v| v.0 as i64).sum());
+        self.metrics
+            .shards
+            .set(t.values().map(|v| v.1 as i64).sum());
     }
 }
 
@@ -149,10 +170,15 @@ pub async fn reconcile(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Actio
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let res = reconcile_inner(crs.clone(), ctx.clone()).await;
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     match &res {
         Ok(_) => {
-            ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&crs));
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key(&crs));
         }
         Err(e) => {
             ctx.metrics.error(e.reason());
@@ -167,7 +193,8 @@ pub fn error_policy(crs: Arc<ChatRoomSet>, _err: &Error, ctx: Arc<Context>) -> A
     let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
     let n = failures.entry(key(&crs)).or_default();
     *n = n.saturating_add(1);
-    let delay = Duration::from_millis(500u64.saturating_mul(1 << (*n - 1).min(10))).min(Duration::from_secs(300));
+    let delay = Duration::from_millis(500u64.saturating_mul(1 << (*n - 1).min(10)))
+        .min(Duration::from_secs(300));
     Action::requeue(delay)
 }
 
@@ -188,22 +215,46 @@ async fn reconcile_inner(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
 }
 
-async fn report_invalid(api: &Api<ChatRoomSet>, crs: &ChatRoomSet, ctx: &Context, reason: &str) -> Result<(), Error> {
+async fn report_invalid(
+    api: &Api<ChatRoomSet>,
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    reason: &str,
+) -> Result<(), Error> {
     let gen_ = crs.meta().generation;
-    let prev = crs.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let already = prev.iter().any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec" && c.message == reason);
+    let prev = crs
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let already = prev
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec" && c.message == reason);
     let mut status = crs.status.clone().unwrap_or_default();
     status.observed_generation = gen_;
-    status.conditions = vec![condition("Ready", false, "InvalidSpec", reason, gen_, &prev)];
-    api.patch_status(&crs.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await?;
+    status.conditions = vec![condition(
+        "Ready",
+        false,
+        "InvalidSpec",
+        reason,
+        gen_,
+        &prev,
+    )];
+    api.patch_status(
+        &crs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
     if !already {
-        ctx.event(crs, EventType::Warning, "InvalidSpec", reason.to_owned()).await;
+        ctx.event(crs, EventType::Warning, "InvalidSpec", reason.to_owned())
+            .await;
     }
     Ok(())
 }
@@ -221,7 +272,13 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         Err(e) => (0, 0, Some(e.to_string())),
     };
     if repaired > 0 {
-        ctx.event(&crs, EventType::Normal, "QueuesRepaired", format!("{repaired} queues had drifted attributes, set back")).await;
+        ctx.event(
+            &crs,
+            EventType::Normal,
+            "QueuesRepaired",
+            format!("{repaired} queues had drifted attributes, set back"),
+        )
+        .await;
     }
 
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -229,21 +286,51 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     configmaps
-        .patch(&plan.routing, &pp, &Patch::Apply(desired::routing_configmap(&crs, &plan)))
+        .patch(
+            &plan.routing,
+            &pp,
+            &Patch::Apply(desired::routing_configmap(&crs, &plan)),
+        )
         .await?;
     let producer = deployments
-        .patch(&plan.producer, &pp, &Patch::Apply(desired::producer_deployment(&crs, &plan, &loc)))
+        .patch(
+            &plan.producer,
+            &pp,
+            &Patch::Apply(desired::producer_deployment(&crs, &plan, &loc)),
+        )
         .await?;
     services
-        .patch(&plan.producer, &pp, &Patch::Apply(desired::service(&crs, &plan.producer, "producer", PRODUCER_PORT)))
+        .patch(
+            &plan.producer,
+            &pp,
+            &Patch::Apply(desired::service(
+                &crs,
+                &plan.producer,
+                "producer",
+                PRODUCER_PORT,
+            )),
+        )
         .await?;
     let mut shard_status = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
         let d = deployments
-            .patch(&shard.name, &pp, &Patch::Apply(desired::consumer_deployment(&crs, shard, &loc)))
+            .patch(
+                &shard.name,
+                &pp,
+                &Patch::Apply(desired::consumer_deployment(&crs, shard, &loc)),
+            )
             .await?;
         services
-            .patch(&shard.name, &pp, &Patch::Apply(desired::service(&crs, &shard.name, "consumer", CONSUMER_PORT)))
+            .patch(
+                &shard.name,
+                &pp,
+                &Patch::Apply(desired::service(
+                    &crs,
+                    &shard.name,
+                    "consumer",
+                    CONSUMER_PORT,
+                )),
+            )
             .await?;
         shard_status.push(ShardStatus {
             name: shard.name.clone(),
@@ -255,45 +342,98 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let pruned = prune(&deployments, &services, &name, &plan).await?;
     if !pruned.is_empty() {
-        ctx.event(&crs, EventType::Normal, "ShardsPruned", format!("removed {}", pruned.join(", "))).await;
+        ctx.event(
+            &crs,
+            EventType::Normal,
+            "ShardsPruned",
+            format!("removed {}", pruned.join(", ")),
+        )
+        .await;
     }
-    if queue_error.is_none() && plan.rooms.len() <= BACKLOG_ROOM_LIMIT
+    if queue_error.is_none()
+        && plan.rooms.len() <= BACKLOG_ROOM_LIMIT
         && let Ok(queues) = ctx.queues(&loc, &plan.naming).await
     {
         fill_backlog(&queues, &plan, &mut shard_status, ctx.queue_concurrency).await;
     }
 
     let desired_queues = plan.rooms.len() as u32;
-    let prev = crs.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let prev = crs
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let queues_ok = queue_error.is_none() && ready == desired_queues;
     let producer_ready = ready_replicas(&producer);
     let producer_ok = producer_ready >= crs.spec.producer.replicas;
-    let shards_ready = shard_status.iter().filter(|s| s.ready_replicas >= 1).count();
+    let shards_ready = shard_status
+        .iter()
+        .filter(|s| s.ready_replicas >= 1)
+        .count();
     let consumers_ok = shards_ready == shard_status.len();
     let queues_cond = match &queue_error {
-        None if queues_ok => condition("QueuesReady", true, "QueuesEnsured", format!("{ready} of {desired_queues} queues ready"), gen_, &prev),
-        None => condition("QueuesReady", false, "QueuesPending", format!("{ready} of {desired_queues} queues ready"), gen_, &prev),
-        Some(e) => condition("QueuesReady", false, "QueueServiceUnavailable", format!("{ready} of {desired_queues} queues ready: {e}"), gen_, &prev),
+        None if queues_ok => condition(
+            "QueuesReady",
+            true,
+            "QueuesEnsured",
+            format!("{ready} of {desired_queues} queues ready"),
+            gen_,
+            &prev,
+        ),
+        None => condition(
+            "QueuesReady",
+            false,
+            "QueuesPending",
+            format!("{ready} of {desired_queues} queues ready"),
+            gen_,
+            &prev,
+        ),
+        Some(e) => condition(
+            "QueuesReady",
+            false,
+            "QueueServiceUnavailable",
+            format!("{ready} of {desired_queues} queues ready: {e}"),
+            gen_,
+            &prev,
+        ),
     };
     let producer_cond = condition(
         "ProducerReady",
         producer_ok,
-        if producer_ok { "Available" } else { "ReplicasNotReady" },
-        format!("{producer_ready} of {} replicas ready", crs.spec.producer.replicas),
+        if producer_ok {
+            "Available"
+        } else {
+            "ReplicasNotReady"
+        },
+        format!(
+            "{producer_ready} of {} replicas ready",
+            crs.spec.producer.replicas
+        ),
         gen_,
         &prev,
     );
     let consumers_cond = condition(
         "ConsumersReady",
         consumers_ok,
-        if consumers_ok { "Available" } else { "ShardsNotReady" },
+        if consumers_ok {
+            "Available"
+        } else {
+            "ShardsNotReady"
+        },
         format!("{shards_ready} of {} shards ready", shard_status.len()),
         gen_,
         &prev,
     );
     let all = [&queues_cond, &producer_cond, &consumers_cond];
     let ready_cond = match all.iter().find(|c| c.status != "True") {
-        None => condition("Ready", true, "Ready", "queues, producer and consumers are ready", gen_, &prev),
+        None => condition(
+            "Ready",
+            true,
+            "Ready",
+            "queues, producer and consumers are ready",
+            gen_,
+            &prev,
+        ),
         Some(c) => {
             let reason = match c.type_.as_str() {
                 "QueuesReady" => "QueuesNotReady",
@@ -324,15 +464,31 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         }),
     };
     let api: Api<ChatRoomSet> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
     ctx.record_totals(&key(&crs), ready, plan.shards.len() as u32);
     if became_ready {
-        ctx.event(&crs, EventType::Normal, "QueuesReady", format!("{ready} queues ready")).await;
+        ctx.event(
+            &crs,
+            EventType::Normal,
+            "QueuesReady",
+            format!("{ready} queues ready"),
+        )
+        .await;
     }
     match queue_error {
         Some(e) => {
-            ctx.event(&crs, EventType::Warning, "QueueServiceUnavailable", e.clone()).await;
+            ctx.event(
+                &crs,
+                EventType::Warning,
+                "QueueServiceUnavailable",
+                e.clone(),
+            )
+            .await;
             Err(Error::Queues(e))
         }
         None => Ok(Action::requeue(ctx.resync)),
@@ -340,11 +496,18 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
 }
 
 fn ready_replicas(d: &Deployment) -> i32 {
-    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+    d.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
 }
 
 /// Ensures every room's queue, a bounded number at a time; returns (ready, repaired, first error).
-async fn ensure_queues(queues: &SharedQueues, plan: &Plan, concurrency: usize) -> (u32, u32, Option<String>) {
+async fn ensure_queues(
+    queues: &SharedQueues,
+    plan: &Plan,
+    concurrency: usize,
+) -> (u32, u32, Option<String>) {
     let results: Vec<_> = futures::stream::iter(plan.rooms.iter())
         .map(|room| {
             let (queues, attrs) = (queues.clone(), plan.attrs.clone());
@@ -371,18 +534,36 @@ async fn ensure_queues(queues: &SharedQueues, plan: &Plan, concurrency: usize) -
     (ready, repaired, first_error)
 }
 
-async fn fill_backlog(queues: &SharedQueues, plan: &Plan, shards: &mut [ShardStatus], concurrency: usize) {
+async fn fill_backlog(
+    queues: &SharedQueues,
+    plan: &Plan,
+    shards: &mut [ShardStatus],
+    concurrency: usize,
+) {
     let depths: HashMap<u32, u64> = futures::stream::iter(plan.rooms.iter())
         .map(|room| {
             let queues = queues.clone();
-            async move { (room, queues.depth(room).await.ok().map(|d| d.visible + d.in_flight)) }
+            async move {
+                (
+                    room,
+                    queues
+                        .depth(room)
+                        .await
+                        .ok()
+                        .map(|d| d.visible + d.in_flight),
+                )
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .filter_map(|(room, d)| async move { d.map(|d| (room, d)) })
         .collect()
         .await;
     for (status, shard) in shards.iter_mut().zip(&plan.shards) {
-        let known: Vec<u64> = shard.rooms.iter().filter_map(|r| depths.get(&r).copied()).collect();
+        let known: Vec<u64> = shard
+            .rooms
+            .iter()
+            .filter_map(|r| depths.get(&r).copied())
+            .collect();
         if known.len() == shard.rooms.len() {
             status.backlog = Some(known.iter().sum());
         }
@@ -390,7 +571,12 @@ async fn fill_backlog(queues: &SharedQueues, plan: &Plan, shards: &mut [ShardSta
 }
 
 /// Deletes consumer shards (Deployment and Service) this set owns but no longer wants.
-async fn prune(deployments: &Api<Deployment>, services: &Api<Service>, name: &str, plan: &Plan) -> Result<Vec<String>, Error> {
+async fn prune(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    name: &str,
+    plan: &Plan,
+) -> Result<Vec<String>, Error> {
     let wanted: BTreeSet<&str> = plan.shards.iter().map(|s| s.name.as_str()).collect();
     let lp = ListParams::default().labels(&desired::consumer_selector(name));
     let mut pruned = BTreeSet::new();
@@ -414,14 +600,26 @@ async fn prune(deployments: &Api<Deployment>, services: &Api<Service>, name: &st
 async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.record_totals(&key(&crs), 0, 0);
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {
-        ctx.event(&crs, EventType::Normal, "QueuesRetained", "deletionPolicy Retain: queues kept".into()).await;
+        ctx.event(
+            &crs,
+            EventType::Normal,
+            "QueuesRetained",
+            "deletionPolicy Retain: queues kept".into(),
+        )
+        .await;
         return Ok(Action::await_change());
     }
     let plan = match desired::plan(&crs) {
         Ok(p) => p,
         Err(reason) => {
             // Without a valid range there is no safe list of queues to delete.
-            ctx.event(&crs, EventType::Warning, "QueuesNotDeleted", format!("spec is invalid ({reason}); queues left in place")).await;
+            ctx.event(
+                &crs,
+                EventType::Warning,
+                "QueuesNotDeleted",
+                format!("spec is invalid ({reason}); queues left in place"),
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
@@ -430,15 +628,30 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
     let failures: Vec<String> = futures::stream::iter(plan.rooms.iter())
         .map(|room| {
             let queues = queues.clone();
-            async move { queues.delete_queue(room).await.err().map(|e| format!("room {room}: {e}")) }
+            async move {
+                queues
+                    .delete_queue(room)
+                    .await
+                    .err()
+                    .map(|e| format!("room {room}: {e}"))
+            }
         })
         .buffer_unordered(ctx.queue_concurrency.max(1))
         .filter_map(|e| async move { e })
         .collect()
         .await;
     if let Some(first) = failures.first() {
-        return Err(Error::Queues(format!("{} queues not deleted, first: {first}", failures.len())));
+        return Err(Error::Queues(format!(
+            "{} queues not deleted, first: {first}",
+            failures.len()
+        )));
     }
-    ctx.event(&crs, EventType::Normal, "QueuesDeleted", format!("deleted {} queues", plan.rooms.len())).await;
+    ctx.event(
+        &crs,
+        EventType::Normal,
+        "QueuesDeleted",
+        format!("deleted {} queues", plan.rooms.len()),
+    )
+    .await;
     Ok(Action::await_change())
 }

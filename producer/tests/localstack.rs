@@ -5,16 +5,14 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chatflow::protocol::{ErrorCode, Reply};
 use chatflow::queue::{SharedQueues, SqsConfig, SqsQueues};
 use chatflow::rooms::QueueNaming;
+use chatflow::testkit::Proxy;
 use chatflow_producer::{ProducerConfig, start};
 use common::*;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 fn endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
@@ -43,53 +41,6 @@ fn sqs_config(endpoint: &str, prefix: &str) -> ProducerConfig {
     c.queue.aws_endpoint_url = Some(endpoint.into());
     c.queue.queue_prefix = prefix.into();
     c
-}
-
-/// A TCP proxy in front of LocalStack that can be cut and restored, standing in for an outage
-/// (LocalStack itself keeps no queues across a restart).
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: Arc<std::sync::Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let token = cut2.lock().unwrap().clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = token.cancelled() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, cut }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        let mut cut = self.cut.lock().unwrap();
-        cut.cancel();
-        *cut = CancellationToken::new();
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test]
@@ -134,7 +85,7 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
     let direct = sqs(&endpoint(), &prefix, Duration::from_secs(5)).await;
     ensure_rooms(&direct, 1..=2).await;
     let upstream: SocketAddr = endpoint().trim_start_matches("http://").parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::start(upstream).await.unwrap();
     let proxied = format!("http://{}", proxy.addr);
     let mut config = sqs_config(&proxied, &prefix);
     config.queue.queue_call_timeout_ms = 1000;

@@ -40,7 +40,10 @@ pub async fn echo_server(stop: CancellationToken) -> anyhow::Result<SocketAddr> 
 
 /// A raw broadcast server: every subscriber gets each published frame through a broadcast
 /// channel and writes it straight to its socket.
-pub async fn broadcast_server(stop: CancellationToken, frames: broadcast::Sender<Bytes>) -> anyhow::Result<SocketAddr> {
+pub async fn broadcast_server(
+    stop: CancellationToken,
+    frames: broadcast::Sender<Bytes>,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(http::serve(listener, stop, move |mut req, _| {

@@ -18,7 +18,11 @@ use crate::run::{self, Workload};
 #[derive(Debug, Clone, Args)]
 pub struct Options {
     /// SQS endpoint.
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:4566")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:4566"
+    )]
     pub sqs_endpoint: String,
     /// Messages through the pipeline.
     #[arg(long, default_value_t = 20_000)]
@@ -37,7 +41,8 @@ async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
         endpoint: Some(o.sqs_endpoint.clone()),
         ..SqsConfig::default()
     };
-    let queues: SharedQueues = Arc::new(SqsQueues::connect(&config, QueueNaming::parse(&prefix)?).await?);
+    let queues: SharedQueues =
+        Arc::new(SqsQueues::connect(&config, QueueNaming::parse(&prefix)?).await?);
     let rooms = RoomRange::new(1, o.concurrency as u32)?;
     crate::local::ensure_all(&queues, rooms).await?;
     let sent = Arc::new(AtomicU64::new(0));
@@ -57,7 +62,10 @@ async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
                     })
                     .collect();
                 if let Ok(res) = queues.publish(room, &entries).await {
-                    sent.fetch_add(res.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+                    sent.fetch_add(
+                        res.iter().filter(|r| r.is_ok()).count() as u64,
+                        Ordering::Relaxed,
+                    );
                 }
                 n += 1;
             }
@@ -76,7 +84,10 @@ async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
 
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    println!("bench e2e: {} messages through producer -> SQS at {} -> consumer", o.messages, o.sqs_endpoint);
+    println!(
+        "bench e2e: {} messages through producer -> SQS at {} -> consumer",
+        o.messages, o.sqs_endpoint
+    );
     let baseline = direct_rate(&o).await?;
     let w = Workload {
         messages: o.messages,
@@ -90,11 +101,27 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let result = run::execute(&system.targets(), &w, &Progress::new(true)).await;
     system.stop().await;
     let s = crate::report::summarize(&result?);
-    figure("LocalStack direct SendMessageBatch (baseline)", baseline, "msg/s", None);
-    figure("pipeline acked throughput", s.throughput_per_sec, "msg/s", Some(("LocalStack", baseline)));
+    figure(
+        "LocalStack direct SendMessageBatch (baseline)",
+        baseline,
+        "msg/s",
+        None,
+    );
+    figure(
+        "pipeline acked throughput",
+        s.throughput_per_sec,
+        "msg/s",
+        Some(("LocalStack", baseline)),
+    );
     let (a, e) = (&s.ack_latency_ms, &s.e2e_latency_ms);
-    println!("  ack latency   p50 {:>8.2} ms  p99 {:>8.2} ms", a.p50, a.p99);
-    println!("  end to end    p50 {:>8.2} ms  p99 {:>8.2} ms", e.p50, e.p99);
+    println!(
+        "  ack latency   p50 {:>8.2} ms  p99 {:>8.2} ms",
+        a.p50, a.p99
+    );
+    println!(
+        "  end to end    p50 {:>8.2} ms  p99 {:>8.2} ms",
+        e.p50, e.p99
+    );
     if let Some(v) = s.delivery {
         println!(
             "  delivery      lost {}, duplicated {}, out of order {} ({} deliveries)",

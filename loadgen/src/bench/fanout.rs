@@ -80,15 +80,26 @@ async fn audience(url: &str, n: usize, timed: usize) -> anyhow::Result<Audience>
             }
         }));
     }
-    Ok(Audience { delivered, stop, tasks })
+    Ok(Audience {
+        delivered,
+        stop,
+        tasks,
+    })
 }
 
 fn record_latency(event: &[u8], rec: &mut Recorder) {
     // The publisher writes its send time as the message text, so both tiers time the same span.
-    let Ok(s) = serde_json::from_slice::<Stamp>(event) else { return };
-    let sent = s.message.and_then(parse_rfc3339).or_else(|| s.server_timestamp.and_then(parse_rfc3339));
+    let Ok(s) = serde_json::from_slice::<Stamp>(event) else {
+        return;
+    };
+    let sent = s
+        .message
+        .and_then(parse_rfc3339)
+        .or_else(|| s.server_timestamp.and_then(parse_rfc3339));
     if let Some(sent) = sent {
-        let us = (OffsetDateTime::now_utc() - sent).whole_microseconds().max(0) as u64;
+        let us = (OffsetDateTime::now_utc() - sent)
+            .whole_microseconds()
+            .max(0) as u64;
         rec.record_us(us);
     }
 }
@@ -108,9 +119,12 @@ impl Audience {
 
 fn event_bytes(seq: u64) -> Bytes {
     let t = task(seq);
-    serde_json::to_vec(&chatflow::protocol::BroadcastEvent::from_task(t, now_rfc3339()))
-        .expect("events serialize")
-        .into()
+    serde_json::to_vec(&chatflow::protocol::BroadcastEvent::from_task(
+        t,
+        now_rfc3339(),
+    ))
+    .expect("events serialize")
+    .into()
 }
 
 fn task(seq: u64) -> TaskMessage {
@@ -154,7 +168,9 @@ where
         if let Some(p) = pacer.as_mut() {
             p.tick().await;
         }
-        while published * subscribers as u64 > delivered.load(Ordering::Relaxed) + slack * subscribers as u64 {
+        while published * subscribers as u64
+            > delivered.load(Ordering::Relaxed) + slack * subscribers as u64
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         send10(published).await;
@@ -189,15 +205,26 @@ async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured>
     let stop = CancellationToken::new();
     let (tx, _) = broadcast::channel::<Bytes>(1 << 16);
     let addr = baseline::broadcast_server(stop.clone(), tx.clone()).await?;
-    let aud = audience(&format!("ws://{addr}/raw"), o.subscribers, o.timed_subscribers).await?;
+    let aud = audience(
+        &format!("ws://{addr}/raw"),
+        o.subscribers,
+        o.timed_subscribers,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let published = publish_loop(o.seconds, o.subscribers, aud.delivered.clone(), rate, |seq| {
-        for i in 0..10 {
-            let _ = tx.send(event_bytes(seq + i));
-        }
-        async {}
-    })
+    let published = publish_loop(
+        o.seconds,
+        o.subscribers,
+        aud.delivered.clone(),
+        rate,
+        |seq| {
+            for i in 0..10 {
+                let _ = tx.send(event_bytes(seq + i));
+            }
+            async {}
+        },
+    )
     .await;
     let target = published * o.subscribers as u64;
     settle(&aud.delivered, target).await;
@@ -205,32 +232,47 @@ async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured>
     let per_sec = got as f64 / started.elapsed().as_secs_f64();
     let latency = aud.finish().await;
     stop.cancel();
-    Ok(Measured { per_sec, latency, complete: got >= target })
+    Ok(Measured {
+        per_sec,
+        latency,
+        complete: got >= target,
+    })
 }
 
 async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
     let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
     queues.ensure_queue(1, &QueueAttributes::default()).await?;
     let consumer = chatflow_consumer::start(ConsumerConfig::local(1, 1), queues.clone()).await?;
-    let aud = audience(&format!("ws://{}/subscribe/1", consumer.addr), o.subscribers, o.timed_subscribers).await?;
+    let aud = audience(
+        &format!("ws://{}/subscribe/1", consumer.addr),
+        o.subscribers,
+        o.timed_subscribers,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let published = publish_loop(o.seconds, o.subscribers, aud.delivered.clone(), rate, |seq| {
-        let queues = queues.clone();
-        async move {
-            let entries: Vec<PublishEntry> = (0..10)
-                .map(|i| {
-                    let t = task(seq + i);
-                    PublishEntry {
-                        dedup_id: t.message_id.clone(),
-                        body: serde_json::to_string(&t).expect("tasks serialize"),
-                        group_id: "1".into(),
-                    }
-                })
-                .collect();
-            let _ = queues.publish(1, &entries).await;
-        }
-    })
+    let published = publish_loop(
+        o.seconds,
+        o.subscribers,
+        aud.delivered.clone(),
+        rate,
+        |seq| {
+            let queues = queues.clone();
+            async move {
+                let entries: Vec<PublishEntry> = (0..10)
+                    .map(|i| {
+                        let t = task(seq + i);
+                        PublishEntry {
+                            dedup_id: t.message_id.clone(),
+                            body: serde_json::to_string(&t).expect("tasks serialize"),
+                            group_id: "1".into(),
+                        }
+                    })
+                    .collect();
+                let _ = queues.publish(1, &entries).await;
+            }
+        },
+    )
     .await;
     let target = published * o.subscribers as u64;
     settle(&aud.delivered, target).await;
@@ -238,16 +280,33 @@ async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Meas
     let per_sec = got as f64 / started.elapsed().as_secs_f64();
     let latency = aud.finish().await;
     consumer.shutdown().await;
-    Ok(Measured { per_sec, latency, complete: got >= target })
+    Ok(Measured {
+        per_sec,
+        latency,
+        complete: got >= target,
+    })
 }
 
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    println!("bench fanout: 1 room, {} subscribers, {} s per measurement", o.subscribers, o.seconds);
+    println!(
+        "bench fanout: 1 room, {} subscribers, {} s per measurement",
+        o.subscribers, o.seconds
+    );
     let raw = measure_raw(&o, None).await?;
     let peak = measure_consumer(&o, None).await?;
-    figure("raw broadcast (baseline), deliveries/s", raw.per_sec, "deliv/s", None);
-    figure("consumer, deliveries/s", peak.per_sec, "deliv/s", Some(("raw", raw.per_sec)));
+    figure(
+        "raw broadcast (baseline), deliveries/s",
+        raw.per_sec,
+        "deliv/s",
+        None,
+    );
+    figure(
+        "consumer, deliveries/s",
+        peak.per_sec,
+        "deliv/s",
+        Some(("raw", raw.per_sec)),
+    );
     if !peak.complete || !raw.complete {
         println!("  warning: not every message reached every subscriber before the run ended");
     }
@@ -255,14 +314,27 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let raw_half = measure_raw(&o, Some(half_rate)).await?;
     let half = measure_consumer(&o, Some(half_rate)).await?;
     let (r, c) = (raw_half.latency.summary(), half.latency.summary());
-    println!("  at half the consumer's peak ({half_rate:.0} msg/s x {} subscribers):", o.subscribers);
-    println!("    raw broadcast publish -> subscriber  p50 {:>7.2} ms  p99 {:>7.2} ms", r.p50, r.p99);
-    println!("    consumer queue send -> subscriber    p50 {:>7.2} ms  p99 {:>7.2} ms", c.p50, c.p99);
+    println!(
+        "  at half the consumer's peak ({half_rate:.0} msg/s x {} subscribers):",
+        o.subscribers
+    );
+    println!(
+        "    raw broadcast publish -> subscriber  p50 {:>7.2} ms  p99 {:>7.2} ms",
+        r.p50, r.p99
+    );
+    println!(
+        "    consumer queue send -> subscriber    p50 {:>7.2} ms  p99 {:>7.2} ms",
+        c.p50, c.p99
+    );
     if o.idle_subscribers > 0 {
         let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
         queues.ensure_queue(1, &QueueAttributes::default()).await?;
         let consumer = chatflow_consumer::start(ConsumerConfig::local(1, 1), queues).await?;
-        let mem = memory::per_connection(&format!("ws://{}/subscribe/1", consumer.addr), o.idle_subscribers).await?;
+        let mem = memory::per_connection(
+            &format!("ws://{}/subscribe/1", consumer.addr),
+            o.idle_subscribers,
+        )
+        .await?;
         println!(
             "  memory per idle subscriber at {}: heap {:.1} KiB (exact), RSS growth {:.1} KiB",
             o.idle_subscribers,

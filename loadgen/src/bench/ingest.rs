@@ -60,7 +60,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     crate::local::ensure_all(&queues, rooms).await?;
     let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
     let echo_urls = vec![format!("ws://{echo}/echo")];
-    let producer_urls: Vec<String> = rooms.iter().map(|r| format!("ws://{}/chat/{r}", producer.addr)).collect();
+    let producer_urls: Vec<String> = rooms
+        .iter()
+        .map(|r| format!("ws://{}/chat/{r}", producer.addr))
+        .collect();
     let spec = |urls: &Vec<String>, rate: Option<f64>| PumpSpec {
         urls: urls.clone(),
         connections: o.connections,
@@ -70,21 +73,41 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         frames: frames(4096),
     };
 
-    println!("bench ingest: {} connections x window {}, {} s per measurement", o.connections, o.window, o.seconds);
+    println!(
+        "bench ingest: {} connections x window {}, {} s per measurement",
+        o.connections, o.window, o.seconds
+    );
     let echo_peak = pump(spec(&echo_urls, None)).await?;
     let peak = pump(spec(&producer_urls, None)).await?;
     if peak.ok != peak.replies {
-        anyhow::bail!("{} of {} replies were not OK", peak.replies - peak.ok, peak.replies);
+        anyhow::bail!(
+            "{} of {} replies were not OK",
+            peak.replies - peak.ok,
+            peak.replies
+        );
     }
-    figure("raw echo (baseline), frames/s", echo_peak.rate(), "msg/s", None);
-    figure("producer acked, msg/s", peak.rate(), "msg/s", Some(("echo", echo_peak.rate())));
+    figure(
+        "raw echo (baseline), frames/s",
+        echo_peak.rate(),
+        "msg/s",
+        None,
+    );
+    figure(
+        "producer acked, msg/s",
+        peak.rate(),
+        "msg/s",
+        Some(("echo", echo_peak.rate())),
+    );
 
     let half = peak.rate() / 2.0;
     let echo_half = pump(spec(&echo_urls, Some(half))).await?;
     let at_half = pump(spec(&producer_urls, Some(half))).await?;
     let (e, p) = (echo_half.latency.summary(), at_half.latency.summary());
     println!("  at half the producer's peak ({half:.0} msg/s offered):");
-    println!("    raw echo      p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms", e.p50, e.p99, e.p999);
+    println!(
+        "    raw echo      p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms",
+        e.p50, e.p99, e.p999
+    );
     println!(
         "    producer ack  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  ({:.0} msg/s achieved)",
         p.p50,
@@ -96,9 +119,20 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     if o.idle_connections > 0 {
         let echo_mem = memory::per_connection(&echo_urls[0], o.idle_connections).await?;
         let prod_mem = memory::per_connection(&producer_urls[0], o.idle_connections).await?;
-        println!("  memory per idle connection at {} connections (heap, exact / RSS growth):", o.idle_connections);
-        println!("    raw echo      {:>8.1} KiB / {:>6.1} KiB", echo_mem.heap / 1024.0, echo_mem.rss / 1024.0);
-        println!("    producer      {:>8.1} KiB / {:>6.1} KiB", prod_mem.heap / 1024.0, prod_mem.rss / 1024.0);
+        println!(
+            "  memory per idle connection at {} connections (heap, exact / RSS growth):",
+            o.idle_connections
+        );
+        println!(
+            "    raw echo      {:>8.1} KiB / {:>6.1} KiB",
+            echo_mem.heap / 1024.0,
+            echo_mem.rss / 1024.0
+        );
+        println!(
+            "    producer      {:>8.1} KiB / {:>6.1} KiB",
+            prod_mem.heap / 1024.0,
+            prod_mem.rss / 1024.0
+        );
     }
     producer.shutdown().await;
     stop.cancel();

@@ -23,7 +23,11 @@ pub struct HoldOptions {
 /// Resident memory of this process, bytes.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -32,11 +36,15 @@ pub async fn hold(o: HoldOptions) -> anyhow::Result<()> {
     let mut held = Vec::with_capacity(o.count);
     for chunk in (0..o.count).collect::<Vec<_>>().chunks(200) {
         let opened = futures::future::join_all(
-            chunk.iter().map(|_| chatflow::ws::connect_split(&o.url, Duration::from_secs(30))),
+            chunk
+                .iter()
+                .map(|_| chatflow::ws::connect_split(&o.url, Duration::from_secs(30))),
         )
         .await;
         for c in opened {
-            held.push(c.with_context(|| format!("opening connection {} to {}", held.len() + 1, o.url))?);
+            held.push(
+                c.with_context(|| format!("opening connection {} to {}", held.len() + 1, o.url))?,
+            );
         }
     }
     println!("held {}", held.len());

@@ -37,7 +37,10 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
 pub fn figure(name: &str, value: f64, unit: &str, baseline: Option<(&str, f64)>) {
     match baseline {
         Some((bname, b)) if b > 0.0 => {
-            println!("  {name:<38} {value:>12.0} {unit:<10} ({:.2}x {bname})", value / b)
+            println!(
+                "  {name:<38} {value:>12.0} {unit:<10} ({:.2}x {bname})",
+                value / b
+            )
         }
         _ => println!("  {name:<38} {value:>12.0} {unit}"),
     }

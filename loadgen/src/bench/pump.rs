@@ -75,15 +75,21 @@ pub async fn pump(spec: PumpSpec) -> anyhow::Result<PumpResult> {
                     if let Some(p) = pacer.as_mut() {
                         p.tick().await;
                     }
-                    let Ok(permit) = window.acquire().await else { break };
+                    let Ok(permit) = window.acquire().await else {
+                        break;
+                    };
                     permit.forget();
-                    sent.lock().unwrap_or_else(|e| e.into_inner()).push_back(Instant::now());
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(Instant::now());
                     let frame = &frames[(n as usize + c * 7) % frames.len()];
                     if writer.text(frame.as_bytes()).await.is_err() {
                         break;
                     }
                     n += 1;
-                    if (pacer.is_some() || window.available_permits() == 0 || n % 32 == 0) && writer.flush().await.is_err() {
+                    if (pacer.is_some() || window.available_permits() == 0 || n % 32 == 0)
+                        && writer.flush().await.is_err()
+                    {
                         break;
                     }
                 }

@@ -34,7 +34,12 @@ fn twenty_rooms_in_fives_make_four_shards() {
     let names: Vec<&str> = p.shards.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["demo-consumer-1-5", "demo-consumer-6-10", "demo-consumer-11-15", "demo-consumer-16-20"]
+        [
+            "demo-consumer-1-5",
+            "demo-consumer-6-10",
+            "demo-consumer-11-15",
+            "demo-consumer-16-20"
+        ]
     );
     assert_eq!(p.producer, "demo-producer");
 }
@@ -82,7 +87,10 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
     let owner = d.metadata.owner_references.unwrap();
     assert_eq!(owner[0].kind, "ChatRoomSet");
     assert_eq!(owner[0].controller, Some(true));
-    assert_eq!(d.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "chatflow-operator");
+    assert_eq!(
+        d.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "chatflow-operator"
+    );
 }
 
 #[test]
@@ -93,5 +101,8 @@ fn routing_lists_every_shard() {
     let table: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["routing.json"]).unwrap();
     assert_eq!(table["shards"].as_array().unwrap().len(), 3);
     assert_eq!(table["shards"][2]["rooms"], "11-12");
-    assert_eq!(table["ingest"], "ws://demo-producer.chat.svc:8080/chat/{roomId}");
+    assert_eq!(
+        table["ingest"],
+        "ws://demo-producer.chat.svc:8080/chat/{roomId}"
+    );
 }

@@ -1,0 +1,502 @@
+//! The operator against a real kube-apiserver and LocalStack, both started by scripts/test.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatflow::queue::{QueueError, SharedQueues, SqsConfig, SqsQueues};
+use chatflow::rooms::QueueNaming;
+use chatflow::testkit::Proxy;
+use chatflow_operator::desired::QueueLocation;
+use chatflow_operator::{ChatRoomSet, OperatorConfig, OperatorHandle, start};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+const NEEDS: &str = "needs kube-apiserver and LocalStack: run scripts/test";
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+async fn client() -> Client {
+    chatflow::telemetry::init_logging();
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test apiserver");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "chatroomsets.chatflow.dev",
+        &PatchParams::apply("chatflow-tests").force(),
+        &Patch::Apply(ChatRoomSet::crd()),
+    )
+    .await
+    .unwrap();
+    wait("CRD established", Duration::from_secs(30), || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("chatroomsets.chatflow.dev").await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    client
+}
+
+async fn namespace(client: &Client) -> String {
+    let name = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+async fn operator(client: &Client, ns: &str, identity: &str, lease_seconds: u64) -> OperatorHandle {
+    let config = OperatorConfig {
+        namespace: Some(ns.to_owned()),
+        leader_election: true,
+        lease_namespace: ns.to_owned(),
+        lease_name: "chatflow-operator".into(),
+        identity: identity.to_owned(),
+        lease_seconds,
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        defaults: QueueLocation {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint()),
+        },
+        queue_concurrency: 32,
+    };
+    start(config, client.clone()).await.unwrap()
+}
+
+fn prefix() -> String {
+    format!("o{}-", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+fn set(name: &str, prefix: &str, start: u32, end: u32, per_shard: u32) -> serde_json::Value {
+    json!({
+        "apiVersion": "chatflow.dev/v1alpha1",
+        "kind": "ChatRoomSet",
+        "metadata": {"name": name},
+        "spec": {
+            "rooms": {"start": start, "end": end},
+            "queues": {"prefix": prefix, "deletionPolicy": "Delete"},
+            "producer": {"image": "chatflow/producer:test", "replicas": 2},
+            "consumer": {"image": "chatflow/consumer:test", "roomsPerShard": per_shard},
+        }
+    })
+}
+
+async fn apply(
+    api: &Api<ChatRoomSet>,
+    body: &serde_json::Value,
+) -> Result<ChatRoomSet, kube::Error> {
+    let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+    api.patch(
+        &name,
+        &PatchParams::apply("chatflow-tests").force(),
+        &Patch::Apply(body),
+    )
+    .await
+}
+
+async fn wait<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the status describes the current generation and `ok` holds for it.
+async fn wait_status(
+    api: &Api<ChatRoomSet>,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&ChatRoomSet) -> bool,
+) -> ChatRoomSet {
+    wait(what, Duration::from_secs(60), || async {
+        let crs = api.get(name).await.ok()?;
+        let status = crs.status.as_ref()?;
+        (status.observed_generation == crs.metadata.generation && ok(&crs)).then_some(crs)
+    })
+    .await
+}
+
+fn condition(crs: &ChatRoomSet, type_: &str) -> Option<(String, String, String)> {
+    crs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn sqs(prefix: &str) -> SharedQueues {
+    let config = SqsConfig {
+        endpoint: Some(endpoint()),
+        ..SqsConfig::default()
+    };
+    Arc::new(
+        SqsQueues::connect(&config, QueueNaming::parse(prefix).unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
+async fn consumer_shards(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> BTreeMap<String, (String, String)> {
+    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&chatflow_operator::desired::consumer_selector(name));
+    d.list(&lp)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let env: BTreeMap<String, String> = d
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect();
+            (
+                d.name_any(),
+                (env["ROOMS_START"].clone(), env["ROOMS_END"].clone()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn a_set_of_20_rooms_grows_and_reshards() {
+    let _ = NEEDS;
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let op = operator(&client, &ns, "solo", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    apply(&api, &set("demo", &prefix, 1, 20, 5)).await.unwrap();
+    let crs = wait_status(&api, "demo", "20 queues ready", |c| {
+        c.status.as_ref().unwrap().queues.ready == 20
+    })
+    .await;
+    assert_eq!(condition(&crs, "QueuesReady").unwrap().0, "True");
+    for t in ["Ready", "ProducerReady", "ConsumersReady"] {
+        assert!(condition(&crs, t).is_some(), "condition {t}");
+    }
+    assert!(crs.finalizers().contains(&"chatflow.dev/queues".to_owned()));
+    let status = crs.status.clone().unwrap();
+    assert_eq!(status.shard_count, 4);
+    assert_eq!(
+        status.endpoints.unwrap().ingest,
+        format!("ws://demo-producer.{ns}.svc:8080/chat/{{roomId}}")
+    );
+
+    let queues = sqs(&prefix).await;
+    for room in [1, 20] {
+        let attrs = queues.queue_attributes(room).await.unwrap();
+        assert_eq!(attrs["FifoQueue"], "true");
+        assert_eq!(attrs["VisibilityTimeout"], "30");
+        assert_eq!(attrs["MessageRetentionPeriod"], "3600");
+        assert_eq!(attrs["ContentBasedDeduplication"], "false");
+    }
+    let shards = consumer_shards(&client, &ns, "demo").await;
+    let ranges: Vec<(String, String)> = shards.values().cloned().collect();
+    let want: Vec<(String, String)> = [(1, 5), (6, 10), (11, 15), (16, 20)]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut got = ranges.clone();
+    got.sort_by_key(|(a, _)| a.parse::<u32>().unwrap());
+    assert_eq!(got, want);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for s in shards
+        .keys()
+        .chain(std::iter::once(&"demo-producer".to_owned()))
+    {
+        services
+            .get(s)
+            .await
+            .unwrap_or_else(|e| panic!("service {s}: {e}"));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let producer = deployments.get("demo-producer").await.unwrap();
+    assert_eq!(producer.spec.unwrap().replicas, Some(2));
+    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let routing = cm.get("demo-routing").await.unwrap();
+    assert!(routing.data.unwrap()["routing.json"].contains("demo-consumer-16-20"));
+
+    // Grow to 30 rooms: 10 more queues, 2 more shards.
+    apply(&api, &set("demo", &prefix, 1, 30, 5)).await.unwrap();
+    wait_status(&api, "demo", "30 queues", |c| {
+        c.status.as_ref().unwrap().queues.ready == 30
+    })
+    .await;
+    assert_eq!(consumer_shards(&client, &ns, "demo").await.len(), 6);
+    queues.queue_attributes(30).await.unwrap();
+
+    // Ten rooms per shard: three shards, the old ones gone.
+    apply(&api, &set("demo", &prefix, 1, 30, 10)).await.unwrap();
+    wait_status(&api, "demo", "3 shards", |c| {
+        c.status.as_ref().unwrap().shard_count == 3
+    })
+    .await;
+    let names: Vec<String> = consumer_shards(&client, &ns, "demo")
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "demo-consumer-1-10",
+            "demo-consumer-11-20",
+            "demo-consumer-21-30"
+        ]
+    );
+    let svc_names: Vec<String> = services
+        .list(&ListParams::default().labels(&chatflow_operator::desired::consumer_selector("demo")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(svc_names, names);
+
+    // Delete with deletionPolicy Delete: queues go, then the finalizer, then the object.
+    api.delete("demo", &DeleteParams::default()).await.unwrap();
+    wait("set deleted", Duration::from_secs(60), || async {
+        api.get_opt("demo").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    for room in [1, 30] {
+        assert!(
+            matches!(
+                queues.queue_attributes(room).await,
+                Err(QueueError::NotFound { .. })
+            ),
+            "room {room} deleted"
+        );
+    }
+    op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let op = operator(&client, &ns, "solo", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+
+    // The schema refuses what it can express.
+    let err = apply(&api, &set("zero", &prefix(), 1, 20, 0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("roomsPerShard"), "{err}");
+    let err = apply(&api, &set("nought", &prefix(), 0, 20, 5))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("rooms.start"), "{err}");
+
+    // The reconciler reports what it cannot.
+    apply(&api, &set("backwards", &prefix(), 20, 10, 5))
+        .await
+        .unwrap();
+    let long_prefix = format!("{}-", "p".repeat(70));
+    apply(&api, &set("longnames", &long_prefix, 1, 20, 5))
+        .await
+        .unwrap();
+    for (name, says) in [
+        ("backwards", "end 10 is below start 20"),
+        ("longnames", "SQS allows 80"),
+    ] {
+        let crs = wait_status(&api, name, "InvalidSpec", |c| {
+            condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
+        })
+        .await;
+        let (_, _, message) = condition(&crs, "Ready").unwrap();
+        assert!(message.contains(says), "{name}: {message}");
+        assert!(crs.finalizers().is_empty(), "an invalid set is not touched");
+    }
+    let d: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        d.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing created"
+    );
+    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(cm.get_opt("backwards-routing").await.unwrap().is_none());
+    op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn a_queue_outage_is_reported_retried_and_recovered_without_restart() {
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let op = operator(&client, &ns, "solo", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let upstream = endpoint().trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    proxy.down();
+    let mut body = set("outage", &prefix(), 1, 5, 5);
+    body["spec"]["queues"]["endpoint"] = proxy.endpoint().into();
+    apply(&api, &body).await.unwrap();
+    let crs = wait_status(&api, "outage", "QueuesReady False", |c| {
+        condition(c, "QueuesReady").is_some_and(|(s, _, _)| s == "False")
+    })
+    .await;
+    let (_, reason, message) = condition(&crs, "QueuesReady").unwrap();
+    assert_eq!(reason, "QueueServiceUnavailable");
+    assert!(message.contains("0 of 5"), "{message}");
+    // Backing off, not spinning: a handful of attempts over a few seconds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let attempts = op.metrics.reconciles.get();
+    assert!(
+        attempts <= 8,
+        "{attempts} reconciles in ~4 s is not a backoff"
+    );
+    proxy.restore();
+    wait_status(&api, "outage", "recovery", |c| {
+        condition(c, "QueuesReady").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn drifted_objects_are_put_back_and_retain_keeps_queues() {
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let op = operator(&client, &ns, "solo", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    let mut body = set("drift", &prefix, 1, 4, 2);
+    body["spec"]["queues"]["deletionPolicy"] = "Retain".into();
+    apply(&api, &body).await.unwrap();
+    wait_status(&api, "drift", "queues", |c| {
+        c.status.as_ref().unwrap().queues.ready == 4
+    })
+    .await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "drift-producer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
+    wait("replicas restored", Duration::from_secs(30), || async {
+        (deployments.get("drift-producer").await.ok()?.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .delete("drift-consumer-1-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait("service recreated", Duration::from_secs(30), || async {
+        services
+            .get_opt("drift-consumer-1-2")
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+
+    api.delete("drift", &DeleteParams::default()).await.unwrap();
+    wait("set deleted", Duration::from_secs(60), || async {
+        api.get_opt("drift").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let queues = sqs(&prefix).await;
+    queues
+        .queue_attributes(1)
+        .await
+        .expect("Retain keeps the queues");
+    for room in 1..=4 {
+        queues.delete_queue(room).await.unwrap();
+    }
+    op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let a = operator(&client, &ns, "replica-a", 3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = operator(&client, &ns, "replica-b", 3).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    apply(&api, &set("leader", &prefix, 1, 2, 2)).await.unwrap();
+    wait_status(&api, "leader", "queues", |c| {
+        c.status.as_ref().unwrap().queues.ready == 2
+    })
+    .await;
+    let (ra, rb) = (a.metrics.reconciles.get(), b.metrics.reconciles.get());
+    assert!(
+        ra > 0 && rb == 0,
+        "only the first replica reconciles (a {ra}, b {rb})"
+    );
+    assert_eq!((a.metrics.leader.get(), b.metrics.leader.get()), (1, 0));
+
+    a.shutdown().await;
+    wait("b leads", Duration::from_secs(30), || async {
+        (b.metrics.leader.get() == 1).then_some(())
+    })
+    .await;
+    apply(&api, &set("leader", &prefix, 1, 3, 2)).await.unwrap();
+    wait_status(&api, "leader", "b reconciles", |c| {
+        c.status.as_ref().unwrap().queues.ready == 3
+    })
+    .await;
+    assert!(b.metrics.reconciles.get() > 0);
+    api.delete("leader", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait("set deleted", Duration::from_secs(60), || async {
+        api.get_opt("leader").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    b.shutdown().await;
+}
