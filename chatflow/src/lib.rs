@@ -2,6 +2,7 @@
 //! producer, the consumer, the operator and the load generator, plus the HTTP and WebSocket
 //! plumbing the services share.
 
+pub mod alloc;
 pub mod config;
 pub mod http;
 pub mod protocol;

@@ -1,7 +1,6 @@
 //! ChatFlow load generator: simulated users against the ingest tier, subscribers on the fan-out
 //! tier, a delivery checker, a report, and benchmark scenarios.
 
-pub mod alloc;
 pub mod bench;
 pub mod chart;
 pub mod cli;

@@ -11,7 +11,7 @@ use chatflow_loadgen::{bench, report};
 use clap::Parser;
 
 #[global_allocator]
-static ALLOC: chatflow_loadgen::alloc::Counting = chatflow_loadgen::alloc::Counting;
+static ALLOC: chatflow::alloc::Counting = chatflow::alloc::Counting;
 
 #[tokio::main]
 async fn main() -> ExitCode {
