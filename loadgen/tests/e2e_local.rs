@@ -24,7 +24,9 @@ use supervisor::Supervisor;
 use tokio::sync::Mutex;
 
 fn repo_path(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 /// The settings shared with scripts/e2e-kind.sh.
@@ -33,22 +35,38 @@ fn e2e_env() -> BTreeMap<String, String> {
         .expect("scripts/e2e.env")
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
         .collect()
 }
 
-async fn wait_ready(api: &Api<ChatRoomSet>, name: &str, shards: u32, sup: &Arc<Mutex<Supervisor>>) -> ChatRoomSet {
+async fn wait_ready(
+    api: &Api<ChatRoomSet>,
+    name: &str,
+    shards: u32,
+    sup: &Arc<Mutex<Supervisor>>,
+) -> ChatRoomSet {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         sup.lock().await.sync().await.expect("supervisor sync");
         let crs = api.get(name).await.expect("set");
         if let Some(s) = &crs.status {
-            let ready = s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-            if ready && s.observed_generation == crs.metadata.generation && s.shard_count == shards {
+            let ready = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready && s.observed_generation == crs.metadata.generation && s.shard_count == shards
+            {
                 return crs;
             }
         }
-        assert!(Instant::now() < deadline, "set not Ready with {shards} shards: {:?}", crs.status);
+        assert!(
+            Instant::now() < deadline,
+            "set not Ready with {shards} shards: {:?}",
+            crs.status
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -60,7 +78,13 @@ async fn targets(crs: &ChatRoomSet, sup: &Supervisor) -> Targets {
     let routes: Vec<String> = status
         .shards
         .iter()
-        .map(|s| format!("{}=ws://127.0.0.1:{}/subscribe/{{roomId}}", s.rooms, sup.ports(&s.name)[0]))
+        .map(|s| {
+            format!(
+                "{}=ws://127.0.0.1:{}/subscribe/{{roomId}}",
+                s.rooms,
+                sup.ports(&s.name)[0]
+            )
+        })
         .collect();
     Targets {
         ingest,
@@ -79,7 +103,9 @@ async fn drive(targets: &Targets, rooms: RoomRange, messages: u64, env: &BTreeMa
         window: 32,
         ..Workload::default()
     };
-    let result = run::execute(targets, &w, &Progress::new(false)).await.expect("loadgen run");
+    let result = run::execute(targets, &w, &Progress::new(false))
+        .await
+        .expect("loadgen run");
     let s = report::summarize(&result);
     assert_eq!(s.ok, messages, "every message acknowledged: {:?}", s.errors);
     let v = s.delivery.expect("delivery checked");
@@ -93,16 +119,24 @@ async fn the_kind_example_serves_end_to_end_and_follows_scaling() {
     let env = e2e_env();
     let client = Client::try_default().await.expect("KUBECONFIG");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("chatroomsets.chatflow.dev", &PatchParams::apply("e2e").force(), &Patch::Apply(ChatRoomSet::crd()))
-        .await
-        .unwrap();
+    crds.patch(
+        "chatroomsets.chatflow.dev",
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(ChatRoomSet::crd()),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ns = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
         .await
         .unwrap();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
     let operator = chatflow_operator::start(
         OperatorConfig {
             namespace: Some(ns.clone()),
@@ -130,26 +164,44 @@ async fn the_kind_example_serves_end_to_end_and_follows_scaling() {
     assert_eq!(set["metadata"]["name"], name.as_str());
     set["metadata"]["namespace"] = ns.clone().into();
     set["spec"]["queues"]["endpoint"] = endpoint.into();
-    set["spec"]["queues"]["prefix"] = format!("e2e{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]).into();
+    set["spec"]["queues"]["prefix"] =
+        format!("e2e{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]).into();
     set["spec"]["queues"]["deletionPolicy"] = "Delete".into();
     let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
-    api.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&set)).await.unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&set),
+    )
+    .await
+    .unwrap();
 
     let rooms: RoomRange = env["E2E_ROOMS"].parse().unwrap();
     let per_shard: u32 = set["spec"]["consumer"]["roomsPerShard"].as_u64().unwrap() as u32;
     let sup = Arc::new(Mutex::new(Supervisor::new(client.clone(), &ns)));
-    let crs = wait_ready(&api, &name, rooms.shards(per_shard).unwrap().len() as u32, &sup).await;
+    let crs = wait_ready(
+        &api,
+        &name,
+        rooms.shards(per_shard).unwrap().len() as u32,
+        &sup,
+    )
+    .await;
     let t = targets(&crs, &*sup.lock().await).await;
     drive(&t, rooms, env["E2E_MESSAGES"].parse().unwrap(), &env).await;
 
     // Fewer, larger shards: new processes for the new shards, the old ones stopped.
     let scaled: u32 = env["E2E_SCALED_ROOMS_PER_SHARD"].parse().unwrap();
     let patch = json!({"spec": {"consumer": {"roomsPerShard": scaled}}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let shards = rooms.shards(scaled).unwrap();
     let crs = wait_ready(&api, &name, shards.len() as u32, &sup).await;
     let running = sup.lock().await.running();
-    let mut want: Vec<String> = shards.iter().map(|r| format!("{name}-consumer-{}-{}", r.start(), r.end())).collect();
+    let mut want: Vec<String> = shards
+        .iter()
+        .map(|r| format!("{name}-consumer-{}-{}", r.start(), r.end()))
+        .collect();
     want.push(format!("{name}-producer"));
     want.sort();
     assert_eq!(running, want, "processes follow the shards");

@@ -22,14 +22,13 @@ pub async fn echo_server(stop: CancellationToken) -> anyhow::Result<SocketAddr> 
             let Ok(ws) = fut.await else { return };
             let mut ws = FragmentCollector::new(ws);
             while let Ok(frame) = ws.read_frame().await {
-                match frame.opcode {
+                let echo = match frame.opcode {
                     OpCode::Close => break,
-                    OpCode::Text | OpCode::Binary => {
-                        if ws.write_frame(frame).await.is_err() {
-                            break;
-                        }
-                    }
-                    _ => {}
+                    OpCode::Text | OpCode::Binary => frame,
+                    _ => continue,
+                };
+                if ws.write_frame(echo).await.is_err() {
+                    break;
                 }
             }
         });

@@ -87,7 +87,7 @@ pub async fn pump(spec: PumpSpec) -> anyhow::Result<PumpResult> {
                         break;
                     }
                     n += 1;
-                    if (pacer.is_some() || window.available_permits() == 0 || n % 32 == 0)
+                    if (pacer.is_some() || window.available_permits() == 0 || n.is_multiple_of(32))
                         && writer.flush().await.is_err()
                     {
                         break;

@@ -33,7 +33,11 @@ impl Supervisor {
     pub fn new(client: Client, ns: &str) -> Self {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
-        let bin_dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+        let bin_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
         for bin in ["chatflow-producer", "chatflow-consumer"] {
             assert!(
                 bin_dir.join(bin).exists(),
@@ -50,12 +54,20 @@ impl Supervisor {
 
     /// Local ports of a Deployment's processes.
     pub fn ports(&self, deployment: &str) -> Vec<u16> {
-        self.procs.get(deployment).map(|(_, p)| p.iter().map(|p| p.port).collect()).unwrap_or_default()
+        self.procs
+            .get(deployment)
+            .map(|(_, p)| p.iter().map(|p| p.port).collect())
+            .unwrap_or_default()
     }
 
     /// Names of the Deployments that have processes.
     pub fn running(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.procs.iter().filter(|(_, (_, p))| !p.is_empty()).map(|(k, _)| k.clone()).collect();
+        let mut v: Vec<String> = self
+            .procs
+            .iter()
+            .filter(|(_, (_, p))| !p.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
         v.sort();
         v
     }
@@ -64,7 +76,8 @@ impl Supervisor {
     pub async fn sync(&mut self) -> anyhow::Result<()> {
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=chatflow-operator");
         let deployments = self.api.list(&lp).await?.items;
-        let wanted: BTreeMap<String, &Deployment> = deployments.iter().map(|d| (d.name_any(), d)).collect();
+        let wanted: BTreeMap<String, &Deployment> =
+            deployments.iter().map(|d| (d.name_any(), d)).collect();
         self.procs.retain(|name, (_, procs)| {
             if wanted.contains_key(name) {
                 return true;
@@ -79,7 +92,10 @@ impl Supervisor {
             let container = &spec.template.spec.as_ref().expect("pod spec").containers[0];
             let fingerprint = serde_json::to_string(container)?;
             let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
-            let entry = self.procs.entry(name.clone()).or_insert_with(|| (fingerprint.clone(), Vec::new()));
+            let entry = self
+                .procs
+                .entry(name.clone())
+                .or_insert_with(|| (fingerprint.clone(), Vec::new()));
             if entry.0 != fingerprint {
                 // A changed pod template replaces every process, as Recreate would.
                 for p in entry.1.iter_mut() {
@@ -88,7 +104,9 @@ impl Supervisor {
                 entry.1.clear();
                 entry.0 = fingerprint;
             }
-            entry.1.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
+            entry
+                .1
+                .retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
             while entry.1.len() > replicas {
                 if let Some(mut p) = entry.1.pop() {
                     let _ = p.child.start_kill();
@@ -109,9 +127,17 @@ impl Supervisor {
                 "replicas": replicas, "updatedReplicas": replicas,
                 "readyReplicas": ready, "availableReplicas": ready,
             }});
-            let current = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-            if current != ready || d.status.as_ref().and_then(|s| s.observed_generation) != d.metadata.generation {
-                self.api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await?;
+            let current = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            if current != ready
+                || d.status.as_ref().and_then(|s| s.observed_generation) != d.metadata.generation
+            {
+                self.api
+                    .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                    .await?;
             }
         }
         Ok(())
@@ -129,7 +155,10 @@ impl Supervisor {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// Expands $(VAR) references against the variables defined before, as the kubelet does.
@@ -141,7 +170,12 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn spawn(bin_dir: &std::path::Path, deployment: &str, index: usize, c: &Container) -> anyhow::Result<Proc> {
+fn spawn(
+    bin_dir: &std::path::Path,
+    deployment: &str,
+    index: usize,
+    c: &Container,
+) -> anyhow::Result<Proc> {
     let image = c.image.clone().unwrap_or_default();
     let bin = if image.contains("producer") {
         "chatflow-producer"
@@ -155,7 +189,14 @@ fn spawn(bin_dir: &std::path::Path, deployment: &str, index: usize, c: &Containe
     for e in c.env.clone().unwrap_or_default() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => expand(v, &env),
-            (None, Some(from)) if from.field_ref.as_ref().is_some_and(|f| f.field_path == "metadata.name") => pod.clone(),
+            (None, Some(from))
+                if from
+                    .field_ref
+                    .as_ref()
+                    .is_some_and(|f| f.field_path == "metadata.name") =>
+            {
+                pod.clone()
+            }
             _ => continue,
         };
         env.push((e.name, value));
@@ -164,7 +205,10 @@ fn spawn(bin_dir: &std::path::Path, deployment: &str, index: usize, c: &Containe
     let child = Command::new(bin_dir.join(bin))
         .envs(env)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -173,11 +217,18 @@ fn spawn(bin_dir: &std::path::Path, deployment: &str, index: usize, c: &Containe
 
 async fn is_ready(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
+    let Ok(Ok(mut s)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
     else {
         return false;
     };
-    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 16];
