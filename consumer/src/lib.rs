@@ -8,5 +8,6 @@ pub mod room;
 pub mod server;
 pub mod subscriber;
 
+pub use chatflow::service::StartError;
 pub use config::ConsumerConfig;
-pub use server::{ConsumerHandle, StartError, start, start_on};
+pub use server::{ConsumerHandle, start, start_on};

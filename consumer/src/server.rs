@@ -1,6 +1,5 @@
 //! The consumer service: routes, subscriber admission, one poll loop per room, shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -8,12 +7,12 @@ use std::time::Duration;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
+use chatflow::service::{self, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,48 +35,14 @@ struct Shared {
 }
 
 /// A running consumer.
-pub struct ConsumerHandle {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl ConsumerHandle {
-    /// Stops polling, finishes and deletes the batches in hand, closes subscribers with 1001.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-}
-
-/// Why the consumer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Bad rooms.
-    #[error("invalid rooms: {0}")]
-    Rooms(#[from] chatflow::rooms::RoomError),
-    /// The listen address is unusable.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
+pub type ConsumerHandle = ServiceHandle;
 
 /// Starts the consumer on `config.listen_addr` over `queues`.
 pub async fn start(
     config: ConsumerConfig,
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen_addr,
-            source,
-        })?;
+    let listener = service::bind(config.listen_addr).await?;
     start_on(listener, config, queues)
 }
 
@@ -88,10 +53,7 @@ pub fn start_on(
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
     let rooms = config.queue.rooms()?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen_addr,
-        source,
-    })?;
+    let addr = service::local_addr(&listener, config.listen_addr)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let (turns, wait) = config.poll_plan(rooms.len());
@@ -147,11 +109,7 @@ pub fn start_on(
             tracing::info!("consumer stopped");
         }
     });
-    Ok(ConsumerHandle {
-        addr,
-        shutdown: stopping,
-        task,
-    })
+    Ok(ServiceHandle::new(addr, stopping, task))
 }
 
 async fn route(req: Request<Incoming>, shared: Arc<Shared>, conns: TaskTracker) -> Response<Body> {

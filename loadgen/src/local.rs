@@ -32,10 +32,10 @@ pub enum LocalError {
     Queue(#[from] QueueError),
     /// The producer did not start.
     #[error("producer: {0}")]
-    Producer(#[from] chatflow_producer::StartError),
+    Producer(chatflow::service::StartError),
     /// The consumer did not start.
     #[error("consumer: {0}")]
-    Consumer(#[from] chatflow_consumer::StartError),
+    Consumer(chatflow::service::StartError),
 }
 
 impl LocalSystem {
@@ -60,12 +60,14 @@ impl LocalSystem {
             ProducerConfig::local(rooms.start(), rooms.end()),
             queues.clone(),
         )
-        .await?;
+        .await
+        .map_err(LocalError::Producer)?;
         let consumer = chatflow_consumer::start(
             ConsumerConfig::local(rooms.start(), rooms.end()),
             queues.clone(),
         )
-        .await?;
+        .await
+        .map_err(LocalError::Consumer)?;
         Ok(LocalSystem {
             producer,
             consumer,

@@ -10,5 +10,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 
+pub use chatflow::service::StartError;
 pub use config::ProducerConfig;
-pub use server::{ProducerHandle, StartError, start, start_on};
+pub use server::{ProducerHandle, start, start_on};

@@ -8,12 +8,12 @@ use std::time::Duration;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
+use chatflow::service::{self, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,58 +61,14 @@ impl Shared {
 }
 
 /// A running producer.
-pub struct ProducerHandle {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl ProducerHandle {
-    /// Stops accepting, answers every pending message, closes sockets with 1001, and waits.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-
-    /// Waits until the producer stops (after a shutdown).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-
-    /// The token that stops this producer.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-}
-
-/// Why the producer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Bad rooms.
-    #[error("invalid rooms: {0}")]
-    Rooms(#[from] chatflow::rooms::RoomError),
-    /// The listen address is unusable.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
+pub type ProducerHandle = ServiceHandle;
 
 /// Starts the producer on `config.listen_addr` over `queues`.
 pub async fn start(
     config: ProducerConfig,
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen_addr,
-            source,
-        })?;
+    let listener = service::bind(config.listen_addr).await?;
     start_on(listener, config, queues)
 }
 
@@ -123,10 +79,7 @@ pub fn start_on(
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
     let rooms = config.queue.rooms()?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen_addr,
-        source,
-    })?;
+    let addr = service::local_addr(&listener, config.listen_addr)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let batch = Arc::new(BatchContext {
@@ -196,11 +149,7 @@ pub fn start_on(
             tracing::info!("producer stopped");
         }
     });
-    Ok(ProducerHandle {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(ServiceHandle::new(addr, shutdown, task))
 }
 
 async fn route(
