@@ -18,6 +18,19 @@ Names are cut to 63 characters because some Kubernetes name fields are limited t
 {{- end }}
 {{- end }}
 
+{{/*
+Name of the operator's own objects; the suffix tells them apart from the <set>-producer and
+<set>-consumer-* objects in the same namespace.
+*/}}
+{{- define "chatflow.operatorName" -}}
+{{- $full := include "chatflow.fullname" . }}
+{{- if hasSuffix "operator" $full }}
+{{- $full }}
+{{- else }}
+{{- printf "%s-operator" ($full | trunc 54 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
 {{- define "chatflow.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -44,7 +57,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{- define "chatflow.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "chatflow.fullname" .) .Values.serviceAccount.name }}
+{{- default (include "chatflow.operatorName" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}

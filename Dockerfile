@@ -1,0 +1,67 @@
+# syntax=docker/dockerfile:1
+#
+# One build, four images:
+#
+#     docker build --target operator -t chatflow/operator:dev .
+#     docker build --target producer -t chatflow/producer:dev .
+#     docker build --target consumer -t chatflow/consumer:dev .
+#     docker build --target loadgen  -t chatflow/loadgen:dev  .
+#
+# Every target shares the builder stage, so after the first the others take seconds.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-bookworm AS builder
+# aws-lc-sys (rustls' crypto provider) compiles its C sources with cc, and needs cmake where that
+# build does not apply, e.g. on an architecture without pregenerated bindings.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY chatflow chatflow
+COPY producer producer
+COPY consumer consumer
+COPY loadgen loadgen
+COPY operator operator
+# The target directory is a cache mount, gone after this step, so the binaries are copied out
+# within it. The release profile keeps line tables for backtraces; compressing them keeps that and
+# shrinks the images.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked \
+        -p chatflow-operator -p chatflow-producer -p chatflow-consumer -p chatflow-loadgen \
+    && mkdir -p /out \
+    && for bin in chatflow-operator chatflow-producer chatflow-consumer chatflow-loadgen; do \
+        objcopy --compress-debug-sections "target/release/$bin" "/out/$bin"; \
+    done
+
+# The kubelet can only enforce runAsNonRoot (set on every workload the operator writes) when the
+# image names its user by number: 65532 is distroless' nonroot.
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS producer
+COPY --from=builder /out/chatflow-producer /usr/local/bin/chatflow-producer
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/chatflow-producer"]
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS consumer
+COPY --from=builder /out/chatflow-consumer /usr/local/bin/chatflow-consumer
+USER 65532:65532
+EXPOSE 8081
+ENTRYPOINT ["/usr/local/bin/chatflow-consumer"]
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS loadgen
+COPY --from=builder /out/chatflow-loadgen /usr/local/bin/chatflow-loadgen
+USER 65532:65532
+# The default --out (loadgen-report) is relative: start in the one folder nonroot may write to.
+WORKDIR /home/nonroot
+ENTRYPOINT ["/usr/local/bin/chatflow-loadgen"]
+
+# Last, so a plain `docker build .` gives the operator.
+FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+COPY --from=builder /out/chatflow-operator /usr/local/bin/chatflow-operator
+USER 65532:65532
+EXPOSE 8090
+ENTRYPOINT ["/usr/local/bin/chatflow-operator"]
