@@ -92,7 +92,13 @@ async fn targets(crs: &ChatRoomSet, sup: &Supervisor) -> Targets {
     }
 }
 
-async fn drive(targets: &Targets, rooms: RoomRange, messages: u64, env: &BTreeMap<String, String>, drain: Duration) {
+async fn drive(
+    targets: &Targets,
+    rooms: RoomRange,
+    messages: u64,
+    env: &BTreeMap<String, String>,
+    drain: Duration,
+) {
     let w = Workload {
         messages,
         warmup_connections: 0,
@@ -188,7 +194,14 @@ async fn the_kind_example_serves_end_to_end_and_follows_scaling() {
     )
     .await;
     let t = targets(&crs, &*sup.lock().await).await;
-    drive(&t, rooms, env["E2E_MESSAGES"].parse().unwrap(), &env, Duration::from_secs(15)).await;
+    drive(
+        &t,
+        rooms,
+        env["E2E_MESSAGES"].parse().unwrap(),
+        &env,
+        Duration::from_secs(15),
+    )
+    .await;
 
     // Fewer, larger shards: new processes for the new shards, the old ones stopped.
     let scaled: u32 = env["E2E_SCALED_ROOMS_PER_SHARD"].parse().unwrap();

@@ -105,6 +105,19 @@ fn record_latency(event: &[u8], rec: &mut Recorder) {
 }
 
 impl Audience {
+    /// Waits for every published message to reach every subscriber, then measures the run.
+    async fn settle(self, published: u64, subscribers: usize, started: Instant) -> Measured {
+        let target = published * subscribers as u64;
+        settle(&self.delivered, target).await;
+        let got = self.delivered.load(Ordering::Relaxed);
+        let per_sec = got as f64 / started.elapsed().as_secs_f64();
+        Measured {
+            per_sec,
+            latency: self.finish().await,
+            complete: got >= target,
+        }
+    }
+
     async fn finish(self) -> Recorder {
         self.stop.cancel();
         let mut all = Recorder::default();
@@ -226,17 +239,9 @@ async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured>
         },
     )
     .await;
-    let target = published * o.subscribers as u64;
-    settle(&aud.delivered, target).await;
-    let got = aud.delivered.load(Ordering::Relaxed);
-    let per_sec = got as f64 / started.elapsed().as_secs_f64();
-    let latency = aud.finish().await;
+    let measured = aud.settle(published, o.subscribers, started).await;
     stop.cancel();
-    Ok(Measured {
-        per_sec,
-        latency,
-        complete: got >= target,
-    })
+    Ok(measured)
 }
 
 async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
@@ -274,17 +279,9 @@ async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Meas
         },
     )
     .await;
-    let target = published * o.subscribers as u64;
-    settle(&aud.delivered, target).await;
-    let got = aud.delivered.load(Ordering::Relaxed);
-    let per_sec = got as f64 / started.elapsed().as_secs_f64();
-    let latency = aud.finish().await;
+    let measured = aud.settle(published, o.subscribers, started).await;
     consumer.shutdown().await;
-    Ok(Measured {
-        per_sec,
-        latency,
-        complete: got >= target,
-    })
+    Ok(measured)
 }
 
 /// Runs the scenario and prints its figures.
