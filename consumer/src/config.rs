@@ -47,13 +47,28 @@ impl ConsumerConfig {
         c
     }
 
-    /// Long-poll wait and concurrency for `rooms` rooms: one 20 s poll per room by default;
-    /// with fewer pollers, rooms take turns and the wait shrinks so a turn comes within ~1 s.
+    /// Long-poll wait and concurrency for `rooms` rooms: one 20 s poll per room by default.
+    /// With fewer pollers than rooms, rooms take turns (a fair semaphore) with short polls, so a
+    /// turn comes within about a second and a busy room cannot hold a poller for long.
     pub fn poll_plan(&self, rooms: usize) -> (Option<usize>, Duration) {
         if self.pollers == 0 || self.pollers >= rooms {
             return (None, chatflow::queue::MAX_WAIT);
         }
-        let secs = (self.pollers as u64 / rooms as u64).min(20);
-        (Some(self.pollers), Duration::from_secs(secs))
+        (Some(self.pollers), Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_room_long_polls_unless_pollers_are_capped() {
+        let mut c = ConsumerConfig::local(1, 100);
+        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(20)));
+        c.pollers = 100;
+        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(20)));
+        c.pollers = 20;
+        assert_eq!(c.poll_plan(100), (Some(20), Duration::ZERO));
     }
 }

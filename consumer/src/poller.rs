@@ -28,6 +28,9 @@ pub struct PollContext {
     pub stop: CancellationToken,
 }
 
+/// How long an idle room waits before queueing for its next turn when pollers are shared.
+pub const IDLE_PAUSE: Duration = Duration::from_millis(500);
+
 /// Polls `room` until shutdown; a batch in hand is always finished and deleted.
 pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
     let mut backoff = Duration::from_millis(200);
@@ -49,6 +52,13 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
                 backoff = Duration::from_millis(200);
                 if !msgs.is_empty() {
                     handle_batch(room_id, &room, &ctx, msgs).await;
+                } else if ctx.turns.is_some() {
+                    // With shared pollers the wait is short or zero; an idle room steps aside for
+                    // a moment so empty polls do not spin while busy rooms wait for a turn.
+                    tokio::select! {
+                        _ = ctx.stop.cancelled() => return,
+                        _ = tokio::time::sleep(IDLE_PAUSE) => {}
+                    }
                 }
             }
             Err(e) => {

@@ -395,3 +395,27 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut buf).await.unwrap();
     buf
 }
+
+#[tokio::test]
+async fn with_capped_pollers_a_busy_room_does_not_starve_a_quiet_one() {
+    let mut config = ConsumerConfig::local(1, 10);
+    config.pollers = 2;
+    config.subscriber_buffer = 10_000;
+    let (c, queues) = setup(1..=10, QueueAttributes::default(), config).await;
+    let mut busy = subscribe(&c, 1).await;
+    let mut quiet = subscribe(&c, 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reader = tokio::spawn(async move { events(&mut busy, 3_000).await });
+    publish(&queues, 1, 0..3_000, 10).await;
+    let sent = Instant::now();
+    publish(&queues, 10, 0..1, 10).await;
+    let got = events(&mut quiet, 1).await;
+    assert_eq!(seqs(&got), [0]);
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "the quiet room waited {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(seqs(&reader.await.unwrap()), (0..3_000).collect::<Vec<_>>());
+    c.shutdown().await;
+}

@@ -224,12 +224,13 @@ async fn the_kind_example_serves_end_to_end_and_follows_scaling() {
     // come back after the visibility timeout (30 s), so the wait for deliveries covers it.
     drive(&t, rooms, 2_000, &env, Duration::from_secs(45)).await;
 
+    // Processes first, so none polls a queue the deletion removes.
+    sup.lock().await.stop_all();
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while api.get_opt(&name).await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "set not deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sup.lock().await.stop_all();
     operator.shutdown().await;
 }
