@@ -11,10 +11,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Response body of every route.
 pub type Body = Full<Bytes>;
@@ -84,15 +87,29 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let fut = handler(req, peer);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = http1::Builder::new()
+                // A client that never finishes its headers must not hold a connection forever.
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                res = conn.as_mut() => res,
+                _ = shutdown.cancelled() => {
+                    // Idle keep-alive connections (metrics scrapes) close now, so the service's
+                    // shared state is released and shutdown does not wait out its grace period.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
         });

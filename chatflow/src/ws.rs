@@ -106,6 +106,18 @@ impl<W: AsyncWrite + Unpin> FrameSink<W> {
         Ok(())
     }
 
+    /// Like [`FrameSink::flush`], but a peer that takes nothing for `limit` counts as gone: a
+    /// client that stops reading must not hold a task and its buffers forever.
+    pub async fn flush_within(&mut self, limit: Duration) -> std::io::Result<()> {
+        match tokio::time::timeout(limit, self.flush()).await {
+            Ok(res) => res,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("peer took nothing for {limit:?}"),
+            )),
+        }
+    }
+
     /// Flushes and shuts the write side down.
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         self.flush().await?;

@@ -119,21 +119,35 @@ pub async fn handle_batch(
                 .observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
         }
     }
-    match ctx.queues.delete_batch(room_id, &receipts).await {
-        Ok(results) => {
-            let failed = results.iter().filter(|r| r.is_err()).count();
-            if failed > 0 {
-                m.delete_errors.inc_by(failed as u64);
-                tracing::warn!(
-                    room = room_id,
-                    failed,
-                    "some deletes failed; those messages come back and are dropped as duplicates"
-                );
+    delete_broadcast(room_id, ctx, receipts).await;
+}
+
+/// Deletes what was broadcast. Failed receipts get one immediate second try: a message left
+/// in flight keeps its whole room locked until the visibility timeout brings it back.
+async fn delete_broadcast(room_id: RoomId, ctx: &PollContext, mut receipts: Vec<String>) {
+    let m = &ctx.metrics;
+    for attempt in 1..=2 {
+        match ctx.queues.delete_batch(room_id, &receipts).await {
+            Ok(results) => {
+                receipts = receipts
+                    .into_iter()
+                    .zip(results)
+                    .filter_map(|(r, res)| res.err().filter(|e| !e.sender_fault).map(|_| r))
+                    .collect();
             }
+            Err(e) if attempt == 2 => {
+                tracing::warn!(room = room_id, error = %e, "delete failed; the batch comes back and is dropped as duplicates");
+            }
+            Err(_) => {}
         }
-        Err(e) => {
-            m.delete_errors.inc_by(receipts.len() as u64);
-            tracing::warn!(room = room_id, error = %e, "delete failed; the batch comes back and is dropped as duplicates");
+        if receipts.is_empty() {
+            return;
         }
     }
+    m.delete_errors.inc_by(receipts.len() as u64);
+    tracing::warn!(
+        room = room_id,
+        failed = receipts.len(),
+        "deletes failed; those messages come back and are dropped as duplicates"
+    );
 }

@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::room::Room;
 
+/// A subscriber whose socket takes nothing for this long is gone, even if TCP says otherwise.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
 /// Subscribers send nothing worth reading; anything larger is refused.
 const MAX_INBOUND: usize = 4096;
 
@@ -59,7 +62,7 @@ pub async fn serve(
                             Err(_) => break,
                         }
                     }
-                    if sink.flush().await.is_err() { break None; }
+                    if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
                 }
                 // The room let go of us: either we fell behind or the consumer is stopping.
                 None if kicked.is_cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
@@ -67,8 +70,8 @@ pub async fn serve(
             },
             _ = kicked.cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
             ob = owed_rx.recv() => match ob {
-                Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush().await; }
-                Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush().await; break None; }
+                Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
+                Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; break None; }
                 None => break None,
             },
             _ = gone.cancelled() => break None,

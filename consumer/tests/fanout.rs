@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -170,10 +170,10 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
     c.shutdown().await;
 }
 
-/// Embedded queues whose first delete fails, as a lost delete would.
+/// Embedded queues whose first batch's deletes fail, retry included, as a lost delete would.
 struct FirstDeleteFails {
     inner: EmbeddedQueues,
-    failed: AtomicBool,
+    failures_left: AtomicUsize,
 }
 
 #[async_trait]
@@ -217,7 +217,11 @@ impl Queues for FirstDeleteFails {
         room: RoomId,
         r: &[String],
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        if !self.failed.swap(true, Ordering::SeqCst) {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Err(QueueError::Transport("injected delete failure".into()));
         }
         self.inner.delete_batch(room, r).await
@@ -231,7 +235,7 @@ impl Queues for FirstDeleteFails {
 async fn a_redelivered_message_is_not_broadcast_twice() {
     let queues: SharedQueues = Arc::new(FirstDeleteFails {
         inner: EmbeddedQueues::default(),
-        failed: AtomicBool::new(false),
+        failures_left: AtomicUsize::new(2),
     });
     let attrs = QueueAttributes {
         visibility_timeout: Duration::from_secs(1),

@@ -102,6 +102,9 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
         ctx.policy.attempts
     };
     let mut last_error = String::new();
+    // Only an outage of the queue service counts toward the breaker; a missing queue or a
+    // refused request concerns one room and must not fail the others.
+    let mut outage = true;
     for attempt in 1..=attempts {
         if attempt > 1 {
             m.publish_retries.inc();
@@ -114,8 +117,11 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
         m.publish_latency.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(results) => {
+                // A retried entry must not land behind a later one that already succeeded, so
+                // only failures after the last success (a failed tail) are retried.
+                let last_ok = results.iter().rposition(Result::is_ok);
                 let mut retry = Vec::new();
-                for (pending, res) in batch.drain(..).zip(results) {
+                for (i, (pending, res)) in batch.drain(..).zip(results).enumerate() {
                     match res {
                         Ok(_) => {
                             m.messages_published.inc();
@@ -126,6 +132,12 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
                             let _ = pending
                                 .reply
                                 .send(Err(format!("queue refused the message: {e}")));
+                        }
+                        Err(e) if last_ok.is_some_and(|ok| i < ok) => {
+                            m.publish_failures.inc();
+                            let _ = pending.reply.send(Err(format!(
+                                "queue did not take the message ({e}); not retried, to keep the room's order"
+                            )));
                         }
                         Err(e) => {
                             last_error = e.to_string();
@@ -142,13 +154,14 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
             Err(e) if e.is_transient() => last_error = e.to_string(),
             Err(e) => {
                 last_error = e.to_string();
+                outage = false;
                 break;
             }
         }
         tracing::debug!(room, attempt, error = %last_error, "batch publish failed");
     }
     tracing::warn!(room, messages = batch.len(), error = %last_error, "batch not published");
-    if ctx.breaker.failure() {
+    if outage && ctx.breaker.failure() {
         m.breaker_open.set(1);
         tracing::error!(error = %last_error, "circuit breaker opened: answering QUEUE_ERROR until a probe succeeds");
     }

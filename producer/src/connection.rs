@@ -187,7 +187,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 } else if silent >= clock.idle {
                     sink.frame(OpCode::Ping, b"chatflow");
                 }
-                if sink.flush().await.is_err() {
+                if sink.flush_within(clock.idle).await.is_err() {
                     stop_reading.cancel();
                     return;
                 }
@@ -226,7 +226,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             Out::Close(..) => {}
         }
-        if (rx.is_empty() || sink.queued() > 64 * 1024) && sink.flush().await.is_err() {
+        if (rx.is_empty() || sink.queued() > 64 * 1024)
+            && sink.flush_within(clock.idle).await.is_err()
+        {
             // The peer is gone: stop reading too; pending outcomes are still awaited by nobody,
             // which is fine because the queue result does not depend on the reply.
             stop_reading.cancel();

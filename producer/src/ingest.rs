@@ -56,9 +56,27 @@ pub struct Stamped {
     pub client_message_id: Option<String>,
 }
 
+/// Namespace of message ids derived from a client's id.
+const CLIENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6368_6174_666c_6f77_2d6d_7367_2d69_6401);
+
+/// The message id: random, or derived from (room, user, clientMessageId) when the client sent
+/// one, so a resend gets the same id (acked and broadcast alike) and is stored once, while two
+/// users who happen to pick the same clientMessageId stay distinct.
+pub fn message_id(room: RoomId, user_id: u32, client_message_id: Option<&str>) -> String {
+    match client_message_id {
+        Some(cmid) => uuid::Uuid::new_v5(
+            &CLIENT_ID_NAMESPACE,
+            format!("{room}\n{user_id}\n{cmid}").as_bytes(),
+        )
+        .to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 /// Stamps a validated message with its ids and the producer's metadata.
 pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip: &str) -> Stamped {
-    let message_id = uuid::Uuid::new_v4().to_string();
+    let message_id = message_id(room, msg.user_id, msg.client_message_id.as_deref());
     let now = now_rfc3339();
     let user_id = msg.user_id.to_string();
     let ok = OkReply {
@@ -73,11 +91,8 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
         client_message_id: msg.client_message_id.as_deref().map(Cow::Borrowed),
     };
     let ok: Bytes = serde_json::to_vec(&ok).expect("replies serialize").into();
-    // A client's resend must map to the same queue entry, so its id wins over ours.
-    let dedup_id = msg
-        .client_message_id
-        .clone()
-        .unwrap_or_else(|| message_id.clone());
+    // A client's resend maps to the same id, hence to the same queue entry.
+    let dedup_id = message_id.clone();
     let task = TaskMessage {
         message_id,
         room_id: room,

@@ -252,7 +252,24 @@ async fn a_resend_with_the_same_client_message_id_is_queued_once() {
     let (mut r2, mut w2) = client(&p, "3").await;
     send(&mut w2, &message(9, "once", Some("retry-me"))).await;
     assert!(matches!(next_reply(&mut r2).await, Reply::Ok(_)));
-    assert_eq!(drain(&queues, 3).await.len(), 1);
+    let queued = drain(&queues, 3).await;
+    assert_eq!(queued.len(), 1);
+
+    // The resend's ack carries the id subscribers see; another user's equal id is its own message.
+    send(&mut w, &message(9, "once", Some("retry-me"))).await;
+    let Reply::Ok(ok) = next_reply(&mut r).await else {
+        panic!("expected OK")
+    };
+    assert_eq!(ok.message_id, queued[0].message_id);
+    send(&mut w, &message(10, "mine", Some("retry-me"))).await;
+    assert!(matches!(next_reply(&mut r).await, Reply::Ok(_)));
+    let later = drain(&queues, 3).await;
+    assert_eq!(
+        later.len(),
+        1,
+        "user 10's message is not a duplicate of user 9's"
+    );
+    assert_eq!(later[0].user_id, "10");
     p.shutdown().await;
 }
 
