@@ -9,7 +9,7 @@ use chatflow::queue::{Ensured, SharedQueues, SqsConfig, SqsQueues};
 use chatflow::rooms::QueueNaming;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -311,8 +311,42 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             )),
         )
         .await?;
+    // Removed shards go first, and shards new to the spec wait until the removed ones' pods are
+    // gone: two consumers polling one room would split its audience.
+    let pruned = prune(&deployments, &services, &name, &plan).await?;
+    if !pruned.is_empty() {
+        ctx.event(
+            &crs,
+            EventType::Normal,
+            "ShardsPruned",
+            format!("removed {}", pruned.join(", ")),
+        )
+        .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let consumer_pods = pods
+        .list(&ListParams::default().labels(&desired::consumer_selector(&name)))
+        .await?
+        .items;
+    let lingering = lingering_pods(&consumer_pods, &plan);
+    let existing: BTreeSet<String> = deployments
+        .list(&ListParams::default().labels(&desired::consumer_selector(&name)))
+        .await?
+        .into_iter()
+        .map(|d| d.name_any())
+        .collect();
     let mut shard_status = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
+        if lingering > 0 && !existing.contains(&shard.name) {
+            shard_status.push(ShardStatus {
+                name: shard.name.clone(),
+                rooms: shard.rooms.to_string(),
+                service: shard.name.clone(),
+                ready_replicas: 0,
+                backlog: None,
+            });
+            continue;
+        }
         let d = deployments
             .patch(
                 &shard.name,
@@ -339,16 +373,6 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             ready_replicas: ready_replicas(&d),
             backlog: None,
         });
-    }
-    let pruned = prune(&deployments, &services, &name, &plan).await?;
-    if !pruned.is_empty() {
-        ctx.event(
-            &crs,
-            EventType::Normal,
-            "ShardsPruned",
-            format!("removed {}", pruned.join(", ")),
-        )
-        .await;
     }
     if queue_error.is_none()
         && plan.rooms.len() <= BACKLOG_ROOM_LIMIT
@@ -412,18 +436,31 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         gen_,
         &prev,
     );
-    let consumers_cond = condition(
-        "ConsumersReady",
-        consumers_ok,
-        if consumers_ok {
-            "Available"
-        } else {
-            "ShardsNotReady"
-        },
-        format!("{shards_ready} of {} shards ready", shard_status.len()),
-        gen_,
-        &prev,
-    );
+    let consumers_cond = if lingering > 0 {
+        condition(
+            "ConsumersReady",
+            false,
+            "Resharding",
+            format!(
+                "waiting for {lingering} pods of removed shards to stop before starting new shards"
+            ),
+            gen_,
+            &prev,
+        )
+    } else {
+        condition(
+            "ConsumersReady",
+            consumers_ok,
+            if consumers_ok {
+                "Available"
+            } else {
+                "ShardsNotReady"
+            },
+            format!("{shards_ready} of {} shards ready", shard_status.len()),
+            gen_,
+            &prev,
+        )
+    };
     let all = [&queues_cond, &producer_cond, &consumers_cond];
     let ready_cond = match all.iter().find(|c| c.status != "True") {
         None => condition(
@@ -491,6 +528,8 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
             Err(Error::Queues(e))
         }
+        // Pods are not watched: look again soon while removed shards are stopping.
+        None if lingering > 0 => Ok(Action::requeue(Duration::from_secs(2))),
         None => Ok(Action::requeue(ctx.resync)),
     }
 }
@@ -568,6 +607,19 @@ async fn fill_backlog(
             status.backlog = Some(known.iter().sum());
         }
     }
+}
+
+/// Consumer pods of shards that left the spec and have not stopped yet.
+pub fn lingering_pods(pods: &[Pod], plan: &Plan) -> usize {
+    pods.iter()
+        .filter(|p| {
+            let workload = p.labels().get("chatflow.dev/workload").map(String::as_str);
+            !plan
+                .shards
+                .iter()
+                .any(|s| Some(s.name.as_str()) == workload)
+        })
+        .count()
 }
 
 /// Deletes consumer shards (Deployment and Service) this set owns but no longer wants.

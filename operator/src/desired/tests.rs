@@ -106,3 +106,22 @@ fn routing_lists_every_shard() {
         "ws://demo-producer.chat.svc:8080/chat/{roomId}"
     );
 }
+
+#[test]
+fn pods_of_removed_shards_hold_back_new_ones() {
+    use k8s_openapi::api::core::v1::Pod;
+    let p = plan(&sample("demo", 1, 20, 10)).unwrap();
+    let pod = |workload: &str| {
+        let mut pod = Pod::default();
+        pod.metadata.labels =
+            Some([("chatflow.dev/workload".to_owned(), workload.to_owned())].into());
+        pod
+    };
+    let pods = [
+        pod("demo-consumer-1-10"),
+        pod("demo-consumer-1-5"),
+        pod("demo-consumer-6-10"),
+    ];
+    assert_eq!(crate::reconcile::lingering_pods(&pods, &p), 2);
+    assert_eq!(crate::reconcile::lingering_pods(&pods[..1], &p), 0);
+}
