@@ -123,6 +123,11 @@ async fn scenario(endpoint: &str) -> anyhow::Result<()> {
         client.clone(),
     )
     .await?;
+    // Timed from a running, leading operator: start-up is not part of reaching QueuesReady.
+    while operator.metrics.leader.get() != 1 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let op_prefix = format!("b{}-", uid());
     let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
     let body = json!({
