@@ -214,16 +214,19 @@ struct Measured {
     complete: bool,
 }
 
-async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
-    let stop = CancellationToken::new();
-    let (tx, _) = broadcast::channel::<Bytes>(1 << 16);
-    let addr = baseline::broadcast_server(stop.clone(), tx.clone()).await?;
-    let aud = audience(
-        &format!("ws://{addr}/raw"),
-        o.subscribers,
-        o.timed_subscribers,
-    )
-    .await?;
+/// Connects the audience to `url`, publishes through `send10` (ten messages a call) for the
+/// scenario's duration, and measures what reached the subscribers.
+async fn measure<F, Fut>(
+    o: &Options,
+    url: &str,
+    rate: Option<f64>,
+    send10: F,
+) -> anyhow::Result<Measured>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let aud = audience(url, o.subscribers, o.timed_subscribers).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let published = publish_loop(
@@ -231,57 +234,51 @@ async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured>
         o.subscribers,
         aud.delivered.clone(),
         rate,
-        |seq| {
-            for i in 0..10 {
-                let _ = tx.send(event_bytes(seq + i));
-            }
-            async {}
-        },
+        send10,
     )
     .await;
-    let measured = aud.settle(published, o.subscribers, started).await;
+    Ok(aud.settle(published, o.subscribers, started).await)
+}
+
+async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
+    let stop = CancellationToken::new();
+    let (tx, _) = broadcast::channel::<Bytes>(1 << 16);
+    let addr = baseline::broadcast_server(stop.clone(), tx.clone()).await?;
+    let measured = measure(o, &format!("ws://{addr}/raw"), rate, |seq| {
+        for i in 0..10 {
+            let _ = tx.send(event_bytes(seq + i));
+        }
+        async {}
+    })
+    .await;
     stop.cancel();
-    Ok(measured)
+    measured
 }
 
 async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
     let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
     queues.ensure_queue(1, &QueueAttributes::default()).await?;
     let consumer = chatflow_consumer::start(ConsumerConfig::local(1, 1), queues.clone()).await?;
-    let aud = audience(
-        &format!("ws://{}/subscribe/1", consumer.addr),
-        o.subscribers,
-        o.timed_subscribers,
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let published = publish_loop(
-        o.seconds,
-        o.subscribers,
-        aud.delivered.clone(),
-        rate,
-        |seq| {
-            let queues = queues.clone();
-            async move {
-                let entries: Vec<PublishEntry> = (0..10)
-                    .map(|i| {
-                        let t = task(seq + i);
-                        PublishEntry {
-                            dedup_id: t.message_id.clone(),
-                            body: serde_json::to_string(&t).expect("tasks serialize"),
-                            group_id: "1".into(),
-                        }
-                    })
-                    .collect();
-                let _ = queues.publish(1, &entries).await;
-            }
-        },
-    )
+    let url = format!("ws://{}/subscribe/1", consumer.addr);
+    let measured = measure(o, &url, rate, |seq| {
+        let queues = queues.clone();
+        async move {
+            let entries: Vec<PublishEntry> = (0..10)
+                .map(|i| {
+                    let t = task(seq + i);
+                    PublishEntry {
+                        dedup_id: t.message_id.clone(),
+                        body: serde_json::to_string(&t).expect("tasks serialize"),
+                        group_id: "1".into(),
+                    }
+                })
+                .collect();
+            let _ = queues.publish(1, &entries).await;
+        }
+    })
     .await;
-    let measured = aud.settle(published, o.subscribers, started).await;
     consumer.shutdown().await;
-    Ok(measured)
+    measured
 }
 
 /// Runs the scenario and prints its figures.
