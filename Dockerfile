@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One build, four images:
 #
 #     docker build --target operator -t chatflow/operator:dev .
@@ -7,16 +5,29 @@
 #     docker build --target consumer -t chatflow/consumer:dev .
 #     docker build --target loadgen  -t chatflow/loadgen:dev  .
 #
-# Every target shares the builder stage, so after the first the others take seconds.
+# Every target shares the builder stage, so after the first the others take seconds. BuildKit is
+# required (DOCKER_BUILDKIT=1 with Docker 20.10+, the default since 23.0) for the cache and secret
+# mounts; the built-in frontend handles them, so no frontend image is pulled.
+#
+# Base images are arguments, so a machine without registry access can build from local images
+# (scripts/images.sh --local-base makes them with debootstrap):
+#   BUILDER_IMAGE  Debian bookworm with a Rust toolchain on PATH, gcc and cmake
+#   RUNTIME_IMAGE  glibc and libgcc, for the dynamically linked binaries
+#
+# Behind a TLS-intercepting proxy, pass its CA bundle to the crate download:
+#     docker build --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt ...
 
 ARG RUST_VERSION=1.95
+ARG BUILDER_IMAGE=rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-bookworm AS builder
+FROM ${BUILDER_IMAGE} AS builder
 # aws-lc-sys (rustls' crypto provider) compiles its C sources with cc, and needs cmake where that
 # build does not apply, e.g. on an architecture without pregenerated bindings.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
-    && rm -rf /var/lib/apt/lists/*
+RUN command -v cmake >/dev/null \
+    || { apt-get update \
+        && apt-get install -y --no-install-recommends cmake \
+        && rm -rf /var/lib/apt/lists/*; }
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY chatflow chatflow
@@ -30,7 +41,11 @@ COPY operator operator
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
+    --mount=type=secret,id=cacert \
+    if [ -s /run/secrets/cacert ]; then \
+        export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
+    fi \
+    && cargo build --release --locked \
         -p chatflow-operator -p chatflow-producer -p chatflow-consumer -p chatflow-loadgen \
     && mkdir -p /out \
     && for bin in chatflow-operator chatflow-producer chatflow-consumer chatflow-loadgen; do \
@@ -40,27 +55,27 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # The kubelet can only enforce runAsNonRoot (set on every workload the operator writes) when the
 # image names its user by number: 65532 is distroless' nonroot.
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS producer
+FROM ${RUNTIME_IMAGE} AS producer
 COPY --from=builder /out/chatflow-producer /usr/local/bin/chatflow-producer
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/chatflow-producer"]
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS consumer
+FROM ${RUNTIME_IMAGE} AS consumer
 COPY --from=builder /out/chatflow-consumer /usr/local/bin/chatflow-consumer
 USER 65532:65532
 EXPOSE 8081
 ENTRYPOINT ["/usr/local/bin/chatflow-consumer"]
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS loadgen
+FROM ${RUNTIME_IMAGE} AS loadgen
 COPY --from=builder /out/chatflow-loadgen /usr/local/bin/chatflow-loadgen
 USER 65532:65532
-# The default --out (loadgen-report) is relative: start in the one folder nonroot may write to.
-WORKDIR /home/nonroot
+# The default --out (loadgen-report) is relative: start in a folder nonroot may write to.
+WORKDIR /tmp
 ENTRYPOINT ["/usr/local/bin/chatflow-loadgen"]
 
 # Last, so a plain `docker build .` gives the operator.
-FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+FROM ${RUNTIME_IMAGE} AS operator
 COPY --from=builder /out/chatflow-operator /usr/local/bin/chatflow-operator
 USER 65532:65532
 EXPOSE 8090

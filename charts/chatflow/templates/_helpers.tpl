@@ -63,8 +63,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+`--set image.tag=1` arrives as an int64, which %s would print in Go's type-annotated form;
+toString renders it as typed. (A YAML float such as `tag: 1.10` is already 1.1 when the chart
+sees it: quote such tags in values files.)
+*/}}
 {{- define "chatflow.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
 {{- end }}
 
 {{/*
