@@ -1,9 +1,10 @@
-# One build, four images:
+# One build, five images:
 #
 #     docker build --target operator -t chatflow/operator:dev .
 #     docker build --target producer -t chatflow/producer:dev .
 #     docker build --target consumer -t chatflow/consumer:dev .
 #     docker build --target loadgen  -t chatflow/loadgen:dev  .
+#     docker build --target server   -t chatflow/server:dev   .   # standalone, no cluster needed
 #
 # Every target shares the builder stage, so after the first the others take seconds. BuildKit is
 # required (DOCKER_BUILDKIT=1 with Docker 20.10+, the default since 23.0) for the cache and secret
@@ -35,6 +36,7 @@ COPY producer producer
 COPY consumer consumer
 COPY loadgen loadgen
 COPY operator operator
+COPY server server
 # The target directory is a cache mount, gone after this step, so the binaries are copied out
 # within it. The release profile keeps line tables for backtraces; compressing them keeps that and
 # shrinks the images.
@@ -47,8 +49,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     fi \
     && cargo build --release --locked \
         -p chatflow-operator -p chatflow-producer -p chatflow-consumer -p chatflow-loadgen \
+        -p chatflow-server \
     && mkdir -p /out \
-    && for bin in chatflow-operator chatflow-producer chatflow-consumer chatflow-loadgen; do \
+    && for bin in chatflow-operator chatflow-producer chatflow-consumer chatflow-loadgen \
+        chatflow-server; do \
         objcopy --compress-debug-sections "target/release/$bin" "/out/$bin"; \
     done
 
@@ -73,6 +77,13 @@ USER 65532:65532
 # The default --out (loadgen-report) is relative: start in a folder nonroot may write to.
 WORKDIR /tmp
 ENTRYPOINT ["/usr/local/bin/chatflow-loadgen"]
+
+# The standalone server: /chat, /subscribe and the chat page on one port, embedded queue.
+FROM ${RUNTIME_IMAGE} AS server
+COPY --from=builder /out/chatflow-server /usr/local/bin/chatflow-server
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/chatflow-server"]
 
 # Last, so a plain `docker build .` gives the operator.
 FROM ${RUNTIME_IMAGE} AS operator

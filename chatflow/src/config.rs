@@ -71,7 +71,12 @@ impl QueueOptions {
     pub async fn connect(&self) -> Result<SharedQueues, QueueOptionsError> {
         let naming = self.naming()?;
         Ok(match self.queue_backend {
-            Backend::Embedded => Arc::new(EmbeddedQueues::new(naming)),
+            Backend::Embedded => {
+                // Nothing else creates the queues of a process's own memory.
+                let queues: SharedQueues = Arc::new(EmbeddedQueues::new(naming));
+                crate::queue::ensure_rooms(queues.as_ref(), self.rooms()?).await?;
+                queues
+            }
             Backend::Sqs => {
                 let config = SqsConfig {
                     endpoint: self.aws_endpoint_url.clone(),
@@ -82,5 +87,39 @@ impl QueueOptions {
                 Arc::new(SqsQueues::connect(&config, naming).await?)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        queue: QueueOptions,
+    }
+
+    #[tokio::test]
+    async fn an_embedded_backend_starts_with_every_room_queue_in_place() {
+        let cli = Cli::parse_from([
+            "test",
+            "--queue-backend",
+            "embedded",
+            "--rooms-start",
+            "3",
+            "--rooms-end",
+            "5",
+        ]);
+        let queues = cli.queue.connect().await.unwrap();
+        for room in 3..=5 {
+            assert!(queues.depth(room).await.is_ok(), "room {room} has no queue");
+        }
+        assert!(
+            queues.depth(6).await.is_err(),
+            "room 6 is outside the range"
+        );
     }
 }

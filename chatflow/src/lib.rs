@@ -8,6 +8,7 @@ pub mod http;
 pub mod protocol;
 pub mod queue;
 pub mod rooms;
+pub mod router;
 pub mod service;
 pub mod telemetry;
 pub mod testkit;

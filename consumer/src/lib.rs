@@ -10,4 +10,4 @@ pub mod subscriber;
 
 pub use chatflow::service::StartError;
 pub use config::ConsumerConfig;
-pub use server::{ConsumerHandle, start, start_on};
+pub use server::{Consumer, ConsumerHandle, start, start_on};

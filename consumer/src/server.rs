@@ -1,5 +1,6 @@
-//! The consumer service: routes, subscriber admission, one poll loop per room, shutdown.
+//! The consumer service: its route, subscriber admission, one poll loop per room, shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -7,9 +8,10 @@ use std::time::Duration;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
+use chatflow::router::{Endpoint, Router};
 use chatflow::service::{self, ServiceHandle, StartError};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -27,11 +29,104 @@ struct Shared {
     rooms: RoomRange,
     room_state: Vec<Arc<Room>>,
     metrics: Arc<Metrics>,
-    registry: Registry,
     subscribers: AtomicUsize,
     /// Fires when subscribers must go (after the pollers stopped).
     closing: CancellationToken,
     stopping: CancellationToken,
+}
+
+/// The consumer without a listener: its `/subscribe/{roomId}` route and its room pollers, served
+/// by [`start_on`] alone or by a standalone server beside a producer.
+#[derive(Clone)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+    conns: TaskTracker,
+    pollers: TaskTracker,
+}
+
+impl Consumer {
+    /// Starts polling the configured rooms until `stopping` fires.
+    pub fn new(
+        config: ConsumerConfig,
+        queues: SharedQueues,
+        registry: &mut Registry,
+        stopping: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let rooms = config.queue.rooms()?;
+        let metrics = Arc::new(Metrics::new(registry));
+        let (turns, wait) = config.poll_plan(rooms.len());
+        let ctx = Arc::new(PollContext {
+            queues,
+            metrics: metrics.clone(),
+            wait,
+            turns: turns.map(|n| Arc::new(Semaphore::new(n))),
+            stop: stopping.clone(),
+        });
+        let room_state: Vec<Arc<Room>> = rooms
+            .iter()
+            .map(|_| Arc::new(Room::new(config.dedup_memory as usize)))
+            .collect();
+        let pollers = TaskTracker::new();
+        for (room_id, room) in rooms.iter().zip(&room_state) {
+            pollers.spawn(poller::run(room_id, room.clone(), ctx.clone()));
+        }
+        pollers.close();
+        tracing::debug!(rooms = %rooms, pollers = ?turns, wait = ?wait, "consumer polling");
+        Ok(Consumer {
+            shared: Arc::new(Shared {
+                config,
+                rooms,
+                room_state,
+                metrics,
+                subscribers: AtomicUsize::new(0),
+                closing: CancellationToken::new(),
+                stopping,
+            }),
+            conns: TaskTracker::new(),
+            pollers,
+        })
+    }
+
+    /// Rooms served.
+    pub fn rooms(&self) -> RoomRange {
+        self.shared.rooms
+    }
+
+    /// After `stopping`: lets the pollers finish the batches in hand, so subscribers get them,
+    /// then closes the subscribers; each wait bounded by the configured grace period.
+    pub async fn drain(self) {
+        let grace = Duration::from_secs(self.shared.config.shutdown_grace_secs);
+        if tokio::time::timeout(grace, self.pollers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over with broadcasts in progress");
+        }
+        self.shared.closing.cancel();
+        for room in &self.shared.room_state {
+            room.close_all();
+        }
+        self.conns.close();
+        let _ = tokio::time::timeout(grace, self.conns.wait()).await;
+    }
+}
+
+impl Endpoint for Consumer {
+    fn prefix(&self) -> &'static str {
+        "/subscribe/"
+    }
+
+    fn open(&self, req: Request<Incoming>, _peer: SocketAddr, room: &str) -> Response<Body> {
+        subscribe(req, self.shared.clone(), self.conns.clone(), room)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.shared.stopping.is_cancelled() {
+            Err("consumer shutting down".into())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A running consumer.
@@ -52,87 +147,21 @@ pub fn start_on(
     config: ConsumerConfig,
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
-    let rooms = config.queue.rooms()?;
     let addr = service::local_addr(&listener, config.listen_addr)?;
     let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
-    let (turns, wait) = config.poll_plan(rooms.len());
     let stopping = CancellationToken::new();
-    let ctx = Arc::new(PollContext {
-        queues,
-        metrics: metrics.clone(),
-        wait,
-        turns: turns.map(|n| Arc::new(Semaphore::new(n))),
-        stop: stopping.clone(),
-    });
-    let room_state: Vec<Arc<Room>> = rooms
-        .iter()
-        .map(|_| Arc::new(Room::new(config.dedup_memory as usize)))
-        .collect();
-    let pollers = TaskTracker::new();
-    for (room_id, room) in rooms.iter().zip(&room_state) {
-        pollers.spawn(poller::run(room_id, room.clone(), ctx.clone()));
-    }
-    pollers.close();
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let shared = Arc::new(Shared {
-        config,
-        rooms,
-        room_state,
-        metrics,
-        registry,
-        subscribers: AtomicUsize::new(0),
-        closing: CancellationToken::new(),
-        stopping: stopping.clone(),
-    });
+    let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
+    let router = Router::new(registry).endpoint(Arc::new(consumer.clone()));
     let task = tokio::spawn({
-        let shared = shared.clone();
+        let stopping = stopping.clone();
         async move {
-            tracing::info!(%addr, rooms = %shared.rooms, pollers = ?turns, wait = ?wait, "consumer listening");
-            let conns = TaskTracker::new();
-            let handler = {
-                let shared = shared.clone();
-                let conns = conns.clone();
-                move |req, _peer| route(req, shared.clone(), conns.clone())
-            };
-            http::serve(listener, shared.stopping.clone(), handler).await;
-            // Pollers stop first and finish their batches, so subscribers get everything in hand.
-            if tokio::time::timeout(grace, pollers.wait()).await.is_err() {
-                tracing::warn!("shutdown grace period over with broadcasts in progress");
-            }
-            shared.closing.cancel();
-            for room in &shared.room_state {
-                room.close_all();
-            }
-            conns.close();
-            let _ = tokio::time::timeout(grace, conns.wait()).await;
+            tracing::info!(%addr, rooms = %consumer.rooms(), "consumer listening");
+            router.serve(listener, stopping).await;
+            consumer.drain().await;
             tracing::info!("consumer stopped");
         }
     });
     Ok(ServiceHandle::new(addr, stopping, task))
-}
-
-async fn route(req: Request<Incoming>, shared: Arc<Shared>, conns: TaskTracker) -> Response<Body> {
-    if req.method() != Method::GET {
-        return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
-    }
-    let path = req.uri().path().to_owned();
-    match path.as_str() {
-        "/health" => http::text(StatusCode::OK, "ok\n"),
-        "/ready" => http::ready(if shared.stopping.is_cancelled() {
-            Err("shutting down".into())
-        } else {
-            Ok(())
-        }),
-        "/metrics" => http::metrics(&shared.registry),
-        p if p.starts_with("/subscribe/") => {
-            subscribe(req, shared, conns, &p["/subscribe/".len()..])
-        }
-        _ => http::text(
-            StatusCode::NOT_FOUND,
-            "not found: use /subscribe/{roomId}, /health, /ready or /metrics\n",
-        ),
-    }
 }
 
 fn subscribe(

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::queue::{
-    EmbeddedQueues, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues,
-};
+use chatflow::queue::{EmbeddedQueues, QueueError, SharedQueues, SqsConfig, SqsQueues};
 use chatflow::rooms::{QueueNaming, RoomRange};
 use chatflow_consumer::{ConsumerConfig, ConsumerHandle};
 use chatflow_producer::{ProducerConfig, ProducerHandle};
@@ -55,7 +53,7 @@ impl LocalSystem {
                 (Arc::new(SqsQueues::connect(&config, naming).await?), true)
             }
         };
-        ensure_all(&queues, rooms).await?;
+        chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
         let producer = chatflow_producer::start(
             ProducerConfig::local(rooms.start(), rooms.end()),
             queues.clone(),
@@ -98,19 +96,4 @@ impl LocalSystem {
             }
         }
     }
-}
-
-/// Creates every room's queue, a few at a time.
-pub async fn ensure_all(queues: &SharedQueues, rooms: RoomRange) -> Result<(), QueueError> {
-    let attrs = QueueAttributes::default();
-    let ids: Vec<u32> = rooms.iter().collect();
-    for chunk in ids.chunks(16) {
-        let results =
-            futures::future::join_all(chunk.iter().map(|room| queues.ensure_queue(*room, &attrs)))
-                .await;
-        for r in results {
-            r?;
-        }
-    }
-    Ok(())
 }

@@ -12,4 +12,4 @@ pub mod server;
 
 pub use chatflow::service::StartError;
 pub use config::ProducerConfig;
-pub use server::{ProducerHandle, start, start_on};
+pub use server::{Producer, ProducerHandle, start, start_on};

@@ -1,4 +1,4 @@
-//! The producer service: routes, connection admission, per-room batchers, shutdown.
+//! The producer service: its route, connection admission, per-room batchers, shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
+use chatflow::router::{Endpoint, Router};
 use chatflow::service::{self, ServiceHandle, StartError};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -39,7 +40,6 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     batchers: Vec<mpsc::Sender<Pending>>,
     batch: Arc<BatchContext>,
-    registry: Registry,
     connections: AtomicUsize,
 }
 
@@ -48,12 +48,114 @@ impl Shared {
     pub fn batcher(&self, room: RoomId) -> &mpsc::Sender<Pending> {
         &self.batchers[(room - self.rooms.start()) as usize]
     }
+}
+
+/// The producer without a listener: its `/chat/{roomId}` route and its room batchers, served by
+/// [`start_on`] alone or by a standalone server beside a consumer.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    connections: TaskTracker,
+    batchers: TaskTracker,
+}
+
+impl Producer {
+    /// Starts a batcher per room of the configured range; `shutdown` stops the senders' reading.
+    pub fn new(
+        config: ProducerConfig,
+        queues: SharedQueues,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let rooms = config.queue.rooms()?;
+        let metrics = Arc::new(Metrics::new(registry));
+        let batch = Arc::new(BatchContext {
+            queues,
+            policy: BatchPolicy {
+                linger: config.linger(),
+                attempts: config.publish_attempts,
+                retry_base: Duration::from_millis(config.retry_base_ms),
+                retry_max: Duration::from_millis(config.retry_max_ms),
+            },
+            breaker: Breaker::new(
+                config.breaker_threshold,
+                Duration::from_millis(config.breaker_cooldown_ms),
+            ),
+            metrics: metrics.clone(),
+        });
+        let batchers = TaskTracker::new();
+        let senders = rooms
+            .iter()
+            .map(|room| {
+                let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
+                batchers.spawn(batcher::run(room, batch.clone(), rx));
+                tx
+            })
+            .collect();
+        batchers.close();
+        tokio::spawn(batcher::probe_while_open(
+            rooms.start(),
+            batch.clone(),
+            Duration::from_millis(config.breaker_cooldown_ms),
+            shutdown.clone(),
+        ));
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                config,
+                rooms,
+                metrics,
+                shutdown,
+                batchers: senders,
+                batch,
+                connections: AtomicUsize::new(0),
+            }),
+            connections: TaskTracker::new(),
+            batchers,
+        })
+    }
+
+    /// Rooms served.
+    pub fn rooms(&self) -> RoomRange {
+        self.shared.rooms
+    }
+
+    /// After shutdown: waits for every connection to answer what it accepted, then lets the
+    /// batchers flush and stop, each wait bounded by the configured grace period.
+    pub async fn drain(self) {
+        let grace = Duration::from_secs(self.shared.config.shutdown_grace_secs);
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over with connections still open");
+        }
+        // The batchers stop once the last sender is gone: this handle's and the connections'.
+        drop(self.shared);
+        let _ = tokio::time::timeout(grace, self.batchers.wait()).await;
+    }
+}
+
+impl Endpoint for Producer {
+    fn prefix(&self) -> &'static str {
+        "/chat/"
+    }
+
+    fn open(&self, req: Request<Incoming>, peer: SocketAddr, room: &str) -> Response<Body> {
+        upgrade(
+            req,
+            peer,
+            self.shared.clone(),
+            self.connections.clone(),
+            room,
+        )
+    }
 
     fn ready(&self) -> Result<(), String> {
-        if self.shutdown.is_cancelled() {
-            return Err("shutting down".into());
+        if self.shared.shutdown.is_cancelled() {
+            return Err("producer shutting down".into());
         }
-        if self.batch.breaker.is_open() {
+        if self.shared.batch.breaker.is_open() {
             return Err("queue service unavailable (circuit breaker open)".into());
         }
         Ok(())
@@ -78,102 +180,21 @@ pub fn start_on(
     config: ProducerConfig,
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
-    let rooms = config.queue.rooms()?;
     let addr = service::local_addr(&listener, config.listen_addr)?;
     let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
-    let batch = Arc::new(BatchContext {
-        queues,
-        policy: BatchPolicy {
-            linger: config.linger(),
-            attempts: config.publish_attempts,
-            retry_base: Duration::from_millis(config.retry_base_ms),
-            retry_max: Duration::from_millis(config.retry_max_ms),
-        },
-        breaker: Breaker::new(
-            config.breaker_threshold,
-            Duration::from_millis(config.breaker_cooldown_ms),
-        ),
-        metrics: metrics.clone(),
-    });
-    let batcher_tasks = TaskTracker::new();
-    let batchers = rooms
-        .iter()
-        .map(|room| {
-            let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
-            batcher_tasks.spawn(batcher::run(room, batch.clone(), rx));
-            tx
-        })
-        .collect();
-    batcher_tasks.close();
     let shutdown = CancellationToken::new();
-    tokio::spawn(batcher::probe_while_open(
-        rooms.start(),
-        batch.clone(),
-        Duration::from_millis(config.breaker_cooldown_ms),
-        shutdown.clone(),
-    ));
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let shared = Arc::new(Shared {
-        config,
-        rooms,
-        metrics,
-        shutdown: shutdown.clone(),
-        batchers,
-        batch,
-        registry,
-        connections: AtomicUsize::new(0),
-    });
-    let connections = TaskTracker::new();
+    let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
+    let router = Router::new(registry).endpoint(Arc::new(producer.clone()));
     let task = tokio::spawn({
-        let shared = shared.clone();
-        let connections = connections.clone();
+        let shutdown = shutdown.clone();
         async move {
-            tracing::info!(%addr, rooms = %shared.rooms, "producer listening");
-            let handler = {
-                let shared = shared.clone();
-                let connections = connections.clone();
-                move |req, peer| route(req, peer, shared.clone(), connections.clone())
-            };
-            http::serve(listener, shared.shutdown.clone(), handler).await;
-            connections.close();
-            if tokio::time::timeout(grace, connections.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!("shutdown grace period over with connections still open");
-            }
-            // Last reference to the batchers' senders: they flush what they hold and stop.
-            drop(shared);
-            let _ = tokio::time::timeout(grace, batcher_tasks.wait()).await;
+            tracing::info!(%addr, rooms = %producer.rooms(), "producer listening");
+            router.serve(listener, shutdown).await;
+            producer.drain().await;
             tracing::info!("producer stopped");
         }
     });
     Ok(ServiceHandle::new(addr, shutdown, task))
-}
-
-async fn route(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    connections: TaskTracker,
-) -> Response<Body> {
-    if req.method() != Method::GET {
-        return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
-    }
-    let path = req.uri().path().to_owned();
-    match path.as_str() {
-        "/health" => http::text(StatusCode::OK, "ok\n"),
-        "/ready" => http::ready(shared.ready()),
-        "/metrics" => http::metrics(&shared.registry),
-        p if p.starts_with("/chat/") => {
-            upgrade(req, peer, shared, connections, &p["/chat/".len()..])
-        }
-        _ => http::text(
-            StatusCode::NOT_FOUND,
-            "not found: use /chat/{roomId}, /health, /ready or /metrics\n",
-        ),
-    }
 }
 
 fn upgrade(

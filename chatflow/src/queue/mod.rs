@@ -18,7 +18,7 @@ pub use types::{
     ReceivedMessage,
 };
 
-use crate::rooms::RoomId;
+use crate::rooms::{RoomId, RoomRange};
 
 /// Most entries SQS takes in one batch call, and most messages one receive returns.
 pub const MAX_BATCH: usize = 10;
@@ -98,4 +98,19 @@ pub trait Queues: Send + Sync + 'static {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Creates (or repairs) every room's queue with default attributes, 16 calls at a time.
+pub async fn ensure_rooms(queues: &dyn Queues, rooms: RoomRange) -> Result<(), QueueError> {
+    let attrs = QueueAttributes::default();
+    let ids: Vec<RoomId> = rooms.iter().collect();
+    for chunk in ids.chunks(16) {
+        let results =
+            futures::future::join_all(chunk.iter().map(|room| queues.ensure_queue(*room, &attrs)))
+                .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
 }

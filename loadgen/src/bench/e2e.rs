@@ -44,7 +44,7 @@ async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
     let queues: SharedQueues =
         Arc::new(SqsQueues::connect(&config, QueueNaming::parse(&prefix)?).await?);
     let rooms = RoomRange::new(1, o.concurrency as u32)?;
-    crate::local::ensure_all(&queues, rooms).await?;
+    chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(o.seconds);
     let started = Instant::now();

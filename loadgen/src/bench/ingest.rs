@@ -57,7 +57,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let rooms = RoomRange::new(1, 20)?;
     let echo = baseline::echo_server(stop.clone()).await?;
     let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
-    crate::local::ensure_all(&queues, rooms).await?;
+    chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
     let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
     let echo_urls = vec![format!("ws://{echo}/echo")];
     let producer_urls: Vec<String> = rooms

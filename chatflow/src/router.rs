@@ -1,0 +1,131 @@
+//! The routes every ChatFlow server answers (`/health`, `/ready`, `/metrics`, static pages)
+//! around the WebSocket routes of the services it hosts: a producer, a consumer, or both.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{self, Body};
+
+/// A service's WebSocket route and its readiness, as a [`Router`] hosts it.
+pub trait Endpoint: Send + Sync + 'static {
+    /// Path prefix of the route, e.g. `/chat/`; the rest of the path goes to [`Endpoint::open`].
+    fn prefix(&self) -> &'static str;
+    /// Answers a GET on the route; `rest` is the path after the prefix.
+    fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Response<Body>;
+    /// Why the service cannot serve now, if it cannot.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// A static file served at a fixed path.
+struct Page {
+    path: &'static str,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+/// One server's routes: the endpoints' WebSocket routes, health, readiness, metrics and pages.
+pub struct Router {
+    endpoints: Vec<Arc<dyn Endpoint>>,
+    registry: Registry,
+    pages: Vec<Page>,
+}
+
+impl Router {
+    /// A router with no routes of its own yet; `/metrics` encodes `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Router {
+            endpoints: Vec::new(),
+            registry,
+            pages: Vec::new(),
+        }
+    }
+
+    /// Adds a service's WebSocket route; `/ready` then also asks it.
+    pub fn endpoint(mut self, endpoint: Arc<dyn Endpoint>) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Serves `body` at exactly `path`.
+    pub fn page(
+        mut self,
+        path: &'static str,
+        content_type: &'static str,
+        body: &'static [u8],
+    ) -> Self {
+        self.pages.push(Page {
+            path,
+            content_type,
+            body: Bytes::from_static(body),
+        });
+        self
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.method() != Method::GET {
+            return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+        }
+        let path = req.uri().path().to_owned();
+        match path.as_str() {
+            "/health" => return http::text(StatusCode::OK, "ok\n"),
+            "/ready" => return http::ready(self.ready()),
+            "/metrics" => return http::metrics(&self.registry),
+            _ => {}
+        }
+        if let Some(endpoint) = self.endpoints.iter().find(|e| path.starts_with(e.prefix())) {
+            let rest = &path[endpoint.prefix().len()..];
+            return endpoint.open(req, peer, rest);
+        }
+        if let Some(page) = self.pages.iter().find(|p| p.path == path) {
+            return Response::builder()
+                .header(hyper::header::CONTENT_TYPE, page.content_type)
+                .header(hyper::header::CACHE_CONTROL, "no-cache")
+                .body(Full::new(page.body.clone()))
+                .expect("static response parts are valid");
+        }
+        let routes: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| format!("{}{{roomId}}", e.prefix()))
+            .chain(self.pages.iter().map(|p| p.path.to_owned()))
+            .chain(["/health", "/ready", "/metrics"].map(str::to_owned))
+            .collect();
+        http::text(
+            StatusCode::NOT_FOUND,
+            format!("not found: use {}\n", routes.join(", ")),
+        )
+    }
+
+    /// Ready when every endpoint is; otherwise the reasons of those that are not.
+    fn ready(&self) -> Result<(), String> {
+        let reasons: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.ready().err())
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
+    }
+
+    /// Serves `listener` until `shutdown` fires.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let router = Arc::new(self);
+        http::serve(listener, shutdown, move |req, peer| {
+            let router = router.clone();
+            async move { router.handle(req, peer) }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,68 @@
+//! ChatFlow standalone: one process serving `/chat/{roomId}` and `/subscribe/{roomId}` on one
+//! address, plus the chat page at `/`, so a user can point any WebSocket client (or a browser)
+//! at it without a cluster. Over the embedded queue by default; over SQS when configured.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use chatflow::queue::SharedQueues;
+use chatflow::router::Router;
+use chatflow::service::{self, ServiceHandle, StartError};
+use chatflow_consumer::Consumer;
+use chatflow_producer::Producer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+
+/// The chat page and its script, served at `/` and `/chat.js`.
+const PAGE: &[u8] = include_bytes!("../static/index.html");
+const SCRIPT: &[u8] = include_bytes!("../static/chat.js");
+
+/// Starts the standalone server on `config.producer.listen_addr` over `queues`.
+pub async fn start(
+    config: ServerConfig,
+    queues: SharedQueues,
+) -> Result<ServiceHandle, StartError> {
+    let listener = service::bind(config.producer.listen_addr).await?;
+    start_on(listener, config, queues)
+}
+
+/// Starts the standalone server on an already bound listener.
+pub fn start_on(
+    listener: TcpListener,
+    config: ServerConfig,
+    queues: SharedQueues,
+) -> Result<ServiceHandle, StartError> {
+    let addr = service::local_addr(&listener, config.producer.listen_addr)?;
+    let mut registry = Registry::default();
+    let shutdown = CancellationToken::new();
+    let producer = Producer::new(
+        config.producer,
+        queues.clone(),
+        &mut registry,
+        shutdown.clone(),
+    )?;
+    let consumer = Consumer::new(config.consumer, queues, &mut registry, shutdown.clone())?;
+    let router = Router::new(registry)
+        .endpoint(Arc::new(producer.clone()))
+        .endpoint(Arc::new(consumer.clone()))
+        .page("/", "text/html; charset=utf-8", PAGE)
+        .page("/index.html", "text/html; charset=utf-8", PAGE)
+        .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tracing::info!(%addr, rooms = %producer.rooms(), "chatflow server listening");
+            router.serve(listener, shutdown).await;
+            // Senders are answered first; what they published is still broadcast while the
+            // consumer finishes the batches in hand.
+            producer.drain().await;
+            consumer.drain().await;
+            tracing::info!("chatflow server stopped");
+        }
+    });
+    Ok(ServiceHandle::new(addr, shutdown, task))
+}

@@ -1,0 +1,215 @@
+// The ChatFlow chat page: one WebSocket to send (/chat/{roomId}), one to receive
+// (/subscribe/{roomId}), both reconnecting by themselves. Plain script, no build step.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const sameOrigin = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host;
+
+// Served by the standalone server, the page talks to its own origin; against a deployment, pass
+// the producer (or edge) and consumer URL templates: ?ingest=ws://...&subscribe=ws://...
+$('ingest-url').value = params.get('ingest') || sameOrigin + '/chat/{roomId}';
+$('subscribe-url').value = params.get('subscribe') || sameOrigin + '/subscribe/{roomId}';
+$('room').value = params.get('room') || '1';
+$('username').value = params.get('user') || 'guest' + String(Math.floor(Math.random() * 9000) + 1000);
+
+// The wire protocol wants a numeric user id; one per tab is enough for a person.
+let userId = sessionStorage.getItem('chatflow.userId');
+if (!userId) {
+  userId = String(Math.floor(Math.random() * 100000) + 1);
+  sessionStorage.setItem('chatflow.userId', userId);
+}
+
+// A WebSocket that reopens after a close, with backoff, until stop() is called.
+class Link {
+  constructor(url, handlers) {
+    this.url = url;
+    this.handlers = handlers;
+    this.delay = 250;
+    this.stopped = false;
+    this.ws = null;
+    this.open();
+  }
+
+  open() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.delay = 250;
+      this.handlers.onopen();
+    };
+    ws.onmessage = (ev) => this.handlers.onmessage(ev.data);
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.handlers.onclose(ev);
+      if (this.stopped) return;
+      setTimeout(() => this.stopped || this.open(), this.delay);
+      this.delay = Math.min(this.delay * 2, 4000);
+    };
+  }
+
+  get isOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(text) {
+    this.ws.send(text);
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.ws) this.ws.close(1000, 'leaving');
+    this.ws = null;
+  }
+}
+
+// crypto.randomUUID needs a secure context; a deployment over plain http is not one.
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+let chat = null;
+let feed = null;
+// Sent on the current chat socket and not yet answered, oldest first. After a reconnect they are
+// sent again with the same clientMessageId, which the server deduplicates.
+let unanswered = [];
+// Set when the chat socket (re)opens: `unanswered` goes out once the subscription is open too,
+// so a sender sees its own messages arrive.
+let resendDue = false;
+const seen = new Set();
+
+function flush() {
+  if (!resendDue || !chat.isOpen || !feed.isOpen) return;
+  resendDue = false;
+  for (const m of unanswered) chat.send(JSON.stringify(m));
+}
+
+function setStatus() {
+  const el = $('status');
+  const up = chat && chat.isOpen && feed && feed.isOpen;
+  el.textContent = !chat ? 'not connected' : up ? 'connected' : 'reconnecting…';
+  el.className = !chat ? '' : up ? 'connected' : 'reconnecting';
+  $('message').disabled = !chat;
+  $('send').disabled = !chat;
+}
+
+function showError(text) {
+  const li = document.createElement('li');
+  li.textContent = text;
+  $('errors').prepend(li);
+  while ($('errors').children.length > 5) $('errors').lastChild.remove();
+}
+
+function showSystem(text) {
+  const li = document.createElement('li');
+  li.className = 'system';
+  li.innerHTML = '<span class="who"></span><span class="text"></span><span class="meta"></span>';
+  li.querySelector('.text').textContent = text;
+  li.querySelector('.meta').textContent = new Date().toLocaleTimeString();
+  $('log').append(li);
+}
+
+function showBroadcast(ev) {
+  // A reconnected subscription may see a message again; the log shows each once.
+  if (seen.has(ev.messageId)) return;
+  seen.add(ev.messageId);
+  const li = document.createElement('li');
+  li.className = 'msg' + (ev.userId === userId && ev.username === $('username').value ? ' mine' : '');
+  li.dataset.messageId = ev.messageId;
+  li.innerHTML = '<span class="who"></span><span class="text"></span><span class="meta"></span>';
+  li.querySelector('.who').textContent = ev.username;
+  const kind = ev.messageType === 'TEXT' ? '' : `[${ev.messageType}] `;
+  li.querySelector('.text').textContent = kind + ev.message;
+  // From the sender's timestamp to arrival here: exact for senders sharing this clock.
+  const latency = Date.now() - Date.parse(ev.timestamp);
+  li.querySelector('.meta').textContent = Number.isFinite(latency) ? `${latency} ms` : '';
+  li.querySelector('.meta').title = `sent ${ev.timestamp}, broadcast ${ev.serverTimestamp}`;
+  $('log').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+function onReply(data) {
+  let reply;
+  try {
+    reply = JSON.parse(data);
+  } catch {
+    showError(`unreadable reply: ${data}`);
+    return;
+  }
+  // Replies come in send order; clientMessageId, when present, confirms which one this is.
+  let i = reply.clientMessageId ? unanswered.findIndex((m) => m.clientMessageId === reply.clientMessageId) : 0;
+  if (i < 0) i = 0;
+  const [msg] = unanswered.splice(i, 1);
+  if (reply.status !== 'OK') {
+    const what = msg ? ` (“${msg.message}”)` : '';
+    showError(`${reply.errorCode}: ${reply.errorMessage}${what}`);
+  }
+}
+
+function connect() {
+  if (chat) chat.stop();
+  if (feed) feed.stop();
+  unanswered = [];
+  resendDue = false;
+  seen.clear();
+  $('log').replaceChildren();
+  $('errors').replaceChildren();
+  const room = $('room').value.trim();
+  const url = (template) => template.replace('{roomId}', encodeURIComponent(room));
+  history.replaceState(null, '', `?${new URLSearchParams({ ...Object.fromEntries(params), room, user: $('username').value })}`);
+  showSystem(`room ${room}`);
+  let feedWasOpen = false;
+  chat = new Link(url($('ingest-url').value), {
+    onopen: () => {
+      resendDue = true;
+      flush();
+      setStatus();
+    },
+    onmessage: onReply,
+    onclose: setStatus,
+  });
+  feed = new Link(url($('subscribe-url').value), {
+    onopen: () => {
+      // No resume position yet: what was broadcast while the subscription was down is gone.
+      if (feedWasOpen) showSystem('reconnected: messages sent while disconnected are not shown');
+      feedWasOpen = true;
+      flush();
+      setStatus();
+    },
+    onmessage: (data) => {
+      try {
+        showBroadcast(JSON.parse(data));
+      } catch {
+        showError(`unreadable broadcast: ${data}`);
+      }
+    },
+    onclose: (ev) => {
+      if (ev.code === 1008) showSystem('fell too far behind: resubscribed');
+      setStatus();
+    },
+  });
+  setStatus();
+}
+
+$('join').addEventListener('click', connect);
+$('compose').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('message').value;
+  if (!chat || text === '') return;
+  const msg = {
+    userId,
+    username: $('username').value,
+    message: text,
+    timestamp: new Date().toISOString(),
+    messageType: 'TEXT',
+    clientMessageId: newId(),
+  };
+  unanswered.push(msg);
+  // While reconnecting the message waits in `unanswered` and goes out with the resend.
+  if (chat.isOpen && !resendDue) chat.send(JSON.stringify(msg));
+  $('message').value = '';
+});
+
+if (params.has('room') && params.has('user')) connect();
