@@ -435,4 +435,4 @@ pub fn subscribe_template(crs: &ChatRoomSet) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

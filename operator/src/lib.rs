@@ -7,6 +7,7 @@ pub mod desired;
 pub mod metrics;
 pub mod operator;
 pub mod reconcile;
+pub mod status;
 
 pub use crd::{ChatRoomSet, ChatRoomSetSpec, ChatRoomSetStatus};
 pub use operator::{OperatorConfig, OperatorHandle, start};

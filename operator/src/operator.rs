@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatflow::http;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hyper::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::runtime::{Controller, watcher};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::ChatRoomSet;
 use crate::desired::{FIELD_MANAGER, QueueLocation};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, Stores, error_policy, reconcile};
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -198,36 +198,94 @@ async fn run_controller(
     ctx: Arc<Context>,
     stop: CancellationToken,
 ) {
-    let (sets, deployments, services, configmaps): (
-        Api<ChatRoomSet>,
-        Api<Deployment>,
-        Api<Service>,
-        Api<ConfigMap>,
-    ) = match &config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = &config.namespace;
+    let managed = format!("app.kubernetes.io/managed-by={FIELD_MANAGER}");
+    let owned = watcher::Config::default().labels(&managed);
+    // Watch caches the reconciler reads instead of listing on every reconcile. Consumer pods
+    // are cached (not watched for triggers): a reshard waits for the removed shards' pods.
+    let (deployments, deployments_writer) = reflector::store();
+    let (services, services_writer) = reflector::store();
+    let (pods, pods_writer) = reflector::store();
+    let consumer_pods = watcher::Config::default()
+        .labels(&format!("{managed},app.kubernetes.io/component=consumer"));
+    let caches_stop = stop.child_token();
+    let until_stop = |cache| tokio::spawn(caches_stop.clone().run_until_cancelled_owned(cache));
+    let caches = [
+        until_stop(
+            reflect(
+                api::<Deployment>(&client, ns),
+                owned.clone(),
+                deployments_writer,
+            )
+            .boxed(),
         ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
+        until_stop(reflect(api::<Service>(&client, ns), owned.clone(), services_writer).boxed()),
+        until_stop(reflect(api::<Pod>(&client, ns), consumer_pods, pods_writer).boxed()),
+    ];
+    let stores = Stores {
+        deployments,
+        services,
+        pods,
     };
-    let owned =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new(sets, watcher::Config::default())
-        .owns(deployments, owned.clone())
-        .owns(services, owned.clone())
-        .owns(configmaps, owned)
-        .graceful_shutdown_on(stop.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+    let ready = async {
+        let _ = stores.deployments.wait_until_ready().await;
+        let _ = stores.services.wait_until_ready().await;
+        let _ = stores.pods.wait_until_ready().await;
+    };
+    if stop.run_until_cancelled(ready).await.is_none() {
+        return;
+    }
+    ctx.set_stores(Some(stores));
+    Controller::new(api::<ChatRoomSet>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
             if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+                match e {
+                    // An object that was deleted before its reconcile is not news.
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {
+                        tracing::debug!(error = %e, "controller event")
+                    }
+                    _ => tracing::warn!(error = %e, "controller error"),
+                }
+            }
+        })
+        .await;
+    ctx.set_stores(None);
+    caches_stop.cancel();
+    for cache in caches {
+        let _ = cache.await;
+    }
+}
+
+/// Keeps `writer`'s cache of `api`'s objects matching `config` current until dropped.
+async fn reflect<K>(api: Api<K>, config: watcher::Config, writer: reflector::store::Writer<K>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    reflector(writer, watcher(api, config))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "owned-object cache: watch error");
             }
         })
         .await;

@@ -273,18 +273,21 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
         c.status.as_ref().unwrap().shard_count == 3
     })
     .await;
-    let names: Vec<String> = consumer_shards(&client, &ns, "demo")
-        .await
-        .into_keys()
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "demo-consumer-1-10",
-            "demo-consumer-11-20",
-            "demo-consumer-21-30"
-        ]
-    );
+    // On a cluster with a kubelet, the new shards start only once the removed shards' pods
+    // are gone, which takes the pods' termination.
+    let wanted = [
+        "demo-consumer-1-10",
+        "demo-consumer-11-20",
+        "demo-consumer-21-30",
+    ];
+    let names: Vec<String> = wait("the new shards", Duration::from_secs(120), || async {
+        let names: Vec<String> = consumer_shards(&client, &ns, "demo")
+            .await
+            .into_keys()
+            .collect();
+        (names == wanted).then_some(names)
+    })
+    .await;
     let svc_names: Vec<String> = services
         .list(&ListParams::default().labels(&chatflow_operator::desired::consumer_selector("demo")))
         .await
@@ -428,6 +431,10 @@ async fn drifted_objects_are_put_back_and_retain_keeps_queues() {
         (deployments.get("drift-producer").await.ok()?.spec?.replicas == Some(2)).then_some(())
     })
     .await;
+    // Queues are not re-created on every reconcile; one deleted behind the operator's back is
+    // noticed by the next reconcile (here, the one the Service deletion below triggers).
+    let queues = sqs(&prefix).await;
+    queues.delete_queue(3).await.unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     services
         .delete("drift-consumer-1-2", &DeleteParams::default())
@@ -441,13 +448,16 @@ async fn drifted_objects_are_put_back_and_retain_keeps_queues() {
             .map(|_| ())
     })
     .await;
+    wait("queue recreated", Duration::from_secs(30), || async {
+        queues.queue_attributes(3).await.ok().map(|_| ())
+    })
+    .await;
 
     api.delete("drift", &DeleteParams::default()).await.unwrap();
     wait("set deleted", Duration::from_secs(60), || async {
         api.get_opt("drift").await.unwrap().is_none().then_some(())
     })
     .await;
-    let queues = sqs(&prefix).await;
     queues
         .queue_attributes(1)
         .await

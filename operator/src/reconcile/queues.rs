@@ -1,0 +1,219 @@
+//! The reconciler's queue work: a client per queue location, ensuring every room's queue only
+//! when something may have changed, backlog reads, and deletion.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatflow::queue::{Ensured, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues};
+use chatflow::rooms::{QueueNaming, RoomRange};
+use futures::StreamExt;
+
+use super::Error;
+use crate::crd::ShardStatus;
+use crate::desired::{Plan, QueueLocation};
+
+/// How often queues are ensured when nothing else asks for it: catches queues deleted or
+/// attributes changed behind the operator's back.
+pub const RECHECK: Duration = Duration::from_secs(600);
+
+/// The outcome of ensuring a set's queues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ensure {
+    /// Queues that exist with the wanted attributes.
+    pub ready: u32,
+    /// Of those, queues whose attributes had drifted and were set back.
+    pub repaired: u32,
+    /// The first failure, if any queue could not be ensured.
+    pub error: Option<String>,
+}
+
+/// What the queues of a set looked like when last ensured.
+struct Checked {
+    /// Everything the queues are derived from; a change means they must be ensured again.
+    fingerprint: String,
+    at: Instant,
+    outcome: Ensure,
+}
+
+/// Queue clients per location and the last ensure per set.
+#[derive(Default)]
+pub struct QueueState {
+    clients: tokio::sync::Mutex<HashMap<String, SharedQueues>>,
+    checked: Mutex<HashMap<String, Checked>>,
+}
+
+fn fingerprint(plan: &Plan, loc: &QueueLocation) -> String {
+    format!(
+        "{:?}|{:?}|{}|{}|{:?}",
+        loc.endpoint,
+        loc.region,
+        plan.naming.name_prefix(),
+        plan.rooms,
+        plan.attrs
+    )
+}
+
+impl QueueState {
+    /// The queue client of a location and prefix, built once.
+    pub async fn client(
+        &self,
+        loc: &QueueLocation,
+        naming: &QueueNaming,
+    ) -> Result<SharedQueues, Error> {
+        let key = format!(
+            "{:?}|{:?}|{}",
+            loc.endpoint,
+            loc.region,
+            naming.name_prefix()
+        );
+        let mut clients = self.clients.lock().await;
+        if let Some(q) = clients.get(&key) {
+            return Ok(q.clone());
+        }
+        let config = SqsConfig {
+            endpoint: loc.endpoint.clone(),
+            region: loc.region.clone(),
+            ..SqsConfig::default()
+        };
+        let q: SharedQueues = Arc::new(
+            SqsQueues::connect(&config, naming.clone())
+                .await
+                .map_err(|e| Error::Queues(e.to_string()))?,
+        );
+        clients.insert(key, q.clone());
+        Ok(q)
+    }
+
+    /// The last outcome for `set`, unless its queues are due to be ensured again: the spec
+    /// changed, the last attempt fell short, a queue was found missing, or [`RECHECK`] passed.
+    pub fn cached(&self, set: &str, plan: &Plan, loc: &QueueLocation) -> Option<Ensure> {
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        let c = checked.get(set)?;
+        let fresh = c.fingerprint == fingerprint(plan, loc)
+            && c.outcome.error.is_none()
+            && c.outcome.ready == plan.rooms.len() as u32
+            && c.at.elapsed() < RECHECK;
+        fresh.then(|| Ensure {
+            repaired: 0,
+            ..c.outcome.clone()
+        })
+    }
+
+    /// Remembers an outcome for `set`.
+    pub fn record(&self, set: &str, plan: &Plan, loc: &QueueLocation, outcome: &Ensure) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                set.to_owned(),
+                Checked {
+                    fingerprint: fingerprint(plan, loc),
+                    at: Instant::now(),
+                    outcome: outcome.clone(),
+                },
+            );
+    }
+
+    /// Makes the next reconcile of `set` ensure its queues (one was found missing, or the set
+    /// went away).
+    pub fn forget(&self, set: &str) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(set);
+    }
+}
+
+/// Ensures every room's queue, `concurrency` calls at a time.
+pub async fn ensure(
+    queues: &SharedQueues,
+    rooms: RoomRange,
+    attrs: &QueueAttributes,
+    concurrency: usize,
+) -> Ensure {
+    let results: Vec<_> = futures::stream::iter(rooms.iter())
+        .map(|room| {
+            let (queues, attrs) = (queues.clone(), attrs.clone());
+            async move { queues.ensure_queue(room, &attrs).await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut out = Ensure::default();
+    for r in results {
+        match r {
+            Ok(Ensured::Ready) => out.ready += 1,
+            Ok(Ensured::Repaired(_)) => {
+                out.ready += 1;
+                out.repaired += 1;
+            }
+            Err(e) => {
+                out.error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Fills each shard's backlog (visible plus in-flight messages of its rooms) where every room's
+/// depth could be read. Returns true when a queue turned out not to exist.
+pub async fn fill_backlog(
+    queues: &SharedQueues,
+    plan: &Plan,
+    shards: &mut [ShardStatus],
+    concurrency: usize,
+) -> bool {
+    let results: Vec<(u32, Result<u64, QueueError>)> = futures::stream::iter(plan.rooms.iter())
+        .map(|room| {
+            let queues = queues.clone();
+            async move {
+                let depth = queues.depth(room).await.map(|d| d.visible + d.in_flight);
+                (room, depth)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let missing = results
+        .iter()
+        .any(|(_, r)| matches!(r, Err(QueueError::NotFound { .. })));
+    let depths: HashMap<u32, u64> = results
+        .into_iter()
+        .filter_map(|(room, r)| r.ok().map(|d| (room, d)))
+        .collect();
+    for (status, shard) in shards.iter_mut().zip(&plan.shards) {
+        let known: Vec<u64> = shard
+            .rooms
+            .iter()
+            .filter_map(|r| depths.get(&r).copied())
+            .collect();
+        if known.len() == shard.rooms.len() {
+            status.backlog = Some(known.iter().sum());
+        }
+    }
+    missing
+}
+
+/// Deletes every room's queue; the failures, one line each.
+pub async fn delete_all(
+    queues: &SharedQueues,
+    rooms: RoomRange,
+    concurrency: usize,
+) -> Vec<String> {
+    futures::stream::iter(rooms.iter())
+        .map(|room| {
+            let queues = queues.clone();
+            async move {
+                queues
+                    .delete_queue(room)
+                    .await
+                    .err()
+                    .map(|e| format!("room {room}: {e}"))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|e| async move { e })
+        .collect()
+        .await
+}

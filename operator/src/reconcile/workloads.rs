@@ -1,0 +1,216 @@
+//! The reconciler's Kubernetes work: server-side apply of the routing ConfigMap, the producer and
+//! the consumer shards, pruning of shards that left the spec, read from the watch caches.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
+
+use super::Error;
+use crate::crd::{ChatRoomSet, ShardStatus};
+use crate::desired::{self, CONSUMER_PORT, FIELD_MANAGER, PRODUCER_PORT, Plan, QueueLocation};
+
+/// Watch caches of the objects the operator owns, so a reconcile reads them without a LIST.
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments managed by the operator.
+    pub deployments: Store<Deployment>,
+    /// Services managed by the operator.
+    pub services: Store<Service>,
+    /// Consumer pods (of any shard, removed ones included).
+    pub pods: Store<Pod>,
+}
+
+/// The cached objects of kind `K` in `ns` that belong to the consumer shards of set `name`.
+fn consumers_of<K>(store: &Store<K>, ns: &str, name: &str) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            let labels = o.labels();
+            o.namespace().as_deref() == Some(ns)
+                && labels.get("app.kubernetes.io/instance").map(String::as_str) == Some(name)
+                && labels
+                    .get("app.kubernetes.io/component")
+                    .map(String::as_str)
+                    == Some("consumer")
+                && labels
+                    .get("app.kubernetes.io/managed-by")
+                    .map(String::as_str)
+                    == Some(FIELD_MANAGER)
+        })
+        .collect()
+}
+
+/// What applying the workloads observed.
+pub struct Applied {
+    /// Ready replicas of the producer Deployment.
+    pub producer_ready: i32,
+    /// One entry per planned shard, in plan order (backlog not yet filled).
+    pub shards: Vec<ShardStatus>,
+    /// Consumer pods of removed shards still running; new shards wait for them.
+    pub lingering_pods: usize,
+    /// Shards (Deployments and Services) deleted because they left the spec.
+    pub pruned: Vec<String>,
+}
+
+/// Applies every owned object of `crs`; shards new to the spec wait while pods of removed
+/// shards linger, because two consumers polling one room would split its audience.
+pub async fn apply(
+    client: &kube::Client,
+    stores: &Stores,
+    crs: &ChatRoomSet,
+    plan: &Plan,
+    loc: &QueueLocation,
+) -> Result<Applied, Error> {
+    let ns = crs.namespace().unwrap_or_else(|| "default".into());
+    let name = crs.name_any();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    configmaps
+        .patch(
+            &plan.routing,
+            &pp,
+            &Patch::Apply(desired::routing_configmap(crs, plan)),
+        )
+        .await?;
+    let producer = deployments
+        .patch(
+            &plan.producer,
+            &pp,
+            &Patch::Apply(desired::producer_deployment(crs, plan, loc)),
+        )
+        .await?;
+    services
+        .patch(
+            &plan.producer,
+            &pp,
+            &Patch::Apply(desired::service(
+                crs,
+                &plan.producer,
+                "producer",
+                PRODUCER_PORT,
+            )),
+        )
+        .await?;
+    let pruned = prune(&deployments, &services, stores, &ns, &name, plan).await?;
+    let lingering = lingering_pods(
+        &consumers_of(&stores.pods, &ns, &name)
+            .iter()
+            .map(|p| p.as_ref().clone())
+            .collect::<Vec<_>>(),
+        plan,
+    );
+    let existing: BTreeSet<String> = consumers_of(&stores.deployments, &ns, &name)
+        .iter()
+        .map(|d| d.name_any())
+        .collect();
+    let mut shards = Vec::with_capacity(plan.shards.len());
+    for shard in &plan.shards {
+        let mut status = ShardStatus {
+            name: shard.name.clone(),
+            rooms: shard.rooms.to_string(),
+            service: shard.name.clone(),
+            ready_replicas: 0,
+            backlog: None,
+        };
+        if lingering == 0 || existing.contains(&shard.name) {
+            let d = deployments
+                .patch(
+                    &shard.name,
+                    &pp,
+                    &Patch::Apply(desired::consumer_deployment(crs, shard, loc)),
+                )
+                .await?;
+            services
+                .patch(
+                    &shard.name,
+                    &pp,
+                    &Patch::Apply(desired::service(
+                        crs,
+                        &shard.name,
+                        "consumer",
+                        CONSUMER_PORT,
+                    )),
+                )
+                .await?;
+            status.ready_replicas = ready_replicas(&d);
+        }
+        shards.push(status);
+    }
+    Ok(Applied {
+        producer_ready: ready_replicas(&producer),
+        shards,
+        lingering_pods: lingering,
+        pruned,
+    })
+}
+
+fn ready_replicas(d: &Deployment) -> i32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
+/// Consumer pods of shards that left the spec and have not stopped yet.
+pub fn lingering_pods(pods: &[Pod], plan: &Plan) -> usize {
+    pods.iter()
+        .filter(|p| {
+            let workload = p.labels().get("chatflow.dev/workload").map(String::as_str);
+            !plan
+                .shards
+                .iter()
+                .any(|s| Some(s.name.as_str()) == workload)
+        })
+        .count()
+}
+
+/// Deletes consumer shards (Deployment and Service) this set owns but no longer wants.
+async fn prune(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+    plan: &Plan,
+) -> Result<Vec<String>, Error> {
+    let wanted: BTreeSet<&str> = plan.shards.iter().map(|s| s.name.as_str()).collect();
+    let mut pruned = BTreeSet::new();
+    for d in consumers_of(&stores.deployments, ns, name) {
+        let n = d.name_any();
+        if !wanted.contains(n.as_str()) {
+            delete(deployments, &n).await?;
+            pruned.insert(n);
+        }
+    }
+    for s in consumers_of(&stores.services, ns, name) {
+        let n = s.name_any();
+        if !wanted.contains(n.as_str()) {
+            delete(services, &n).await?;
+            pruned.insert(n);
+        }
+    }
+    Ok(pruned.into_iter().collect())
+}
+
+/// Deletes in the background; an object the cache still shows but the server no longer has
+/// is already where it should be.
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
