@@ -1,12 +1,17 @@
 //! A running service as its owner sees it: where it listens, and a way to stop it.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::QueueOptions;
+use crate::queue::SharedQueues;
 use crate::rooms::RoomError;
+use crate::router::Router;
 
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,4 +75,60 @@ impl ServiceHandle {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then runs `drain` (the services' own
+/// shutdown: answering what they accepted); the handle's `shutdown` waits for all of it.
+pub fn spawn(
+    name: &'static str,
+    listener: TcpListener,
+    configured: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServiceHandle, StartError> {
+    let addr = local_addr(&listener, configured)?;
+    tracing::info!(%addr, "{name} listening");
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            router.serve(listener, shutdown).await;
+            drain.await;
+            tracing::info!("{name} stopped");
+        }
+    });
+    Ok(ServiceHandle::new(addr, shutdown, task))
+}
+
+/// The life of a service binary once its configuration is parsed: connect the queue backend,
+/// start, serve until SIGTERM or Ctrl-C, then drain. Exits 2 on a bad queue setting, 1 when the
+/// service cannot start.
+pub async fn main<C, F, Fut>(name: &str, queue: &QueueOptions, config: C, start: F) -> ExitCode
+where
+    F: FnOnce(C, SharedQueues) -> Fut,
+    Fut: Future<Output = Result<ServiceHandle, StartError>>,
+{
+    if let Err(e) = queue.naming() {
+        // Logging may not be what the operator reads first: a start-up error goes to stderr.
+        eprintln!("{name}: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    let queues = match queue.connect().await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "{name}: connecting the queue backend failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service = match start(config, queues).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "{name}: start failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::shutdown_signal().await;
+    tracing::info!("shutdown signal received: draining");
+    service.shutdown().await;
+    ExitCode::SUCCESS
 }

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chatflow_consumer::{ConsumerConfig, start};
 use clap::Parser;
 
@@ -10,28 +9,6 @@ use clap::Parser;
 async fn main() -> ExitCode {
     chatflow::telemetry::init_logging();
     let config = ConsumerConfig::parse();
-    if let Err(e) = config.queue.naming() {
-        eprintln!("chatflow-consumer: invalid configuration: {e}");
-        return ExitCode::from(2);
-    }
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "consumer failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: ConsumerConfig) -> anyhow::Result<()> {
-    let queues = config
-        .queue
-        .connect()
-        .await
-        .context("connecting the queue backend")?;
-    let consumer = start(config, queues).await?;
-    chatflow::telemetry::shutdown_signal().await;
-    tracing::info!("shutdown signal received: draining");
-    consumer.shutdown().await;
-    Ok(())
+    let queue = config.queue.clone();
+    chatflow::service::main("chatflow-consumer", &queue, config, start).await
 }

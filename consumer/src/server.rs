@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatflow::http::{self, Body};
@@ -29,7 +28,8 @@ struct Shared {
     rooms: RoomRange,
     room_state: Vec<Arc<Room>>,
     metrics: Arc<Metrics>,
-    subscribers: AtomicUsize,
+    /// One permit per subscriber: dropping a subscriber's permit frees its place.
+    admission: Arc<Semaphore>,
     /// Fires when subscribers must go (after the pollers stopped).
     closing: CancellationToken,
     stopping: CancellationToken,
@@ -71,6 +71,9 @@ impl Consumer {
             pollers.spawn(poller::run(room_id, room.clone(), ctx.clone()));
         }
         pollers.close();
+        let admission = Arc::new(Semaphore::new(
+            config.max_subscribers.min(Semaphore::MAX_PERMITS),
+        ));
         tracing::debug!(rooms = %rooms, pollers = ?turns, wait = ?wait, "consumer polling");
         Ok(Consumer {
             shared: Arc::new(Shared {
@@ -78,7 +81,7 @@ impl Consumer {
                 rooms,
                 room_state,
                 metrics,
-                subscribers: AtomicUsize::new(0),
+                admission,
                 closing: CancellationToken::new(),
                 stopping,
             }),
@@ -147,21 +150,20 @@ pub fn start_on(
     config: ConsumerConfig,
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
-    let addr = service::local_addr(&listener, config.listen_addr)?;
+    let configured = config.listen_addr;
     let mut registry = Registry::default();
     let stopping = CancellationToken::new();
     let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
+    tracing::info!(rooms = %consumer.rooms(), "consumer serving");
     let router = Router::new(registry).endpoint(Arc::new(consumer.clone()));
-    let task = tokio::spawn({
-        let stopping = stopping.clone();
-        async move {
-            tracing::info!(%addr, rooms = %consumer.rooms(), "consumer listening");
-            router.serve(listener, stopping).await;
-            consumer.drain().await;
-            tracing::info!("consumer stopped");
-        }
-    });
-    Ok(ServiceHandle::new(addr, stopping, task))
+    service::spawn(
+        "consumer",
+        listener,
+        configured,
+        router,
+        stopping,
+        consumer.drain(),
+    )
 }
 
 fn subscribe(
@@ -188,17 +190,15 @@ fn subscribe(
     if shared.stopping.is_cancelled() {
         return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
-    if shared.subscribers.fetch_add(1, Ordering::AcqRel) >= shared.config.max_subscribers {
-        shared.subscribers.fetch_sub(1, Ordering::AcqRel);
+    let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
         return http::text(
             StatusCode::SERVICE_UNAVAILABLE,
             "subscriber limit reached, retry later\n",
         );
-    }
+    };
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
-            shared.subscribers.fetch_sub(1, Ordering::AcqRel);
             return http::text(
                 StatusCode::BAD_REQUEST,
                 format!("bad WebSocket upgrade: {e}\n"),
@@ -218,7 +218,7 @@ fn subscribe(
             .await;
         }
         shared.metrics.subscribers.dec();
-        shared.subscribers.fetch_sub(1, Ordering::AcqRel);
+        drop(permit);
     });
     http::switching(resp)
 }

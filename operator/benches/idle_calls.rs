@@ -3,20 +3,18 @@
 //! log, API requests counted by a layer on the operator's client.
 //! Needs the test environment: `scripts/testenv.sh run -- cargo bench -p chatflow-operator --bench idle_calls`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chatflow_operator::desired::QueueLocation;
-use chatflow_operator::{ChatRoomSet, OperatorConfig};
+use chatflow_operator::ChatRoomSet;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::DeleteParams;
 use kube::client::ClientBuilder;
-use kube::{Api, Client, Config, CustomResourceExt};
-use serde_json::json;
-
-const ROOMS: u32 = 1000;
+use kube::{Api, Client, Config};
+use support::{ROOMS, uid};
 const WINDOW: Duration = Duration::from_secs(180);
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -76,13 +74,7 @@ fn per_minute(counts: &BTreeMap<String, u64>) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (Ok(endpoint), Some(_)) = (
-        std::env::var("AWS_ENDPOINT_URL"),
-        std::env::var_os("KUBECONFIG"),
-    ) else {
-        println!(
-            "idle_calls: skipped (needs the test environment: scripts/testenv.sh run -- cargo bench -p chatflow-operator --bench idle_calls)"
-        );
+    let Some(endpoint) = support::environment("idle_calls") else {
         return Ok(());
     };
     let cache = std::env::var("CHATFLOW_CACHE").unwrap_or_else(|_| {
@@ -107,70 +99,10 @@ async fn main() -> anyhow::Result<()> {
         .with_layer(&counting)
         .build();
 
-    let crds: Api<CustomResourceDefinition> = Api::all(plain.clone());
-    crds.patch(
-        "chatroomsets.chatflow.dev",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(ChatRoomSet::crd()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let ns = format!("idle-{id}");
-    Api::<Namespace>::all(plain.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await?;
-    let operator = chatflow_operator::start(
-        OperatorConfig {
-            namespace: Some(ns.clone()),
-            leader_election: true,
-            lease_namespace: ns.clone(),
-            lease_name: "chatflow-operator".into(),
-            identity: "bench".into(),
-            lease_seconds: 15,
-            listen_addr: "127.0.0.1:0".parse()?,
-            defaults: QueueLocation {
-                region: Some("us-east-1".into()),
-                endpoint: Some(endpoint.clone()),
-            },
-            queue_concurrency: 32,
-        },
-        client,
-    )
-    .await?;
+    let ns = support::namespace(&plain, "idle").await?;
+    let operator = support::operator(client, &ns, &endpoint).await?;
     let api: Api<ChatRoomSet> = Api::namespaced(plain.clone(), &ns);
-    let body = json!({
-        "apiVersion": "chatflow.dev/v1alpha1", "kind": "ChatRoomSet", "metadata": {"name": "big"},
-        "spec": {"rooms": {"start": 1, "end": ROOMS}, "queues": {"prefix": format!("i{id}-"), "deletionPolicy": "Delete"},
-                 "producer": {"image": "chatflow/producer:idle"},
-                 "consumer": {"image": "chatflow/consumer:idle", "roomsPerShard": 50}}
-    });
-    api.patch(
-        "big",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let crs = api.get("big").await?;
-        let queues_ready = crs.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "QueuesReady" && c.status == "True")
-        });
-        if queues_ready {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "QueuesReady not reached in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    support::big_set_ready(&api, &format!("i{}-", uid())).await?;
     // Settle, then count: only what the operator does to a set that does not change.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (skip, _) = sqs_calls(&log, 0);
@@ -191,11 +123,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  SQS         {}", per_minute(&sqs));
     println!("  API         {}", per_minute(&api_calls));
 
-    api.delete("big", &DeleteParams::default()).await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while api.get_opt("big").await?.is_some() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    support::delete_big_set(&api).await?;
     operator.shutdown().await;
     Api::<Namespace>::all(plain)
         .delete(&ns, &DeleteParams::default())

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatflow::http::{self, Body};
@@ -14,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,7 +39,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     batchers: Vec<mpsc::Sender<Pending>>,
     batch: Arc<BatchContext>,
-    connections: AtomicUsize,
+    /// One permit per open connection: dropping a connection's permit frees its place.
+    admission: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -68,6 +68,7 @@ impl Producer {
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
+        let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let metrics = Arc::new(Metrics::new(registry));
         let batch = Arc::new(BatchContext {
             queues,
@@ -107,7 +108,7 @@ impl Producer {
                 shutdown,
                 batchers: senders,
                 batch,
-                connections: AtomicUsize::new(0),
+                admission: Arc::new(Semaphore::new(max_connections)),
             }),
             connections: TaskTracker::new(),
             batchers,
@@ -180,21 +181,20 @@ pub fn start_on(
     config: ProducerConfig,
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
-    let addr = service::local_addr(&listener, config.listen_addr)?;
+    let configured = config.listen_addr;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
     let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
+    tracing::info!(rooms = %producer.rooms(), "producer serving");
     let router = Router::new(registry).endpoint(Arc::new(producer.clone()));
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            tracing::info!(%addr, rooms = %producer.rooms(), "producer listening");
-            router.serve(listener, shutdown).await;
-            producer.drain().await;
-            tracing::info!("producer stopped");
-        }
-    });
-    Ok(ServiceHandle::new(addr, shutdown, task))
+    service::spawn(
+        "producer",
+        listener,
+        configured,
+        router,
+        shutdown,
+        producer.drain(),
+    )
 }
 
 fn upgrade(
@@ -213,16 +213,14 @@ fn upgrade(
     if shared.shutdown.is_cancelled() {
         return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
-    // Counted before the upgrade so a burst cannot overshoot the limit.
-    let open = shared.connections.fetch_add(1, Ordering::AcqRel);
-    if open >= shared.config.max_connections {
-        shared.connections.fetch_sub(1, Ordering::AcqRel);
+    // Taken before the upgrade so a burst cannot overshoot the limit.
+    let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
         shared.metrics.connections_refused.inc();
         return http::text(
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached, retry later\n",
         );
-    }
+    };
     let target = match shared.rooms.parse_room(room) {
         Ok(room) => Target::Room(room),
         Err(e) => Target::Invalid(e.to_string()),
@@ -231,7 +229,6 @@ fn upgrade(
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
             return http::text(
                 StatusCode::BAD_REQUEST,
                 format!("bad WebSocket upgrade: {e}\n"),
@@ -245,7 +242,7 @@ fn upgrade(
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
         }
         shared.metrics.connections.dec();
-        shared.connections.fetch_sub(1, Ordering::AcqRel);
+        drop(permit);
     });
     http::switching(resp)
 }

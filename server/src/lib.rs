@@ -36,7 +36,7 @@ pub fn start_on(
     config: ServerConfig,
     queues: SharedQueues,
 ) -> Result<ServiceHandle, StartError> {
-    let addr = service::local_addr(&listener, config.producer.listen_addr)?;
+    let configured = config.producer.listen_addr;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
     let producer = Producer::new(
@@ -46,23 +46,25 @@ pub fn start_on(
         shutdown.clone(),
     )?;
     let consumer = Consumer::new(config.consumer, queues, &mut registry, shutdown.clone())?;
+    tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
     let router = Router::new(registry)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(Arc::new(consumer.clone()))
         .page("/", "text/html; charset=utf-8", PAGE)
         .page("/index.html", "text/html; charset=utf-8", PAGE)
         .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            tracing::info!(%addr, rooms = %producer.rooms(), "chatflow server listening");
-            router.serve(listener, shutdown).await;
-            // Senders are answered first; what they published is still broadcast while the
-            // consumer finishes the batches in hand.
-            producer.drain().await;
-            consumer.drain().await;
-            tracing::info!("chatflow server stopped");
-        }
-    });
-    Ok(ServiceHandle::new(addr, shutdown, task))
+    // Senders are answered first; what they published is still broadcast while the consumer
+    // finishes the batches in hand.
+    let drain = async move {
+        producer.drain().await;
+        consumer.drain().await;
+    };
+    service::spawn(
+        "chatflow server",
+        listener,
+        configured,
+        router,
+        shutdown,
+        drain,
+    )
 }

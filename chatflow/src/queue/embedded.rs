@@ -266,12 +266,7 @@ impl Queues for EmbeddedQueues {
         room: RoomId,
         entries: &[PublishEntry],
     ) -> Result<Vec<PublishResult>, QueueError> {
-        if entries.is_empty() || entries.len() > MAX_BATCH {
-            return Err(QueueError::Invalid(format!(
-                "a batch holds 1 to {MAX_BATCH} entries, got {}",
-                entries.len()
-            )));
-        }
+        super::check_batch(entries.len())?;
         let cell = self.cell(room)?;
         let results = {
             let mut state = cell.state()?;
@@ -322,12 +317,7 @@ impl Queues for EmbeddedQueues {
         room: RoomId,
         receipts: &[String],
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        if receipts.is_empty() || receipts.len() > MAX_BATCH {
-            return Err(QueueError::Invalid(format!(
-                "a batch holds 1 to {MAX_BATCH} entries, got {}",
-                receipts.len()
-            )));
-        }
+        super::check_batch(receipts.len())?;
         let cell = self.cell(room)?;
         let results = {
             let mut state = cell.state()?;

@@ -100,6 +100,16 @@ pub trait Queues: Send + Sync + 'static {
     }
 }
 
+/// Refuses an empty batch or one larger than [`MAX_BATCH`], as SQS does, in both backends.
+fn check_batch(len: usize) -> Result<(), QueueError> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(QueueError::Invalid(format!(
+            "a batch holds 1 to {MAX_BATCH} entries, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// Creates (or repairs) every room's queue with default attributes, 16 calls at a time.
 pub async fn ensure_rooms(queues: &dyn Queues, rooms: RoomRange) -> Result<(), QueueError> {
     let attrs = QueueAttributes::default();

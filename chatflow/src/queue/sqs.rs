@@ -211,15 +211,6 @@ where
     }
 }
 
-fn check_batch(len: usize) -> Result<(), QueueError> {
-    if len == 0 || len > MAX_BATCH {
-        return Err(QueueError::Invalid(format!(
-            "a batch holds 1 to {MAX_BATCH} entries, got {len}"
-        )));
-    }
-    Ok(())
-}
-
 fn sdk_attrs(attrs: BTreeMap<String, String>) -> HashMap<QueueAttributeName, String> {
     attrs
         .into_iter()
@@ -335,7 +326,7 @@ impl Queues for SqsQueues {
         room: RoomId,
         entries: &[PublishEntry],
     ) -> Result<Vec<PublishResult>, QueueError> {
-        check_batch(entries.len())?;
+        super::check_batch(entries.len())?;
         let url = self.url(room).await?;
         let sdk_entries = entries
             .iter()
@@ -407,7 +398,7 @@ impl Queues for SqsQueues {
         room: RoomId,
         receipts: &[String],
     ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
-        check_batch(receipts.len())?;
+        super::check_batch(receipts.len())?;
         let url = self.url(room).await?;
         let entries = receipts
             .iter()
