@@ -3,6 +3,7 @@
 
 mod embedded;
 mod sqs;
+mod sqs_errors;
 mod types;
 
 use std::collections::BTreeMap;

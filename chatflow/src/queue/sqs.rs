@@ -12,12 +12,13 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::Region;
 use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
 
+use super::sqs_errors::{Classify, classify};
 use super::{
     EntryError, MAX_BATCH, MAX_WAIT, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
     QueueError, Queues, ReceivedMessage,
@@ -151,7 +152,7 @@ impl SqsQueues {
         fut: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     ) -> Result<T, QueueError>
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: Classify,
     {
         match tokio::time::timeout(limit, fut).await {
             Err(_) => Err(QueueError::Timeout(limit)),
@@ -168,7 +169,7 @@ impl SqsQueues {
         fut: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     ) -> Result<T, QueueError>
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: Classify,
     {
         let name = self.naming.queue_name(room)?;
         let res = self.call(&name, limit, fut).await;
@@ -176,38 +177,6 @@ impl SqsQueues {
             self.forget(room);
         }
         res
-    }
-}
-
-fn classify<E>(queue: &str, err: SdkError<E, HttpResponse>) -> QueueError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match &err {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let code = se.err().code().unwrap_or("Unknown").to_owned();
-            let message = se.err().message().unwrap_or_default().to_owned();
-            if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
-                QueueError::NotFound {
-                    queue: queue.into(),
-                }
-            } else if code.contains("QueueNameExists") || code.contains("QueueAlreadyExists") {
-                QueueError::AlreadyExists {
-                    queue: queue.into(),
-                    message,
-                }
-            } else {
-                let retryable =
-                    status >= 500 || code.contains("Throttl") || code.contains("Unavailable");
-                QueueError::Service {
-                    code,
-                    message,
-                    retryable,
-                }
-            }
-        }
-        _ => QueueError::Transport(DisplayErrorContext(&err).to_string()),
     }
 }
 
