@@ -75,6 +75,9 @@ set_ns="${set_ns:-default}"
 queue_prefix="$(sed -n 's/^    prefix: *//p' "$E2E_EXAMPLE" | head -n 1)"
 [[ -n "$queue_prefix" ]] || die "$E2E_EXAMPLE sets no spec.queues.prefix"
 
+for tool in kubectl python3 curl; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH"
+done
 # shellcheck source=scripts/testenv.sh
 source scripts/testenv.sh
 helm="$(chatflow_helm_install)"
@@ -84,9 +87,7 @@ if [[ "$mode" == --kind ]]; then
     cluster="${KIND_CLUSTER:-chatflow-e2e}"
     context="kind-$cluster"
     pod_aws_endpoint=http://localstack.localstack.svc.cluster.local:4566
-    for tool in kind kubectl python3; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH"
-    done
+    command -v kind >/dev/null 2>&1 || die "kind not found on PATH"
 else
     context="$(kubectl config current-context)" || die "no current kubectl context"
     pod_aws_endpoint="${E2E_POD_AWS_ENDPOINT:-${CHATFLOW_POD_AWS_ENDPOINT:-}}"
@@ -126,8 +127,9 @@ on_exit() {
             kind delete cluster --name "$cluster"
         fi
     else
-        # The cluster outlives this script; leave it as it was found.
-        k -n "$set_ns" delete crs "$set_name" --ignore-not-found --wait=false >/dev/null 2>&1
+        # The cluster outlives this script; leave it as it was found. The operator must still
+        # run while the set goes, or its finalizer would keep the set (and its queues).
+        k -n "$set_ns" delete crs "$set_name" --ignore-not-found --timeout=120s >/dev/null 2>&1
         "$helm" --kube-context "$context" uninstall "$release" --namespace "$operator_ns" >/dev/null 2>&1
     fi
     exit "$rc"
@@ -187,10 +189,11 @@ backlog() {
             n="$(k -n localstack exec deploy/localstack -- awslocal sqs get-queue-attributes \
                 --queue-url "$url" --attribute-names ApproximateNumberOfMessages \
                 ApproximateNumberOfMessagesNotVisible --output text |
-                awk '{s += $2} END {print s + 0}')"
+                awk '{s += $2} END {print s + 0}')" || return 1
         else
             n="$(curl -fsS "$url?Action=GetQueueAttributes&AttributeName.1=ApproximateNumberOfMessages&AttributeName.2=ApproximateNumberOfMessagesNotVisible" |
-                grep -o '<Value>[0-9]*</Value>' | sed 's/<[^>]*>//g' | awk '{s += $1} END {print s + 0}')"
+                grep -o '<Value>[0-9]*</Value>' | sed 's/<[^>]*>//g' | awk '{s += $1} END {print s + 0}')" ||
+                return 1
         fi
         total=$((total + n))
     done < <(list_queues)
@@ -203,8 +206,10 @@ assert_image_ids() {
     local ns="$1" selector="$2" image="$3" phase="${4:-}" want="${image_id[$3]}" name running id count=0
     local -a filter=()
     [[ -z "$phase" ]] || filter=(--field-selector="status.phase=$phase")
-    while read -r name running id; do
+    while read -r name deleting running id; do
         [[ -n "$name" ]] || continue
+        # A pod of an earlier rollout still terminating reports phase Running too.
+        [[ "$deleting" == - ]] || continue
         # The ID is what counts: dockershim names an image by any of its tags, and an unchanged
         # build gives this run's tag to the ID an earlier run built. It reports the ID as
         # docker://sha256:ID or docker-pullable://NAME@sha256:ID.
@@ -213,7 +218,7 @@ assert_image_ids() {
         echo "  pod $ns/$name: $image ($running) $id"
         count=$((count + 1))
     done < <(k -n "$ns" get pods -l "$selector" "${filter[@]}" -o \
-        jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.containerStatuses[0].image}{" "}{.status.containerStatuses[0].imageID}{"\n"}{end}')
+        go-template='{{range .items}}{{.metadata.name}} {{or .metadata.deletionTimestamp "-"}} {{(index .status.containerStatuses 0).image}} {{(index .status.containerStatuses 0).imageID}}{{"\n"}}{{end}}')
     [[ $count -gt 0 ]] || die "no running pods in $ns match $selector"
 }
 
@@ -377,6 +382,12 @@ k -n "$set_ns" get pods -l "$consumers" --watch --output-watch-events -o \
     >"$workdir/pod-events" 2>"$workdir/pod-events.err" &
 watch_pid=$!
 start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES"
+# kubectl wait fails at once while no pod matches: wait for the Job's pod to exist first.
+deadline=$((SECONDS + timeout))
+until [[ -n "$(k -n "$set_ns" get pods -l job-name=chatflow-loadgen-e2e-under-load -o name)" ]]; do
+    ((SECONDS < deadline)) || die "job/chatflow-loadgen-e2e-under-load has no pod after ${timeout}s"
+    sleep 1
+done
 k -n "$set_ns" wait pod -l job-name=chatflow-loadgen-e2e-under-load --for=condition=Ready --timeout="${timeout}s"
 sleep 3
 k -n "$set_ns" patch crs "$set_name" --type merge \
@@ -398,7 +409,9 @@ grep -E 'lost [0-9]+, duplicated' "$workdir/chatflow-loadgen-e2e-under-load.log"
 # starts once they have worked through it, so its own messages are not waiting behind it.
 drain_started=$SECONDS
 deadline=$((SECONDS + timeout))
-while left="$(backlog)" && [[ "$left" -gt 0 ]]; do
+while :; do
+    left="$(backlog)" || die "could not read the queues' backlog from LocalStack"
+    [[ "$left" -gt 0 ]] || break
     ((SECONDS < deadline)) || die "the new shards left $left messages in the queues after ${timeout}s"
     sleep 2
 done

@@ -29,7 +29,7 @@ if [[ "${1:-}" == --local-base ]]; then
 fi
 tag="${1:?usage: scripts/images.sh [--local-base] TAG}"
 
-docker_cmd="${DOCKER:-}"
+docker_cmd="${DOCKER:-${CHATFLOW_DOCKER:-}}"
 if [[ -z "$docker_cmd" ]]; then
     docker_cmd=docker
     [[ -x /usr/bin/docker ]] && docker_cmd=/usr/bin/docker
@@ -38,13 +38,15 @@ export DOCKER_BUILDKIT=1
 
 log() { printf 'images: %s\n' "$*" >&2; }
 
-# The builder's toolchain is the one this machine builds with, so host and image builds agree.
-rust_sysroot="$(rustc --print sysroot)"
-rust_version="$(rustc --version | awk '{print $2}')"
 # Bump when the recipe below changes, so cached base images are made again.
 recipe=1
-builder_image="chatflow-local/rust:${rust_version}-bookworm-r${recipe}"
 runtime_image="chatflow-local/runtime:bookworm-r${recipe}"
+if [[ "$local_base" == 1 ]]; then
+    # The builder's toolchain is the one this machine builds with, so host and image builds agree.
+    rust_sysroot="$(rustc --print sysroot)"
+    rust_version="$(rustc --version | awk '{print $2}')"
+    builder_image="chatflow-local/rust:${rust_version}-bookworm-r${recipe}"
+fi
 
 # The base images' scratch folder (about 2 GB), removed however the script ends.
 work=""

@@ -241,7 +241,25 @@ async fn run_controller(
         let _ = stores.services.wait_until_ready().await;
         let _ = stores.pods.wait_until_ready().await;
     };
-    if stop.run_until_cancelled(ready).await.is_none() {
+    let waiting = async {
+        // A watch that never syncs (RBAC, an unreachable API) would leave a leader that never
+        // reconciles: say so until it does.
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            tracing::error!(
+                waited_s = started.elapsed().as_secs(),
+                "owned-object caches not synced: not reconciling yet (check the watch errors above)"
+            );
+        }
+    };
+    let synced = tokio::select! {
+        _ = ready => true,
+        _ = waiting => false,
+        _ = stop.cancelled() => false,
+    };
+    if !synced {
+        caches_stop.cancel();
         return;
     }
     ctx.set_stores(Some(stores));

@@ -45,7 +45,15 @@ pub fn start_on(
         &mut registry,
         shutdown.clone(),
     )?;
-    let consumer = Consumer::new(config.consumer, queues, &mut registry, shutdown.clone())?;
+    // The consumer stops after the producer has drained, so what the producer acknowledged
+    // while draining is still broadcast.
+    let consumer_stop = CancellationToken::new();
+    let consumer = Consumer::new(
+        config.consumer,
+        queues,
+        &mut registry,
+        consumer_stop.clone(),
+    )?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
     let router = Router::new(registry)
         .endpoint(Arc::new(producer.clone()))
@@ -53,10 +61,9 @@ pub fn start_on(
         .page("/", "text/html; charset=utf-8", PAGE)
         .page("/index.html", "text/html; charset=utf-8", PAGE)
         .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);
-    // Senders are answered first; what they published is still broadcast while the consumer
-    // finishes the batches in hand.
     let drain = async move {
         producer.drain().await;
+        consumer_stop.cancel();
         consumer.drain().await;
     };
     service::spawn(

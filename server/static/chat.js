@@ -10,6 +10,8 @@ const sameOrigin = (location.protocol === 'https:' ? 'wss://' : 'ws://') + locat
 // the producer (or edge) and consumer URL templates: ?ingest=ws://...&subscribe=ws://...
 $('ingest-url').value = params.get('ingest') || sameOrigin + '/chat/{roomId}';
 $('subscribe-url').value = params.get('subscribe') || sameOrigin + '/subscribe/{roomId}';
+// A link may point the page at other servers: show them rather than send there unseen.
+if (params.has('ingest') || params.has('subscribe')) $('servers').open = true;
 $('room').value = params.get('room') || '1';
 $('username').value = params.get('user') || 'guest' + String(Math.floor(Math.random() * 9000) + 1000);
 
@@ -44,7 +46,8 @@ class Link {
       this.ws = null;
       this.handlers.onclose(ev);
       if (this.stopped) return;
-      setTimeout(() => this.stopped || this.open(), this.delay);
+      // Jitter keeps a room's tabs from all coming back at the same instant after a restart.
+      setTimeout(() => this.stopped || this.open(), this.delay * (0.5 + Math.random()));
       this.delay = Math.min(this.delay * 2, 4000);
     };
   }
@@ -115,6 +118,8 @@ function showBroadcast(ev) {
   // A reconnected subscription may see a message again; the log shows each once.
   if (seen.has(ev.messageId)) return;
   seen.add(ev.messageId);
+  // Redeliveries come soon after the original: the last few thousand ids are enough.
+  if (seen.size > 5000) seen.delete(seen.values().next().value);
   const li = document.createElement('li');
   li.className = 'msg' + (ev.userId === userId && ev.username === $('username').value ? ' mine' : '');
   li.dataset.messageId = ev.messageId;
@@ -138,10 +143,10 @@ function onReply(data) {
     showError(`unreadable reply: ${data}`);
     return;
   }
-  // Replies come in send order; clientMessageId, when present, confirms which one this is.
-  let i = reply.clientMessageId ? unanswered.findIndex((m) => m.clientMessageId === reply.clientMessageId) : 0;
-  if (i < 0) i = 0;
-  const [msg] = unanswered.splice(i, 1);
+  // Replies come in send order; clientMessageId, when present, says which one this is. A reply
+  // for nothing pending (an answer to a resend already answered) takes nothing off the list.
+  const i = reply.clientMessageId ? unanswered.findIndex((m) => m.clientMessageId === reply.clientMessageId) : 0;
+  const [msg] = i < 0 ? [] : unanswered.splice(i, 1);
   if (reply.status !== 'OK') {
     const what = msg ? ` (“${msg.message}”)` : '';
     showError(`${reply.errorCode}: ${reply.errorMessage}${what}`);

@@ -109,6 +109,10 @@ impl Context {
 
     /// Hands the controller's watch caches to the reconciler (None when it stops).
     pub fn set_stores(&self, stores: Option<Stores>) {
+        // A new term of leadership trusts nothing another leader may have changed meanwhile.
+        if stores.is_some() {
+            self.queues.forget_all();
+        }
         *self.stores.write().unwrap_or_else(|e| e.into_inner()) = stores;
     }
 
@@ -232,16 +236,18 @@ async fn write_status(
 async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let plan = desired::plan(&crs).map_err(Error::Queues)?;
     let set = key(&crs);
+    // By uid: a set deleted (with its queues) and created again under the same name is new.
+    let queue_key = format!("{set}/{}", crs.uid().unwrap_or_default());
     let loc = QueueLocation::resolve(&crs, &ctx.defaults);
     let stores = ctx.stores()?;
 
     // Queues first: workloads without their queues would only fail readiness.
     let client = ctx.queues.client(&loc, &plan.naming).await;
-    let ensured = match (&client, ctx.queues.cached(&set, &plan, &loc)) {
+    let ensured = match (&client, ctx.queues.cached(&queue_key, &plan, &loc)) {
         (Ok(_), Some(cached)) => cached,
         (Ok(q), None) => {
             let out = queues::ensure(q, plan.rooms, &plan.attrs, ctx.queue_concurrency).await;
-            ctx.queues.record(&set, &plan, &loc, &out);
+            ctx.queues.record(&queue_key, &plan, &loc, &out);
             out
         }
         (Err(e), _) => queues::Ensure {
@@ -271,7 +277,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         && queues::fill_backlog(q, &plan, &mut shards, ctx.queue_concurrency).await
     {
         // A queue went missing behind the operator's back: the next reconcile creates it.
-        ctx.queues.forget(&set);
+        ctx.queues.forget(&queue_key);
     }
 
     let observed = Observed {
@@ -308,7 +314,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         }
         // Pods are not watched by the controller: look again soon while removed shards stop.
         None if applied.lingering_pods > 0 => Ok(Action::requeue(Duration::from_secs(2))),
-        None if ctx.queues.cached(&set, &plan, &loc).is_none() => {
+        None if ctx.queues.cached(&queue_key, &plan, &loc).is_none() => {
             Ok(Action::requeue(Duration::from_secs(2)))
         }
         None => Ok(Action::requeue(ctx.resync)),
@@ -318,7 +324,8 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
 async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let set = key(&crs);
     ctx.record_totals(&set, 0, 0);
-    ctx.queues.forget(&set);
+    ctx.queues
+        .forget(&format!("{set}/{}", crs.uid().unwrap_or_default()));
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {
         let note = "deletionPolicy Retain: queues kept".to_owned();
         ctx.event(&crs, EventType::Normal, "QueuesRetained", note)

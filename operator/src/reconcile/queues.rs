@@ -115,6 +115,14 @@ impl QueueState {
             );
     }
 
+    /// Makes every set's next reconcile ensure its queues.
+    pub fn forget_all(&self) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Makes the next reconcile of `set` ensure its queues (one was found missing, or the set
     /// went away).
     pub fn forget(&self, set: &str) {

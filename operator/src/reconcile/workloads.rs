@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 
@@ -46,6 +46,61 @@ where
                     == Some(FIELD_MANAGER)
         })
         .collect()
+}
+
+/// A set's consumer shards as last seen: Deployment and Service names, and pods.
+struct Consumers {
+    deployments: BTreeSet<String>,
+    services: BTreeSet<String>,
+    pods: Vec<Pod>,
+}
+
+impl Consumers {
+    /// From the watch caches: no API call.
+    fn cached(stores: &Stores, ns: &str, name: &str) -> Self {
+        Consumers {
+            deployments: consumers_of(&stores.deployments, ns, name)
+                .iter()
+                .map(|d| d.name_any())
+                .collect(),
+            services: consumers_of(&stores.services, ns, name)
+                .iter()
+                .map(|s| s.name_any())
+                .collect(),
+            pods: consumers_of(&stores.pods, ns, name)
+                .iter()
+                .map(|p| p.as_ref().clone())
+                .collect(),
+        }
+    }
+
+    /// From the API server, as of now.
+    async fn listed(client: &kube::Client, ns: &str, name: &str) -> Result<Self, Error> {
+        let lp = ListParams::default().labels(&desired::consumer_selector(name));
+        let names = |list: Vec<String>| list.into_iter().collect::<BTreeSet<String>>();
+        Ok(Consumers {
+            deployments: names(
+                Api::<Deployment>::namespaced(client.clone(), ns)
+                    .list_metadata(&lp)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.name_any())
+                    .collect(),
+            ),
+            services: names(
+                Api::<Service>::namespaced(client.clone(), ns)
+                    .list_metadata(&lp)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.name_any())
+                    .collect(),
+            ),
+            pods: Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await?
+                .items,
+        })
+    }
 }
 
 /// What applying the workloads observed.
@@ -101,18 +156,19 @@ pub async fn apply(
             )),
         )
         .await?;
-    let pruned = prune(&deployments, &services, stores, &ns, &name, plan).await?;
-    let lingering = lingering_pods(
-        &consumers_of(&stores.pods, &ns, &name)
-            .iter()
-            .map(|p| p.as_ref().clone())
-            .collect::<Vec<_>>(),
-        plan,
-    );
-    let existing: BTreeSet<String> = consumers_of(&stores.deployments, &ns, &name)
+    let mut view = Consumers::cached(stores, &ns, &name);
+    // Starting a shard is the one step that must not act on a cache a moment behind (a shard
+    // created by the previous reconcile, a pod not yet seen): it reads the server first.
+    if plan
+        .shards
         .iter()
-        .map(|d| d.name_any())
-        .collect();
+        .any(|s| !view.deployments.contains(&s.name))
+    {
+        view = Consumers::listed(client, &ns, &name).await?;
+    }
+    let pruned = prune(&deployments, &services, &view, plan).await?;
+    let lingering = lingering_pods(&view.pods, plan);
+    let existing = &view.deployments;
     let mut shards = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
         let mut status = ShardStatus {
@@ -178,26 +234,26 @@ pub fn lingering_pods(pods: &[Pod], plan: &Plan) -> usize {
 async fn prune(
     deployments: &Api<Deployment>,
     services: &Api<Service>,
-    stores: &Stores,
-    ns: &str,
-    name: &str,
+    view: &Consumers,
     plan: &Plan,
 ) -> Result<Vec<String>, Error> {
     let wanted: BTreeSet<&str> = plan.shards.iter().map(|s| s.name.as_str()).collect();
     let mut pruned = BTreeSet::new();
-    for d in consumers_of(&stores.deployments, ns, name) {
-        let n = d.name_any();
-        if !wanted.contains(n.as_str()) {
-            delete(deployments, &n).await?;
-            pruned.insert(n);
-        }
+    for n in view
+        .deployments
+        .iter()
+        .filter(|n| !wanted.contains(n.as_str()))
+    {
+        delete(deployments, n).await?;
+        pruned.insert(n.clone());
     }
-    for s in consumers_of(&stores.services, ns, name) {
-        let n = s.name_any();
-        if !wanted.contains(n.as_str()) {
-            delete(services, &n).await?;
-            pruned.insert(n);
-        }
+    for n in view
+        .services
+        .iter()
+        .filter(|n| !wanted.contains(n.as_str()))
+    {
+        delete(services, n).await?;
+        pruned.insert(n.clone());
     }
     Ok(pruned.into_iter().collect())
 }
