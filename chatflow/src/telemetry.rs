@@ -1,14 +1,23 @@
 //! Logging set-up shared by every binary.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber: RUST_LOG filter (default `info`), JSON lines when
 /// LOG_FORMAT=json (for log collectors), human-readable otherwise. Safe to call twice.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logging_at("info");
+}
+
+/// Like [`init_logging`], with `default` as the filter when RUST_LOG is not set.
+pub fn init_logging_at(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: `kubectl logs` and files would show them raw.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
     } else {

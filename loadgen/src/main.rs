@@ -15,11 +15,8 @@ static ALLOC: chatflow::alloc::Counting = chatflow::alloc::Counting;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::var_os("RUST_LOG").is_none() {
-        // SAFETY: set before any other thread reads the environment.
-        unsafe { std::env::set_var("RUST_LOG", "warn") };
-    }
-    chatflow::telemetry::init_logging();
+    // The report is the output; logs only say what went wrong, unless RUST_LOG asks for more.
+    chatflow::telemetry::init_logging_at("warn");
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(code) => code,
