@@ -1,15 +1,24 @@
 //! ChatFlow core: the wire protocol, room ranges and the FIFO queue layer shared by the
-//! producer, the consumer, the operator and the load generator, plus the HTTP and WebSocket
-//! plumbing the services share.
+//! producer, the consumer, the operator and the load generator. The HTTP and WebSocket plumbing
+//! the services share, their options and logging, and test support are features (`http`,
+//! `server`, `cli`, `telemetry`, `testkit`), so each binary links only what it uses.
 
+#[cfg(feature = "testkit")]
 pub mod alloc;
+#[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod protocol;
 pub mod queue;
 pub mod rooms;
+#[cfg(feature = "server")]
 pub mod router;
+#[cfg(feature = "server")]
 pub mod service;
+#[cfg(feature = "telemetry")]
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "server")]
 pub mod ws;
