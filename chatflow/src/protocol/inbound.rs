@@ -1,0 +1,223 @@
+//! What a client sends: parsing a frame and the validation rules, each with its own reason.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::*;
+
+/// userId as clients send it: a JSON string or number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawUserId<'a> {
+    Number(serde_json::Number),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+}
+
+/// The client frame as parsed, before the rules run; borrowed to keep the hot path copy-free.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    user_id: Option<RawUserId<'a>>,
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_message_id: Option<Cow<'a, str>>,
+}
+
+/// A chat message from a client that passed every validation rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationMessage {
+    /// Sender, 1..=100000.
+    pub user_id: u32,
+    /// Sender's name, 3-20 ASCII letters and digits.
+    pub username: String,
+    /// Text, 1-500 characters, not blank.
+    pub message: String,
+    /// Client's timestamp, RFC 3339 with offset, kept as sent.
+    pub timestamp: String,
+    /// TEXT, JOIN or LEAVE.
+    pub message_type: MessageType,
+    /// Client's idempotency key; a resend with the same id is delivered once.
+    pub client_message_id: Option<String>,
+}
+
+impl ConversationMessage {
+    /// Parses and validates one client text frame.
+    pub fn parse(frame: &[u8]) -> Result<Self, Rejection> {
+        let raw: RawMessage<'_> = match serde_json::from_slice(frame) {
+            Ok(raw) => raw,
+            Err(err) => return Err(classify_parse_error(frame, err)),
+        };
+        let cmid = raw.client_message_id.as_deref();
+        if let Some(id) = cmid {
+            validate_client_message_id(id)?;
+        }
+        let user_id = validate_user_id(raw.user_id.as_ref(), cmid)?;
+        let username = required(raw.username.as_deref(), "username", cmid)?;
+        validate_username(username, cmid)?;
+        let message = required(raw.message.as_deref(), "message", cmid)?;
+        validate_message(message, cmid)?;
+        let timestamp = required(raw.timestamp.as_deref(), "timestamp", cmid)?;
+        validate_timestamp(timestamp, cmid)?;
+        let message_type = required(raw.message_type.as_deref(), "messageType", cmid)?;
+        let message_type = MessageType::parse(message_type).ok_or_else(|| {
+            Rejection::validation(
+                format!("messageType must be exactly TEXT, JOIN or LEAVE, got {message_type:?}"),
+                cmid,
+            )
+        })?;
+        Ok(ConversationMessage {
+            user_id,
+            username: username.to_owned(),
+            message: message.to_owned(),
+            timestamp: timestamp.to_owned(),
+            message_type,
+            client_message_id: cmid.map(str::to_owned),
+        })
+    }
+}
+
+/// A syntactically valid JSON object with a field of the wrong type is a validation error,
+/// anything else is not JSON we can read.
+fn classify_parse_error(frame: &[u8], err: serde_json::Error) -> Rejection {
+    match serde_json::from_slice::<serde_json::Value>(frame) {
+        Ok(serde_json::Value::Object(map)) => {
+            let cmid = map
+                .get("clientMessageId")
+                .and_then(|v| v.as_str())
+                .filter(|id| validate_client_message_id(id).is_ok());
+            let field = [
+                "userId",
+                "username",
+                "message",
+                "timestamp",
+                "messageType",
+                "clientMessageId",
+            ]
+            .into_iter()
+            .find(|f| {
+                !matches!(
+                    (map.get(*f), *f),
+                    (Some(serde_json::Value::String(_)), _)
+                        | (Some(serde_json::Value::Number(_)), "userId")
+                        | (Some(serde_json::Value::Null), _)
+                        | (None, _)
+                )
+            });
+            let reason = match field {
+                Some("userId") => "userId must be a string or a number".to_owned(),
+                Some(f) => format!("{f} must be a string"),
+                None => format!("malformed field: {err}"),
+            };
+            Rejection::validation(reason, cmid)
+        }
+        Ok(_) => Rejection {
+            code: ErrorCode::InvalidJson,
+            reason: "message must be a JSON object".to_owned(),
+            client_message_id: None,
+        },
+        Err(_) => Rejection {
+            code: ErrorCode::InvalidJson,
+            reason: format!("malformed JSON: {err}"),
+            client_message_id: None,
+        },
+    }
+}
+
+fn required<'a>(
+    value: Option<&'a str>,
+    field: &str,
+    cmid: Option<&str>,
+) -> Result<&'a str, Rejection> {
+    value.ok_or_else(|| Rejection::validation(format!("{field} is required"), cmid))
+}
+
+fn validate_client_message_id(id: &str) -> Result<(), Rejection> {
+    // SQS accepts only printable ASCII without spaces in a deduplication id.
+    let ok = !id.is_empty()
+        && id.len() <= CLIENT_MESSAGE_ID_MAX
+        && id.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::validation(
+            format!(
+                "clientMessageId must be 1-{CLIENT_MESSAGE_ID_MAX} printable ASCII characters without spaces"
+            ),
+            None,
+        ))
+    }
+}
+
+fn validate_user_id(raw: Option<&RawUserId<'_>>, cmid: Option<&str>) -> Result<u32, Rejection> {
+    let range_error = || {
+        Rejection::validation(
+            format!("userId must be an integer between {USER_ID_MIN} and {USER_ID_MAX}"),
+            cmid,
+        )
+    };
+    let value = match raw {
+        None => return Err(Rejection::validation("userId is required", cmid)),
+        Some(RawUserId::Number(n)) => n.as_u64().ok_or_else(range_error)?,
+        Some(RawUserId::Text(s)) => s.trim().parse::<u64>().map_err(|_| range_error())?,
+    };
+    if (u64::from(USER_ID_MIN)..=u64::from(USER_ID_MAX)).contains(&value) {
+        Ok(value as u32)
+    } else {
+        Err(range_error())
+    }
+}
+
+fn validate_username(username: &str, cmid: Option<&str>) -> Result<(), Rejection> {
+    let ok = (USERNAME_MIN..=USERNAME_MAX).contains(&username.len())
+        && username.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::validation(
+            format!(
+                "username must be {USERNAME_MIN}-{USERNAME_MAX} letters or digits (A-Z, a-z, 0-9)"
+            ),
+            cmid,
+        ))
+    }
+}
+
+fn validate_message(message: &str, cmid: Option<&str>) -> Result<(), Rejection> {
+    if message.trim().is_empty() {
+        return Err(Rejection::validation(
+            "message must not be empty or blank",
+            cmid,
+        ));
+    }
+    // Cheap byte bound first: 500 characters are at most 2000 bytes of UTF-8.
+    if message.len() > MESSAGE_MAX && message.chars().count() > MESSAGE_MAX {
+        return Err(Rejection::validation(
+            format!("message must be at most {MESSAGE_MAX} characters"),
+            cmid,
+        ));
+    }
+    Ok(())
+}
+
+fn validate_timestamp(timestamp: &str, cmid: Option<&str>) -> Result<(), Rejection> {
+    OffsetDateTime::parse(timestamp, &Rfc3339)
+        .map(|_| ())
+        .map_err(|_| {
+            Rejection::validation(
+                "timestamp must be an ISO-8601 date-time with an offset, like 2026-11-27T10:00:00Z",
+                cmid,
+            )
+        })
+}

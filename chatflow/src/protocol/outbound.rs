@@ -1,0 +1,159 @@
+//! What the producer answers, what travels through the queue, and what subscribers receive.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// The producer's positive answer to one message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OkReply<'a> {
+    /// Always "OK".
+    pub status: Cow<'a, str>,
+    /// Server-assigned id, the same one subscribers see.
+    pub message_id: Cow<'a, str>,
+    /// When the producer accepted it.
+    pub server_timestamp: Cow<'a, str>,
+    /// Echo of the sender, normalised to a string.
+    pub user_id: Cow<'a, str>,
+    /// Echo of the username.
+    pub username: Cow<'a, str>,
+    /// Echo of the text.
+    pub message: Cow<'a, str>,
+    /// Echo of the client's timestamp.
+    pub timestamp: Cow<'a, str>,
+    /// Echo of the message type.
+    pub message_type: MessageType,
+    /// Echo of the client's id when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_message_id: Option<Cow<'a, str>>,
+}
+
+/// The producer's negative answer to one frame.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReply<'a> {
+    /// Always "ERROR".
+    pub status: Cow<'a, str>,
+    /// Machine-readable code.
+    pub error_code: ErrorCode,
+    /// Human-readable reason.
+    pub error_message: Cow<'a, str>,
+    /// When the producer answered.
+    pub server_timestamp: Cow<'a, str>,
+    /// The client's id for the message when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_message_id: Option<Cow<'a, str>>,
+}
+
+/// Any producer reply, for clients that read both kinds.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status")]
+pub enum Reply {
+    /// The message is in the room's queue.
+    #[serde(rename = "OK")]
+    Ok(OkFields),
+    /// The message was refused or could not be queued.
+    #[serde(rename = "ERROR")]
+    Error(ErrorFields),
+}
+
+/// The fields of an OK reply a client needs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OkFields {
+    /// Server-assigned id.
+    pub message_id: String,
+    /// Echo of the client's id.
+    #[serde(default)]
+    pub client_message_id: Option<String>,
+}
+
+/// The fields of an ERROR reply a client needs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorFields {
+    /// Machine-readable code.
+    pub error_code: ErrorCode,
+    /// Human-readable reason.
+    pub error_message: String,
+    /// The client's id when it could be read.
+    #[serde(default)]
+    pub client_message_id: Option<String>,
+}
+
+/// The queue body: a validated message with the producer's stamps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskMessage {
+    /// Server-assigned id, unique per accepted message.
+    pub message_id: String,
+    /// Room the message belongs to.
+    pub room_id: u32,
+    /// Sender, as a decimal string.
+    pub user_id: String,
+    /// Sender's name.
+    pub username: String,
+    /// Text.
+    pub message: String,
+    /// Client's timestamp as sent.
+    pub timestamp: String,
+    /// TEXT, JOIN or LEAVE.
+    pub message_type: MessageType,
+    /// Producer instance that accepted it.
+    pub server_id: String,
+    /// Sender's address as the producer saw it.
+    pub client_ip: String,
+    /// When the producer accepted it (RFC 3339), for end-to-end latency.
+    pub received_at: String,
+    /// The client's idempotency key, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_message_id: Option<String>,
+}
+
+/// What subscribers of a room receive for each message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcastEvent {
+    /// Server-assigned id.
+    pub message_id: String,
+    /// Room.
+    pub room_id: u32,
+    /// Sender.
+    pub user_id: String,
+    /// Sender's name.
+    pub username: String,
+    /// Text.
+    pub message: String,
+    /// Client's timestamp.
+    pub timestamp: String,
+    /// TEXT, JOIN or LEAVE.
+    pub message_type: MessageType,
+    /// When the consumer broadcast it.
+    pub server_timestamp: String,
+    /// Always "OK".
+    pub status: String,
+    /// The client's idempotency key, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_message_id: Option<String>,
+}
+
+impl BroadcastEvent {
+    /// Builds the subscriber event for a queued message.
+    pub fn from_task(task: TaskMessage, server_timestamp: String) -> Self {
+        BroadcastEvent {
+            message_id: task.message_id,
+            room_id: task.room_id,
+            user_id: task.user_id,
+            username: task.username,
+            message: task.message,
+            timestamp: task.timestamp,
+            message_type: task.message_type,
+            server_timestamp,
+            status: "OK".to_owned(),
+            client_message_id: task.client_message_id,
+        }
+    }
+}
