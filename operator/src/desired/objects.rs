@@ -1,192 +1,23 @@
-//! What a ChatRoomSet asks for: the checks the schema cannot express, and the objects and
-//! queues that should exist. Pure functions, no I/O.
+//! The owned objects of a set, as server-side apply bodies: the Deployments and Services of the
+//! producer and the consumer shards, and the routing ConfigMap.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use chatflow::queue::QueueAttributes;
-use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow::rooms::RoomRange;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext,
     Service, ServicePort, ServiceSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
+use super::{
+    CONSUMER_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template, labels, meta,
+};
 use crate::crd::{ChatRoomSet, ConsumerSpec};
-
-/// Field manager of every server-side apply.
-pub const FIELD_MANAGER: &str = "chatflow-operator";
-/// Most rooms one set may hold; a typo like end 1000000 should not create a million queues.
-pub const MAX_ROOMS: usize = 10_000;
-/// Most consumer shards one set may have.
-pub const MAX_SHARDS: usize = 1_000;
-/// Producer port.
-pub const PRODUCER_PORT: i32 = 8080;
-/// Consumer port.
-pub const CONSUMER_PORT: i32 = 8081;
-/// Kubernetes object names used as DNS labels (Services) must fit in 63 characters.
-const DNS_LABEL_MAX: usize = 63;
-
-/// A consumer shard: its object name and rooms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shard {
-    /// Deployment and Service name.
-    pub name: String,
-    /// Rooms owned.
-    pub rooms: RoomRange,
-}
-
-/// Everything a valid spec resolves to.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Rooms.
-    pub rooms: RoomRange,
-    /// Queue naming.
-    pub naming: QueueNaming,
-    /// Queue attributes.
-    pub attrs: QueueAttributes,
-    /// Consumer shards in room order.
-    pub shards: Vec<Shard>,
-    /// Producer Deployment and Service name.
-    pub producer: String,
-    /// Routing ConfigMap name.
-    pub routing: String,
-}
-
-/// Resolves a spec, or says in one readable sentence why it cannot be served.
-pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
-    let name = crs.name_any();
-    let spec = &crs.spec;
-    let rooms =
-        RoomRange::new(spec.rooms.start, spec.rooms.end).map_err(|e| format!("spec.rooms: {e}"))?;
-    if rooms.len() > MAX_ROOMS {
-        return Err(format!(
-            "spec.rooms holds {} rooms; at most {MAX_ROOMS} per ChatRoomSet",
-            rooms.len()
-        ));
-    }
-    let naming =
-        QueueNaming::parse(&spec.queues.prefix).map_err(|e| format!("spec.queues.prefix: {e}"))?;
-    naming
-        .check_range(rooms)
-        .map_err(|e| format!("spec.queues.prefix: {e}"))?;
-    if spec.consumer.rooms_per_shard == 0 {
-        return Err("spec.consumer.roomsPerShard must be at least 1".into());
-    }
-    let ranges = rooms
-        .shards(spec.consumer.rooms_per_shard)
-        .map_err(|e| e.to_string())?;
-    if ranges.len() > MAX_SHARDS {
-        return Err(format!(
-            "{} rooms in shards of {} make {} shards; at most {MAX_SHARDS}: raise spec.consumer.roomsPerShard",
-            rooms.len(),
-            spec.consumer.rooms_per_shard,
-            ranges.len()
-        ));
-    }
-    if spec.producer.image.trim().is_empty() || spec.consumer.image.trim().is_empty() {
-        return Err(
-            "spec.producer.image and spec.consumer.image must name container images".into(),
-        );
-    }
-    let shards: Vec<Shard> = ranges
-        .into_iter()
-        .map(|r| Shard {
-            name: format!("{name}-consumer-{}-{}", r.start(), r.end()),
-            rooms: r,
-        })
-        .collect();
-    if let Some(long) = shards
-        .iter()
-        .map(|s| &s.name)
-        .find(|n| n.len() > DNS_LABEL_MAX)
-    {
-        return Err(format!(
-            "shard name {long:?} exceeds {DNS_LABEL_MAX} characters: use a shorter ChatRoomSet name"
-        ));
-    }
-    Ok(Plan {
-        rooms,
-        naming,
-        attrs: QueueAttributes {
-            visibility_timeout: Duration::from_secs(spec.queues.visibility_timeout_seconds.into()),
-            retention: Duration::from_secs(spec.queues.retention_seconds.into()),
-            receive_wait: Duration::from_secs(20),
-            high_throughput: spec.queues.high_throughput,
-        },
-        shards,
-        producer: format!("{name}-producer"),
-        routing: format!("{name}-routing"),
-    })
-}
-
-/// The standard labels of an owned object.
-pub fn labels(instance: &str, component: &str) -> BTreeMap<String, String> {
-    [
-        ("app.kubernetes.io/name", "chatflow"),
-        ("app.kubernetes.io/instance", instance),
-        ("app.kubernetes.io/component", component),
-        ("app.kubernetes.io/part-of", "chatflow"),
-        ("app.kubernetes.io/managed-by", FIELD_MANAGER),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
-/// Label selector of a set's consumer shards.
-pub fn consumer_selector(instance: &str) -> String {
-    format!(
-        "app.kubernetes.io/instance={instance},app.kubernetes.io/component=consumer,app.kubernetes.io/managed-by={FIELD_MANAGER}"
-    )
-}
-
-fn meta(crs: &ChatRoomSet, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: crs.namespace(),
-        labels: Some(labels),
-        owner_references: owner(crs).map(|o| vec![o]),
-        ..Default::default()
-    }
-}
-
-fn owner(crs: &ChatRoomSet) -> Option<OwnerReference> {
-    crs.controller_owner_ref(&())
-}
-
-/// Where workloads reach SQS: the spec's settings, else the operator's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueLocation {
-    /// Region.
-    pub region: Option<String>,
-    /// Endpoint override.
-    pub endpoint: Option<String>,
-}
-
-impl QueueLocation {
-    /// Resolves the spec's queue location over the operator's defaults.
-    pub fn resolve(crs: &ChatRoomSet, defaults: &QueueLocation) -> QueueLocation {
-        QueueLocation {
-            region: crs
-                .spec
-                .queues
-                .region
-                .clone()
-                .or_else(|| defaults.region.clone()),
-            endpoint: crs
-                .spec
-                .queues
-                .endpoint
-                .clone()
-                .or_else(|| defaults.endpoint.clone()),
-        }
-    }
-}
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -418,21 +249,3 @@ pub fn routing_configmap(crs: &ChatRoomSet, plan: &Plan) -> ConfigMap {
         ..Default::default()
     }
 }
-
-/// The ingest URL template of a set.
-pub fn ingest_template(crs: &ChatRoomSet, plan: &Plan) -> String {
-    let ns = crs.namespace().unwrap_or_else(|| "default".into());
-    format!(
-        "ws://{}.{ns}.svc:{PRODUCER_PORT}/chat/{{roomId}}",
-        plan.producer
-    )
-}
-
-/// The subscribe URL template of a set.
-pub fn subscribe_template(crs: &ChatRoomSet) -> String {
-    let ns = crs.namespace().unwrap_or_else(|| "default".into());
-    format!("ws://{{shardService}}.{ns}.svc:{CONSUMER_PORT}/subscribe/{{roomId}}")
-}
-
-#[cfg(test)]
-pub(crate) mod tests;
