@@ -104,14 +104,25 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
         (names == wanted).then_some(names)
     })
     .await;
-    let svc_names: Vec<String> = services
-        .list(&ListParams::default().labels(&chatflow_operator::desired::consumer_selector("demo")))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name_any())
-        .collect();
-    assert_eq!(svc_names, names);
+    // Each shard's Service is applied right after its Deployment, in the same reconcile.
+    wait(
+        "the new shards' Services",
+        Duration::from_secs(30),
+        || async {
+            let svc_names: Vec<String> = services
+                .list(
+                    &ListParams::default()
+                        .labels(&chatflow_operator::desired::consumer_selector("demo")),
+                )
+                .await
+                .ok()?
+                .into_iter()
+                .map(|s| s.name_any())
+                .collect();
+            (svc_names == names).then_some(())
+        },
+    )
+    .await;
 
     // Delete with deletionPolicy Delete: queues go, then the finalizer, then the object.
     api.delete("demo", &DeleteParams::default()).await.unwrap();
