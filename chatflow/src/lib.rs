@@ -7,6 +7,7 @@
 pub mod alloc;
 #[cfg(feature = "cli")]
 pub mod config;
+pub mod envelope;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod protocol;

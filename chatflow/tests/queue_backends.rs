@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatflow::queue::{
-    EmbeddedQueues, Ensured, PublishEntry, QueueAttributes, QueueError, Queues, SqsConfig,
-    SqsQueues,
+    BodyFormat, EmbeddedQueues, Ensured, PublishEntry, QueueAttributes, QueueError, Queues,
+    SqsConfig, SqsQueues,
 };
 use chatflow::rooms::QueueNaming;
 
@@ -40,6 +40,7 @@ fn entry(group: &str, dedup: &str, body: &str) -> PublishEntry {
         body: body.into(),
         group_id: group.into(),
         dedup_id: dedup.into(),
+        format: BodyFormat::Task,
     }
 }
 
@@ -251,6 +252,25 @@ mod cases {
         assert_eq!((d.visible, d.in_flight), (0, 0));
         q.delete_queue(1).await.unwrap();
     }
+
+    pub async fn the_body_format_travels_with_the_message(q: Q) {
+        q.create_queue(1, &attrs(30)).await.unwrap();
+        let mut packed = entry("a", "a-env", "[]");
+        packed.format = BodyFormat::Envelope;
+        let batch = [entry("a", "a-task", "{}"), packed];
+        for r in q.publish(1, &batch).await.unwrap() {
+            r.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let batch = q.receive(1, 10, Duration::from_secs(1)).await.unwrap();
+            assert!(!batch.is_empty());
+            got.extend(batch);
+        }
+        let formats: Vec<_> = got.iter().map(|m| m.format.clone()).collect();
+        assert_eq!(formats, [BodyFormat::Task, BodyFormat::Envelope]);
+        q.delete_queue(1).await.unwrap();
+    }
 }
 
 macro_rules! suite {
@@ -278,6 +298,7 @@ macro_rules! all_cases {
             unacknowledged_messages_are_redelivered_after_the_visibility_timeout,
             a_long_poll_wakes_on_send_and_ends_empty_after_its_wait,
             batch_delete_and_depth_counts,
+            the_body_format_travels_with_the_message,
         );
     };
 }

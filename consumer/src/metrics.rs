@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     /// Connected subscribers.
     pub subscribers: Gauge,
-    /// Messages received from the queues.
+    /// Queue messages received (an envelope counts once).
     pub messages_received: Counter,
     /// Messages broadcast (once per message, whatever the audience).
     pub broadcasts: Counter,
@@ -55,7 +55,7 @@ impl Metrics {
         );
         r.register(
             "messages_received",
-            "Messages received from the queues",
+            "Queue messages received (an envelope counts once)",
             m.messages_received.clone(),
         );
         r.register("broadcasts", "Messages broadcast", m.broadcasts.clone());

@@ -1,9 +1,11 @@
-//! A room's poll loop: receive, broadcast in queue order, then delete what was broadcast.
+//! A room's poll loop: receive, unpack, broadcast in queue order, then delete what was
+//! broadcast.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatflow::envelope;
 use chatflow::protocol::{BroadcastEvent, TaskMessage, now_rfc3339, parse_rfc3339};
 use chatflow::queue::{MAX_BATCH, ReceivedMessage, SharedQueues};
 use chatflow::rooms::RoomId;
@@ -85,41 +87,49 @@ pub async fn handle_batch(
     m.messages_received.inc_by(msgs.len() as u64);
     let mut receipts = Vec::with_capacity(msgs.len());
     for msg in msgs {
-        receipts.push(msg.receipt);
-        let task: TaskMessage = match serde_json::from_str(&msg.body) {
-            Ok(t) => t,
+        let tasks = match envelope::unpack(&msg.format, &msg.body) {
+            Ok(tasks) => tasks,
             Err(e) => {
                 // Redelivering it would fail the same way forever: drop it, loudly.
                 m.malformed.inc();
                 tracing::error!(room = room_id, message_id = %msg.message_id, error = %e, "dropping a malformed queue message");
+                receipts.push(msg.receipt);
                 continue;
             }
         };
-        let fresh = room
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(&task.message_id);
-        if !fresh {
-            m.duplicates_dropped.inc();
-            continue;
-        }
-        let received_at = parse_rfc3339(&task.received_at);
-        let event = BroadcastEvent::from_task(task, now_rfc3339());
-        let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
-        let fanout = room.broadcast(&bytes);
-        m.broadcasts.inc();
-        if fanout.delivered == 0 {
-            m.unheard.inc();
-        }
-        m.deliveries.inc_by(fanout.delivered);
-        m.dropped_slow_subscribers.inc_by(fanout.dropped);
-        if let Some(at) = received_at {
-            m.latency
-                .observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+        receipts.push(msg.receipt);
+        for task in tasks {
+            broadcast(room, m, task);
         }
     }
     delete_broadcast(room_id, ctx, receipts).await;
+}
+
+/// Broadcasts one chat message unless this room has already broadcast its id.
+fn broadcast(room: &Room, m: &Metrics, task: TaskMessage) {
+    let fresh = room
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(&task.message_id);
+    if !fresh {
+        m.duplicates_dropped.inc();
+        return;
+    }
+    let received_at = parse_rfc3339(&task.received_at);
+    let event = BroadcastEvent::from_task(task, now_rfc3339());
+    let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
+    let fanout = room.broadcast(&bytes);
+    m.broadcasts.inc();
+    if fanout.delivered == 0 {
+        m.unheard.inc();
+    }
+    m.deliveries.inc_by(fanout.delivered);
+    m.dropped_slow_subscribers.inc_by(fanout.dropped);
+    if let Some(at) = received_at {
+        m.latency
+            .observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    }
 }
 
 /// Deletes what was broadcast. Failed receipts get one immediate second try: a message left

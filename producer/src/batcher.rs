@@ -1,11 +1,13 @@
-//! One batcher per room: collects up to ten messages, publishes them in one call with retries,
-//! and answers each message from its own entry's result. A single task per room keeps one batch
-//! in flight, so the room's queue order is the order messages were received.
+//! One batcher per room: collects what its room received, packs it into at most ten queue
+//! entries (one message each, or envelopes of many), publishes them in one call with retries,
+//! and answers each message from its entry's result. A single task per room keeps one batch in
+//! flight, so the room's queue order is the order messages were received.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::queue::{MAX_BATCH, PublishEntry, SharedQueues};
+use chatflow::envelope::{Packer, Packing};
+use chatflow::queue::{PublishEntry, SharedQueues};
 use chatflow::rooms::RoomId;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +30,8 @@ pub struct Pending {
 /// Retry and batching policy.
 #[derive(Debug, Clone)]
 pub struct BatchPolicy {
+    /// How messages are laid into queue entries.
+    pub packing: Packing,
     /// Wait for more messages after the first of a batch.
     pub linger: Duration,
     /// Attempts per batch for transient failures.
@@ -62,30 +66,71 @@ pub struct BatchContext {
     pub metrics: Arc<Metrics>,
 }
 
+/// One queue entry of a batch and the messages it answers for.
+struct Parcel {
+    entry: PublishEntry,
+    replies: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl Parcel {
+    fn answer(self, outcome: &Outcome) {
+        for reply in self.replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
 /// Runs a room's batcher until every sender is gone and the last batch is answered.
 pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    let mut packer = Packer::new(ctx.policy.packing);
+    let mut replies = Vec::new();
+    // A message that did not fit the last batch opens the next one.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
         let deadline = Instant::now() + ctx.policy.linger;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(p)) => batch.push(p),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+        let mut next = Some(first);
+        while let Some(p) = next.take() {
+            if let Err(entry) = packer.push(p.entry) {
+                carry = Some(Pending {
+                    entry,
+                    reply: p.reply,
+                });
+                break;
             }
+            replies.push(p.reply);
+            next = match rx.try_recv() {
+                Ok(p) => Some(p),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
         }
+        let mut replies = replies.drain(..);
+        let mut batch: Vec<Parcel> = packer
+            .take()
+            .into_iter()
+            .map(|(entry, n)| Parcel {
+                entry,
+                replies: replies.by_ref().take(n).collect(),
+            })
+            .collect();
         publish(room, &ctx, &mut batch).await;
     }
 }
 
 /// Publishes `batch`, answering every message in it; the batch is empty afterwards.
-async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
+async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Parcel>) {
     let m = &ctx.metrics;
     let admission = ctx.breaker.admit();
     if admission == Admission::Reject {
@@ -111,7 +156,8 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
             tokio::time::sleep(ctx.policy.backoff(attempt - 1)).await;
         }
         let entries: Vec<PublishEntry> = batch.iter().map(|p| p.entry.clone()).collect();
-        m.batch_size.observe(entries.len() as f64);
+        m.batch_size
+            .observe(batch.iter().map(|p| p.replies.len()).sum::<usize>() as f64);
         let started = Instant::now();
         let result = ctx.queues.publish(room, &entries).await;
         m.publish_latency.observe(started.elapsed().as_secs_f64());
@@ -121,27 +167,26 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
                 // only failures after the last success (a failed tail) are retried.
                 let last_ok = results.iter().rposition(Result::is_ok);
                 let mut retry = Vec::new();
-                for (i, (pending, res)) in batch.drain(..).zip(results).enumerate() {
+                for (i, (parcel, res)) in batch.drain(..).zip(results).enumerate() {
+                    let n = parcel.replies.len() as u64;
                     match res {
                         Ok(_) => {
-                            m.messages_published.inc();
-                            let _ = pending.reply.send(Ok(()));
+                            m.messages_published.inc_by(n);
+                            parcel.answer(&Ok(()));
                         }
                         Err(e) if e.sender_fault => {
-                            m.publish_failures.inc();
-                            let _ = pending
-                                .reply
-                                .send(Err(format!("queue refused the message: {e}")));
+                            m.publish_failures.inc_by(n);
+                            parcel.answer(&Err(format!("queue refused the message: {e}")));
                         }
                         Err(e) if last_ok.is_some_and(|ok| i < ok) => {
-                            m.publish_failures.inc();
-                            let _ = pending.reply.send(Err(format!(
+                            m.publish_failures.inc_by(n);
+                            parcel.answer(&Err(format!(
                                 "queue did not take the message ({e}); not retried, to keep the room's order"
                             )));
                         }
                         Err(e) => {
                             last_error = e.to_string();
-                            retry.push(pending);
+                            retry.push(parcel);
                         }
                     }
                 }
@@ -160,7 +205,7 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Pending>) {
         }
         tracing::debug!(room, attempt, error = %last_error, "batch publish failed");
     }
-    tracing::warn!(room, messages = batch.len(), error = %last_error, "batch not published");
+    tracing::warn!(room, entries = batch.len(), error = %last_error, "batch not published");
     if outage && ctx.breaker.failure() {
         m.breaker_open.set(1);
         tracing::error!(error = %last_error, "circuit breaker opened: answering QUEUE_ERROR until a probe succeeds");
@@ -176,10 +221,13 @@ fn close_breaker(ctx: &BatchContext) {
     ctx.metrics.breaker_open.set(0);
 }
 
-fn fail_all(ctx: &BatchContext, batch: &mut Vec<Pending>, reason: &str) {
-    for pending in batch.drain(..) {
-        ctx.metrics.publish_failures.inc();
-        let _ = pending.reply.send(Err(reason.to_owned()));
+fn fail_all(ctx: &BatchContext, batch: &mut Vec<Parcel>, reason: &str) {
+    let outcome = Err(reason.to_owned());
+    for parcel in batch.drain(..) {
+        ctx.metrics
+            .publish_failures
+            .inc_by(parcel.replies.len() as u64);
+        parcel.answer(&outcome);
     }
 }
 

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use chatflow::config::QueueOptions;
+use chatflow::envelope::Packing;
 use clap::Parser;
 
 /// Everything the producer can be told at start-up.
@@ -26,6 +27,10 @@ pub struct ProducerConfig {
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs).
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+    /// How messages are laid into SQS messages: `envelope` (many per SQS message) or `single`
+    /// (one TaskMessage each, the original format).
+    #[arg(long, env = "PACKING", default_value = "envelope")]
+    pub packing: Packing,
     /// How long a batch waits for more messages before it is sent, in microseconds.
     #[arg(long, env = "BATCH_LINGER_US", default_value_t = 1000)]
     pub batch_linger_us: u64,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::Pending;
+use crate::batcher::{Outcome, Pending};
 use crate::ingest::{self, Reply};
 use crate::server::Shared;
 
@@ -200,19 +200,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Out::Reply(Reply::Later {
                 ok,
                 client_message_id,
-                outcome,
-            }) => match outcome.await {
-                Ok(Ok(())) => sink.text(&ok),
-                Ok(Err(reason)) => sink.text(&ingest::error_reply(
-                    ErrorCode::QueueError,
-                    &reason,
+                mut outcome,
+            }) => match outcome.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    // Replies already written must not wait for this message's batch: without
+                    // this flush an ack sits in the buffer until the writer catches up with the
+                    // reader, which under steady load can be many batches later.
+                    if sink.queued() > 0 && sink.flush_within(clock.idle).await.is_err() {
+                        stop_reading.cancel();
+                        return;
+                    }
+                    answer(&mut sink, &ok, client_message_id.as_deref(), outcome.await);
+                }
+                ready => answer(
+                    &mut sink,
+                    &ok,
                     client_message_id.as_deref(),
-                )),
-                Err(_) => sink.text(&ingest::error_reply(
-                    ErrorCode::QueueError,
-                    "the message was dropped before it was published",
-                    client_message_id.as_deref(),
-                )),
+                    ready.map_err(|_| ()),
+                ),
             },
             Out::Owe(Obligation::Pong(p)) => sink.frame(OpCode::Pong, &p),
             Out::Owe(Obligation::Close(p)) if !closed => {
@@ -236,4 +241,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = sink.shutdown().await;
+}
+
+/// Writes the answer to a published message: its OK reply, or QUEUE_ERROR with the reason.
+fn answer<W: AsyncWrite + Unpin, E>(
+    sink: &mut FrameSink<W>,
+    ok: &Bytes,
+    client_message_id: Option<&str>,
+    outcome: Result<Outcome, E>,
+) {
+    match outcome {
+        Ok(Ok(())) => sink.text(ok),
+        Ok(Err(reason)) => sink.text(&ingest::error_reply(
+            ErrorCode::QueueError,
+            &reason,
+            client_message_id,
+        )),
+        Err(_) => sink.text(&ingest::error_reply(
+            ErrorCode::QueueError,
+            "the message was dropped before it was published",
+            client_message_id,
+        )),
+    }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chatflow::protocol::{
     ConversationMessage, ErrorCode, ErrorReply, OkReply, Rejection, TaskMessage, now_rfc3339,
 };
-use chatflow::queue::PublishEntry;
+use chatflow::queue::{BodyFormat, PublishEntry};
 use chatflow::rooms::RoomId;
 use tokio::sync::oneshot;
 
@@ -111,6 +111,7 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
             body: serde_json::to_string(&task).expect("tasks serialize"),
             group_id: room.to_string(),
             dedup_id,
+            format: BodyFormat::Task,
         },
         ok,
         client_message_id: msg.client_message_id,

@@ -29,7 +29,7 @@ pub struct Metrics {
     pub messages_published: Counter,
     /// Messages the queue did not accept after retries.
     pub publish_failures: Counter,
-    /// Entries per SendMessageBatch.
+    /// Chat messages per SendMessageBatch.
     pub batch_size: Histogram,
     /// Time of one batch call, seconds.
     pub publish_latency: Histogram,
@@ -49,7 +49,9 @@ impl Metrics {
             errors: Family::default(),
             messages_published: Counter::default(),
             publish_failures: Counter::default(),
-            batch_size: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]),
+            batch_size: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+            ]),
             publish_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             publish_retries: Counter::default(),
             breaker_open: Gauge::default(),
@@ -87,7 +89,7 @@ impl Metrics {
         );
         r.register(
             "batch_size",
-            "Entries per SendMessageBatch",
+            "Chat messages per SendMessageBatch",
             m.batch_size.clone(),
         );
         r.register(

@@ -24,8 +24,9 @@ use crate::config::ProducerConfig;
 use crate::connection::{self, Target};
 use crate::metrics::Metrics;
 
-/// Messages a room's batcher holds before senders wait; ten full batches.
-const BATCHER_QUEUE: usize = 100;
+/// Messages a room's batcher holds before senders wait: one full batch of envelopes, so the
+/// next batch fills while one is in flight.
+const BATCHER_QUEUE: usize = chatflow::queue::MAX_BATCH * chatflow::envelope::ENVELOPE_MAX_MESSAGES;
 
 /// State every connection shares.
 pub struct Shared {
@@ -73,6 +74,7 @@ impl Producer {
         let batch = Arc::new(BatchContext {
             queues,
             policy: BatchPolicy {
+                packing: config.packing,
                 linger: config.linger(),
                 attempts: config.publish_attempts,
                 retry_base: Duration::from_millis(config.retry_base_ms),

@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    EntryError, MAX_BATCH, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError,
-    Queues, ReceivedMessage,
+    BodyFormat, EntryError, MAX_BATCH, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
+    QueueError, Queues, ReceivedMessage,
 };
 use crate::rooms::{QueueNaming, RoomId};
 
@@ -36,6 +36,7 @@ struct Message {
     seq: u64,
     message_id: String,
     body: String,
+    format: BodyFormat,
     sent_at: Instant,
     receive_count: u32,
     /// Receipt and hidden-until instant while in flight.
@@ -175,6 +176,7 @@ impl QueueState {
                         receipt,
                         receive_count: m.receive_count,
                         group_id: group.clone(),
+                        format: m.format.clone(),
                     });
                 }
             }
@@ -370,6 +372,7 @@ fn publish_one(state: &mut QueueState, entry: &PublishEntry, now: Instant) -> Pu
         seq,
         message_id: message_id.clone(),
         body: entry.body.clone(),
+        format: entry.format.clone(),
         sent_at: now,
         receive_count: 0,
         in_flight: None,
@@ -405,6 +408,7 @@ mod tests {
             body: dedup.into(),
             group_id: "g".into(),
             dedup_id: dedup.into(),
+            format: BodyFormat::Task,
         }
     }
 

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 pub use embedded::EmbeddedQueues;
 pub use sqs::{SqsConfig, SqsQueues};
 pub use types::{
-    Ensured, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError,
-    ReceivedMessage,
+    BodyFormat, Ensured, EntryError, FORMAT_ATTRIBUTE, PublishEntry, PublishResult,
+    QueueAttributes, QueueDepth, QueueError, ReceivedMessage,
 };
 
 use crate::rooms::{RoomId, RoomRange};

@@ -14,14 +14,14 @@ use aws_sdk_sqs::config::Region;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::sqs_errors::{Classify, classify};
 use super::{
-    EntryError, MAX_BATCH, MAX_WAIT, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
-    QueueError, Queues, ReceivedMessage,
+    BodyFormat, EntryError, FORMAT_ATTRIBUTE, MAX_BATCH, MAX_WAIT, PublishEntry, PublishResult,
+    QueueAttributes, QueueDepth, QueueError, Queues, ReceivedMessage,
 };
 use crate::rooms::{QueueNaming, RoomId};
 
@@ -301,12 +301,20 @@ impl Queues for SqsQueues {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                SendMessageBatchRequestEntry::builder()
+                let mut b = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(&e.body)
                     .message_group_id(&e.group_id)
-                    .message_deduplication_id(&e.dedup_id)
-                    .build()
+                    .message_deduplication_id(&e.dedup_id);
+                if let Some(format) = e.format.attribute() {
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(format)
+                        .build()
+                        .map_err(|err| QueueError::Invalid(err.to_string()))?;
+                    b = b.message_attributes(FORMAT_ATTRIBUTE, value);
+                }
+                b.build()
                     .map_err(|err| QueueError::Invalid(err.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -339,7 +347,8 @@ impl Queues for SqsQueues {
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .wait_time_seconds(wait_secs)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId);
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_attribute_names(FORMAT_ATTRIBUTE);
         let limit = self.call_timeout + Duration::from_secs(wait_secs as u64);
         let out = self.on_queue(room, limit, req.send()).await?;
         Ok(out
@@ -357,6 +366,11 @@ impl Queues for SqsQueues {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1),
                     group_id: attr(MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+                    format: BodyFormat::from_attribute(
+                        m.message_attributes()
+                            .and_then(|a| a.get(FORMAT_ATTRIBUTE))
+                            .and_then(|v| v.string_value()),
+                    ),
                 }
             })
             .collect())

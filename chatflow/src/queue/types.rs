@@ -97,6 +97,41 @@ pub enum Ensured {
     Repaired(Vec<String>),
 }
 
+/// Name of the message attribute that tells body formats apart.
+pub const FORMAT_ATTRIBUTE: &str = "chatflow-format";
+
+/// How a queue message's body is laid out; it travels in the [`FORMAT_ATTRIBUTE`] attribute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One TaskMessage: the original format, sent without the attribute.
+    #[default]
+    Task,
+    /// An envelope of consecutive TaskMessages of one room.
+    Envelope,
+    /// An attribute value this version does not know.
+    Unknown(String),
+}
+
+impl BodyFormat {
+    /// The attribute value to send, if any.
+    pub fn attribute(&self) -> Option<&str> {
+        match self {
+            BodyFormat::Task => None,
+            BodyFormat::Envelope => Some("envelope"),
+            BodyFormat::Unknown(v) => Some(v),
+        }
+    }
+
+    /// The format a received attribute value names.
+    pub fn from_attribute(value: Option<&str>) -> Self {
+        match value {
+            None | Some("task") => BodyFormat::Task,
+            Some("envelope") => BodyFormat::Envelope,
+            Some(other) => BodyFormat::Unknown(other.to_owned()),
+        }
+    }
+}
+
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishEntry {
@@ -106,6 +141,8 @@ pub struct PublishEntry {
     pub group_id: String,
     /// Deduplication id; a second message with it inside the window is dropped.
     pub dedup_id: String,
+    /// How the body is laid out.
+    pub format: BodyFormat,
 }
 
 /// The queue's answer for one published entry.
@@ -136,6 +173,8 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     /// Its FIFO group.
     pub group_id: String,
+    /// How the body is laid out.
+    pub format: BodyFormat,
 }
 
 /// Approximate message counts of a queue.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chatflow::queue::{PublishEntry, QueueAttributes, SharedQueues, SqsConfig, SqsQueues};
+use chatflow::queue::{
+    BodyFormat, PublishEntry, QueueAttributes, SharedQueues, SqsConfig, SqsQueues,
+};
 use chatflow::rooms::{QueueNaming, RoomRange};
 use clap::Args;
 
@@ -59,6 +61,7 @@ async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
                         body: format!("{{\"n\":{n}}}"),
                         group_id: room.to_string(),
                         dedup_id: format!("{room}-{n}-{i}"),
+                        format: BodyFormat::Task,
                     })
                     .collect();
                 if let Ok(res) = queues.publish(room, &entries).await {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatflow::protocol::{MessageType, TaskMessage, now_rfc3339, parse_rfc3339};
-use chatflow::queue::{PublishEntry, QueueAttributes, SharedQueues};
+use chatflow::queue::{BodyFormat, PublishEntry, QueueAttributes, SharedQueues};
 use chatflow::ws::ClientEvent;
 use chatflow_consumer::ConsumerConfig;
 use clap::Args;
@@ -270,6 +270,7 @@ async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Meas
                         dedup_id: t.message_id.clone(),
                         body: serde_json::to_string(&t).expect("tasks serialize"),
                         group_id: "1".into(),
+                        format: BodyFormat::Task,
                     }
                 })
                 .collect();

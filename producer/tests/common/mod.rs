@@ -79,10 +79,9 @@ pub async fn drain(queues: &SharedQueues, room: u32) -> Vec<TaskMessage> {
             return out;
         }
         let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
-        out.extend(
-            got.iter()
-                .map(|m| serde_json::from_str::<TaskMessage>(&m.body).unwrap()),
-        );
+        for m in &got {
+            out.extend(chatflow::envelope::unpack(&m.format, &m.body).unwrap());
+        }
         queues.delete_batch(room, &receipts).await.unwrap();
     }
 }

@@ -1,0 +1,213 @@
+//! Envelopes: consecutive chat messages of one room in one queue message, so that each send,
+//! receive and delete request carries many chat messages instead of one.
+//!
+//! An envelope's body is `{"v":1,"messages":[TaskMessage, ...]}` and carries the message
+//! attribute `chatflow-format: envelope`. A body without the attribute is one TaskMessage, the
+//! original format, which consumers keep reading.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::protocol::TaskMessage;
+use crate::queue::{BodyFormat, MAX_BATCH, PublishEntry};
+
+/// How the producer lays chat messages into queue messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Packing {
+    /// One TaskMessage per queue message, the original format.
+    Single,
+    /// Up to [`ENVELOPE_MAX_MESSAGES`] consecutive TaskMessages per queue message.
+    #[default]
+    Envelope,
+}
+
+impl Packing {
+    /// The spelling used in options and the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Packing::Single => "single",
+            Packing::Envelope => "envelope",
+        }
+    }
+}
+
+impl fmt::Display for Packing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A packing name that is neither `single` nor `envelope`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown packing {0:?}: expected single or envelope")]
+pub struct UnknownPacking(String);
+
+impl FromStr for Packing {
+    type Err = UnknownPacking;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "single" => Ok(Packing::Single),
+            "envelope" => Ok(Packing::Envelope),
+            other => Err(UnknownPacking(other.to_owned())),
+        }
+    }
+}
+
+/// Most chat messages one envelope carries.
+pub const ENVELOPE_MAX_MESSAGES: usize = 100;
+
+/// Most body bytes of one envelope. Ten of them stay under the 256 KiB SQS allows for a whole
+/// batch request, attributes included.
+pub const ENVELOPE_MAX_BYTES: usize = 24 * 1024;
+
+const HEAD: &str = r#"{"v":1,"messages":["#;
+const TAIL: &str = "]}";
+
+/// Namespace of envelope deduplication ids.
+const ENVELOPE_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6368_6174_666c_6f77_2d65_6e76_6c70_0001);
+
+/// One queue entry being filled: its chat messages as single-message entries.
+struct Parcel {
+    members: Vec<PublishEntry>,
+    bytes: usize,
+}
+
+/// Collects one batch of a room's chat messages, in order, and lays them out in at most
+/// [`MAX_BATCH`] queue entries.
+pub struct Packer {
+    packing: Packing,
+    parcels: Vec<Parcel>,
+}
+
+impl Packer {
+    /// An empty batch.
+    pub fn new(packing: Packing) -> Self {
+        Packer {
+            packing,
+            parcels: Vec::with_capacity(MAX_BATCH),
+        }
+    }
+
+    /// Appends one chat message (an entry in the single format); hands it back when the batch
+    /// is full.
+    pub fn push(&mut self, entry: PublishEntry) -> Result<(), PublishEntry> {
+        let fits = |p: &Parcel| {
+            p.members.len() < ENVELOPE_MAX_MESSAGES
+                && p.bytes + 1 + entry.body.len() <= ENVELOPE_MAX_BYTES
+        };
+        if self.packing == Packing::Envelope
+            && let Some(last) = self.parcels.last_mut()
+            && fits(last)
+        {
+            last.bytes += 1 + entry.body.len();
+            last.members.push(entry);
+            return Ok(());
+        }
+        if self.parcels.len() == MAX_BATCH {
+            return Err(entry);
+        }
+        // A message larger than an envelope's byte budget still travels, alone.
+        self.parcels.push(Parcel {
+            bytes: HEAD.len() + TAIL.len() + entry.body.len(),
+            members: vec![entry],
+        });
+        Ok(())
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.parcels.is_empty()
+    }
+
+    /// Chat messages held.
+    pub fn messages(&self) -> usize {
+        self.parcels.iter().map(|p| p.members.len()).sum()
+    }
+
+    /// The queue entries in order, each with how many chat messages it carries; the packer is
+    /// empty afterwards.
+    pub fn take(&mut self) -> Vec<(PublishEntry, usize)> {
+        let packing = self.packing;
+        self.parcels
+            .drain(..)
+            .map(|p| {
+                let n = p.members.len();
+                let entry = match packing {
+                    Packing::Single => p
+                        .members
+                        .into_iter()
+                        .next()
+                        .expect("parcels are never empty"),
+                    Packing::Envelope => seal(p),
+                };
+                (entry, n)
+            })
+            .collect()
+    }
+}
+
+/// Joins a parcel's bodies into one envelope. Its deduplication id is derived from its members'
+/// ids, so a retry of the same envelope is dropped by the queue like a retry of one message.
+fn seal(p: Parcel) -> PublishEntry {
+    let mut body = String::with_capacity(p.bytes);
+    let mut ids = String::new();
+    body.push_str(HEAD);
+    for (i, m) in p.members.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+            ids.push('\n');
+        }
+        body.push_str(&m.body);
+        ids.push_str(&m.dedup_id);
+    }
+    body.push_str(TAIL);
+    let group_id = p.members[0].group_id.clone();
+    PublishEntry {
+        body,
+        group_id,
+        dedup_id: uuid::Uuid::new_v5(&ENVELOPE_NAMESPACE, ids.as_bytes()).to_string(),
+        format: BodyFormat::Envelope,
+    }
+}
+
+/// Why a queue message could not be read as chat messages.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The format attribute names a format this version does not know.
+    #[error("unknown body format {0:?}")]
+    UnknownFormat(String),
+    /// The body is not what its format says.
+    #[error("malformed body: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// An envelope of a later version.
+    #[error("envelope version {0} is not supported")]
+    Version(u32),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    v: u32,
+    messages: Vec<TaskMessage>,
+}
+
+/// The chat messages a queue message carries, in order.
+pub fn unpack(format: &BodyFormat, body: &str) -> Result<Vec<TaskMessage>, UnpackError> {
+    match format {
+        BodyFormat::Task => Ok(vec![serde_json::from_str(body)?]),
+        BodyFormat::Envelope => {
+            let env: Envelope = serde_json::from_str(body)?;
+            if env.v != 1 {
+                return Err(UnpackError::Version(env.v));
+            }
+            Ok(env.messages)
+        }
+        BodyFormat::Unknown(name) => Err(UnpackError::UnknownFormat(name.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

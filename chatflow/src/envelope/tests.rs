@@ -1,0 +1,145 @@
+use super::*;
+use crate::protocol::MessageType;
+
+fn task(n: usize, text: &str) -> TaskMessage {
+    TaskMessage {
+        message_id: format!("m{n}"),
+        room_id: 7,
+        user_id: "1".into(),
+        username: "ann".into(),
+        message: text.into(),
+        timestamp: "2026-11-28T10:00:00Z".into(),
+        message_type: MessageType::Text,
+        server_id: "p-0".into(),
+        client_ip: "127.0.0.1".into(),
+        received_at: "2026-11-28T10:00:00.001Z".into(),
+        client_message_id: None,
+    }
+}
+
+fn single(n: usize, text: &str) -> PublishEntry {
+    let t = task(n, text);
+    PublishEntry {
+        body: serde_json::to_string(&t).unwrap(),
+        group_id: "7".into(),
+        dedup_id: t.message_id,
+        format: BodyFormat::Task,
+    }
+}
+
+fn fill(packer: &mut Packer, n: usize, text: &str) -> usize {
+    (0..n)
+        .take_while(|i| packer.push(single(*i, text)).is_ok())
+        .count()
+}
+
+#[test]
+fn envelopes_carry_every_message_in_order_and_unpack_to_them() {
+    let mut p = Packer::new(Packing::Envelope);
+    assert_eq!(fill(&mut p, 250, "hello"), 250);
+    let entries = p.take();
+    assert!(p.is_empty());
+    assert_eq!(
+        entries.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [100, 100, 50]
+    );
+    let mut all = Vec::new();
+    for (e, n) in &entries {
+        assert_eq!(e.format, BodyFormat::Envelope);
+        assert_eq!(e.group_id, "7");
+        let got = unpack(&e.format, &e.body).unwrap();
+        assert_eq!(got.len(), *n);
+        all.extend(got);
+    }
+    assert_eq!(all, (0..250).map(|i| task(i, "hello")).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_batch_holds_ten_envelopes_and_hands_back_the_next_message() {
+    let mut p = Packer::new(Packing::Envelope);
+    assert_eq!(fill(&mut p, 2000, "x"), 10 * ENVELOPE_MAX_MESSAGES);
+    assert_eq!(p.messages(), 1000);
+    let back = p.push(single(1000, "x")).unwrap_err();
+    assert_eq!(back.dedup_id, "m1000");
+}
+
+#[test]
+fn envelopes_stay_within_their_byte_budget_and_the_batch_within_sqs_limits() {
+    let long = "é".repeat(500);
+    let mut p = Packer::new(Packing::Envelope);
+    let n = fill(&mut p, 1000, &long);
+    let entries = p.take();
+    assert_eq!(entries.len(), MAX_BATCH);
+    assert_eq!(entries.iter().map(|(_, n)| n).sum::<usize>(), n);
+    for (e, _) in &entries {
+        assert!(e.body.len() <= ENVELOPE_MAX_BYTES, "{}", e.body.len());
+    }
+    let total: usize = entries.iter().map(|(e, _)| e.body.len()).sum();
+    assert!(total < 256 * 1024 - 4096, "{total}");
+}
+
+#[test]
+fn a_message_larger_than_an_envelope_still_travels_alone() {
+    let mut p = Packer::new(Packing::Envelope);
+    let huge = "y".repeat(ENVELOPE_MAX_BYTES);
+    p.push(single(0, "a")).unwrap();
+    p.push(single(1, &huge)).unwrap();
+    p.push(single(2, "b")).unwrap();
+    let sizes: Vec<usize> = p.take().iter().map(|(_, n)| *n).collect();
+    assert_eq!(sizes, [1, 1, 1]);
+}
+
+#[test]
+fn single_packing_is_the_original_one_message_per_entry() {
+    let mut p = Packer::new(Packing::Single);
+    assert_eq!(fill(&mut p, 50, "hi"), MAX_BATCH);
+    let entries = p.take();
+    assert_eq!(entries.len(), MAX_BATCH);
+    for (i, (e, n)) in entries.iter().enumerate() {
+        assert_eq!(*n, 1);
+        assert_eq!(e, &single(i, "hi"));
+        assert_eq!(unpack(&e.format, &e.body).unwrap(), [task(i, "hi")]);
+    }
+}
+
+#[test]
+fn the_same_messages_give_the_same_envelope_id_so_a_retry_is_deduplicated() {
+    let pack = |from: usize| {
+        let mut p = Packer::new(Packing::Envelope);
+        for i in from..from + 5 {
+            p.push(single(i, "hi")).unwrap();
+        }
+        p.take().remove(0).0.dedup_id
+    };
+    assert_eq!(pack(0), pack(0));
+    assert_ne!(pack(0), pack(1));
+    assert!(pack(0).len() <= 128);
+}
+
+#[test]
+fn unreadable_bodies_are_refused_with_the_reason() {
+    assert!(matches!(
+        unpack(&BodyFormat::Unknown("zstd".into()), "{}"),
+        Err(UnpackError::UnknownFormat(f)) if f == "zstd"
+    ));
+    assert!(matches!(
+        unpack(&BodyFormat::Envelope, r#"{"v":2,"messages":[]}"#),
+        Err(UnpackError::Version(2))
+    ));
+    assert!(matches!(
+        unpack(&BodyFormat::Envelope, "[1,2"),
+        Err(UnpackError::Malformed(_))
+    ));
+    assert!(matches!(
+        unpack(&BodyFormat::Task, r#"{"v":1,"messages":[]}"#),
+        Err(UnpackError::Malformed(_))
+    ));
+}
+
+#[test]
+fn packing_names_round_trip() {
+    for p in [Packing::Single, Packing::Envelope] {
+        assert_eq!(p.to_string().parse::<Packing>().unwrap(), p);
+    }
+    assert!("zip".parse::<Packing>().is_err());
+}
