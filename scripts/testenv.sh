@@ -12,6 +12,7 @@
 # or run a single command inside the environment:
 #
 #     scripts/testenv.sh run -- cargo test --workspace -- --include-ignored
+#     scripts/testenv.sh run --sqs-only -- cargo run --release -p chatflow-loadgen -- bench e2e
 #     scripts/testenv.sh install      # only install and fill the cache (e.g. a CI cache-warming step)
 #
 # Needs root for the cluster (Docker, iptables, mounts). The parts live in scripts/testenv/:
@@ -151,20 +152,33 @@ _chatflow_install_traps() {
 
 _chatflow_testenv_main() {
     set -euo pipefail
-    local usage="usage: $0 run -- COMMAND [ARGS...] | $0 install"
+    local usage="usage: $0 run [--sqs-only] -- COMMAND [ARGS...] | $0 install"
     case "${1:-}" in
     install)
         chatflow_env_install
         ;;
     run)
         shift
+        local sqs_only=0
+        if [[ "${1:-}" == "--sqs-only" ]]; then
+            sqs_only=1
+            shift
+        fi
         [[ "${1:-}" == "--" ]] && shift
         if [[ $# -eq 0 ]]; then
             echo "$usage" >&2
             return 2
         fi
-        chatflow_env_up
         local rc=0
+        if [[ "$sqs_only" == 1 ]]; then
+            # Benchmarks against SQS alone: no cluster competing for the CPU.
+            chatflow_localstack_install
+            chatflow_localstack_start
+            "$@" || rc=$?
+            chatflow_localstack_stop
+            return "$rc"
+        fi
+        chatflow_env_up
         "$@" || rc=$?
         chatflow_env_down
         return "$rc"

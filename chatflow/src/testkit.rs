@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A cuttable TCP proxy to one upstream address.
@@ -24,8 +27,9 @@ impl Proxy {
         Self::with_delay(upstream, Duration::ZERO).await
     }
 
-    /// Like [`Proxy::start`], holding every response chunk for `delay`: a network round trip,
-    /// for measuring how a client copes with a remote service.
+    /// Like [`Proxy::start`], delivering every response chunk `delay` after it arrived: a
+    /// network round trip, for measuring how a client copes with a remote service. It is
+    /// latency, not bandwidth: chunks of a large response are not delayed one after another.
     pub async fn with_delay(upstream: SocketAddr, delay: Duration) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -42,24 +46,10 @@ impl Proxy {
                     let Ok(outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let (mut ci, mut co) = inbound.into_split();
-                    let (mut ui, mut uo) = outbound.into_split();
+                    let (mut ci, co) = inbound.into_split();
+                    let (ui, mut uo) = outbound.into_split();
                     let up = tokio::io::copy(&mut ci, &mut uo);
-                    let down = async move {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = match ui.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            if co.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
+                    let down = delayed_copy(ui, co, delay);
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
@@ -88,4 +78,36 @@ impl Proxy {
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// Copies `from` to `to`, writing each chunk `delay` after it was read.
+async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    // Bounded, so a stalled writer stops the reading instead of buffering without limit.
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The writer finishes what was read before the upstream closed.
+    tokio::join!(read, write);
 }

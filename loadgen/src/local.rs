@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatflow::envelope::Packing;
 use chatflow::queue::{EmbeddedQueues, QueueError, SharedQueues, SqsConfig, SqsQueues};
 use chatflow::rooms::{QueueNaming, RoomRange};
 use chatflow_consumer::{ConsumerConfig, ConsumerHandle};
@@ -42,24 +43,25 @@ impl LocalSystem {
     pub async fn start(rooms: RoomRange, sqs_endpoint: Option<String>) -> Result<Self, LocalError> {
         let (queues, owned_queues): (SharedQueues, bool) = match sqs_endpoint {
             None => (Arc::new(EmbeddedQueues::default()), false),
-            Some(endpoint) => {
-                let prefix = format!("lg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-                let naming = QueueNaming::parse(&prefix).expect("generated prefix is valid");
-                let config = SqsConfig {
-                    endpoint: Some(endpoint),
-                    call_timeout: Duration::from_secs(10),
-                    ..SqsConfig::default()
-                };
-                (Arc::new(SqsQueues::connect(&config, naming).await?), true)
-            }
+            Some(endpoint) => (Arc::new(run_queues(&endpoint).await?), true),
         };
+        Self::start_on(rooms, queues, owned_queues, Packing::default()).await
+    }
+
+    /// Starts both tiers for `rooms` on `queues`, the producer packing as told; with
+    /// `owned_queues` the rooms' queues are deleted by [`LocalSystem::stop`].
+    pub async fn start_on(
+        rooms: RoomRange,
+        queues: SharedQueues,
+        owned_queues: bool,
+        packing: Packing,
+    ) -> Result<Self, LocalError> {
         chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
-        let producer = chatflow_producer::start(
-            ProducerConfig::local(rooms.start(), rooms.end()),
-            queues.clone(),
-        )
-        .await
-        .map_err(LocalError::Producer)?;
+        let mut producer_config = ProducerConfig::local(rooms.start(), rooms.end());
+        producer_config.packing = packing;
+        let producer = chatflow_producer::start(producer_config, queues.clone())
+            .await
+            .map_err(LocalError::Producer)?;
         let consumer = chatflow_consumer::start(
             ConsumerConfig::local(rooms.start(), rooms.end()),
             queues.clone(),
@@ -96,4 +98,16 @@ impl LocalSystem {
             }
         }
     }
+}
+
+/// An SQS client whose queue names are unique to this run.
+pub async fn run_queues(endpoint: &str) -> Result<SqsQueues, QueueError> {
+    let prefix = format!("lg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let naming = QueueNaming::parse(&prefix).expect("generated prefix is valid");
+    let config = SqsConfig {
+        endpoint: Some(endpoint.to_owned()),
+        call_timeout: Duration::from_secs(10),
+        ..SqsConfig::default()
+    };
+    SqsQueues::connect(&config, naming).await
 }

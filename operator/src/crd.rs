@@ -58,6 +58,26 @@ pub enum DeletionPolicy {
     Delete,
 }
 
+/// How producers lay chat messages into SQS messages.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Packing {
+    /// One TaskMessage per SQS message, the original format.
+    Single,
+    /// Consecutive messages of a room share an SQS message: fewer requests, more throughput.
+    #[default]
+    Envelope,
+}
+
+impl From<Packing> for chatflow::envelope::Packing {
+    fn from(p: Packing) -> Self {
+        match p {
+            Packing::Single => chatflow::envelope::Packing::Single,
+            Packing::Envelope => chatflow::envelope::Packing::Envelope,
+        }
+    }
+}
+
 /// Queue settings.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -85,6 +105,10 @@ pub struct QueuesSpec {
     /// Retain (default) keeps the queues when the set is deleted; Delete removes them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// envelope (default) packs consecutive messages of a room into one SQS message; single
+    /// sends one TaskMessage per SQS message. Consumers read both.
+    #[serde(default)]
+    pub packing: Packing,
 }
 
 impl Default for QueuesSpec {
@@ -97,6 +121,7 @@ impl Default for QueuesSpec {
             visibility_timeout_seconds: default_visibility(),
             retention_seconds: default_retention(),
             deletion_policy: DeletionPolicy::Retain,
+            packing: Packing::Envelope,
         }
     }
 }

@@ -74,6 +74,14 @@ pub fn message_id(room: RoomId, user_id: u32, client_message_id: Option<&str>) -
     }
 }
 
+/// Serializes into a buffer sized for the usual result, so it is not grown step by step on
+/// the ingest hot path.
+fn to_json<T: serde::Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buf, value).expect("stamped messages serialize");
+    buf
+}
+
 /// Stamps a validated message with its ids and the producer's metadata.
 pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip: &str) -> Stamped {
     let message_id = message_id(room, msg.user_id, msg.client_message_id.as_deref());
@@ -90,7 +98,7 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
         message_type: msg.message_type,
         client_message_id: msg.client_message_id.as_deref().map(Cow::Borrowed),
     };
-    let ok: Bytes = serde_json::to_vec(&ok).expect("replies serialize").into();
+    let ok: Bytes = to_json(&ok, 256 + msg.message.len()).into();
     // A client's resend maps to the same id, hence to the same queue entry.
     let dedup_id = message_id.clone();
     let task = TaskMessage {
@@ -108,7 +116,8 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
     };
     Stamped {
         entry: PublishEntry {
-            body: serde_json::to_string(&task).expect("tasks serialize"),
+            body: String::from_utf8(to_json(&task, 320 + task.message.len()))
+                .expect("JSON is UTF-8"),
             group_id: room.to_string(),
             dedup_id,
             format: BodyFormat::Task,

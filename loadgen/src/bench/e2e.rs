@@ -1,19 +1,21 @@
-//! `bench e2e`: the whole pipeline over SQS (LocalStack), beside LocalStack's own batched send
-//! rate measured with a direct SDK loop in the same run.
+//! `bench e2e`: the whole pipeline over SQS (LocalStack), once per packing, beside plain SDK
+//! loops against the same service in the same run, with the SQS requests each run made.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chatflow::queue::{
-    BodyFormat, PublishEntry, QueueAttributes, SharedQueues, SqsConfig, SqsQueues,
-};
-use chatflow::rooms::{QueueNaming, RoomRange};
+use anyhow::Context;
+use chatflow::envelope::Packing;
+use chatflow::rooms::RoomRange;
+use chatflow::testkit::Proxy;
 use clap::Args;
 
-use super::figure;
-use crate::local::LocalSystem;
+use super::counted::{Counted, Requests};
+use super::{figure, sqs_loops};
+use crate::local::{LocalSystem, run_queues};
 use crate::progress::Progress;
+use crate::report::Summary;
 use crate::run::{self, Workload};
 
 /// Options of `bench e2e`.
@@ -26,110 +28,141 @@ pub struct Options {
         default_value = "http://127.0.0.1:4566"
     )]
     pub sqs_endpoint: String,
-    /// Messages through the pipeline.
-    #[arg(long, default_value_t = 20_000)]
-    pub messages: u64,
-    /// Concurrent senders in the direct SDK loop (one per room in the pipeline run, 20).
+    /// Rooms, 1..=N.
     #[arg(long, default_value_t = 20)]
-    pub concurrency: usize,
-    /// Seconds of the direct SDK loop.
+    pub rooms: u32,
+    /// Messages through the pipeline with envelopes.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Messages through the pipeline with single packing, which is far slower.
+    #[arg(long, default_value_t = 20_000)]
+    pub single_messages: u64,
+    /// Sender connections per room.
+    #[arg(long, default_value_t = 2)]
+    pub connections_per_room: usize,
+    /// Messages each sender keeps unacknowledged.
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Packings to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "single,envelope")]
+    pub packing: Vec<Packing>,
+    /// Seconds of each baseline loop.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Route every SQS call through a proxy that delivers responses this many ms late, as a
+    /// network round trip to a remote SQS would.
+    #[arg(long, default_value_t = 0)]
+    pub proxy_delay_ms: u64,
 }
 
-async fn direct_rate(o: &Options) -> anyhow::Result<f64> {
-    let prefix = format!("bd{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let config = SqsConfig {
-        endpoint: Some(o.sqs_endpoint.clone()),
-        ..SqsConfig::default()
+/// One pipeline run: its summary and the SQS requests it made.
+struct PipelineRun {
+    summary: Summary,
+    requests: Requests,
+}
+
+async fn pipeline(o: &Options, endpoint: &str, packing: Packing) -> anyhow::Result<PipelineRun> {
+    let rooms = RoomRange::new(1, o.rooms)?;
+    let counted = Arc::new(Counted::new(Arc::new(run_queues(endpoint).await?)));
+    let system = LocalSystem::start_on(rooms, counted.clone(), true, packing).await?;
+    let w = Workload {
+        messages: match packing {
+            Packing::Single => o.single_messages,
+            Packing::Envelope => o.messages,
+        },
+        rooms,
+        warmup_connections: 0,
+        warmup_messages: 0,
+        connections_per_room: o.connections_per_room,
+        window: o.window,
+        ..Workload::default()
     };
-    let queues: SharedQueues =
-        Arc::new(SqsQueues::connect(&config, QueueNaming::parse(&prefix)?).await?);
-    let rooms = RoomRange::new(1, o.concurrency as u32)?;
-    chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(o.seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for room in rooms.iter() {
-        let (queues, sent) = (queues.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let entries: Vec<PublishEntry> = (0..10)
-                    .map(|i| PublishEntry {
-                        body: format!("{{\"n\":{n}}}"),
-                        group_id: room.to_string(),
-                        dedup_id: format!("{room}-{n}-{i}"),
-                        format: BodyFormat::Task,
-                    })
-                    .collect();
-                if let Ok(res) = queues.publish(room, &entries).await {
-                    sent.fetch_add(
-                        res.iter().filter(|r| r.is_ok()).count() as u64,
-                        Ordering::Relaxed,
-                    );
-                }
-                n += 1;
-            }
-        }));
+    let before = counted.requests();
+    let result = run::execute(&system.targets(), &w, &Progress::new(true)).await;
+    let requests = counted.requests().since(&before);
+    system.stop().await;
+    Ok(PipelineRun {
+        summary: crate::report::summarize(&result?),
+        requests,
+    })
+}
+
+fn print_run(packing: Packing, r: &PipelineRun, baselines: (f64, f64)) {
+    let s = &r.summary;
+    println!("  packing {packing}:");
+    figure(
+        "    acked and delivered",
+        s.throughput_per_sec,
+        "msg/s",
+        Some(("send+receive+delete loop", baselines.1)),
+    );
+    let (a, e) = (&s.ack_latency_ms, &s.e2e_latency_ms);
+    println!(
+        "    ack latency   p50 {:>8.2} ms  p99 {:>8.2} ms",
+        a.p50, a.p99
+    );
+    println!(
+        "    end to end    p50 {:>8.2} ms  p99 {:>8.2} ms",
+        e.p50, e.p99
+    );
+    if let Some(v) = &s.delivery {
+        println!(
+            "    delivery      lost {}, duplicated {}, out of order {} ({} deliveries)",
+            v.lost, v.duplicated, v.out_of_order, v.delivered
+        );
     }
-    for t in tasks {
-        t.await?;
-    }
-    let rate = sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    for room in rooms.iter() {
-        let _ = queues.delete_queue(room).await;
-    }
-    let _ = QueueAttributes::default();
-    Ok(rate)
+    let per_k = |n: u64| n as f64 * 1000.0 / s.ok.max(1) as f64;
+    let q = &r.requests;
+    println!(
+        "    SQS requests per 1,000 messages: {:.1} (send {:.1}, receive {:.1} of which empty {:.1}, delete {:.1})",
+        per_k(q.total()),
+        per_k(q.send),
+        per_k(q.receive),
+        per_k(q.empty_receive),
+        per_k(q.delete)
+    );
 }
 
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    println!(
-        "bench e2e: {} messages through producer -> SQS at {} -> consumer",
-        o.messages, o.sqs_endpoint
-    );
-    let baseline = direct_rate(&o).await?;
-    let w = Workload {
-        messages: o.messages,
-        warmup_connections: 0,
-        warmup_messages: 0,
-        connections_per_room: 1,
-        window: 64,
-        ..Workload::default()
+    let proxy = match o.proxy_delay_ms {
+        0 => None,
+        ms => {
+            let upstream: SocketAddr = o
+                .sqs_endpoint
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .context("--proxy-delay-ms needs an http://IP:PORT endpoint")?;
+            Some(Proxy::with_delay(upstream, Duration::from_millis(ms)).await?)
+        }
     };
-    let system = LocalSystem::start(w.rooms, Some(o.sqs_endpoint.clone())).await?;
-    let result = run::execute(&system.targets(), &w, &Progress::new(true)).await;
-    system.stop().await;
-    let s = crate::report::summarize(&result?);
+    let endpoint = proxy
+        .as_ref()
+        .map_or(o.sqs_endpoint.clone(), Proxy::endpoint);
+    println!(
+        "bench e2e: {} rooms through producer -> SQS at {}{} -> consumer",
+        o.rooms,
+        o.sqs_endpoint,
+        match o.proxy_delay_ms {
+            0 => String::new(),
+            ms => format!(" (+{ms} ms per response)"),
+        }
+    );
+    let rooms = RoomRange::new(1, o.rooms)?;
+    let seconds = Duration::from_secs(o.seconds);
+    let send_only = sqs_loops::send_only(&endpoint, rooms, seconds).await?;
+    let send_receive_delete = sqs_loops::send_receive_delete(&endpoint, rooms, seconds).await?;
+    figure("SDK loop: SendMessageBatch only", send_only, "msg/s", None);
     figure(
-        "LocalStack direct SendMessageBatch (baseline)",
-        baseline,
+        "SDK loop: send + receive + delete",
+        send_receive_delete,
         "msg/s",
         None,
     );
-    figure(
-        "pipeline acked throughput",
-        s.throughput_per_sec,
-        "msg/s",
-        Some(("LocalStack", baseline)),
-    );
-    let (a, e) = (&s.ack_latency_ms, &s.e2e_latency_ms);
-    println!(
-        "  ack latency   p50 {:>8.2} ms  p99 {:>8.2} ms",
-        a.p50, a.p99
-    );
-    println!(
-        "  end to end    p50 {:>8.2} ms  p99 {:>8.2} ms",
-        e.p50, e.p99
-    );
-    if let Some(v) = s.delivery {
-        println!(
-            "  delivery      lost {}, duplicated {}, out of order {} ({} deliveries)",
-            v.lost, v.duplicated, v.out_of_order, v.delivered
-        );
+    for packing in &o.packing {
+        let r = pipeline(&o, &endpoint, *packing).await?;
+        print_run(*packing, &r, (send_only, send_receive_delete));
     }
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
 
 pub mod baseline;
+pub mod counted;
 pub mod e2e;
 pub mod fanout;
 pub mod ingest;
 pub mod memory;
 pub mod pump;
+pub mod sqs_loops;
 
 use clap::Subcommand;
 
@@ -16,7 +18,7 @@ pub enum Scenario {
     Ingest(ingest::Options),
     /// Consumer fan-out of one room to many subscribers, against a raw broadcast loop.
     Fanout(fanout::Options),
-    /// The whole pipeline over SQS (LocalStack), against LocalStack's own batched send rate.
+    /// The whole pipeline over SQS (LocalStack) per packing, against plain SDK loops.
     E2e(e2e::Options),
     /// Holds idle WebSocket connections open (used by the memory measurements).
     #[command(hide = true)]

@@ -161,6 +161,8 @@ fn deployment(
 pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) -> Deployment {
     let p = &crs.spec.producer;
     let mut env = common_env(crs, loc, plan.rooms);
+    let packing = chatflow::envelope::Packing::from(crs.spec.queues.packing);
+    env.push(self::env("PACKING", packing.as_str()));
     env.extend(p.env.iter().cloned());
     let c = container(
         "producer",

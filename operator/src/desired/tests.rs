@@ -84,6 +84,7 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
     assert_eq!(env["QUEUE_BACKEND"], "sqs");
     assert_eq!(env["AWS_ENDPOINT_URL"], "http://localstack:4566");
     assert_eq!(env["CONSUMER_POLLERS"], "20");
+    assert!(!env.contains_key("PACKING"), "consumers read every packing");
     let owner = d.metadata.owner_references.unwrap();
     assert_eq!(owner[0].kind, "ChatRoomSet");
     assert_eq!(owner[0].controller, Some(true));
@@ -91,6 +92,28 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
         d.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
         "chatflow-operator"
     );
+}
+
+fn producer_env(crs: &ChatRoomSet) -> BTreeMap<String, String> {
+    let p = plan(crs).unwrap();
+    let d = producer_deployment(crs, &p, &QueueLocation::default());
+    d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+#[test]
+fn producers_pack_as_the_spec_says_and_default_to_envelopes() {
+    let mut crs = sample("demo", 1, 20, 5);
+    assert_eq!(producer_env(&crs)["PACKING"], "envelope");
+    crs.spec.queues.packing = crate::crd::Packing::Single;
+    assert_eq!(producer_env(&crs)["PACKING"], "single");
+    let yaml = "rooms: {start: 1, end: 2}\nqueues: {packing: zip}\nproducer: {image: p}\nconsumer: {image: c}\n";
+    assert!(serde_yaml::from_str::<ChatRoomSetSpec>(yaml).is_err());
 }
 
 #[test]
