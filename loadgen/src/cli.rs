@@ -89,6 +89,20 @@ pub struct WorkloadArgs {
     /// Seconds without a delivery before the run stops waiting for the rest.
     #[arg(long, default_value_t = 15)]
     pub drain_timeout_secs: u64,
+    /// Open loop: offer this many messages per second in total across the measured phase's
+    /// connections, measuring latency from each message's intended send time (corrects
+    /// coordinated omission); the window still bounds what each connection has outstanding.
+    /// Without it the run is closed loop. Warm-up is always closed loop.
+    #[arg(long, value_name = "MSG_PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a positive number of messages per second".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_rooms(s: &str) -> Result<RoomRange, String> {
@@ -110,6 +124,7 @@ impl WorkloadArgs {
             max_retries: self.max_retries,
             seed: self.seed,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            rate: self.rate,
         }
     }
 }

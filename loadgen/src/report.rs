@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::run::RunResult;
 use crate::sender::Status;
-use crate::stats::{self, Latency, Recorder};
+use crate::stats::{self, Latency, PercentilePoint, Recorder};
 use crate::verify::Verdict;
 
 /// Per-room figures.
@@ -42,6 +42,13 @@ pub struct LittlesLaw {
 pub struct Summary {
     /// Run id.
     pub run_id: String,
+    /// How the measured phase drove load: closed loop with a window, or open loop at a rate.
+    pub mode: String,
+    /// Open loop: messages per second offered. None: closed loop.
+    pub offered_per_sec: Option<f64>,
+    /// Open loop: how far behind their intended times first attempts went out (the window or the
+    /// client holding them back), ms.
+    pub schedule_lag_ms: Option<Latency>,
     /// Messages in the measured phase.
     pub sent: u64,
     /// Acknowledged.
@@ -52,18 +59,25 @@ pub struct Summary {
     pub retries: u64,
     /// Measured phase wall time, seconds.
     pub wall_secs: f64,
-    /// Acknowledged messages per second.
+    /// Acknowledged messages per second (in open loop, the achieved rate).
     pub throughput_per_sec: f64,
-    /// Send to acknowledgement.
+    /// Send (open loop: intended send) to acknowledgement.
     pub ack_latency_ms: Latency,
-    /// Send to broadcast received.
+    /// Send (open loop: intended send) to broadcast received.
     pub e2e_latency_ms: Latency,
+    /// Ack latency percentile distribution.
+    pub ack_percentiles: Vec<PercentilePoint>,
+    /// End-to-end latency percentile distribution.
+    pub e2e_percentiles: Vec<PercentilePoint>,
     /// Per room.
     pub rooms: BTreeMap<u32, RoomFigures>,
     /// Message-type counts.
     pub message_types: BTreeMap<String, u64>,
     /// Acknowledgements per second, by second since the phase started.
     pub per_second: Vec<(f64, u64)>,
+    /// Acknowledgements per 100 ms bucket (bucket start in seconds since the phase started,
+    /// count; ten times the count is the rate in msg/s).
+    pub per_100ms: Vec<(f64, u64)>,
     /// Little's law.
     pub littles_law: LittlesLaw,
     /// Delivery check, when subscribers ran.
@@ -85,7 +99,9 @@ pub fn summarize(r: &RunResult) -> Summary {
         .collect();
     let mut sent_at: HashMap<u64, u64> = HashMap::with_capacity(r.records.len());
     let mut ok = 0;
+    let mut lag = Recorder::default();
     for rec in &r.records {
+        lag.record_us(rec.lag_us);
         *types
             .entry(rec.message_type.as_str().to_owned())
             .or_default() += 1;
@@ -121,8 +137,17 @@ pub fn summarize(r: &RunResult) -> Summary {
     let in_flight =
         (r.workload.rooms.len() * r.workload.connections_per_room * r.workload.window) as f64;
     let throughput = ok as f64 / wall;
+    let answered_after_start = || {
+        r.records
+            .iter()
+            .filter(|x| x.status == Status::Ok)
+            .map(|x| (x.sent_us + x.latency_us).saturating_sub(r.start_us))
+    };
     Summary {
         run_id: r.run_id.clone(),
+        mode: r.workload.mode(),
+        offered_per_sec: r.workload.rate,
+        schedule_lag_ms: r.workload.rate.map(|_| lag.summary()),
         sent: r.records.len() as u64,
         ok,
         errors,
@@ -131,15 +156,12 @@ pub fn summarize(r: &RunResult) -> Summary {
         throughput_per_sec: throughput,
         ack_latency_ms: ack_summary,
         e2e_latency_ms: e2e.summary(),
+        ack_percentiles: ack.percentile_curve(PERCENTILE_TICKS),
+        e2e_percentiles: e2e.percentile_curve(PERCENTILE_TICKS),
         rooms,
         message_types: types,
-        per_second: stats::buckets(
-            r.records
-                .iter()
-                .filter(|x| x.status == Status::Ok)
-                .map(|x| (x.sent_us + x.latency_us).saturating_sub(r.start_us)),
-            1_000_000,
-        ),
+        per_second: stats::buckets(answered_after_start(), 1_000_000),
+        per_100ms: stats::buckets(answered_after_start(), 100_000),
         littles_law: LittlesLaw {
             in_flight,
             measured_in_flight: ack_summary.mean / 1000.0 * throughput,
@@ -152,6 +174,9 @@ pub fn summarize(r: &RunResult) -> Summary {
         warmup_ok: r.warmup.iter().filter(|x| x.status == Status::Ok).count() as u64,
     }
 }
+
+/// Points per halving of the distance to 100% in the percentile distributions.
+const PERCENTILE_TICKS: u32 = 5;
 
 fn latency_line(name: &str, l: &Latency) -> String {
     format!(
@@ -183,19 +208,49 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "  errors         {errs}");
     let _ = writeln!(o, "  retries        {}", s.retries);
     let _ = writeln!(o, "  wall time      {:.2} s", s.wall_secs);
-    let _ = writeln!(o, "  throughput     {:.0} msg/s", s.throughput_per_sec);
+    let _ = writeln!(o, "  mode           {}", s.mode);
+    match s.offered_per_sec {
+        Some(offered) => {
+            let _ = writeln!(
+                o,
+                "  throughput     {:.0} msg/s achieved of {:.0} msg/s offered ({:.1}%)",
+                s.throughput_per_sec,
+                offered,
+                s.throughput_per_sec * 100.0 / offered
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  throughput     {:.0} msg/s", s.throughput_per_sec);
+        }
+    }
+    if let Some(l) = &s.schedule_lag_ms {
+        let _ = writeln!(o, "  {}", latency_line("behind sched.", l));
+    }
     let _ = writeln!(o, "  {}", latency_line("ack latency", &s.ack_latency_ms));
     let _ = writeln!(o, "  {}", latency_line("end to end", &s.e2e_latency_ms));
     let l = &s.littles_law;
-    let _ = writeln!(
-        o,
-        "  Little's law   window {:.0} in flight / {:.2} ms mean = {:.0} msg/s predicted, {:.0} msg/s measured ({:.0} in flight on average)",
-        l.in_flight,
-        l.mean_latency_ms,
-        l.predicted_per_sec,
-        l.measured_per_sec,
-        l.measured_in_flight
-    );
+    if let Some(offered) = s.offered_per_sec {
+        // Open loop fixes the rate, so the law predicts what is in flight, not the throughput.
+        let _ = writeln!(
+            o,
+            "  Little's law   {:.0} msg/s offered x {:.2} ms mean = {:.1} in flight predicted, {:.1} measured (window allows {:.0})",
+            offered,
+            l.mean_latency_ms,
+            offered * l.mean_latency_ms / 1000.0,
+            l.measured_in_flight,
+            l.in_flight
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  Little's law   window {:.0} in flight / {:.2} ms mean = {:.0} msg/s predicted, {:.0} msg/s measured ({:.0} in flight on average)",
+            l.in_flight,
+            l.mean_latency_ms,
+            l.predicted_per_sec,
+            l.measured_per_sec,
+            l.measured_in_flight
+        );
+    }
     match &s.delivery {
         Some(v) => {
             let _ = writeln!(

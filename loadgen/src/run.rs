@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
-use crate::sender::{self, SendRecord, SenderSpec, Status};
+use crate::sender::{self, Schedule, SendRecord, SenderSpec, Status};
 use crate::subscriber::{self, Received};
 use crate::verify::{self, Acked, Verdict};
 use crate::workload;
@@ -49,6 +49,21 @@ pub struct Workload {
     pub seed: u64,
     /// How long to wait for the last deliveries after the last ack.
     pub drain_timeout: Duration,
+    /// Open loop: messages per second offered across the measured phase's senders, latency
+    /// counted from each message's intended send time. None: closed loop.
+    pub rate: Option<f64>,
+}
+
+impl Workload {
+    /// How the measured phase drives load, for reports.
+    pub fn mode(&self) -> String {
+        match self.rate {
+            Some(rate) => format!(
+                "open loop at {rate:.0} msg/s offered, latency from intended send time (coordinated omission corrected)"
+            ),
+            None => format!("closed loop, window {}", self.window),
+        }
+    }
 }
 
 impl Default for Workload {
@@ -64,6 +79,7 @@ impl Default for Workload {
             max_retries: 5,
             seed: 42,
             drain_timeout: Duration::from_secs(15),
+            rate: None,
         }
     }
 }
@@ -184,35 +200,64 @@ pub async fn execute(
             let _ = tx.try_send(m);
         }
         drop(tx);
-        let spec = spec(targets, workload, room, 100_000 + c as u32, t0, progress);
+        let spec = spec(
+            targets,
+            workload,
+            room,
+            100_000 + c as u32,
+            t0,
+            progress,
+            None,
+        );
         warm_tasks.push(tokio::spawn(sender::run(spec, rx)));
     }
     let warmup = gather(warm_tasks).await?;
 
-    // Measured phase: one generator feeding bounded per-connection channels.
-    let start_us = t0.elapsed().as_micros() as u64;
-    progress.phase("main", workload.messages);
+    // Measured phase: one generator feeding bounded per-connection channels (closed loop), or
+    // one per connection (open loop).
     let per_room = workload.connections_per_room.max(1);
+    let senders = (rooms.len() * per_room) as u64;
+    // Open loop: the first message is due a moment from now, so connecting is not charged to it.
+    let start_us = t0.elapsed().as_micros() as u64
+        + if workload.rate.is_some() {
+            OPEN_LOOP_LEAD.as_micros() as u64
+        } else {
+            0
+        };
+    progress.phase("main", workload.messages);
     let mut txs: HashMap<RoomId, Vec<mpsc::Sender<workload::Outgoing>>> = HashMap::new();
     let mut tasks = Vec::new();
+    let mut generators = Vec::new();
     for (i, room) in rooms.iter().enumerate() {
         for k in 0..per_room {
+            let id = (i * per_room + k) as u64;
+            let schedule = workload.rate.map(|rate| Schedule {
+                start_us,
+                rate,
+                senders,
+                index: id,
+            });
             let (tx, rx) = mpsc::channel(workload.window * 4);
-            txs.entry(room).or_default().push(tx);
-            tasks.push(tokio::spawn(sender::run(
-                spec(
-                    targets,
-                    workload,
+            if let Some(schedule) = schedule {
+                generators.push(tokio::spawn(generate_for(
+                    run.clone(),
+                    next_seq + 1,
+                    workload.messages,
+                    schedule,
                     room,
-                    (i * per_room + k) as u32,
-                    t0,
-                    progress,
-                ),
+                    workload.seed ^ 0x5eed ^ id.rotate_left(32),
+                    tx,
+                )));
+            } else {
+                txs.entry(room).or_default().push(tx);
+            }
+            tasks.push(tokio::spawn(sender::run(
+                spec(targets, workload, room, id as u32, t0, progress, schedule),
                 rx,
             )));
         }
     }
-    let generator = {
+    let generator = workload.rate.is_none().then(|| {
         let run = run.clone();
         let messages = workload.messages;
         let seed = workload.seed ^ 0x5eed;
@@ -230,9 +275,14 @@ pub async fn execute(
                 }
             }
         })
-    };
+    });
     let records = gather(tasks).await?;
-    let _ = generator.await;
+    if let Some(g) = generator {
+        let _ = g.await;
+    }
+    for g in generators {
+        let _ = g.await;
+    }
     let end_us = records
         .iter()
         .map(|r| r.sent_us + r.latency_us)
@@ -311,6 +361,7 @@ fn spec(
     id: u32,
     t0: Instant,
     progress: &Progress,
+    schedule: Option<Schedule>,
 ) -> SenderSpec {
     SenderSpec {
         done: progress.counter(),
@@ -320,6 +371,34 @@ fn spec(
         max_retries: workload.max_retries,
         t0,
         connect_timeout: CONNECT_TIMEOUT,
+        schedule,
+    }
+}
+
+const OPEN_LOOP_LEAD: Duration = Duration::from_millis(200);
+
+/// Open loop: feeds one sender the run-wide messages g = index, index + senders, ... below
+/// `messages` (sequence number `first_seq + g`), so every sender gets an equal share and a sender
+/// held back by a full window never stalls the others' sources.
+async fn generate_for(
+    run: Arc<str>,
+    first_seq: u64,
+    messages: u64,
+    schedule: Schedule,
+    room: RoomId,
+    seed: u64,
+    tx: mpsc::Sender<workload::Outgoing>,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let step = schedule.senders.max(1) as usize;
+    for g in (schedule.index..messages).step_by(step) {
+        if tx
+            .send(workload::make(&run, first_seq + g, room, &mut rng))
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

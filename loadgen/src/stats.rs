@@ -69,6 +69,65 @@ impl Recorder {
     }
 }
 
+/// One point of a percentile distribution: the quantile (0 to 1) and the latency there, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PercentilePoint {
+    /// Quantile, 0 to 1.
+    pub quantile: f64,
+    /// Latency at that quantile, ms.
+    pub ms: f64,
+}
+
+impl Recorder {
+    /// The percentile distribution as HdrHistogram plots it: steps that halve the distance to
+    /// 100% (`ticks` points per halving), ending at the largest sample. The last quantile is
+    /// capped at 1 - 1/count, the highest a sample count can resolve, so it stays plottable
+    /// on a 1/(1-q) axis.
+    pub fn percentile_curve(&self, ticks: u32) -> Vec<PercentilePoint> {
+        if self.hist.is_empty() {
+            return Vec::new();
+        }
+        let cap = 1.0 - 1.0 / self.hist.len() as f64;
+        let mut points: Vec<PercentilePoint> = self
+            .hist
+            .iter_quantiles(ticks.max(1))
+            .map(|v| PercentilePoint {
+                quantile: v.quantile_iterated_to().min(cap),
+                ms: self.hist.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0,
+            })
+            .collect();
+        // Several steps can land on the same capped quantile; keep the highest latency there.
+        points.dedup_by(|later, earlier| {
+            if later.quantile <= earlier.quantile {
+                earlier.ms = earlier.ms.max(later.ms);
+                true
+            } else {
+                false
+            }
+        });
+        points
+    }
+}
+
+/// Where quantile `q` sits on a percentile plot's x axis: log10(1 / (1 - q)), so 90% is 1,
+/// 99% is 2, 99.9% is 3.
+pub fn percentile_axis(q: f64) -> f64 {
+    (1.0 / (1.0 - q.clamp(0.0, 1.0 - 1e-12))).log10()
+}
+
+/// The label of a decade on the percentile axis: 0 is "0%", 1 "90%", 2 "99%", 3 "99.9%".
+pub fn percentile_label(decade: u32) -> String {
+    match decade {
+        0 => "0%".to_owned(),
+        1 => "90%".to_owned(),
+        d => format!(
+            "99{}{}%",
+            if d > 2 { "." } else { "" },
+            "9".repeat(d as usize - 2)
+        ),
+    }
+}
+
 /// Counts per fixed-width time bucket, as (bucket start in seconds, count).
 pub fn buckets(times_us: impl IntoIterator<Item = u64>, width_us: u64) -> Vec<(f64, u64)> {
     let width = width_us.max(1);
@@ -137,6 +196,37 @@ mod tests {
         let b = buckets([0, 999_999, 1_000_000, 3_500_000], 1_000_000);
         assert_eq!(b, vec![(0.0, 2), (1.0, 1), (2.0, 0), (3.0, 1)]);
         assert!(buckets(Vec::<u64>::new(), 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn the_percentile_curve_climbs_to_the_max_and_stays_on_the_axis() {
+        let mut r = Recorder::default();
+        for ms in 1..=1000u64 {
+            r.record_us(ms * 1000);
+        }
+        let c = r.percentile_curve(5);
+        assert!(c.len() > 10, "{c:?}");
+        assert!(
+            c.windows(2)
+                .all(|w| w[0].quantile < w[1].quantile && w[0].ms <= w[1].ms)
+        );
+        assert_eq!(c[0].quantile, 0.0);
+        let last = c.last().unwrap();
+        assert!((last.quantile - 0.999).abs() < 1e-9, "{last:?}");
+        assert!((last.ms - 1000.0).abs() <= 1.0, "{last:?}");
+        let at_99 = c.iter().find(|p| p.quantile >= 0.99).unwrap();
+        assert!((at_99.ms - 990.0).abs() <= 2.0, "{at_99:?}");
+        assert!(percentile_axis(last.quantile).is_finite());
+        assert!(Recorder::default().percentile_curve(5).is_empty());
+    }
+
+    #[test]
+    fn percentile_axis_and_labels() {
+        assert!((percentile_axis(0.0)).abs() < 1e-12);
+        assert!((percentile_axis(0.9) - 1.0).abs() < 1e-9);
+        assert!((percentile_axis(0.999) - 3.0).abs() < 1e-9);
+        let labels: Vec<String> = (0..6).map(percentile_label).collect();
+        assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]);
     }
 
     #[test]
