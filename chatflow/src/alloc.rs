@@ -1,20 +1,21 @@
 //! A global allocator wrapper that counts live heap bytes, so memory per connection is measured
-//! exactly, unaffected by freed memory the system allocator keeps for reuse.
+//! exactly, unaffected by freed memory the allocator keeps for reuse.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// The counting allocator; install it with `#[global_allocator]` in a binary.
+/// The counting allocator over mimalloc (the services' allocator); install it with
+/// `#[global_allocator]` in a binary.
 pub struct Counting;
 
 // The one unsafe impl of the workspace: a global allocator cannot be written without it.
 #[allow(unsafe_code)]
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
+// SAFETY: every call is forwarded to mimalloc unchanged; only a counter is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size(), Ordering::Relaxed);
         }
@@ -22,12 +23,12 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size(), Ordering::Relaxed);
         }
@@ -35,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_add(new_size, Ordering::Relaxed);
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);

@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use chatflow_consumer::{ConsumerConfig, start};
 use clap::Parser;
 
+// Frames, replies and queue bodies are allocated on one worker thread and freed on another;
+// mimalloc's per-thread free lists take that without the arena lock contention of glibc's
+// malloc, which showed in profiles of the pipeline under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     chatflow::telemetry::init_logging();

@@ -31,8 +31,11 @@ pub struct ProducerConfig {
     /// (one TaskMessage each, the original format).
     #[arg(long, env = "PACKING", default_value = "envelope")]
     pub packing: Packing,
-    /// How long a batch waits for more messages before it is sent, in microseconds.
-    #[arg(long, env = "BATCH_LINGER_US", default_value_t = 1000)]
+    /// How long a batch waits for more messages before it is sent, in microseconds. 0 sends
+    /// what is there at once: with one batch in flight per room, messages that arrive during a
+    /// queue round trip fill the next batch anyway, while a linger delays every ack under
+    /// steady load.
+    #[arg(long, env = "BATCH_LINGER_US", default_value_t = 0)]
     pub batch_linger_us: u64,
     /// Largest accepted message, in bytes; larger ones close the socket with 1009.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(64..=16_777_216))]

@@ -109,11 +109,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         e.p50, e.p99, e.p999
     );
     println!(
-        "    producer ack  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  ({:.0} msg/s achieved)",
+        "    producer ack  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  ({:.0} msg/s achieved; p99 {:.2}x echo)",
         p.p50,
         p.p99,
         p.p999,
-        at_half.rate()
+        at_half.rate(),
+        p.p99 / e.p99.max(1e-9)
     );
 
     if o.idle_connections > 0 {
