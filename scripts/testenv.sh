@@ -173,6 +173,7 @@ _chatflow_testenv_main() {
         if [[ "$sqs_only" == 1 ]]; then
             # Benchmarks against SQS alone: no cluster competing for the CPU.
             chatflow_localstack_install
+            # shellcheck disable=SC2119  # no extra listen address: only host processes use it
             chatflow_localstack_start
             "$@" || rc=$?
             chatflow_localstack_stop
