@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatflow::queue::{
-    BodyFormat, EmbeddedQueues, Ensured, PublishEntry, QueueAttributes, QueueError, Queues,
-    SqsConfig, SqsQueues,
+    BodyFormat, Deletion, EmbeddedQueues, Ensured, OWNER_TAG, PublishEntry, QueueAttributes,
+    QueueError, Queues, SqsConfig, SqsQueues, delete_owned, ensure_owned,
 };
 use chatflow::rooms::QueueNaming;
 
@@ -253,6 +253,66 @@ mod cases {
         q.delete_queue(1).await.unwrap();
     }
 
+    pub async fn an_owned_queue_is_never_changed_or_deleted_for_another_owner(q: Q) {
+        assert_eq!(
+            ensure_owned(q.as_ref(), 1, &attrs(30), "team-a/chat")
+                .await
+                .unwrap(),
+            Ensured::Ready
+        );
+        assert_eq!(q.queue_tags(1).await.unwrap()[OWNER_TAG], "team-a/chat");
+        let err = ensure_owned(q.as_ref(), 1, &attrs(45), "team-b/chat")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, QueueError::OwnedByOther { room: 1, owner } if owner == "team-a/chat"),
+            "{err:?}"
+        );
+        let current = QueueAttributes::from_map(&q.queue_attributes(1).await.unwrap());
+        assert_eq!(
+            current.visibility_timeout,
+            Duration::from_secs(30),
+            "not repaired"
+        );
+        assert_eq!(
+            delete_owned(q.as_ref(), 1, "team-b/chat").await.unwrap(),
+            Deletion::Kept {
+                owner: Some("team-a/chat".into())
+            }
+        );
+        q.queue_attributes(1).await.expect("still there");
+        // The owner repairs its own queue's drift and deletes it.
+        assert!(matches!(
+            ensure_owned(q.as_ref(), 1, &attrs(45), "team-a/chat")
+                .await
+                .unwrap(),
+            Ensured::Repaired(_)
+        ));
+        assert_eq!(
+            delete_owned(q.as_ref(), 1, "team-a/chat").await.unwrap(),
+            Deletion::Deleted
+        );
+        assert_eq!(
+            delete_owned(q.as_ref(), 1, "team-a/chat").await.unwrap(),
+            Deletion::Absent
+        );
+    }
+
+    pub async fn an_untagged_queue_is_adopted_by_the_first_owner(q: Q) {
+        q.create_queue(2, &attrs(30)).await.unwrap();
+        assert!(q.queue_tags(2).await.unwrap().is_empty());
+        ensure_owned(q.as_ref(), 2, &attrs(30), "ns/old")
+            .await
+            .unwrap();
+        assert_eq!(q.queue_tags(2).await.unwrap()[OWNER_TAG], "ns/old");
+        assert!(
+            ensure_owned(q.as_ref(), 2, &attrs(30), "ns/new")
+                .await
+                .is_err()
+        );
+        q.delete_queue(2).await.unwrap();
+    }
+
     pub async fn the_body_format_travels_with_the_message(q: Q) {
         q.create_queue(1, &attrs(30)).await.unwrap();
         let mut packed = entry("a", "a-env", "[]");
@@ -299,6 +359,8 @@ macro_rules! all_cases {
             a_long_poll_wakes_on_send_and_ends_empty_after_its_wait,
             batch_delete_and_depth_counts,
             the_body_format_travels_with_the_message,
+            an_owned_queue_is_never_changed_or_deleted_for_another_owner,
+            an_untagged_queue_is_adopted_by_the_first_owner,
         );
     };
 }

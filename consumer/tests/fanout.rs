@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chatflow::queue::{
     EmbeddedQueues, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
-    QueueError, Queues, ReceivedMessage, SharedQueues, SqsConfig, SqsQueues,
+    QueueError, Queues, ReceivedMessage, SharedQueues, SqsConfig, SqsQueues, Tags,
 };
 use chatflow::rooms::{QueueNaming, RoomId};
 use chatflow::ws::{ClientEvent, connect_split};
@@ -96,8 +96,21 @@ impl Queues for FirstDeleteFails {
     fn backend(&self) -> &'static str {
         "flaky"
     }
-    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError> {
-        self.inner.create_queue(room, attrs).await
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError> {
+        self.inner.create_queue_tagged(room, attrs, tags).await
+    }
+
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
+        self.inner.queue_tags(room).await
+    }
+
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
+        self.inner.tag_queue(room, tags).await
     }
     async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {
         self.inner.queue_attributes(room).await

@@ -83,8 +83,11 @@ impl From<Packing> for chatflow::envelope::Packing {
 #[serde(rename_all = "camelCase")]
 pub struct QueuesSpec {
     /// Queue-name prefix; queues are named {prefix}room-{id}.fifo (at most 80 characters).
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    /// Default: derived from the set's namespace and name ({namespace}_{name}_), so sets never
+    /// share queues by accident. A queue is tagged with the set that created it, and a set never
+    /// adopts, changes or deletes a queue tagged for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// AWS region of the queues; the operator's AWS_REGION when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -114,7 +117,7 @@ pub struct QueuesSpec {
 impl Default for QueuesSpec {
     fn default() -> Self {
         QueuesSpec {
-            prefix: default_prefix(),
+            prefix: None,
             region: None,
             endpoint: None,
             high_throughput: false,
@@ -126,9 +129,6 @@ impl Default for QueuesSpec {
     }
 }
 
-fn default_prefix() -> String {
-    chatflow::rooms::DEFAULT_PREFIX.to_owned()
-}
 fn default_visibility() -> u32 {
     30
 }

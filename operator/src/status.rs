@@ -17,6 +17,8 @@ pub struct Observed {
     pub queues_ready: u32,
     /// Why the queue service could not be used, if it could not.
     pub queue_error: Option<String>,
+    /// Which of the set's queues another set owns, if any.
+    pub queue_conflict: Option<String>,
     /// Ready replicas of the producer Deployment.
     pub producer_ready: i32,
     /// One entry per planned shard, in plan order.
@@ -35,8 +37,16 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
         .unwrap_or_default();
     let desired_queues = plan.rooms.len() as u32;
     let ready = observed.queues_ready;
-    let queues_cond = match &observed.queue_error {
-        None if ready == desired_queues => condition(
+    let queues_cond = match (&observed.queue_error, &observed.queue_conflict) {
+        (_, Some(conflict)) => condition(
+            "QueuesReady",
+            false,
+            "QueueOwnedByAnotherSet",
+            conflict.clone(),
+            gen_,
+            &prev,
+        ),
+        (None, None) if ready == desired_queues => condition(
             "QueuesReady",
             true,
             "QueuesEnsured",
@@ -44,7 +54,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             gen_,
             &prev,
         ),
-        None => condition(
+        (None, None) => condition(
             "QueuesReady",
             false,
             "QueuesPending",
@@ -52,7 +62,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             gen_,
             &prev,
         ),
-        Some(e) => condition(
+        (Some(e), None) => condition(
             "QueuesReady",
             false,
             "QueueServiceUnavailable",

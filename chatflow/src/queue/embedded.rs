@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{
     BodyFormat, EntryError, MAX_BATCH, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
-    QueueError, Queues, ReceivedMessage,
+    QueueError, Queues, ReceivedMessage, Tags,
 };
 use crate::rooms::{QueueNaming, RoomId};
 
@@ -46,6 +46,7 @@ struct Message {
 #[derive(Default)]
 struct QueueState {
     attrs: BTreeMap<String, String>,
+    tags: Tags,
     visibility: Duration,
     retention: Duration,
     deleted: bool,
@@ -203,7 +204,12 @@ impl Queues for EmbeddedQueues {
         "embedded"
     }
 
-    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError> {
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError> {
         let name = self.naming.queue_name(room)?;
         let wanted = attrs.to_map();
         let mut queues = lock(&self.queues);
@@ -219,7 +225,10 @@ impl Queues for EmbeddedQueues {
                 });
             }
         }
-        let mut state = QueueState::default();
+        let mut state = QueueState {
+            tags: tags.clone(),
+            ..QueueState::default()
+        };
         state.apply_attrs(wanted);
         queues.insert(
             name.clone(),
@@ -229,6 +238,19 @@ impl Queues for EmbeddedQueues {
                 ready: Notify::new(),
             }),
         );
+        Ok(())
+    }
+
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
+        Ok(self.cell(room)?.state()?.tags.clone())
+    }
+
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
+        let cell = self.cell(room)?;
+        let mut state = cell.state()?;
+        state
+            .tags
+            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(())
     }
 

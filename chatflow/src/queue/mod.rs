@@ -2,6 +2,7 @@
 //! for zero-setup local runs and tests).
 
 mod embedded;
+mod owned;
 mod sqs;
 mod sqs_errors;
 mod types;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use embedded::EmbeddedQueues;
+pub use owned::{Deletion, OWNER_TAG, delete_owned, ensure_owned};
 pub use sqs::{SqsConfig, SqsQueues};
 pub use types::{
     BodyFormat, Ensured, EntryError, FORMAT_ATTRIBUTE, PublishEntry, PublishResult,
@@ -27,6 +29,9 @@ pub const MAX_BATCH: usize = 10;
 /// Longest long poll SQS allows.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
+/// Queue tags, by key.
+pub type Tags = BTreeMap<String, String>;
+
 /// A shared handle to a queue backend.
 pub type SharedQueues = Arc<dyn Queues>;
 
@@ -36,9 +41,26 @@ pub trait Queues: Send + Sync + 'static {
     /// Backend name for logs and metrics.
     fn backend(&self) -> &'static str;
 
-    /// Creates the room's queue; succeeds when it exists with the same attributes, fails with
-    /// [`QueueError::AlreadyExists`] when it exists with different ones.
-    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError>;
+    /// Creates the room's queue carrying `tags`; succeeds when it exists with the same
+    /// attributes (its tags are left as they are), fails with [`QueueError::AlreadyExists`] when
+    /// it exists with different ones.
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError>;
+
+    /// [`Queues::create_queue_tagged`] without tags.
+    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError> {
+        self.create_queue_tagged(room, attrs, &Tags::new()).await
+    }
+
+    /// The queue's tags.
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError>;
+
+    /// Adds tags to the queue, replacing the values of keys it already has.
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError>;
 
     /// The queue's current attributes, by SQS attribute name.
     async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError>;

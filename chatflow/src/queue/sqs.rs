@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::{
 use super::sqs_errors::{Classify, classify};
 use super::{
     BodyFormat, EntryError, FORMAT_ATTRIBUTE, MAX_BATCH, MAX_WAIT, PublishEntry, PublishResult,
-    QueueAttributes, QueueDepth, QueueError, Queues, ReceivedMessage,
+    QueueAttributes, QueueDepth, QueueError, Queues, ReceivedMessage, Tags,
 };
 use crate::rooms::{QueueNaming, RoomId};
 
@@ -225,17 +225,48 @@ impl Queues for SqsQueues {
         "sqs"
     }
 
-    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError> {
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError> {
         let name = self.naming.queue_name(room)?;
-        let req = self
+        let mut req = self
             .client
             .create_queue()
             .queue_name(&name)
             .set_attributes(Some(sdk_attrs(attrs.to_map())));
+        if !tags.is_empty() {
+            req = req.set_tags(Some(tags.clone().into_iter().collect()));
+        }
         let out = self.call(&name, self.call_timeout, req.send()).await?;
         if let Some(url) = out.queue_url() {
             self.cache(room, url.to_owned());
         }
+        Ok(())
+    }
+
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
+        let url = self.url(room).await?;
+        let req = self.client.list_queue_tags().queue_url(url);
+        let out = self.on_queue(room, self.call_timeout, req.send()).await?;
+        Ok(out
+            .tags()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
+        let url = self.url(room).await?;
+        let req = self
+            .client
+            .tag_queue()
+            .queue_url(url)
+            .set_tags(Some(tags.clone().into_iter().collect()));
+        self.on_queue(room, self.call_timeout, req.send()).await?;
         Ok(())
     }
 

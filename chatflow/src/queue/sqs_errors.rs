@@ -8,9 +8,11 @@ use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchError;
 use aws_sdk_sqs::operation::delete_queue::DeleteQueueError;
 use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
 use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
+use aws_sdk_sqs::operation::list_queue_tags::ListQueueTagsError;
 use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_sdk_sqs::operation::set_queue_attributes::SetQueueAttributesError;
+use aws_sdk_sqs::operation::tag_queue::TagQueueError;
 
 use super::QueueError;
 
@@ -70,6 +72,8 @@ on_queue!(
     SendMessageBatchError,
     ReceiveMessageError,
     DeleteMessageBatchError,
+    ListQueueTagsError,
+    TagQueueError,
 );
 
 /// The queue layer's error for a failed call on `queue`.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::rooms::RoomError;
+use crate::rooms::{RoomError, RoomId};
 
 /// Attributes of a room queue, as DESIGN's queue rules set them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +222,14 @@ pub enum QueueError {
     /// The room has no valid queue name.
     #[error(transparent)]
     Room(#[from] RoomError),
+    /// The queue is tagged as another owner's: it is neither adopted, changed nor deleted.
+    #[error("the queue of room {room} belongs to {owner}")]
+    OwnedByOther {
+        /// The room whose queue it is.
+        room: RoomId,
+        /// The owner its tag names.
+        owner: String,
+    },
     /// The call's arguments are wrong (empty or oversize batch, unknown attribute...).
     #[error("invalid queue request: {0}")]
     Invalid(String),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatflow::queue::{
     EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError, Queues,
-    ReceivedMessage, SharedQueues,
+    ReceivedMessage, SharedQueues, Tags,
 };
 use chatflow::rooms::RoomId;
 
@@ -80,8 +80,21 @@ impl Queues for Counted {
         self.inner.backend()
     }
 
-    async fn create_queue(&self, room: RoomId, attrs: &QueueAttributes) -> Result<(), QueueError> {
-        self.inner.create_queue(room, attrs).await
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError> {
+        self.inner.create_queue_tagged(room, attrs, tags).await
+    }
+
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
+        self.inner.queue_tags(room).await
+    }
+
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
+        self.inner.tag_queue(room, tags).await
     }
 
     async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {

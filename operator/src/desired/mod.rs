@@ -50,6 +50,45 @@ pub struct Plan {
     pub routing: String,
 }
 
+/// Longest derived prefix: leaves room for `room-{id}.fifo` with any room id in SQS's 80.
+const DERIVED_PREFIX_MAX: usize = 40;
+
+/// Namespace of the hash that keeps shortened derived prefixes apart.
+const PREFIX_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6368_6174_666c_6f77_2d70_7265_6669_7801);
+
+/// The set's queue-name prefix: the spec's, or one derived from namespace and name.
+pub fn queue_prefix(crs: &ChatRoomSet) -> String {
+    match &crs.spec.queues.prefix {
+        Some(p) => p.clone(),
+        None => derived_prefix(&crs.namespace().unwrap_or_default(), &crs.name_any()),
+    }
+}
+
+/// `{namespace}_{name}_`: `_` cannot occur in either, so no two sets share it. A name with `.`
+/// (not allowed in queue names) or a pair too long is shortened and given a hash of both.
+pub fn derived_prefix(namespace: &str, name: &str) -> String {
+    let plain = format!("{namespace}_{name}_");
+    if plain.len() <= DERIVED_PREFIX_MAX && !name.contains('.') {
+        return plain;
+    }
+    let hash = uuid::Uuid::new_v5(&PREFIX_NAMESPACE, format!("{namespace}/{name}").as_bytes())
+        .simple()
+        .to_string();
+    let kept: String = format!("{namespace}_{name}")
+        .chars()
+        .map(|c| if c == '.' { '-' } else { c })
+        .take(DERIVED_PREFIX_MAX - 10)
+        .collect();
+    format!("{kept}_{}_", &hash[..8])
+}
+
+/// The owner a set's queues are tagged with: stable across deleting and re-creating the set,
+/// so a set created again under the same name finds its retained queues.
+pub fn queue_owner(crs: &ChatRoomSet) -> String {
+    format!("{}/{}", crs.namespace().unwrap_or_default(), crs.name_any())
+}
+
 /// Resolves a spec, or says in one readable sentence why it cannot be served.
 pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     let name = crs.name_any();
@@ -63,7 +102,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         ));
     }
     let naming =
-        QueueNaming::parse(&spec.queues.prefix).map_err(|e| format!("spec.queues.prefix: {e}"))?;
+        QueueNaming::parse(&queue_prefix(crs)).map_err(|e| format!("spec.queues.prefix: {e}"))?;
     naming
         .check_range(rooms)
         .map_err(|e| format!("spec.queues.prefix: {e}"))?;

@@ -47,7 +47,7 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
         },
         env("SERVER_ID", format!("{prefix}-$(POD_NAME)")),
         env("QUEUE_BACKEND", "sqs"),
-        env("SQS_QUEUE_URL_PREFIX", crs.spec.queues.prefix.clone()),
+        env("SQS_QUEUE_URL_PREFIX", super::queue_prefix(crs)),
         env("ROOMS_START", rooms.start().to_string()),
         env("ROOMS_END", rooms.end().to_string()),
     ];

@@ -49,7 +49,7 @@ fn invalid_specs_are_explained() {
     let e = plan(&sample("demo", 10, 5, 5)).unwrap_err();
     assert!(e.contains("end 5 is below start 10"), "{e}");
     let mut long = sample("demo", 1, 20, 5);
-    long.spec.queues.prefix = "p".repeat(70);
+    long.spec.queues.prefix = Some("p".repeat(70));
     let e = plan(&long).unwrap_err();
     assert!(e.contains("SQS allows 80"), "{e}");
     let e = plan(&sample("demo", 1, 20, 0)).unwrap_err();
@@ -92,6 +92,36 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
         d.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
         "chatflow-operator"
     );
+}
+
+#[test]
+fn sets_without_a_prefix_get_their_own_from_namespace_and_name() {
+    let mut a = sample("chat", 1, 4, 2);
+    a.metadata.namespace = Some("team-a".into());
+    let mut b = sample("chat", 1, 4, 2);
+    b.metadata.namespace = Some("team-b".into());
+    assert_eq!(queue_prefix(&a), "team-a_chat_");
+    assert_eq!(queue_prefix(&b), "team-b_chat_");
+    assert_eq!(
+        plan(&a).unwrap().naming.queue_name(1).unwrap(),
+        "team-a_chat_room-1.fifo"
+    );
+    // '-' may appear in both parts; '_' in neither, so the split is unambiguous.
+    assert_ne!(
+        derived_prefix("team-a", "chat"),
+        derived_prefix("team", "a-chat")
+    );
+    // Dots are not allowed in queue names; long pairs are shortened; a hash keeps them apart.
+    let dotted = derived_prefix("ns", "a.b");
+    assert_ne!(dotted, derived_prefix("ns", "a-b"));
+    assert!(!dotted.contains('.'), "{dotted}");
+    let long = derived_prefix(&"n".repeat(63), &"x".repeat(200));
+    assert!(long.len() <= 40, "{long}");
+    assert_ne!(long, derived_prefix(&"n".repeat(63), &"x".repeat(201)));
+    let mut explicit = sample("chat", 1, 4, 2);
+    explicit.spec.queues.prefix = Some("shared-".into());
+    assert_eq!(queue_prefix(&explicit), "shared-");
+    assert_eq!(queue_owner(&a), "team-a/chat");
 }
 
 fn producer_env(crs: &ChatRoomSet) -> BTreeMap<String, String> {

@@ -246,7 +246,9 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     let ensured = match (&client, ctx.queues.cached(&queue_key, &plan, &loc)) {
         (Ok(_), Some(cached)) => cached,
         (Ok(q), None) => {
-            let out = queues::ensure(q, plan.rooms, &plan.attrs, ctx.queue_concurrency).await;
+            let owner = desired::queue_owner(&crs);
+            let out =
+                queues::ensure(q, plan.rooms, &plan.attrs, &owner, ctx.queue_concurrency).await;
             ctx.queues.record(&queue_key, &plan, &loc, &out);
             out
         }
@@ -264,7 +266,16 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
     }
 
-    let applied = workloads::apply(&ctx.client, &stores, &crs, &plan, &loc).await?;
+    let conflict = conflict_note(&plan, &ensured.conflicts);
+    if let Some(note) = &conflict {
+        ctx.event(&crs, EventType::Warning, "QueueConflict", note.clone())
+            .await;
+    }
+    // A producer of a set whose queues are partly another set's would publish into them.
+    let applied = match conflict {
+        None => workloads::apply(&ctx.client, &stores, &crs, &plan, &loc).await?,
+        Some(_) => workloads::Applied::withheld(&plan),
+    };
     if !applied.pruned.is_empty() {
         let note = format!("removed {}", applied.pruned.join(", "));
         ctx.event(&crs, EventType::Normal, "ShardsPruned", note)
@@ -283,6 +294,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     let observed = Observed {
         queues_ready: ensured.ready,
         queue_error: ensured.error.clone(),
+        queue_conflict: conflict_note(&plan, &ensured.conflicts),
         producer_ready: applied.producer_ready,
         shards,
         lingering_pods: applied.lingering_pods,
@@ -312,6 +324,8 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
             Err(Error::Queues(e))
         }
+        // Another set's queues change only when a set goes away, which is not watched here.
+        None if !ensured.conflicts.is_empty() => Ok(Action::requeue(ctx.resync)),
         // Pods are not watched by the controller: look again soon while removed shards stop.
         None if applied.lingering_pods > 0 => Ok(Action::requeue(Duration::from_secs(2))),
         None if ctx.queues.cached(&queue_key, &plan, &loc).is_none() => {
@@ -319,6 +333,20 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         }
         None => Ok(Action::requeue(ctx.resync)),
     }
+}
+
+/// One sentence naming the queues another set owns, if any.
+fn conflict_note(plan: &desired::Plan, conflicts: &[(u32, String)]) -> Option<String> {
+    let (room, owner) = conflicts.first()?;
+    let queue = plan
+        .naming
+        .queue_name(*room)
+        .unwrap_or_else(|_| format!("of room {room}"));
+    Some(format!(
+        "{} of {} queues belong to another ChatRoomSet (first: {queue}, owned by {owner}); choose another spec.queues.prefix",
+        conflicts.len(),
+        plan.rooms.len()
+    ))
 }
 
 async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -344,15 +372,23 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
     };
     let loc = QueueLocation::resolve(&crs, &ctx.defaults);
     let queues = ctx.queues.client(&loc, &plan.naming).await?;
-    let failures = queues::delete_all(&queues, plan.rooms, ctx.queue_concurrency).await;
-    if let Some(first) = failures.first() {
+    let owner = desired::queue_owner(&crs);
+    let done = queues::delete_all(&queues, plan.rooms, &owner, ctx.queue_concurrency).await;
+    if let Some(first) = done.failures.first() {
         return Err(Error::Queues(format!(
             "{} queues not deleted, first: {first}",
-            failures.len()
+            done.failures.len()
         )));
     }
-    let note = format!("deleted {} queues", plan.rooms.len());
+    let note = format!("deleted {} queues", done.deleted);
     ctx.event(&crs, EventType::Normal, "QueuesDeleted", note)
         .await;
+    if let Some(first) = done.kept.first() {
+        let note = format!(
+            "{} queues in the range belong to another set and were kept, first: {first}",
+            done.kept.len()
+        );
+        ctx.event(&crs, EventType::Normal, "QueuesKept", note).await;
+    }
     Ok(Action::await_change())
 }

@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatflow::queue::{Ensured, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues};
-use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow::queue::{
+    Deletion, Ensured, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues,
+    delete_owned, ensure_owned,
+};
+use chatflow::rooms::{QueueNaming, RoomId, RoomRange};
 use futures::StreamExt;
 
 use super::Error;
@@ -26,6 +29,8 @@ pub struct Ensure {
     pub repaired: u32,
     /// The first failure, if any queue could not be ensured.
     pub error: Option<String>,
+    /// Rooms whose queue another set owns, with that owner, in room order.
+    pub conflicts: Vec<(RoomId, String)>,
 }
 
 /// What the queues of a set looked like when last ensured.
@@ -94,6 +99,7 @@ impl QueueState {
             && c.outcome.error.is_none()
             && c.outcome.ready == plan.rooms.len() as u32
             && c.at.elapsed() < RECHECK;
+        let fresh = fresh && c.outcome.conflicts.is_empty();
         fresh.then(|| Ensure {
             repaired: 0,
             ..c.outcome.clone()
@@ -133,17 +139,18 @@ impl QueueState {
     }
 }
 
-/// Ensures every room's queue, `concurrency` calls at a time.
+/// Ensures every room's queue for `owner`, `concurrency` calls at a time.
 pub async fn ensure(
     queues: &SharedQueues,
     rooms: RoomRange,
     attrs: &QueueAttributes,
+    owner: &str,
     concurrency: usize,
 ) -> Ensure {
     let results: Vec<_> = futures::stream::iter(rooms.iter())
         .map(|room| {
             let (queues, attrs) = (queues.clone(), attrs.clone());
-            async move { queues.ensure_queue(room, &attrs).await }
+            async move { ensure_owned(queues.as_ref(), room, &attrs, owner).await }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -156,11 +163,13 @@ pub async fn ensure(
                 out.ready += 1;
                 out.repaired += 1;
             }
+            Err(QueueError::OwnedByOther { room, owner }) => out.conflicts.push((room, owner)),
             Err(e) => {
                 out.error.get_or_insert(e.to_string());
             }
         }
     }
+    out.conflicts.sort();
     out
 }
 
@@ -203,25 +212,43 @@ pub async fn fill_backlog(
     missing
 }
 
-/// Deletes every room's queue; the failures, one line each.
+/// What deleting a set's queues did.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// Queues deleted.
+    pub deleted: u32,
+    /// Queues left because another set (or nobody) owns them, one line each.
+    pub kept: Vec<String>,
+    /// Failures, one line each.
+    pub failures: Vec<String>,
+}
+
+/// Deletes every room's queue that `owner` owns.
 pub async fn delete_all(
     queues: &SharedQueues,
     rooms: RoomRange,
+    owner: &str,
     concurrency: usize,
-) -> Vec<String> {
-    futures::stream::iter(rooms.iter())
+) -> Deleted {
+    let results: Vec<_> = futures::stream::iter(rooms.iter())
         .map(|room| {
             let queues = queues.clone();
-            async move {
-                queues
-                    .delete_queue(room)
-                    .await
-                    .err()
-                    .map(|e| format!("room {room}: {e}"))
-            }
+            async move { (room, delete_owned(queues.as_ref(), room, owner).await) }
         })
         .buffer_unordered(concurrency.max(1))
-        .filter_map(|e| async move { e })
         .collect()
-        .await
+        .await;
+    let mut out = Deleted::default();
+    for (room, r) in results {
+        match r {
+            Ok(Deletion::Deleted) => out.deleted += 1,
+            Ok(Deletion::Absent) => {}
+            Ok(Deletion::Kept { owner }) => out.kept.push(format!(
+                "room {room} (owned by {})",
+                owner.as_deref().unwrap_or("no set")
+            )),
+            Err(e) => out.failures.push(format!("room {room}: {e}")),
+        }
+    }
+    out
 }

@@ -115,6 +115,28 @@ pub struct Applied {
     pub pruned: Vec<String>,
 }
 
+impl Applied {
+    /// Nothing applied: every planned shard reported with no ready replicas.
+    pub fn withheld(plan: &Plan) -> Self {
+        Applied {
+            producer_ready: 0,
+            shards: plan
+                .shards
+                .iter()
+                .map(|shard| ShardStatus {
+                    name: shard.name.clone(),
+                    rooms: shard.rooms.to_string(),
+                    service: shard.name.clone(),
+                    ready_replicas: 0,
+                    backlog: None,
+                })
+                .collect(),
+            lingering_pods: 0,
+            pruned: Vec::new(),
+        }
+    }
+}
+
 /// Applies every owned object of `crs`; shards new to the spec wait while pods of removed
 /// shards linger, because two consumers polling one room would split its audience.
 pub async fn apply(

@@ -17,6 +17,7 @@ fn all_ready() -> Observed {
     Observed {
         queues_ready: 20,
         queue_error: None,
+        queue_conflict: None,
         producer_ready: 2,
         shards: vec![
             shard("demo-consumer-1-10", "1-10", 1),
@@ -156,4 +157,28 @@ fn an_invalid_spec_keeps_the_last_counts_and_reports_only_ready_false() {
     assert_eq!((s.queues.ready, s.observed_generation), (20, Some(4)));
     crs.status = Some(s);
     assert!(already_invalid(&crs, "end before start"));
+}
+
+#[test]
+fn queues_of_another_set_are_named_in_the_condition_and_nothing_is_ready() {
+    let crs = sample("demo", 1, 20, 10);
+    let p = plan(&crs).unwrap();
+    let mut o = all_ready();
+    o.queues_ready = 18;
+    o.queue_conflict = Some("2 of 20 queues belong to another ChatRoomSet (first: x)".into());
+    let s = compute(&crs, &p, &o);
+    let q = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "QueuesReady")
+        .unwrap();
+    assert_eq!(q.status, "False");
+    assert_eq!(q.reason, "QueueOwnedByAnotherSet");
+    assert!(
+        q.message.contains("belong to another ChatRoomSet"),
+        "{}",
+        q.message
+    );
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
 }
