@@ -75,7 +75,7 @@ set_ns="${set_ns:-default}"
 queue_prefix="$(sed -n 's/^    prefix: *//p' "$E2E_EXAMPLE" | head -n 1)"
 [[ -n "$queue_prefix" ]] || die "$E2E_EXAMPLE sets no spec.queues.prefix"
 
-for tool in kubectl python3 curl; do
+for tool in kubectl python3 curl cargo; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH"
 done
 # shellcheck source=scripts/testenv.sh
@@ -361,6 +361,14 @@ k -n "$set_ns" get crs "$set_name"
     die "LocalStack holds $(list_queues | wc -l) queues named $queue_prefix*, not $room_count"
 assert_image_ids "$set_ns" "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer" "chatflow/producer:$tag" Running
 assert_image_ids "$set_ns" "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer" "chatflow/consumer:$tag" Running
+
+step "running pods meet Pod Security \"restricted\" (no PodSecurity admission on this cluster)"
+k -n "$set_ns" get pods -l "app.kubernetes.io/instance=$set_name" -o json |
+    cargo run -q -p chatflow-operator --bin podcheck ||
+    die "the operator's pods break the restricted profile"
+k -n "$operator_ns" get pods -l app.kubernetes.io/component=operator -o json |
+    cargo run -q -p chatflow-operator --bin podcheck -- --needs-api ||
+    die "the chart's operator pods break the restricted profile"
 
 step "loadgen: $E2E_MESSAGES messages over $shards shards"
 if [[ "$E2E_EXAMPLE" == examples/chatroomset-kind-localstack.yaml ]]; then

@@ -7,8 +7,9 @@ use std::time::Duration;
 use chatflow::queue::QueueError;
 use chatflow::testkit::Proxy;
 use chatflow_operator::ChatRoomSet;
+use chatflow_operator::desired::restricted;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -73,6 +74,19 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
     let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let routing = cm.get("demo-routing").await.unwrap();
     assert!(routing.data.unwrap()["routing.json"].contains("demo-consumer-16-20"));
+
+    // The pods the apiserver admitted from the operator's Deployments (their images are not
+    // on the node; the specs are what counts) meet the restricted profile.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let admitted = wait("the set's pods", Duration::from_secs(60), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        (list.items.len() >= 6).then_some(list.items)
+    })
+    .await;
+    for pod in admitted {
+        let v = restricted::violations(pod.spec.as_ref().unwrap(), false);
+        assert!(v.is_empty(), "{}: {v:?}", pod.name_any());
+    }
 
     // Grow to 30 rooms: 10 more queues, 2 more shards.
     apply(&api, &set("demo", &prefix, 1, 30, 5)).await.unwrap();

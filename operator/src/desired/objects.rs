@@ -7,9 +7,10 @@ use chatflow::rooms::RoomRange;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext,
-    Service, ServicePort, ServiceSpec,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -60,6 +61,37 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
     v
 }
 
+/// Seconds the services' drain may take unless the spec's env sets SHUTDOWN_GRACE_SECS.
+const DEFAULT_DRAIN_SECS: i64 = 20;
+
+/// A termination grace period longer than the container's drain, so Kubernetes does not kill
+/// a pod that is still answering its senders or broadcasting what it holds.
+fn grace_period(c: &Container) -> i64 {
+    let drain = c
+        .env
+        .iter()
+        .flatten()
+        .rev()
+        .find(|e| e.name == "SHUTDOWN_GRACE_SECS")
+        .and_then(|e| e.value.as_deref()?.parse::<i64>().ok())
+        .unwrap_or(DEFAULT_DRAIN_SECS);
+    drain.max(0) + 10
+}
+
+/// Requests and limits for a container whose spec names none: a pod without them is the first
+/// evicted and can take a node's memory.
+fn default_resources() -> ResourceRequirements {
+    let q = |v: &str| Quantity(v.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q("100m")),
+            ("memory".to_owned(), q("64Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q("512Mi"))])),
+        ..Default::default()
+    }
+}
+
 fn container(
     name: &str,
     image: &str,
@@ -87,7 +119,7 @@ fn container(
             ..Default::default()
         }]),
         env: Some(env),
-        resources,
+        resources: Some(resources.unwrap_or_else(default_resources)),
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/health")),
         security_context: Some(SecurityContext {
@@ -142,12 +174,18 @@ fn deployment(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    termination_grace_period_seconds: Some(grace_period(&container)),
                     containers: vec![container],
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
-                    termination_grace_period_seconds: Some(30),
+                    // Producers and consumers talk to SQS, never to the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     ..Default::default()
                 }),
             },

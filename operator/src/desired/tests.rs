@@ -178,3 +178,65 @@ fn pods_of_removed_shards_hold_back_new_ones() {
     assert_eq!(crate::reconcile::lingering_pods(&pods, &p), 2);
     assert_eq!(crate::reconcile::lingering_pods(&pods[..1], &p), 0);
 }
+
+#[test]
+fn every_pod_the_operator_writes_meets_the_restricted_profile() {
+    let mut crs = sample("demo", 1, 20, 5);
+    crs.spec
+        .producer
+        .env
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "SHUTDOWN_GRACE_SECS".into(),
+            value: Some("45".into()),
+            value_from: None,
+        });
+    let p = plan(&crs).unwrap();
+    let loc = QueueLocation::default();
+    let producer = producer_deployment(&crs, &p, &loc);
+    let consumers = p.shards.iter().map(|s| consumer_deployment(&crs, s, &loc));
+    for d in std::iter::once(producer.clone()).chain(consumers) {
+        let spec = d.spec.unwrap().template.spec.unwrap();
+        assert_eq!(restricted::violations(&spec, false), Vec::<String>::new());
+        let grace = spec.termination_grace_period_seconds.unwrap();
+        assert!(grace > 20, "grace {grace}s is not longer than the drain");
+    }
+    let producer_spec = producer.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        producer_spec.termination_grace_period_seconds,
+        Some(55),
+        "follows the drain the spec's env sets"
+    );
+}
+
+#[test]
+fn the_restricted_check_names_what_a_plain_pod_lacks() {
+    let spec = k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: "app".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let v = restricted::violations(&spec, false);
+    for rule in [
+        "service-account token",
+        "allowPrivilegeEscalation",
+        "runAsNonRoot",
+        "seccompProfile",
+        "drop ALL",
+        "root filesystem",
+        "requests",
+        "memory limit",
+    ] {
+        assert!(
+            v.iter().any(|l| l.contains(rule)),
+            "{rule} missing from {v:?}"
+        );
+    }
+    assert!(
+        !restricted::violations(&spec, true)
+            .iter()
+            .any(|l| l.contains("service-account token")),
+        "a pod that needs the API may mount its token"
+    );
+}
