@@ -42,6 +42,10 @@ struct Args {
     /// Queue calls in flight at once per set.
     #[arg(long, env = "QUEUE_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=512))]
     queue_concurrency: u64,
+    /// SQS endpoints a ChatRoomSet may name in spec.queues.endpoint besides AWS_ENDPOINT_URL
+    /// (comma-separated); a set naming another one is refused.
+    #[arg(long, env = "ALLOWED_SQS_ENDPOINTS", value_delimiter = ',')]
+    allowed_sqs_endpoints: Vec<String>,
 }
 
 #[tokio::main]
@@ -77,6 +81,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             endpoint: args.aws_endpoint_url,
         },
         queue_concurrency: args.queue_concurrency as usize,
+        allowed_endpoints: args
+            .allowed_sqs_endpoints
+            .into_iter()
+            .filter(|e| !e.trim().is_empty())
+            .collect(),
     };
     let operator = start(config, client).await?;
     chatflow::telemetry::shutdown_signal().await;

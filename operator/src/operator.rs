@@ -44,6 +44,8 @@ pub struct OperatorConfig {
     pub defaults: QueueLocation,
     /// Queue calls in flight at once per set.
     pub queue_concurrency: usize,
+    /// SQS endpoints a spec may name besides the default one.
+    pub allowed_endpoints: Vec<String>,
 }
 
 /// A running operator.
@@ -103,6 +105,7 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
             &config.identity,
         );
         c.queue_concurrency = config.queue_concurrency;
+        c.allowed_endpoints = config.allowed_endpoints.clone();
         c
     });
     let task = tokio::spawn(lead_and_run(config, client, ctx, leading, shutdown.clone()));

@@ -27,6 +27,20 @@ pub struct Observed {
     pub lingering_pods: usize,
 }
 
+/// Longest queue error quoted in a condition.
+const ERROR_MAX: usize = 200;
+
+/// A queue error as a condition quotes it: one line, at most [`ERROR_MAX`] characters, so a
+/// service's answer is summarized rather than relayed into a status anyone may read.
+fn brief(e: &str) -> String {
+    let line: String = e.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= ERROR_MAX {
+        return line;
+    }
+    let cut: String = line.chars().take(ERROR_MAX).collect();
+    format!("{cut}…")
+}
+
 /// The status of `crs` for `plan` as `observed`, keeping transition times from the previous one.
 pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomSetStatus {
     let gen_ = crs.metadata.generation;
@@ -66,7 +80,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             "QueuesReady",
             false,
             "QueueServiceUnavailable",
-            format!("{ready} of {desired_queues} queues ready: {e}"),
+            format!("{ready} of {desired_queues} queues ready: {}", brief(e)),
             gen_,
             &prev,
         ),

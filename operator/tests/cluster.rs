@@ -182,9 +182,14 @@ async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
     apply(&api, &set("longnames", &long_prefix, 1, 20, 5))
         .await
         .unwrap();
+    // An endpoint the operator's administrator did not allow is never called.
+    let mut elsewhere = set("elsewhere", &prefix(), 1, 2, 2);
+    elsewhere["spec"]["queues"]["endpoint"] = "http://169.254.169.254/latest".into();
+    apply(&api, &elsewhere).await.unwrap();
     for (name, says) in [
         ("backwards", "end 10 is below start 20"),
         ("longnames", "SQS allows 80"),
+        ("elsewhere", "ALLOWED_SQS_ENDPOINTS"),
     ] {
         let crs = wait_status(&api, name, "InvalidSpec", |c| {
             condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
@@ -213,11 +218,11 @@ async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
 async fn a_queue_outage_is_reported_retried_and_recovered_without_restart() {
     let client = client().await;
     let ns = namespace(&client).await;
-    let op = operator(&client, &ns, "solo", 15).await;
-    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
     let upstream = endpoint().trim_start_matches("http://").parse().unwrap();
     let proxy = Proxy::start(upstream).await.unwrap();
     proxy.down();
+    let op = operator_allowing(&client, &ns, "solo", 15, vec![proxy.endpoint()]).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
     let mut body = set("outage", &prefix(), 1, 5, 5);
     body["spec"]["queues"]["endpoint"] = proxy.endpoint().into();
     apply(&api, &body).await.unwrap();

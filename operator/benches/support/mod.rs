@@ -72,6 +72,7 @@ pub async fn operator(client: Client, ns: &str, endpoint: &str) -> anyhow::Resul
                 endpoint: Some(endpoint.to_owned()),
             },
             queue_concurrency: 32,
+            allowed_endpoints: Vec::new(),
         },
         client,
     )

@@ -1,4 +1,4 @@
-//! podcheck: reads a PodList as JSON (`kubectl get pods -o json`) on stdin and prints every way
+//! podcheck: reads a list of pods as JSON (`kubectl get pods -o json`) on stdin and prints every way
 //! its pods break Pod Security "restricted" or ChatFlow's pod rules; fails when any does.
 //! `--needs-api` allows a service-account token (the operator's own pods).
 
@@ -6,7 +6,6 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use chatflow_operator::desired::restricted;
-use k8s_openapi::List;
 use k8s_openapi::api::core::v1::Pod;
 
 fn main() -> ExitCode {
@@ -16,19 +15,22 @@ fn main() -> ExitCode {
         eprintln!("podcheck: cannot read stdin: {e}");
         return ExitCode::from(2);
     }
-    let pods: List<Pod> = match serde_json::from_str(&input) {
+    // kubectl prints a list of pods as kind `List`, which k8s-openapi's `List<Pod>` refuses.
+    let pods: Vec<Pod> = match serde_json::from_str::<serde_json::Value>(&input)
+        .and_then(|v| serde_json::from_value(v["items"].clone()))
+    {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("podcheck: stdin is not a PodList: {e}");
+            eprintln!("podcheck: stdin is not a list of pods: {e}");
             return ExitCode::from(2);
         }
     };
-    if pods.items.is_empty() {
+    if pods.is_empty() {
         eprintln!("podcheck: no pods to check");
         return ExitCode::from(2);
     }
     let mut bad = 0;
-    for pod in &pods.items {
+    for pod in &pods {
         let name = pod.metadata.name.as_deref().unwrap_or("?");
         let Some(spec) = &pod.spec else { continue };
         let v = restricted::violations(spec, needs_api);

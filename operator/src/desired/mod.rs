@@ -220,6 +220,31 @@ impl QueueLocation {
     }
 }
 
+/// Why the operator will not call the set's `spec.queues.endpoint`, if it will not. Whoever may
+/// write a ChatRoomSet could otherwise make the operator call any URL with its AWS credentials
+/// and read the answer in the status; only the operator's own endpoint and those its
+/// administrator allowed are used.
+pub fn endpoint_refusal(
+    crs: &ChatRoomSet,
+    defaults: &QueueLocation,
+    allowed: &[String],
+) -> Option<String> {
+    let wanted = crs.spec.queues.endpoint.as_deref()?;
+    let norm = |s: &str| s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let ok = defaults
+        .endpoint
+        .iter()
+        .chain(allowed)
+        .any(|a| norm(a) == norm(wanted));
+    (!ok).then(|| {
+        format!(
+            "spec.queues.endpoint {wanted:?} is not one the operator may call: \
+             its administrator lists allowed endpoints in ALLOWED_SQS_ENDPOINTS \
+             (chart value allowedSqsEndpoints); leave it out to use the operator's own"
+        )
+    })
+}
+
 /// The ingest URL template of a set.
 pub fn ingest_template(crs: &ChatRoomSet, plan: &Plan) -> String {
     let ns = crs.namespace().unwrap_or_else(|| "default".into());

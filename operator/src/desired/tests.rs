@@ -240,3 +240,32 @@ fn the_restricted_check_names_what_a_plain_pod_lacks() {
         "a pod that needs the API may mount its token"
     );
 }
+
+#[test]
+fn a_spec_may_name_only_the_endpoints_the_operator_allows() {
+    let defaults = QueueLocation {
+        region: None,
+        endpoint: Some("http://localstack:4566".into()),
+    };
+    let allowed = vec!["https://sqs.eu-west-1.amazonaws.com".to_owned()];
+    let mut crs = sample("demo", 1, 4, 2);
+    assert_eq!(
+        endpoint_refusal(&crs, &defaults, &allowed),
+        None,
+        "no endpoint named"
+    );
+    for ok in [
+        "http://localstack:4566/",
+        "https://SQS.eu-west-1.amazonaws.com",
+    ] {
+        crs.spec.queues.endpoint = Some(ok.into());
+        assert_eq!(endpoint_refusal(&crs, &defaults, &allowed), None, "{ok}");
+    }
+    crs.spec.queues.endpoint = Some("http://169.254.169.254/latest".into());
+    let refusal = endpoint_refusal(&crs, &defaults, &allowed).unwrap();
+    assert!(refusal.contains("ALLOWED_SQS_ENDPOINTS"), "{refusal}");
+    assert!(
+        endpoint_refusal(&crs, &QueueLocation::default(), &[]).is_some(),
+        "with nothing allowed, any named endpoint is refused"
+    );
+}

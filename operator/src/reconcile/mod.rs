@@ -70,6 +70,8 @@ pub struct Context {
     pub queue_concurrency: usize,
     /// Periodic resync.
     pub resync: Duration,
+    /// SQS endpoints a spec may name besides the default one.
+    pub allowed_endpoints: Vec<String>,
     /// Event recorder.
     pub recorder: Recorder,
     queues: QueueState,
@@ -99,6 +101,7 @@ impl Context {
             defaults,
             queue_concurrency: 32,
             resync: Duration::from_secs(60),
+            allowed_endpoints: Vec::new(),
             recorder,
             queues: QueueState::default(),
             stores: RwLock::new(None),
@@ -195,7 +198,12 @@ async fn reconcile_inner(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Act
     let ns = crs.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ChatRoomSet> = Api::namespaced(ctx.client.clone(), &ns);
     if crs.meta().deletion_timestamp.is_none()
-        && let Err(reason) = desired::plan(&crs)
+        && let Err(reason) = desired::plan(&crs).and_then(|_| {
+            match desired::endpoint_refusal(&crs, &ctx.defaults, &ctx.allowed_endpoints) {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
+        })
     {
         write_status(&api, &crs, &status::invalid(&crs, &reason)).await?;
         if !status::already_invalid(&crs, &reason) {
@@ -370,6 +378,12 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(Action::await_change());
         }
     };
+    if let Some(refusal) = desired::endpoint_refusal(&crs, &ctx.defaults, &ctx.allowed_endpoints) {
+        let note = format!("{refusal}; queues left in place");
+        ctx.event(&crs, EventType::Warning, "QueuesNotDeleted", note)
+            .await;
+        return Ok(Action::await_change());
+    }
     let loc = QueueLocation::resolve(&crs, &ctx.defaults);
     let queues = ctx.queues.client(&loc, &plan.naming).await?;
     let owner = desired::queue_owner(&crs);

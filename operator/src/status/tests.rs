@@ -182,3 +182,24 @@ fn queues_of_another_set_are_named_in_the_condition_and_nothing_is_ready() {
     let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "False");
 }
+
+#[test]
+fn a_long_queue_error_is_summarized_on_one_line() {
+    let crs = sample("demo", 1, 20, 10);
+    let p = plan(&crs).unwrap();
+    let mut o = all_ready();
+    o.queues_ready = 0;
+    o.queue_error = Some(format!(
+        "unhandled error\n<html>{}</html>",
+        "x".repeat(5000)
+    ));
+    let s = compute(&crs, &p, &o);
+    let q = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "QueuesReady")
+        .unwrap();
+    assert_eq!(q.reason, "QueueServiceUnavailable");
+    assert!(!q.message.contains('\n'), "{}", q.message);
+    assert!(q.message.chars().count() < 260, "{}", q.message.len());
+}

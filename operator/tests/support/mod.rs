@@ -70,6 +70,17 @@ pub async fn operator(
     identity: &str,
     lease_seconds: u64,
 ) -> OperatorHandle {
+    operator_allowing(client, ns, identity, lease_seconds, Vec::new()).await
+}
+
+/// An operator that lets sets name the `allowed` SQS endpoints besides LocalStack's.
+pub async fn operator_allowing(
+    client: &Client,
+    ns: &str,
+    identity: &str,
+    lease_seconds: u64,
+    allowed: Vec<String>,
+) -> OperatorHandle {
     let config = OperatorConfig {
         namespace: Some(ns.to_owned()),
         leader_election: true,
@@ -83,6 +94,7 @@ pub async fn operator(
             endpoint: Some(endpoint()),
         },
         queue_concurrency: 32,
+        allowed_endpoints: allowed,
     };
     start(config, client.clone()).await.unwrap()
 }
