@@ -1,0 +1,239 @@
+//! In-process FIFO queues with SQS FIFO semantics: message groups, in-flight group locking,
+//! a deduplication window that outlives deletes, visibility timeouts and long polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+mod state;
+
+use state::{QueueState, delete_one, publish_one};
+
+use super::{
+    EntryError, MAX_BATCH, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError,
+    Queues, ReceivedMessage, Tags,
+};
+use crate::rooms::{QueueNaming, RoomId};
+
+/// How long SQS remembers a deduplication id.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+/// Embedded queues, keyed by the same names SQS would use.
+#[derive(Default)]
+pub struct EmbeddedQueues {
+    naming: QueueNaming,
+    queues: Mutex<HashMap<String, Arc<QueueCell>>>,
+}
+
+struct QueueCell {
+    name: String,
+    state: Mutex<QueueState>,
+    /// Woken when a message may have become receivable.
+    ready: Notify,
+}
+
+impl EmbeddedQueues {
+    /// Empty set of queues named by `naming`.
+    pub fn new(naming: QueueNaming) -> Self {
+        EmbeddedQueues {
+            naming,
+            queues: Mutex::default(),
+        }
+    }
+
+    fn cell(&self, room: RoomId) -> Result<Arc<QueueCell>, QueueError> {
+        let name = self.naming.queue_name(room)?;
+        lock(&self.queues)
+            .get(&name)
+            .cloned()
+            .ok_or(QueueError::NotFound { queue: name })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind, still consistent enough to serve.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl QueueCell {
+    fn state(&self) -> Result<MutexGuard<'_, QueueState>, QueueError> {
+        let state = lock(&self.state);
+        if state.deleted {
+            return Err(QueueError::NotFound {
+                queue: self.name.clone(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+#[async_trait]
+impl Queues for EmbeddedQueues {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_queue_tagged(
+        &self,
+        room: RoomId,
+        attrs: &QueueAttributes,
+        tags: &Tags,
+    ) -> Result<(), QueueError> {
+        let name = self.naming.queue_name(room)?;
+        let wanted = attrs.to_map();
+        let mut queues = lock(&self.queues);
+        if let Some(cell) = queues.get(&name) {
+            let state = lock(&cell.state);
+            if !state.deleted {
+                if state.attrs == wanted {
+                    return Ok(());
+                }
+                return Err(QueueError::AlreadyExists {
+                    queue: name,
+                    message: "a queue of this name exists with other attributes".into(),
+                });
+            }
+        }
+        let mut state = QueueState::default();
+        state.tags = tags.clone();
+        state.apply_attrs(wanted);
+        queues.insert(
+            name.clone(),
+            Arc::new(QueueCell {
+                name,
+                state: Mutex::new(state),
+                ready: Notify::new(),
+            }),
+        );
+        Ok(())
+    }
+
+    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
+        Ok(self.cell(room)?.state()?.tags.clone())
+    }
+
+    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
+        let cell = self.cell(room)?;
+        let mut state = cell.state()?;
+        state
+            .tags
+            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {
+        Ok(self.cell(room)?.state()?.attrs.clone())
+    }
+
+    async fn set_queue_attributes(
+        &self,
+        room: RoomId,
+        attrs: BTreeMap<String, String>,
+    ) -> Result<(), QueueError> {
+        let cell = self.cell(room)?;
+        let mut state = cell.state()?;
+        if let Some(v) = attrs.get("FifoQueue").filter(|v| *v != "true") {
+            return Err(QueueError::Invalid(format!(
+                "FifoQueue cannot change to {v}"
+            )));
+        }
+        let mut merged = state.attrs.clone();
+        merged.extend(attrs);
+        state.apply_attrs(merged);
+        Ok(())
+    }
+
+    async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError> {
+        let name = self.naming.queue_name(room)?;
+        if let Some(cell) = lock(&self.queues).remove(&name) {
+            lock(&cell.state).deleted = true;
+            cell.ready.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        room: RoomId,
+        entries: &[PublishEntry],
+    ) -> Result<Vec<PublishResult>, QueueError> {
+        super::check_batch(entries.len())?;
+        let cell = self.cell(room)?;
+        let results = {
+            let mut state = cell.state()?;
+            let now = Instant::now();
+            state.expire(now);
+            entries
+                .iter()
+                .map(|e| publish_one(&mut state, e, now))
+                .collect()
+        };
+        cell.ready.notify_waiters();
+        Ok(results)
+    }
+
+    async fn receive(
+        &self,
+        room: RoomId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let max = max.clamp(1, MAX_BATCH);
+        let cell = self.cell(room)?;
+        let deadline = Instant::now() + wait.min(super::MAX_WAIT);
+        loop {
+            let notified = cell.ready.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a publish between the look and the wait still wakes us.
+            notified.as_mut().enable();
+            let wake_at = {
+                let mut state = cell.state()?;
+                let now = Instant::now();
+                state.expire(now);
+                let got = state.take(max, now);
+                if !got.is_empty() || now >= deadline {
+                    return Ok(got);
+                }
+                state.next_expiry().map_or(deadline, |at| at.min(deadline))
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn delete_batch(
+        &self,
+        room: RoomId,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+        super::check_batch(receipts.len())?;
+        let cell = self.cell(room)?;
+        let results = {
+            let mut state = cell.state()?;
+            state.expire(Instant::now());
+            receipts.iter().map(|r| delete_one(&mut state, r)).collect()
+        };
+        // Deleting the last in-flight message of a group unlocks the group.
+        cell.ready.notify_waiters();
+        Ok(results)
+    }
+
+    async fn depth(&self, room: RoomId) -> Result<QueueDepth, QueueError> {
+        let cell = self.cell(room)?;
+        let mut state = cell.state()?;
+        state.expire(Instant::now());
+        Ok(QueueDepth {
+            visible: state.visible,
+            in_flight: state.in_flight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The state of one embedded queue: SQS FIFO semantics over in-memory groups, with the
+//! deduplication window, visibility timeouts, retention and receipts.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::super::{
+    BodyFormat, EntryError, PublishEntry, PublishResult, QueueAttributes, ReceivedMessage, Tags,
+};
+use super::DEDUP_WINDOW;
+
+struct Message {
+    seq: u64,
+    message_id: String,
+    body: String,
+    format: BodyFormat,
+    sent_at: Instant,
+    receive_count: u32,
+    /// Receipt and hidden-until instant while in flight.
+    in_flight: Option<(String, Instant)>,
+}
+
+/// One queue's messages, groups, deduplication memory and receipts.
+#[derive(Default)]
+pub(super) struct QueueState {
+    pub(super) attrs: BTreeMap<String, String>,
+    pub(super) tags: Tags,
+    visibility: Duration,
+    retention: Duration,
+    pub(super) deleted: bool,
+    groups: HashMap<String, VecDeque<Message>>,
+    /// Groups with messages, in the order receives visit them; rotated for fairness.
+    group_order: VecDeque<String>,
+    dedup: HashMap<String, (String, Instant)>,
+    dedup_expiry: VecDeque<(Instant, String)>,
+    receipts: HashMap<String, (String, u64)>,
+    next_seq: u64,
+    pub(super) visible: u64,
+    pub(super) in_flight: u64,
+}
+
+impl QueueState {
+    pub(super) fn apply_attrs(&mut self, attrs: BTreeMap<String, String>) {
+        let parsed = QueueAttributes::from_map(&attrs);
+        self.visibility = parsed.visibility_timeout;
+        self.retention = parsed.retention;
+        self.attrs = attrs;
+    }
+
+    /// Returns timed-out deliveries to the queue and drops messages past retention.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let QueueState {
+            groups,
+            receipts,
+            visible,
+            in_flight,
+            retention,
+            ..
+        } = self;
+        for msgs in groups.values_mut() {
+            for m in msgs.iter_mut() {
+                match &m.in_flight {
+                    Some((receipt, until)) if *until <= now => {
+                        receipts.remove(receipt);
+                        m.in_flight = None;
+                        *in_flight -= 1;
+                        *visible += 1;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            while msgs
+                .front()
+                .is_some_and(|m| m.in_flight.is_none() && m.sent_at + *retention <= now)
+            {
+                msgs.pop_front();
+                *visible -= 1;
+            }
+        }
+        self.groups.retain(|_, msgs| !msgs.is_empty());
+        let groups = &self.groups;
+        self.group_order.retain(|g| groups.contains_key(g));
+        while self.dedup_expiry.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, id)) = self.dedup_expiry.pop_front() {
+                self.dedup.remove(&id);
+            }
+        }
+    }
+
+    /// Takes up to `max` messages from unlocked groups, oldest first within a group.
+    pub(super) fn take(&mut self, max: usize, now: Instant) -> Vec<ReceivedMessage> {
+        let mut out = Vec::new();
+        let until = now + self.visibility;
+        for _ in 0..self.group_order.len() {
+            if out.len() == max {
+                break;
+            }
+            let Some(group) = self.group_order.pop_front() else {
+                break;
+            };
+            let msgs = self
+                .groups
+                .get_mut(&group)
+                .expect("group_order lists live groups");
+            // A group with a message in flight is locked: later messages would overtake it.
+            if msgs.front().is_some_and(|m| m.in_flight.is_none()) {
+                for m in msgs.iter_mut().take(max - out.len()) {
+                    self.next_seq += 1;
+                    let receipt = format!("{}-{}-{}", m.seq, m.receive_count + 1, self.next_seq);
+                    m.receive_count += 1;
+                    m.in_flight = Some((receipt.clone(), until));
+                    self.receipts
+                        .insert(receipt.clone(), (group.clone(), m.seq));
+                    self.visible -= 1;
+                    self.in_flight += 1;
+                    out.push(ReceivedMessage {
+                        message_id: m.message_id.clone(),
+                        body: m.body.clone(),
+                        receipt,
+                        receive_count: m.receive_count,
+                        group_id: group.clone(),
+                        format: m.format.clone(),
+                    });
+                }
+            }
+            self.group_order.push_back(group);
+        }
+        out
+    }
+
+    /// Earliest instant an in-flight message becomes visible again.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.groups
+            .values()
+            .filter_map(|msgs| {
+                msgs.front()
+                    .and_then(|m| m.in_flight.as_ref().map(|(_, until)| *until))
+            })
+            .min()
+    }
+}
+
+pub(super) fn publish_one(
+    state: &mut QueueState,
+    entry: &PublishEntry,
+    now: Instant,
+) -> PublishResult {
+    if entry.group_id.is_empty() || entry.dedup_id.is_empty() || entry.dedup_id.len() > 128 {
+        return Err(EntryError {
+            code: "MissingParameter".into(),
+            message: "FIFO entries need a group id and a 1-128 character deduplication id".into(),
+            sender_fault: true,
+        });
+    }
+    if let Some((message_id, _)) = state.dedup.get(&entry.dedup_id) {
+        // SQS answers a duplicate with success and the first copy's id, and does not enqueue it.
+        return Ok(message_id.clone());
+    }
+    state.next_seq += 1;
+    let seq = state.next_seq;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let expires = now + DEDUP_WINDOW;
+    state
+        .dedup
+        .insert(entry.dedup_id.clone(), (message_id.clone(), expires));
+    state
+        .dedup_expiry
+        .push_back((expires, entry.dedup_id.clone()));
+    let group = state.groups.entry(entry.group_id.clone()).or_default();
+    if group.is_empty() {
+        state.group_order.push_back(entry.group_id.clone());
+    }
+    group.push_back(Message {
+        seq,
+        message_id: message_id.clone(),
+        body: entry.body.clone(),
+        format: entry.format.clone(),
+        sent_at: now,
+        receive_count: 0,
+        in_flight: None,
+    });
+    state.visible += 1;
+    Ok(message_id)
+}
+
+pub(super) fn delete_one(state: &mut QueueState, receipt: &str) -> Result<(), EntryError> {
+    let invalid = || EntryError {
+        code: "ReceiptHandleIsInvalid".into(),
+        message: "the receipt handle is unknown or its delivery has timed out".into(),
+        sender_fault: true,
+    };
+    let (group, seq) = state.receipts.remove(receipt).ok_or_else(invalid)?;
+    let msgs = state.groups.get_mut(&group).ok_or_else(invalid)?;
+    let pos = msgs.iter().position(|m| m.seq == seq).ok_or_else(invalid)?;
+    msgs.remove(pos);
+    state.in_flight -= 1;
+    if msgs.is_empty() {
+        state.groups.remove(&group);
+        state.group_order.retain(|g| *g != group);
+    }
+    Ok(())
+}

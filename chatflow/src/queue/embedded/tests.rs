@@ -1,0 +1,59 @@
+use super::*;
+use crate::queue::BodyFormat;
+
+fn entry(dedup: &str) -> PublishEntry {
+    PublishEntry {
+        body: dedup.into(),
+        group_id: "g".into(),
+        dedup_id: dedup.into(),
+        format: BodyFormat::Task,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedup_window_ends_after_five_minutes() {
+    let q = EmbeddedQueues::default();
+    q.create_queue(1, &QueueAttributes::default())
+        .await
+        .unwrap();
+    q.publish(1, &[entry("a")]).await.unwrap();
+    tokio::time::advance(DEDUP_WINDOW - Duration::from_secs(1)).await;
+    q.publish(1, &[entry("a")]).await.unwrap();
+    assert_eq!(q.depth(1).await.unwrap().visible, 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    q.publish(1, &[entry("a")]).await.unwrap();
+    assert_eq!(q.depth(1).await.unwrap().visible, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retention_drops_old_messages() {
+    let q = EmbeddedQueues::default();
+    let attrs = QueueAttributes {
+        retention: Duration::from_secs(60),
+        ..Default::default()
+    };
+    q.create_queue(1, &attrs).await.unwrap();
+    q.publish(1, &[entry("a")]).await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(q.depth(1).await.unwrap(), QueueDepth::default());
+    assert!(q.receive(1, 10, Duration::ZERO).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_queue_fails_its_long_polls() {
+    let q = Arc::new(EmbeddedQueues::default());
+    q.create_queue(1, &QueueAttributes::default())
+        .await
+        .unwrap();
+    let poll = tokio::spawn({
+        let q = q.clone();
+        async move { q.receive(1, 10, Duration::from_secs(20)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    q.delete_queue(1).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(2), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(res, Err(QueueError::NotFound { .. })), "{res:?}");
+}
