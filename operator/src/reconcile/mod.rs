@@ -363,6 +363,10 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.queues
         .forget(&format!("{set}/{}", crs.uid().unwrap_or_default()));
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {
+        if let Ok(plan) = desired::plan(&crs) {
+            let loc = QueueLocation::resolve(&crs, &ctx.defaults);
+            ctx.queues.drop_client(&loc, &plan.naming).await;
+        }
         let note = "deletionPolicy Retain: queues kept".to_owned();
         ctx.event(&crs, EventType::Normal, "QueuesRetained", note)
             .await;
@@ -394,6 +398,7 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
             done.failures.len()
         )));
     }
+    ctx.queues.drop_client(&loc, &plan.naming).await;
     let note = format!("deleted {} queues", done.deleted);
     ctx.event(&crs, EventType::Normal, "QueuesDeleted", note)
         .await;

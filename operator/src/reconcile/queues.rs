@@ -41,11 +41,24 @@ struct Checked {
     outcome: Ensure,
 }
 
+/// Most queue clients kept, one per location and prefix in use; past it the least recently used
+/// is dropped (and built again if needed), so sets coming and going cannot grow the cache.
+const MAX_CLIENTS: usize = 256;
+
 /// Queue clients per location and the last ensure per set.
 #[derive(Default)]
 pub struct QueueState {
-    clients: tokio::sync::Mutex<HashMap<String, SharedQueues>>,
+    clients: tokio::sync::Mutex<HashMap<String, (SharedQueues, Instant)>>,
     checked: Mutex<HashMap<String, Checked>>,
+}
+
+fn client_key(loc: &QueueLocation, naming: &QueueNaming) -> String {
+    format!(
+        "{:?}|{:?}|{}",
+        loc.endpoint,
+        loc.region,
+        naming.name_prefix()
+    )
 }
 
 fn fingerprint(plan: &Plan, loc: &QueueLocation) -> String {
@@ -66,15 +79,19 @@ impl QueueState {
         loc: &QueueLocation,
         naming: &QueueNaming,
     ) -> Result<SharedQueues, Error> {
-        let key = format!(
-            "{:?}|{:?}|{}",
-            loc.endpoint,
-            loc.region,
-            naming.name_prefix()
-        );
+        let key = client_key(loc, naming);
         let mut clients = self.clients.lock().await;
-        if let Some(q) = clients.get(&key) {
+        if let Some((q, used)) = clients.get_mut(&key) {
+            *used = Instant::now();
             return Ok(q.clone());
+        }
+        if clients.len() >= MAX_CLIENTS
+            && let Some(oldest) = clients
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            clients.remove(&oldest);
         }
         let config = SqsConfig {
             endpoint: loc.endpoint.clone(),
@@ -86,8 +103,18 @@ impl QueueState {
                 .await
                 .map_err(|e| Error::Queues(e.to_string()))?,
         );
-        clients.insert(key, q.clone());
+        clients.insert(key, (q.clone(), Instant::now()));
         Ok(q)
+    }
+
+    /// Drops the client of a location and prefix no set uses any more.
+    pub async fn drop_client(&self, loc: &QueueLocation, naming: &QueueNaming) {
+        self.clients.lock().await.remove(&client_key(loc, naming));
+    }
+
+    /// Clients held.
+    pub async fn clients(&self) -> usize {
+        self.clients.lock().await.len()
     }
 
     /// The last outcome for `set`, unless its queues are due to be ensured again: the spec
@@ -251,4 +278,26 @@ pub async fn delete_all(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_client_cache_stays_bounded_and_forgets_deleted_sets() {
+        let state = QueueState::default();
+        let loc = QueueLocation {
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+        };
+        let naming = |i: usize| QueueNaming::parse(&format!("p{i}-")).unwrap();
+        for i in 0..MAX_CLIENTS + 20 {
+            state.client(&loc, &naming(i)).await.unwrap();
+        }
+        assert_eq!(state.clients().await, MAX_CLIENTS);
+        let recent = naming(MAX_CLIENTS + 19);
+        state.drop_client(&loc, &recent).await;
+        assert_eq!(state.clients().await, MAX_CLIENTS - 1);
+    }
 }
