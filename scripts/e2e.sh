@@ -6,6 +6,8 @@
 #   2. the example ChatRoomSet, pointed at LocalStack, becomes Ready through the pods' own probes,
 #      and every pod runs the image ID built in this run;
 #   3. loadgen runs as a Job from its image, through the Services: 0 lost, duplicated, reordered;
+#      then again at a steady rate while a consumer shard's pod is deleted: its subscribers
+#      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered;
 #   4. a reshard under load: the removed shards' pods are gone before any new shard's pod exists,
 #      and a second loadgen run is clean;
 #   5. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
@@ -62,7 +64,8 @@ while IFS= read -r line || [[ -n "$line" ]]; do
     fi
 done <scripts/e2e.env
 for key in E2E_SET_NAME E2E_ROOMS E2E_MESSAGES E2E_LOAD_MESSAGES E2E_CONNECTIONS_PER_ROOM \
-    E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD; do
+    E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD E2E_FAULT_MESSAGES \
+    E2E_FAULT_RATE; do
     [[ -n "${!key:-}" ]] || die "$key is not set in scripts/e2e.env"
     printf '  %s=%s\n' "$key" "${!key}"
 done
@@ -284,7 +287,8 @@ print(table["ingest"])
 print(",".join(s["rooms"] + "=" + s["subscribe"] for s in table["shards"]))'
 }
 
-# Starts loadgen as Job $1 with $2 messages against the current routing table.
+# Starts loadgen as Job $1 with $2 messages against the current routing table; further
+# arguments are passed to `loadgen run`.
 start_loadgen() {
     local job="$1" messages="$2" ingest subscribe
     ingest="" subscribe=""
@@ -295,9 +299,10 @@ start_loadgen() {
     # examples/loadgen-job.yaml is the user's Job: run it with this run's image, size and routing.
     python3 - examples/loadgen-job.yaml "$job" "$messages" "$ingest" "$subscribe" \
         "chatflow/loadgen:$tag" "$E2E_ROOMS" "$E2E_CONNECTIONS_PER_ROOM" "$E2E_SUBSCRIBERS_PER_ROOM" \
-        <<'EOF' | k -n "$set_ns" apply -f -
+        "${@:3}" <<'EOF' | k -n "$set_ns" apply -f -
 import re, sys
-path, job, messages, ingest, subscribe, image, rooms, conns, subs = sys.argv[1:]
+path, job, messages, ingest, subscribe, image, rooms, conns, subs = sys.argv[1:10]
+extra = sys.argv[10:]
 text = open(path).read()
 values = {"--ingest-url": ingest, "--subscribe-url": subscribe, "--rooms": rooms,
           "--messages": messages, "--connections-per-room": conns, "--subscribers-per-room": subs}
@@ -308,7 +313,8 @@ text = re.sub(r'^( *- )(--[a-z-]+)\n( *- ).*\n', arg, text, flags=re.M)
 # A short warm-up: the cluster is already warm after the first run, and a long one would only
 # queue more for the reshard to move.
 text = re.sub(r'^( *- )--out\n', lambda m: f'{m.group(1)}--warmup-connections\n{m.group(1)}"20"\n'
-              f'{m.group(1)}--warmup-messages\n{m.group(1)}"50"\n{m.group(0)}', text, count=1, flags=re.M)
+              f'{m.group(1)}--warmup-messages\n{m.group(1)}"50"\n'
+              + ''.join(f'{m.group(1)}"{a}"\n' for a in extra) + m.group(0), text, count=1, flags=re.M)
 text = re.sub(r'^(  name: ).*$', r'\g<1>' + job, text, count=1, flags=re.M)
 text = re.sub(r'^( *image: ).*$', r'\g<1>' + image, text, count=1, flags=re.M)
 print(text)
@@ -332,16 +338,32 @@ finish_loadgen() {
     [[ "${succeeded:-0}" -ge 1 ]]
 }
 
-# Runs loadgen as Job $1 with $2 messages and fails unless delivery was clean.
-run_loadgen() {
+# Waits for Job $1 to finish and fails unless delivery was clean.
+assert_loadgen_clean() {
     local job="$1"
-    start_loadgen "$1" "$2"
     finish_loadgen "$job" ||
         die "job/$job failed (loadgen exits 3 when delivery is not clean, 1 on error)"
     assert_image_ids "$set_ns" "job-name=$job" "chatflow/loadgen:$tag"
     grep -Eq 'lost 0, duplicated 0, out of order 0(,|$)' "$workdir/$job.log" ||
         die "job/$job: the report does not say 'lost 0, duplicated 0, out of order 0'"
     echo "job/$job: delivery clean"
+}
+
+# Runs loadgen as Job $1 with $2 messages and fails unless delivery was clean.
+run_loadgen() {
+    start_loadgen "$1" "$2"
+    assert_loadgen_clean "$1"
+}
+
+# Waits until Job $1's pod is Ready (sending).
+wait_loadgen_pod() {
+    local job="$1" deadline=$((SECONDS + timeout))
+    # kubectl wait fails at once while no pod matches: wait for the Job's pod to exist first.
+    until [[ -n "$(k -n "$set_ns" get pods -l "job-name=$job" -o name)" ]]; do
+        ((SECONDS < deadline)) || die "job/$job has no pod after ${timeout}s"
+        sleep 1
+    done
+    k -n "$set_ns" wait pod -l "job-name=$job" --for=condition=Ready --timeout="${timeout}s"
 }
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/chatflow-e2e.XXXXXX")"
@@ -380,8 +402,20 @@ if [[ "$E2E_EXAMPLE" == examples/chatroomset-kind-localstack.yaml ]]; then
 fi
 run_loadgen chatflow-loadgen-e2e "$E2E_MESSAGES"
 
-step "reshard under load: roomsPerShard $per_shard -> $E2E_SCALED_ROOMS_PER_SHARD"
 consumers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer"
+step "a consumer shard's pod deleted under load ($E2E_FAULT_RATE msg/s): subscribers resume, nothing lost"
+fault_job=chatflow-loadgen-e2e-shard-pod-deleted
+start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
+wait_loadgen_pod "$fault_job"
+sleep 8
+victim="$(k -n "$set_ns" get pods -l "$consumers" -o jsonpath='{.items[0].metadata.name}')"
+echo "  deleting pod/$victim"
+k -n "$set_ns" delete pod "$victim" --wait=false
+assert_loadgen_clean "$fault_job"
+grep -E '^ *resumes ' "$workdir/$fault_job.log" ||
+    die "job/$fault_job: no subscriber reconnected, so the deleted pod served nobody"
+
+step "reshard under load: roomsPerShard $per_shard -> $E2E_SCALED_ROOMS_PER_SHARD"
 old_shards="$(k -n "$set_ns" get deploy -l "$consumers" -o jsonpath='{.items[*].metadata.name}')"
 # One watch gives every pod event in the API server's own order, so "deleted before created"
 # needs no clocks.
@@ -390,13 +424,7 @@ k -n "$set_ns" get pods -l "$consumers" --watch --output-watch-events -o \
     >"$workdir/pod-events" 2>"$workdir/pod-events.err" &
 watch_pid=$!
 start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES"
-# kubectl wait fails at once while no pod matches: wait for the Job's pod to exist first.
-deadline=$((SECONDS + timeout))
-until [[ -n "$(k -n "$set_ns" get pods -l job-name=chatflow-loadgen-e2e-under-load -o name)" ]]; do
-    ((SECONDS < deadline)) || die "job/chatflow-loadgen-e2e-under-load has no pod after ${timeout}s"
-    sleep 1
-done
-k -n "$set_ns" wait pod -l job-name=chatflow-loadgen-e2e-under-load --for=condition=Ready --timeout="${timeout}s"
+wait_loadgen_pod chatflow-loadgen-e2e-under-load
 sleep 3
 k -n "$set_ns" patch crs "$set_name" --type merge \
     -p "{\"spec\":{\"consumer\":{\"roomsPerShard\":$E2E_SCALED_ROOMS_PER_SHARD}}}"

@@ -136,11 +136,16 @@ mod cases {
         q.create_queue(1, &attrs(30)).await.unwrap();
         publish_seq(&q, 1, "room", 0..25).await;
         let mut seen = Vec::new();
+        let mut sequences = Vec::new();
         while seen.len() < 25 {
             let got = q.receive(1, 10, Duration::from_secs(1)).await.unwrap();
             assert!(!got.is_empty(), "stalled after {seen:?}");
             let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
             seen.extend(got.iter().map(|m| m.body.parse::<u32>().unwrap()));
+            sequences.extend(
+                got.iter()
+                    .map(|m| m.sequence.expect("FIFO gives a sequence")),
+            );
             assert!(
                 q.delete_batch(1, &receipts)
                     .await
@@ -150,6 +155,10 @@ mod cases {
             );
         }
         assert_eq!(seen, (0..25).collect::<Vec<_>>());
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "sequence numbers grow in send order: {sequences:?}"
+        );
         q.delete_queue(1).await.unwrap();
     }
 
@@ -195,6 +204,10 @@ mod cases {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].message_id, got[0].message_id);
         assert_eq!(again[0].receive_count, 2);
+        assert_eq!(
+            again[0].sequence, got[0].sequence,
+            "a redelivery keeps its place in the group"
+        );
         q.delete_queue(1).await.unwrap();
     }
 

@@ -25,6 +25,14 @@ pub struct ConsumerConfig {
     /// Messages a subscriber may fall behind before it is disconnected.
     #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscriber_buffer: u64,
+    /// Broadcasts kept per room for subscribers that resume with `?after=`; each costs about
+    /// the size of its JSON event (a few hundred bytes).
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub history_size: u64,
+    /// How long, in seconds, a starting shard waits for a room's subscribers to come back
+    /// before taking the room's backlog; it starts at once for a room that has one. 0 never waits.
+    #[arg(long, env = "RESUME_HOLD_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub resume_hold_secs: u64,
     /// Message ids remembered per room to drop redeliveries.
     #[arg(long, env = "DEDUP_MEMORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub dedup_memory: u64,
@@ -44,6 +52,8 @@ impl ConsumerConfig {
         c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
         c.queue.rooms_start = rooms_start;
         c.queue.rooms_end = rooms_end;
+        // An in-process queue dies with the process: no predecessor left a backlog to hold.
+        c.resume_hold_secs = 0;
         c
     }
 

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub delete_errors: Counter,
     /// Seconds from the producer's receivedAt to the broadcast.
     pub latency: Histogram,
+    /// Subscribers that resumed from a position.
+    pub resumes: Counter,
+    /// Resumes whose gap the room's history could not cover.
+    pub resumes_partial: Counter,
 }
 
 impl Metrics {
@@ -46,6 +50,8 @@ impl Metrics {
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            resumes: Counter::default(),
+            resumes_partial: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("chatflow_consumer");
         r.register(
@@ -94,6 +100,16 @@ impl Metrics {
             "latency_seconds",
             "From the producer's receivedAt to the broadcast",
             m.latency.clone(),
+        );
+        r.register(
+            "resumes",
+            "Subscribers that resumed from a position",
+            m.resumes.clone(),
+        );
+        r.register(
+            "resumes_partial",
+            "Resumes whose gap the room's history could not cover",
+            m.resumes_partial.clone(),
         );
         m
     }

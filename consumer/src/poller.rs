@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatflow::envelope;
-use chatflow::protocol::{BroadcastEvent, TaskMessage, now_rfc3339, parse_rfc3339};
+use chatflow::protocol::{BroadcastEvent, Position, TaskMessage, now_rfc3339, parse_rfc3339};
 use chatflow::queue::{MAX_BATCH, ReceivedMessage, SharedQueues};
 use chatflow::rooms::RoomId;
 use time::OffsetDateTime;
@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::room::Room;
+use crate::room::{Event, Room};
 
 /// What every room's poller shares.
 pub struct PollContext {
@@ -28,6 +28,8 @@ pub struct PollContext {
     pub turns: Option<Arc<Semaphore>>,
     /// Fires on shutdown: no new polls start.
     pub stop: CancellationToken,
+    /// How long a room without subscribers waits before its first poll.
+    pub hold: Duration,
 }
 
 /// How long an idle room waits before queueing for its next turn when pollers are shared.
@@ -35,6 +37,14 @@ pub const IDLE_PAUSE: Duration = Duration::from_millis(500);
 
 /// Polls `room` until shutdown; a batch in hand is always finished and deleted.
 pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
+    // A shard that just started (a restart, a reshard) lets the room's subscribers reconnect
+    // before it takes the backlog: what it broadcast to nobody would be deleted, and lost to
+    // every subscriber whose position is older than this shard's history.
+    tokio::select! {
+        _ = ctx.stop.cancelled() => return,
+        _ = room.audience() => {}
+        _ = tokio::time::sleep(ctx.hold) => {}
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let permit = match &ctx.turns {
@@ -98,15 +108,16 @@ pub async fn handle_batch(
             }
         };
         receipts.push(msg.receipt);
-        for task in tasks {
-            broadcast(room, m, task);
+        for (index, task) in (0u32..).zip(tasks) {
+            let position = msg.sequence.map(|sequence| Position { sequence, index });
+            broadcast(room, m, task, position);
         }
     }
     delete_broadcast(room_id, ctx, receipts).await;
 }
 
 /// Broadcasts one chat message unless this room has already broadcast its id.
-fn broadcast(room: &Room, m: &Metrics, task: TaskMessage) {
+fn broadcast(room: &Room, m: &Metrics, task: TaskMessage, position: Option<Position>) {
     let fresh = room
         .seen
         .lock()
@@ -117,9 +128,12 @@ fn broadcast(room: &Room, m: &Metrics, task: TaskMessage) {
         return;
     }
     let received_at = parse_rfc3339(&task.received_at);
-    let event = BroadcastEvent::from_task(task, now_rfc3339());
+    let event = BroadcastEvent {
+        position,
+        ..BroadcastEvent::from_task(task, now_rfc3339())
+    };
     let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
-    let fanout = room.broadcast(&bytes);
+    let fanout = room.broadcast(Event { position, bytes });
     m.broadcasts.inc();
     if fanout.delivered == 0 {
         m.unheard.inc();

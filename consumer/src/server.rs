@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::http::{self, Body};
+use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
 use chatflow::router::{Endpoint, Router};
@@ -61,10 +62,16 @@ impl Consumer {
             wait,
             turns: turns.map(|n| Arc::new(Semaphore::new(n))),
             stop: stopping.clone(),
+            hold: Duration::from_secs(config.resume_hold_secs),
         });
         let room_state: Vec<Arc<Room>> = rooms
             .iter()
-            .map(|_| Arc::new(Room::new(config.dedup_memory as usize)))
+            .map(|_| {
+                Arc::new(Room::new(
+                    config.dedup_memory as usize,
+                    config.history_size as usize,
+                ))
+            })
             .collect();
         let pollers = TaskTracker::new();
         for (room_id, room) in rooms.iter().zip(&room_state) {
@@ -181,6 +188,10 @@ fn subscribe(
             );
         }
     };
+    let after = match resume_position(req.uri().query()) {
+        Ok(after) => after,
+        Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
+    };
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return http::text(
             StatusCode::UPGRADE_REQUIRED,
@@ -212,7 +223,11 @@ fn subscribe(
             subscriber::serve(
                 ws,
                 room,
-                shared.config.subscriber_buffer as usize,
+                subscriber::Options {
+                    buffer: shared.config.subscriber_buffer as usize,
+                    after,
+                },
+                &shared.metrics,
                 shared.closing.clone(),
             )
             .await;
@@ -221,4 +236,37 @@ fn subscribe(
         drop(permit);
     });
     http::switching(resp)
+}
+
+/// The `after` query parameter: the position of the last message the subscriber saw.
+fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("after="))
+        .next_back()
+        .map(str::parse)
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_is_read_from_the_query_and_a_bad_one_is_refused() {
+        assert_eq!(resume_position(None), Ok(None));
+        assert_eq!(resume_position(Some("x=1")), Ok(None));
+        assert_eq!(
+            resume_position(Some("x=1&after=12-3")),
+            Ok(Some(Position {
+                sequence: 12,
+                index: 3
+            }))
+        );
+        assert!(resume_position(Some("after=twelve")).is_err());
+        assert!(resume_position(Some("after=")).is_err());
+    }
 }

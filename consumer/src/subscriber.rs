@@ -1,16 +1,17 @@
-//! One subscriber WebSocket: writes the room's events in order; reads only to answer pings and
-//! notice the close.
+//! One subscriber WebSocket: replays what it missed when it resumes, then writes the room's
+//! events in order; reads only to answer pings and notice the close.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use chatflow::protocol::{Position, RecoveryNotice};
 use chatflow::ws::{self, Inbound, Obligation};
 use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::room::Room;
+use crate::metrics::Metrics;
+use crate::room::{Event, Room};
 
 /// A subscriber whose socket takes nothing for this long is gone, even if TCP says otherwise.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
@@ -18,16 +19,50 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// Subscribers send nothing worth reading; anything larger is refused.
 const MAX_INBOUND: usize = 4096;
 
+/// How one subscription is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Messages it may fall behind before it is disconnected.
+    pub buffer: usize,
+    /// Position of the last message it saw, when it resumes.
+    pub after: Option<Position>,
+}
+
+/// Whether a live event is one a resuming subscriber already has: after a shard restart the
+/// queue redelivers what the old shard broadcast but could not delete.
+fn already_seen(after: Option<Position>, ev: &Event) -> bool {
+    matches!((after, ev.position), (Some(after), Some(p)) if p <= after)
+}
+
 /// Serves one subscriber until it leaves, falls behind, or the consumer shuts down.
 pub async fn serve(
     socket: fastwebsockets::WebSocket<ws::Stream>,
     room: Arc<Room>,
-    buffer: usize,
+    opts: Options,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
+    let Options { buffer, after } = opts;
     let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(buffer);
-    let (id, kicked) = room.join(tx);
+    let (tx, mut rx) = mpsc::channel::<Event>(buffer);
+    let joined = room.join(tx, after);
+    let (id, kicked) = (joined.id, joined.kick);
+    if let (Some(after), Some(replay)) = (after, joined.replay) {
+        metrics.resumes.inc();
+        if !replay.recovered {
+            metrics.resumes_partial.inc();
+        }
+        let notice = RecoveryNotice {
+            status: "RECOVERY".to_owned(),
+            after,
+            recovered: replay.recovered,
+            replayed: replay.events.len() as u64,
+        };
+        sink.text(&serde_json::to_vec(&notice).expect("notices serialize"));
+        for ev in &replay.events {
+            sink.text(ev);
+        }
+    }
     let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
     let gone = CancellationToken::new();
     let read_task = tokio::spawn({
@@ -50,35 +85,43 @@ pub async fn serve(
             }
         }
     });
-    let reason = loop {
-        tokio::select! {
-            biased;
-            ev = rx.recv() => match ev {
-                Some(ev) => {
-                    sink.text(&ev);
-                    while sink.queued() < 64 * 1024 {
-                        match rx.try_recv() {
-                            Ok(ev) => sink.text(&ev),
-                            Err(_) => break,
+    // Replayed events go out before the first live one arrives, however long that takes.
+    let reason = if sink.flush_within(STALL_LIMIT).await.is_err() {
+        None
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                ev = rx.recv() => match ev {
+                    Some(ev) => {
+                        if !already_seen(after, &ev) { sink.text(&ev.bytes); }
+                        while sink.queued() < 64 * 1024 {
+                            match rx.try_recv() {
+                                Ok(ev) if already_seen(after, &ev) => {}
+                                Ok(ev) => sink.text(&ev.bytes),
+                                Err(_) => break,
+                            }
                         }
+                        if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
                     }
-                    if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
+                    // The room let go of us: either we fell behind or the consumer is stopping.
+                    None if kicked.is_cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
+                    None => break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
+                },
+                _ = kicked.cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
+                ob = owed_rx.recv() => match ob {
+                    Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
+                    Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; break None; }
+                    None => break None,
+                },
+                _ = gone.cancelled() => break None,
+                _ = shutdown.cancelled() => {
+                    // Deliver what is already queued for this subscriber before saying goodbye.
+                    while let Ok(ev) = rx.try_recv() {
+                        if !already_seen(after, &ev) { sink.text(&ev.bytes); }
+                    }
+                    break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
                 }
-                // The room let go of us: either we fell behind or the consumer is stopping.
-                None if kicked.is_cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
-                None => break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
-            },
-            _ = kicked.cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
-            ob = owed_rx.recv() => match ob {
-                Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
-                Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; break None; }
-                None => break None,
-            },
-            _ = gone.cancelled() => break None,
-            _ = shutdown.cancelled() => {
-                // Deliver what is already queued for this subscriber before saying goodbye.
-                while let Ok(ev) = rx.try_recv() { sink.text(&ev); }
-                break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
             }
         }
     };

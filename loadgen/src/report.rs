@@ -82,10 +82,23 @@ pub struct Summary {
     pub littles_law: LittlesLaw,
     /// Delivery check, when subscribers ran.
     pub delivery: Option<Verdict>,
+    /// Subscribers' lost connections and how they resumed.
+    pub resumes: Resumes,
     /// Warm-up: messages and acknowledged.
     pub warmup_sent: u64,
     /// Warm-up acknowledged.
     pub warmup_ok: u64,
+}
+
+/// How subscribers came back after losing their connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resumes {
+    /// Connections lost and made again, over all subscribers.
+    pub reconnects: u64,
+    /// Resumes the server could not vouch for (its history did not reach back far enough).
+    pub partial: u64,
+    /// Longest time a subscriber was away, ms.
+    pub longest_outage_ms: u64,
 }
 
 /// Computes the summary of a run.
@@ -170,6 +183,16 @@ pub fn summarize(r: &RunResult) -> Summary {
             measured_per_sec: throughput,
         },
         delivery: r.verdict,
+        resumes: Resumes {
+            reconnects: r.streams.iter().map(|s| u64::from(s.reconnects)).sum(),
+            partial: r.streams.iter().map(|s| u64::from(s.partial_resumes)).sum(),
+            longest_outage_ms: r
+                .streams
+                .iter()
+                .map(|s| s.longest_outage_us / 1000)
+                .max()
+                .unwrap_or(0),
+        },
         warmup_sent: r.warmup.len() as u64,
         warmup_ok: r.warmup.iter().filter(|x| x.status == Status::Ok).count() as u64,
     }
@@ -268,6 +291,13 @@ pub fn render(s: &Summary) -> String {
         None => {
             let _ = writeln!(o, "  delivery       not checked (no subscribers)");
         }
+    }
+    if s.resumes.reconnects > 0 {
+        let _ = writeln!(
+            o,
+            "  resumes        {} subscriber reconnects, longest outage {} ms, {} resumes the server could not fully cover",
+            s.resumes.reconnects, s.resumes.longest_outage_ms, s.resumes.partial
+        );
     }
     let total: u64 = s.message_types.values().sum();
     let mix: Vec<String> = s

@@ -157,12 +157,14 @@ pub async fn execute(
     if let Some(sub_url) = &targets.subscribe {
         for room in rooms.iter() {
             for _ in 0..workload.subscribers_per_room {
-                let reader = subscriber::connect(&sub_url(room), CONNECT_TIMEOUT)
-                    .await
-                    .map_err(|source| RunError::Unreachable {
-                        what: "subscribe endpoint",
-                        source,
-                    })?;
+                let url = sub_url(room);
+                let reader =
+                    subscriber::connect(&url, CONNECT_TIMEOUT)
+                        .await
+                        .map_err(|source| RunError::Unreachable {
+                            what: "subscribe endpoint",
+                            source,
+                        })?;
                 subs.push(tokio::spawn(subscriber::listen(
                     reader,
                     room,
@@ -170,6 +172,10 @@ pub async fn execute(
                     t0,
                     received.clone(),
                     stop.clone(),
+                    subscriber::Resume {
+                        url,
+                        give_up_after: Some(workload.drain_timeout),
+                    },
                 )));
             }
         }

@@ -1,9 +1,12 @@
-//! A subscriber connection: records which messages of this run arrive, and when.
+//! A subscriber connection: records which messages of this run arrive, and when; when the
+//! server goes away it reconnects and resumes after the last position it saw, as a chat client
+//! would.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chatflow::protocol::Position;
 use chatflow::rooms::RoomId;
 use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_split};
 use serde::Deserialize;
@@ -22,12 +25,33 @@ pub struct Received {
     pub at_us: Vec<u64>,
     /// How the stream ended early, if it did.
     pub ended: Option<String>,
+    /// Times the connection was lost and made again.
+    pub reconnects: u32,
+    /// Resumes the server said it could not fully cover.
+    pub partial_resumes: u32,
+    /// Longest time from losing the connection to being subscribed again, µs.
+    pub longest_outage_us: u64,
 }
 
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(rename = "clientMessageId", borrow)]
     client_message_id: Option<&'a str>,
+    #[serde(default)]
+    position: Option<Position>,
+    #[serde(default, borrow)]
+    status: Option<&'a str>,
+    #[serde(default)]
+    recovered: Option<bool>,
+}
+
+/// How a subscriber behaves beyond reading.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// Subscribe URL of its room, without query.
+    pub url: String,
+    /// Whether it reconnects after losing the connection, and for how long it keeps trying.
+    pub give_up_after: Option<Duration>,
 }
 
 /// Connects a subscriber; reading starts with [`listen`].
@@ -35,7 +59,16 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ClientReader, Conne
     Ok(connect_split(url, timeout).await?.0)
 }
 
-/// Reads events until `stop` fires or the server closes, counting each into `counter`.
+/// The URL that resumes after `last`, or the plain one before any message was seen.
+fn resume_url(url: &str, last: Option<Position>) -> String {
+    match last {
+        Some(p) => format!("{url}?after={p}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Reads events until `stop` fires, counting each into `counter`; reconnects when the
+/// connection is lost, if `resume` allows.
 pub async fn listen(
     mut reader: ClientReader,
     room: RoomId,
@@ -43,36 +76,83 @@ pub async fn listen(
     t0: Instant,
     counter: Arc<AtomicU64>,
     stop: CancellationToken,
+    resume: Resume,
 ) -> Received {
     let mut out = Received {
         room,
         ..Default::default()
     };
+    let mut last: Option<Position> = None;
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return out,
             ev = reader.next() => ev,
         };
-        match ev {
+        let lost = match ev {
             Ok(ClientEvent::Text(b)) => {
-                let seq = serde_json::from_slice::<Event>(&b)
-                    .ok()
-                    .and_then(|e| e.client_message_id.and_then(|id| seq_of(&run, id)));
-                if let Some(seq) = seq {
+                let Ok(e) = serde_json::from_slice::<Event>(&b) else {
+                    continue;
+                };
+                if e.status == Some("RECOVERY") {
+                    if e.recovered == Some(false) {
+                        out.partial_resumes += 1;
+                    }
+                    continue;
+                }
+                last = e.position.or(last);
+                if let Some(seq) = e.client_message_id.and_then(|id| seq_of(&run, id)) {
                     out.seqs.push(seq);
                     out.at_us.push(t0.elapsed().as_micros() as u64);
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
+                continue;
             }
-            Ok(ClientEvent::Binary(_)) => {}
+            Ok(ClientEvent::Binary(_)) => continue,
             Ok(ClientEvent::Closed(code, reason)) => {
-                out.ended = Some(format!("closed by the server ({code:?}): {reason}"));
-                return out;
+                format!("closed by the server ({code:?}): {reason}")
             }
-            Err(e) => {
-                out.ended = Some(e.to_string());
-                return out;
+            Err(e) => e.to_string(),
+        };
+        let Some(limit) = resume.give_up_after else {
+            out.ended = Some(lost);
+            return out;
+        };
+        let down = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        reader = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return out,
+                _ = tokio::time::sleep(pause) => {}
             }
-        }
+            match connect(&resume_url(&resume.url, last), Duration::from_secs(5)).await {
+                Ok(r) => break r,
+                Err(e) if down.elapsed() > limit => {
+                    out.ended = Some(format!("{lost}; gave up reconnecting: {e}"));
+                    return out;
+                }
+                Err(_) => pause = (pause * 2).min(Duration::from_secs(1)),
+            }
+        };
+        out.reconnects += 1;
+        out.longest_outage_us = out.longest_outage_us.max(down.elapsed().as_micros() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_names_the_last_position_seen() {
+        let url = "ws://h:8081/subscribe/3";
+        assert_eq!(resume_url(url, None), url);
+        let p = Position {
+            sequence: 42,
+            index: 7,
+        };
+        assert_eq!(
+            resume_url(url, Some(p)),
+            "ws://h:8081/subscribe/3?after=42-7"
+        );
     }
 }

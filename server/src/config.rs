@@ -1,5 +1,6 @@
 //! The standalone server's options: the producer's flags, the consumer's from the environment.
 
+use chatflow::config::Backend;
 use chatflow_consumer::ConsumerConfig;
 use chatflow_producer::ProducerConfig;
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -46,6 +47,10 @@ impl ServerConfig {
         consumer.server_id = producer.server_id.clone();
         consumer.queue = producer.queue.clone();
         consumer.shutdown_grace_secs = producer.shutdown_grace_secs;
+        if consumer.queue.queue_backend == Backend::Embedded {
+            // The embedded queue dies with the process: no predecessor left a backlog to hold.
+            consumer.resume_hold_secs = 0;
+        }
         ServerConfig { producer, consumer }
     }
 

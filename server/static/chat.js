@@ -22,7 +22,8 @@ if (!userId) {
   sessionStorage.setItem('chatflow.userId', userId);
 }
 
-// A WebSocket that reopens after a close, with backoff, until stop() is called.
+// A WebSocket that reopens after a close, with backoff, until stop() is called. `url` is a
+// string, or a function giving the URL of each (re)connection.
 class Link {
   constructor(url, handlers) {
     this.url = url;
@@ -34,7 +35,7 @@ class Link {
   }
 
   open() {
-    const ws = new WebSocket(this.url);
+    const ws = new WebSocket(typeof this.url === 'function' ? this.url() : this.url);
     this.ws = ws;
     ws.onopen = () => {
       this.delay = 250;
@@ -175,20 +176,36 @@ function connect() {
     onmessage: onReply,
     onclose: setStatus,
   });
-  feed = new Link(url($('subscribe-url').value), {
+  // The last broadcast's place in the room: a reconnect resumes after it and gets what it missed.
+  let position = null;
+  const feedUrl = () => {
+    const base = url($('subscribe-url').value);
+    return position === null ? base : `${base}${base.includes('?') ? '&' : '?'}after=${position}`;
+  };
+  feed = new Link(feedUrl, {
     onopen: () => {
-      // No resume position yet: what was broadcast while the subscription was down is gone.
-      if (feedWasOpen) showSystem('reconnected: messages sent while disconnected are not shown');
+      // Without a position there is nothing to resume from: what was broadcast meanwhile is gone.
+      if (feedWasOpen && position === null) showSystem('reconnected: messages sent while disconnected are not shown');
       feedWasOpen = true;
       flush();
       setStatus();
     },
     onmessage: (data) => {
+      let ev;
       try {
-        showBroadcast(JSON.parse(data));
+        ev = JSON.parse(data);
       } catch {
         showError(`unreadable broadcast: ${data}`);
+        return;
       }
+      if (ev.status === 'RECOVERY') {
+        showSystem(ev.recovered
+          ? `reconnected: ${ev.replayed} missed message(s) caught up`
+          : 'reconnected: the server could not replay everything sent while disconnected; some messages may be missing');
+        return;
+      }
+      if (ev.position) position = ev.position;
+      showBroadcast(ev);
     },
     onclose: (ev) => {
       if (ev.code === 1008) showSystem('fell too far behind: resubscribed');

@@ -141,11 +141,13 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
 
 mod inbound;
 mod outbound;
+mod position;
 
 pub use inbound::ConversationMessage;
 pub use outbound::{
-    BroadcastEvent, ErrorFields, ErrorReply, OkFields, OkReply, Reply, TaskMessage,
+    BroadcastEvent, ErrorFields, ErrorReply, OkFields, OkReply, RecoveryNotice, Reply, TaskMessage,
 };
+pub use position::{BadPosition, Position};
 
 #[cfg(test)]
 mod tests;

@@ -138,6 +138,25 @@ pub struct BroadcastEvent {
     /// The client's idempotency key, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_message_id: Option<String>,
+    /// Its place in the room: reconnect with `?after=` this to get what follows.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<Position>,
+}
+
+/// The first event of a subscription that resumed with `?after=`: what the server could replay.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryNotice {
+    /// Always "RECOVERY".
+    pub status: String,
+    /// The position the subscriber resumed after.
+    pub after: Position,
+    /// True when the events that follow are every message after `after`; false when the
+    /// server's history does not reach back that far (or began after it, on a new shard), so
+    /// messages between `after` and the first replayed event may be missing.
+    pub recovered: bool,
+    /// How many past events follow before live ones.
+    pub replayed: u64,
 }
 
 impl BroadcastEvent {
@@ -154,6 +173,7 @@ impl BroadcastEvent {
             server_timestamp,
             status: "OK".to_owned(),
             client_message_id: task.client_message_id,
+            position: None,
         }
     }
 }

@@ -175,6 +175,9 @@ pub struct ReceivedMessage {
     pub group_id: String,
     /// How the body is laid out.
     pub format: BodyFormat,
+    /// The queue's position for it within its group: grows with every send to the group and
+    /// stays the same when the message is redelivered (SQS FIFO's SequenceNumber).
+    pub sequence: Option<u128>,
 }
 
 /// Approximate message counts of a queue.

@@ -98,7 +98,7 @@ impl Queues for EmbeddedQueues {
                 });
             }
         }
-        let mut state = QueueState::default();
+        let mut state = QueueState::starting_now();
         state.tags = tags.clone();
         state.apply_attrs(wanted);
         queues.insert(

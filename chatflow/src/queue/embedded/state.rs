@@ -42,6 +42,19 @@ pub(super) struct QueueState {
 }
 
 impl QueueState {
+    /// An empty queue whose sequence numbers start at the clock (ns since 1970), as SQS's grow
+    /// with time: positions a subscriber kept from a queue of an earlier process stay older than
+    /// this one's, as long as that one gave out fewer than a billion numbers a second.
+    pub(super) fn starting_now() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        QueueState {
+            next_seq: u64::try_from(now.as_nanos()).unwrap_or(u64::MAX / 2),
+            ..QueueState::default()
+        }
+    }
+
     pub(super) fn apply_attrs(&mut self, attrs: BTreeMap<String, String>) {
         let parsed = QueueAttributes::from_map(&attrs);
         self.visibility = parsed.visibility_timeout;
@@ -123,6 +136,7 @@ impl QueueState {
                         receive_count: m.receive_count,
                         group_id: group.clone(),
                         format: m.format.clone(),
+                        sequence: Some(u128::from(m.seq)),
                     });
                 }
             }

@@ -212,6 +212,7 @@ impl Queues for SqsQueues {
             .wait_time_seconds(wait_secs)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::SequenceNumber)
             .message_attribute_names(FORMAT_ATTRIBUTE);
         let limit = self.call_timeout + Duration::from_secs(wait_secs as u64);
         let out = self.on_queue(room, limit, req.send()).await?;
@@ -230,6 +231,8 @@ impl Queues for SqsQueues {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1),
                     group_id: attr(MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+                    sequence: attr(MessageSystemAttributeName::SequenceNumber)
+                        .and_then(|s| s.parse().ok()),
                     format: BodyFormat::from_attribute(
                         m.message_attributes()
                             .and_then(|a| a.get(FORMAT_ATTRIBUTE))

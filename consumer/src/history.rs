@@ -1,0 +1,159 @@
+//! A room's recent broadcasts, so a subscriber that reconnects with the position of the last
+//! message it saw gets what it missed, or is told that this shard cannot cover the gap.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use chatflow::protocol::Position;
+
+/// The last `cap` broadcasts of one room, oldest first.
+pub struct History {
+    entries: VecDeque<(Position, Bytes)>,
+    cap: usize,
+    /// Position of the newest entry let go: everything after it is still held. None while
+    /// nothing was let go, when the history starts at the first message this shard received.
+    floor: Option<Position>,
+}
+
+/// What a resuming subscriber gets before live events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// True when `events` are every message this room had after the subscriber's position.
+    pub recovered: bool,
+    /// Held events after the subscriber's position, oldest first.
+    pub events: Vec<Bytes>,
+}
+
+impl History {
+    /// An empty history holding at most `cap` events (0 keeps none: every resume is partial).
+    pub fn new(cap: usize) -> Self {
+        History {
+            entries: VecDeque::with_capacity(cap.min(1024)),
+            cap,
+            floor: None,
+        }
+    }
+
+    /// Records a broadcast, letting go of the oldest beyond the capacity.
+    pub fn push(&mut self, position: Position, event: Bytes) {
+        if self.cap == 0 {
+            self.floor = Some(position);
+            return;
+        }
+        if self.entries.len() == self.cap
+            && let Some((old, _)) = self.entries.pop_front()
+        {
+            self.floor = Some(old);
+        }
+        self.entries.push_back((position, event));
+    }
+
+    /// The held events after `after`, and whether they are all that followed it. A position
+    /// before what this history reaches (let go, or from before this shard started) cannot be
+    /// proven covered: messages between it and the oldest held event may have been broadcast
+    /// by another shard, or let go here.
+    pub fn since(&self, after: Position) -> Replay {
+        let recovered = match (self.floor, self.entries.front()) {
+            (Some(floor), _) => after >= floor,
+            (None, Some((oldest, _))) => after >= *oldest,
+            (None, None) => false,
+        };
+        let start = self.entries.partition_point(|(p, _)| *p <= after);
+        Replay {
+            recovered,
+            events: self
+                .entries
+                .range(start..)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(sequence: u128) -> Position {
+        Position { sequence, index: 0 }
+    }
+
+    fn filled(cap: usize, sequences: std::ops::RangeInclusive<u128>) -> History {
+        let mut h = History::new(cap);
+        for s in sequences {
+            h.push(at(s), Bytes::from(s.to_string()));
+        }
+        h
+    }
+
+    fn bodies(r: &Replay) -> Vec<String> {
+        r.events
+            .iter()
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_position_inside_the_history_gets_exactly_what_followed_it() {
+        let h = filled(10, 1..=5);
+        let r = h.since(at(3));
+        assert!(r.recovered);
+        assert_eq!(bodies(&r), ["4", "5"]);
+        let r = h.since(at(5));
+        assert!(
+            r.recovered && r.events.is_empty(),
+            "caught up: nothing to replay"
+        );
+    }
+
+    #[test]
+    fn a_position_the_history_let_go_of_is_answered_as_partial() {
+        let h = filled(3, 1..=6);
+        assert!(
+            h.since(at(3)).recovered,
+            "3 was let go but 4.. are all held"
+        );
+        let r = h.since(at(2));
+        assert!(!r.recovered, "3 is gone");
+        assert_eq!(bodies(&r), ["4", "5", "6"]);
+    }
+
+    #[test]
+    fn a_new_shard_cannot_vouch_for_what_came_before_its_first_message() {
+        let h = filled(10, 7..=8);
+        let r = h.since(at(5));
+        assert!(
+            !r.recovered,
+            "6 may have been broadcast and deleted elsewhere"
+        );
+        assert_eq!(bodies(&r), ["7", "8"]);
+        assert!(!History::new(10).since(at(5)).recovered);
+    }
+
+    #[test]
+    fn envelope_indexes_order_within_a_sequence() {
+        let mut h = History::new(10);
+        for index in 0..3 {
+            h.push(
+                Position { sequence: 9, index },
+                Bytes::from(index.to_string()),
+            );
+        }
+        let r = h.since(Position {
+            sequence: 9,
+            index: 0,
+        });
+        assert!(r.recovered);
+        assert_eq!(bodies(&r), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_history_of_zero_holds_nothing_and_promises_nothing() {
+        let h = filled(0, 1..=3);
+        assert_eq!(h.since(at(1)), Replay::default());
+        assert!(
+            h.since(at(3)).recovered,
+            "caught up with the last broadcast"
+        );
+    }
+}
