@@ -7,7 +7,9 @@
 #      and every pod runs the image ID built in this run;
 #   3. loadgen runs as a Job from its image, through the Services: 0 lost, duplicated, reordered;
 #      then again at a steady rate while a consumer shard's pod is deleted: its subscribers
-#      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered;
+#      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered; and
+#      once more while a producer pod is deleted, the producers roll to a new tag and the
+#      operator's leader pod is deleted: senders resend what was unanswered, still clean;
 #   4. a reshard under load: the removed shards' pods are gone before any new shard's pod exists,
 #      and a second loadgen run is clean;
 #   5. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
@@ -65,7 +67,7 @@ while IFS= read -r line || [[ -n "$line" ]]; do
 done <scripts/e2e.env
 for key in E2E_SET_NAME E2E_ROOMS E2E_MESSAGES E2E_LOAD_MESSAGES E2E_CONNECTIONS_PER_ROOM \
     E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD E2E_FAULT_MESSAGES \
-    E2E_FAULT_RATE; do
+    E2E_FAULT_RATE E2E_PRODUCER_FAULT_MESSAGES; do
     [[ -n "${!key:-}" ]] || die "$key is not set in scripts/e2e.env"
     printf '  %s=%s\n' "$key" "${!key}"
 done
@@ -414,6 +416,56 @@ k -n "$set_ns" delete pod "$victim" --wait=false
 assert_loadgen_clean "$fault_job"
 grep -E '^ *resumes ' "$workdir/$fault_job.log" ||
     die "job/$fault_job: no subscriber reconnected, so the deleted pod served nobody"
+
+# Generation of every Deployment of the set, to compare before and after a change of leader.
+generations() {
+    k -n "$set_ns" get deploy -l "app.kubernetes.io/instance=$set_name" \
+        -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.generation} {end}'
+}
+
+producers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer"
+step "producer and operator faults under load ($E2E_FAULT_RATE msg/s): a producer pod deleted, the producers rolled to a new tag, the operator's leader deleted"
+fault_job=chatflow-loadgen-e2e-producer-faults
+start_loadgen "$fault_job" "$E2E_PRODUCER_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
+wait_loadgen_pod "$fault_job"
+sleep 5
+victim="$(k -n "$set_ns" get pods -l "$producers" -o jsonpath='{.items[0].metadata.name}')"
+echo "  deleting pod/$victim, one of $(k -n "$set_ns" get pods -l "$producers" -o name | wc -l) producers"
+k -n "$set_ns" delete pod "$victim" --wait=false
+sleep 5
+# The same build under another tag: the producers roll as they would for a release.
+roll_image="chatflow/producer:$tag-rolled"
+"$docker_cmd" tag "chatflow/producer:$tag" "$roll_image"
+[[ "$mode" != --kind ]] || kind load docker-image "$roll_image" --name "$cluster"
+echo "  rolling the producers to $roll_image"
+roll_started=$SECONDS
+k -n "$set_ns" patch crs "$set_name" --type merge -p "{\"spec\":{\"producer\":{\"image\":\"$roll_image\"}}}"
+until [[ "$(k -n "$set_ns" get deploy "$set_name-producer" -o jsonpath='{.spec.template.spec.containers[0].image}')" == "$roll_image" ]]; do
+    ((SECONDS - roll_started < timeout)) || die "the operator did not roll $set_name-producer to $roll_image"
+    sleep 1
+done
+k -n "$set_ns" rollout status "deploy/$set_name-producer" --timeout="${timeout}s"
+echo "  producers rolled in $((SECONDS - roll_started)) s"
+before="$(generations)"
+leader="$(k -n "$operator_ns" get lease chatflow-operator -o jsonpath='{.spec.holderIdentity}')"
+echo "  deleting the operator's leader pod/$leader"
+takeover_started=$SECONDS
+k -n "$operator_ns" delete pod "$leader" --wait=false
+new_leader=""
+until [[ -n "$new_leader" && "$new_leader" != "$leader" ]]; do
+    ((SECONDS - takeover_started < timeout)) || die "no operator pod took the lease over from $leader"
+    sleep 1
+    new_leader="$(k -n "$operator_ns" get lease chatflow-operator -o jsonpath='{.spec.holderIdentity}')"
+done
+echo "  pod/$new_leader leads after $((SECONDS - takeover_started)) s"
+assert_loadgen_clean "$fault_job"
+assert_image_ids "$set_ns" "$producers" "chatflow/producer:$tag" Running
+# The new leader has reconciled the set by now (its first pass runs at start); nothing it wrote
+# may have changed a Deployment's spec.
+after="$(generations)"
+[[ "$before" == "$after" ]] ||
+    die "the new leader changed Deployments: before '$before', after '$after'"
+echo "  the new leader left every Deployment as it was: $after"
 
 step "reshard under load: roomsPerShard $per_shard -> $E2E_SCALED_ROOMS_PER_SHARD"
 old_shards="$(k -n "$set_ns" get deploy -l "$consumers" -o jsonpath='{.items[*].metadata.name}')"

@@ -19,12 +19,20 @@ pub struct ConsumerConfig {
     /// Rooms owned and queue backend.
     #[command(flatten)]
     pub queue: QueueOptions,
+    /// Longest wait of a room's long poll, in seconds. Shutdown lets the polls in flight finish
+    /// (a remote poll cannot be withdrawn), so this stays well under SHUTDOWN_GRACE_SECS.
+    #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub poll_wait_secs: u64,
     /// Concurrent long polls; 0 gives every room its own (lowest latency).
     #[arg(long, env = "CONSUMER_POLLERS", default_value_t = 0)]
     pub pollers: usize,
     /// Messages a subscriber may fall behind before it is disconnected.
     #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscriber_buffer: u64,
+    /// Seconds without any frame from a subscriber before it is pinged; twice that and it is
+    /// closed (1001), so subscribers that vanished without closing do not hold their places.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
     /// Broadcasts kept per room for subscribers that resume with `?after=`; each costs about
     /// the size of its JSON event (a few hundred bytes).
     #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -57,12 +65,12 @@ impl ConsumerConfig {
         c
     }
 
-    /// Long-poll wait and concurrency for `rooms` rooms: one 20 s poll per room by default.
+    /// Long-poll wait and concurrency for `rooms` rooms: one long poll per room by default.
     /// With fewer pollers than rooms, rooms take turns (a fair semaphore) with short polls, so a
     /// turn comes within about a second and a busy room cannot hold a poller for long.
     pub fn poll_plan(&self, rooms: usize) -> (Option<usize>, Duration) {
         if self.pollers == 0 || self.pollers >= rooms {
-            return (None, chatflow::queue::MAX_WAIT);
+            return (None, Duration::from_secs(self.poll_wait_secs));
         }
         (Some(self.pollers), Duration::ZERO)
     }
@@ -75,9 +83,9 @@ mod tests {
     #[test]
     fn every_room_long_polls_unless_pollers_are_capped() {
         let mut c = ConsumerConfig::local(1, 100);
-        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(20)));
+        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(10)));
         c.pollers = 100;
-        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(20)));
+        assert_eq!(c.poll_plan(100), (None, Duration::from_secs(10)));
         c.pollers = 20;
         assert_eq!(c.poll_plan(100), (Some(20), Duration::ZERO));
     }

@@ -47,6 +47,9 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
     }
     let mut backoff = Duration::from_millis(200);
     loop {
+        if ctx.stop.is_cancelled() {
+            return;
+        }
         let permit = match &ctx.turns {
             Some(sem) => tokio::select! {
                 _ = ctx.stop.cancelled() => return,
@@ -54,9 +57,17 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
             },
             None => None,
         };
-        let got = tokio::select! {
-            _ = ctx.stop.cancelled() => return,
-            got = ctx.queues.receive(room_id, MAX_BATCH, ctx.wait) => got,
+        let receive = ctx.queues.receive(room_id, MAX_BATCH, ctx.wait);
+        let got = if ctx.queues.receive_cancel_safe() {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                got = receive => got,
+            }
+        } else {
+            // A long poll abandoned at shutdown would still take what arrives, and hide it from
+            // the next shard for the visibility timeout: finish it, and broadcast what it brings
+            // to the subscribers that are still here.
+            receive.await
         };
         drop(permit);
         match got {

@@ -226,6 +226,7 @@ fn subscribe(
                 subscriber::Options {
                     buffer: shared.config.subscriber_buffer as usize,
                     after,
+                    idle: Duration::from_secs(shared.config.idle_timeout_secs),
                 },
                 &shared.metrics,
                 shared.closing.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::protocol::{Position, RecoveryNotice};
-use chatflow::ws::{self, Inbound, Obligation};
+use chatflow::ws::{self, Check, Inbound, Liveness, Obligation};
 use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,8 @@ pub struct Options {
     pub buffer: usize,
     /// Position of the last message it saw, when it resumes.
     pub after: Option<Position>,
+    /// Silence after which it is pinged; twice this and it is closed as gone.
+    pub idle: Duration,
 }
 
 /// Whether a live event is one a resuming subscriber already has: after a shard restart the
@@ -42,7 +44,14 @@ pub async fn serve(
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
-    let Options { buffer, after } = opts;
+    let Options {
+        buffer,
+        after,
+        idle,
+    } = opts;
+    // A quiet room sends nothing, so a peer that vanished without a FIN would hold its place
+    // forever: any frame from it (a pong, its own ping) shows it is still there.
+    let mut liveness = Liveness::new(idle);
     let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
     let (tx, mut rx) = mpsc::channel::<Event>(buffer);
     let joined = room.join(tx, after);
@@ -67,8 +76,11 @@ pub async fn serve(
     let gone = CancellationToken::new();
     let read_task = tokio::spawn({
         let gone = gone.clone();
+        let liveness = liveness.clone();
         async move {
+            let seen = || liveness.seen();
             let mut owe = |ob: Obligation| {
+                seen();
                 let owed_tx = owed_tx.clone();
                 async move {
                     let _ = owed_tx.send(ob).await;
@@ -78,13 +90,16 @@ pub async fn serve(
                 tokio::select! {
                     _ = gone.cancelled() => return,
                     next = reader.next(&mut owe) => match next {
-                        Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => {}
+                        Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => seen(),
                         Ok(Inbound::Close) | Err(_) => { gone.cancel(); return; }
                     },
                 }
             }
         }
     });
+    let mut ticker = tokio::time::interval(idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
     // Replayed events go out before the first live one arrives, however long that takes.
     let reason = if sink.flush_within(STALL_LIMIT).await.is_err() {
         None
@@ -115,6 +130,14 @@ pub async fn serve(
                     None => break None,
                 },
                 _ = gone.cancelled() => break None,
+                _ = ticker.tick() => match liveness.check() {
+                    Check::Fine => {}
+                    Check::Ping => {
+                        sink.frame(OpCode::Ping, b"chatflow");
+                        if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
+                    }
+                    Check::Gone => break Some((ws::CLOSE_GOING_AWAY, "no answer to pings".to_owned())),
+                },
                 _ = shutdown.cancelled() => {
                     // Deliver what is already queued for this subscriber before saying goodbye.
                     while let Ok(ev) = rx.try_recv() {

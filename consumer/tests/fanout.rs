@@ -96,6 +96,9 @@ impl Queues for FirstDeleteFails {
     fn backend(&self) -> &'static str {
         "flaky"
     }
+    fn receive_cancel_safe(&self) -> bool {
+        self.inner.receive_cancel_safe()
+    }
     async fn create_queue_tagged(
         &self,
         room: RoomId,

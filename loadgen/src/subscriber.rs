@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chatflow::protocol::Position;
 use chatflow::rooms::RoomId;
-use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_split};
+use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_reader};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +54,9 @@ pub struct Resume {
     pub give_up_after: Option<Duration>,
 }
 
-/// Connects a subscriber; reading starts with [`listen`].
+/// Connects a subscriber, which answers the server's pings; reading starts with [`listen`].
 pub async fn connect(url: &str, timeout: Duration) -> Result<ClientReader, ConnectError> {
-    Ok(connect_split(url, timeout).await?.0)
+    connect_reader(url, timeout).await
 }
 
 /// The URL that resumes after `last`, or the plain one before any message was seen.

@@ -3,17 +3,15 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chatflow::protocol::{ConversationMessage, ErrorCode};
 use chatflow::rooms::RoomId;
-use chatflow::ws::{self, FrameSink, Inbound, Obligation, ReadError};
+use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::io::AsyncWrite;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{Outcome, Pending};
@@ -22,7 +20,8 @@ use crate::server::Shared;
 
 /// What the writer sends, in order.
 enum Out {
-    Reply(Reply),
+    /// An answer, holding its place under the producer-wide bound until it is written.
+    Reply(Reply, OwnedSemaphorePermit),
     Owe(Obligation),
     Close(u16, String),
 }
@@ -46,16 +45,14 @@ pub async fn serve(
     let cfg = &shared.config;
     let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
     let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
-    let epoch = Instant::now();
-    let last_seen = Arc::new(AtomicU64::new(0));
     let stop_reading = shared.shutdown.child_token();
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let liveness = Liveness::new(idle);
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         WriterClock {
-            epoch,
-            last_seen: last_seen.clone(),
+            liveness: liveness.clone(),
             idle,
         },
         stop_reading.clone(),
@@ -79,18 +76,27 @@ pub async fn serve(
             }
             next = reader.next(&mut owe) => next,
         };
-        last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        liveness.seen();
         let out = match next {
             Ok(Inbound::Text(frame)) => {
-                Out::Reply(accept(&shared, &target, &frame, &client_ip).await)
+                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                    continue;
+                };
+                Out::Reply(accept(&shared, &target, &frame, &client_ip).await, place)
             }
             Ok(Inbound::Binary(_)) => {
+                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                    continue;
+                };
                 shared.metrics.error(ErrorCode::InvalidJson);
-                Out::Reply(Reply::Now(ingest::error_reply(
-                    ErrorCode::InvalidJson,
-                    "binary frames are not accepted: send JSON as a text frame",
-                    None,
-                )))
+                Out::Reply(
+                    Reply::Now(ingest::error_reply(
+                        ErrorCode::InvalidJson,
+                        "binary frames are not accepted: send JSON as a text frame",
+                        None,
+                    )),
+                    place,
+                )
             }
             Ok(Inbound::Pong) => continue,
             Ok(Inbound::Close) | Err(ReadError::Closed) => break,
@@ -108,6 +114,19 @@ pub async fn serve(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// A place under the producer-wide bound of unanswered messages; None when reading stops first
+/// (the loop then sees the stop and leaves).
+async fn wait_for_place(
+    shared: &Shared,
+    stop_reading: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        _ = stop_reading.cancelled() => None,
+        p = shared.unanswered.clone().acquire_owned() => Some(p.expect("never closed")),
+    }
 }
 
 async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str) -> Reply {
@@ -158,8 +177,7 @@ async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str
 }
 
 struct WriterClock {
-    epoch: Instant,
-    last_seen: Arc<AtomicU64>,
+    liveness: Liveness,
     idle: Duration,
 }
 
@@ -168,7 +186,7 @@ struct WriterClock {
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut sink: FrameSink<W>,
     mut rx: mpsc::Receiver<Out>,
-    clock: WriterClock,
+    mut clock: WriterClock,
     stop_reading: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(clock.idle);
@@ -179,13 +197,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let out = tokio::select! {
             out = rx.recv() => out,
             _ = ticker.tick() => {
-                let silent = clock.epoch.elapsed().saturating_sub(Duration::from_millis(clock.last_seen.load(Ordering::Relaxed)));
-                if silent >= clock.idle * 2 {
-                    sink.close(ws::CLOSE_NORMAL, "idle timeout");
-                    closed = true;
-                    stop_reading.cancel();
-                } else if silent >= clock.idle {
-                    sink.frame(OpCode::Ping, b"chatflow");
+                match clock.liveness.check() {
+                    Check::Fine => {}
+                    Check::Ping => sink.frame(OpCode::Ping, b"chatflow"),
+                    Check::Gone => {
+                        sink.close(ws::CLOSE_NORMAL, "idle timeout");
+                        closed = true;
+                        stop_reading.cancel();
+                    }
                 }
                 if sink.flush_within(clock.idle).await.is_err() {
                     stop_reading.cancel();
@@ -196,12 +215,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         };
         let Some(out) = out else { break };
         match out {
-            Out::Reply(Reply::Now(bytes)) => sink.text(&bytes),
-            Out::Reply(Reply::Later {
-                ok,
-                client_message_id,
-                mut outcome,
-            }) => match outcome.try_recv() {
+            Out::Reply(Reply::Now(bytes), _place) => sink.text(&bytes),
+            Out::Reply(
+                Reply::Later {
+                    ok,
+                    client_message_id,
+                    mut outcome,
+                },
+                _place,
+            ) => match outcome.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => {
                     // Replies already written must not wait for this message's batch: without
                     // this flush an ack sits in the buffer until the writer catches up with the

@@ -42,6 +42,9 @@ pub struct Shared {
     batch: Arc<BatchContext>,
     /// One permit per open connection: dropping a connection's permit frees its place.
     admission: Arc<Semaphore>,
+    /// One permit per message read and not yet answered, over all connections: a reader waits
+    /// for one, so memory stays bounded however many clients connect.
+    pub unanswered: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -102,6 +105,7 @@ impl Producer {
             Duration::from_millis(config.breaker_cooldown_ms),
             shutdown.clone(),
         ));
+        let unanswered = (config.max_unanswered as usize).min(Semaphore::MAX_PERMITS);
         Ok(Producer {
             shared: Arc::new(Shared {
                 config,
@@ -111,6 +115,7 @@ impl Producer {
                 batchers: senders,
                 batch,
                 admission: Arc::new(Semaphore::new(max_connections)),
+                unanswered: Arc::new(Semaphore::new(unanswered)),
             }),
             connections: TaskTracker::new(),
             batchers,

@@ -82,6 +82,13 @@ pub trait Queues: Send + Sync + 'static {
         entries: &[PublishEntry],
     ) -> Result<Vec<PublishResult>, QueueError>;
 
+    /// Whether dropping an unfinished [`Queues::receive`] leaves every message in the queue. A
+    /// remote long poll, once sent, takes what arrives even when nobody reads the answer, and
+    /// those messages stay hidden for the visibility timeout.
+    fn receive_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// Long-polls for up to `max` messages, waiting at most `wait` when none is available.
     async fn receive(
         &self,

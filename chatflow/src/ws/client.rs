@@ -1,5 +1,6 @@
 //! The client side: connecting to a server and reading and writing whole messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,15 +108,37 @@ pub enum ClientEvent {
 /// Read half of a client connection.
 pub struct ClientReader {
     inner: WebSocketRead<ReadHalf<Stream>>,
+    /// The write half, when nothing else writes (a subscriber): pings are answered with it.
+    answer: Option<Arc<tokio::sync::Mutex<ClientWriter>>>,
 }
 
 impl ClientReader {
-    /// Next data message or the close; pings are not answered (clients under load are never idle).
+    /// Next data message or the close. Pings are answered when this reader holds the write half
+    /// ([`connect_reader`]); a split connection's writer is left alone.
     pub async fn next(&mut self) -> Result<ClientEvent, ReadError> {
         loop {
+            let answer = self.answer.clone();
             let frame = self
                 .inner
-                .read_frame(&mut |_| async { Ok::<(), std::convert::Infallible>(()) })
+                // The library reads past pings by itself, handing us the pong to send.
+                .read_frame(&mut |f: Frame<'_>| {
+                    let pong = (f.opcode == OpCode::Pong).then(|| f.payload.to_vec());
+                    let answer = answer.clone();
+                    async move {
+                        if let (Some(payload), Some(w)) = (pong, answer) {
+                            let mut w = w.lock().await;
+                            // A failed write shows up as a failed read soon enough.
+                            if w.inner
+                                .write_frame(Frame::pong(Payload::Owned(payload)))
+                                .await
+                                .is_ok()
+                            {
+                                let _ = w.inner.flush().await;
+                            }
+                        }
+                        Ok::<(), std::convert::Infallible>(())
+                    }
+                })
                 .await
                 .map_err(|e| match e {
                     WebSocketError::UnexpectedEOF
@@ -189,5 +212,18 @@ pub async fn connect_split(
         tokio::io::BufWriter::with_capacity(16 * 1024, w),
         Role::Client,
     );
-    Ok((ClientReader { inner: read }, ClientWriter { inner: write }))
+    Ok((
+        ClientReader {
+            inner: read,
+            answer: None,
+        },
+        ClientWriter { inner: write },
+    ))
+}
+
+/// Opens a client WebSocket that only reads (a subscriber); it answers the server's pings.
+pub async fn connect_reader(url: &str, timeout: Duration) -> Result<ClientReader, ConnectError> {
+    let (mut reader, writer) = connect_split(url, timeout).await?;
+    reader.answer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
+    Ok(reader)
 }

@@ -285,8 +285,13 @@ pub fn split_server(
 }
 
 mod client;
+mod liveness;
 
-pub use client::{ClientEvent, ClientReader, ClientWriter, ConnectError, connect, connect_split};
+pub use liveness::{Check, Liveness};
+
+pub use client::{
+    ClientEvent, ClientReader, ClientWriter, ConnectError, connect, connect_reader, connect_split,
+};
 
 #[cfg(test)]
 mod tests {

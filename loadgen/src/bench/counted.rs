@@ -80,6 +80,10 @@ impl Queues for Counted {
         self.inner.backend()
     }
 
+    fn receive_cancel_safe(&self) -> bool {
+        self.inner.receive_cancel_safe()
+    }
+
     async fn create_queue_tagged(
         &self,
         room: RoomId,

@@ -262,6 +262,7 @@ pub fn subscribe_template(crs: &ChatRoomSet) -> String {
 
 mod objects;
 pub mod restricted;
+pub mod sizing;
 
 pub use objects::{consumer_deployment, producer_deployment, routing_configmap, service};
 

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONSUMER_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template, labels, meta,
+    CONSUMER_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template, labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -51,6 +51,9 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
         env("SQS_QUEUE_URL_PREFIX", super::queue_prefix(crs)),
         env("ROOMS_START", rooms.start().to_string()),
         env("ROOMS_END", rooms.end().to_string()),
+        // One JSON object a line is what cluster log collectors parse; a person can still read it
+        // with `kubectl logs`.
+        env("LOG_FORMAT", "json"),
     ];
     if let Some(r) = &loc.region {
         v.push(env("AWS_REGION", r.clone()));
@@ -97,7 +100,7 @@ fn container(
     image: &str,
     port: i32,
     env: Vec<EnvVar>,
-    resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    resources: ResourceRequirements,
 ) -> Container {
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
@@ -119,7 +122,7 @@ fn container(
             ..Default::default()
         }]),
         env: Some(env),
-        resources: Some(resources.unwrap_or_else(default_resources)),
+        resources: Some(resources),
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/health")),
         security_context: Some(SecurityContext {
@@ -195,20 +198,29 @@ fn deployment(
     }
 }
 
+/// Ours, then the spec's; a name the spec sets replaces ours (server-side apply refuses a
+/// list with one name twice).
+fn with_spec_env(mut ours: Vec<EnvVar>, spec: &[EnvVar]) -> Vec<EnvVar> {
+    ours.retain(|e| !spec.iter().any(|s| s.name == e.name));
+    ours.extend(spec.iter().cloned());
+    ours
+}
+
 /// The producer Deployment.
 pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) -> Deployment {
     let p = &crs.spec.producer;
     let mut env = common_env(crs, loc, plan.rooms);
     let packing = chatflow::envelope::Packing::from(crs.spec.queues.packing);
     env.push(self::env("PACKING", packing.as_str()));
-    env.extend(p.env.iter().cloned());
-    let c = container(
-        "producer",
-        &p.image,
-        PRODUCER_PORT,
-        env,
-        p.resources.clone(),
-    );
+    let resources = p.resources.clone().unwrap_or_else(default_resources);
+    if let Some(limit) = sizing::memory_limit(&resources) {
+        env.push(self::env(
+            "MAX_UNANSWERED",
+            sizing::max_unanswered(limit).to_string(),
+        ));
+    }
+    let env = with_spec_env(env, &p.env);
+    let c = container("producer", &p.image, PRODUCER_PORT, env, resources);
     deployment(crs, &plan.producer, "producer", p.replicas, false, c)
 }
 
@@ -217,14 +229,16 @@ pub fn consumer_deployment(crs: &ChatRoomSet, shard: &Shard, loc: &QueueLocation
     let c: &ConsumerSpec = &crs.spec.consumer;
     let mut env = common_env(crs, loc, shard.rooms);
     env.push(self::env("CONSUMER_POLLERS", c.pollers.to_string()));
-    env.extend(c.env.iter().cloned());
-    let container = container(
-        "consumer",
-        &c.image,
-        CONSUMER_PORT,
-        env,
-        c.resources.clone(),
-    );
+    let resources = c.resources.clone().unwrap_or_else(default_resources);
+    if let Some(limit) = sizing::memory_limit(&resources) {
+        let rooms = shard.rooms.len() as u64;
+        env.push(self::env(
+            "HISTORY_SIZE",
+            sizing::history_size(limit, rooms).to_string(),
+        ));
+    }
+    let env = with_spec_env(env, &c.env);
+    let container = container("consumer", &c.image, CONSUMER_PORT, env, resources);
     deployment(crs, &shard.name, "consumer", 1, true, container)
 }
 

@@ -84,6 +84,10 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
     assert_eq!(env["QUEUE_BACKEND"], "sqs");
     assert_eq!(env["AWS_ENDPOINT_URL"], "http://localstack:4566");
     assert_eq!(env["CONSUMER_POLLERS"], "20");
+    assert_eq!(
+        env["LOG_FORMAT"], "json",
+        "cluster log collectors read JSON lines"
+    );
     assert!(!env.contains_key("PACKING"), "consumers read every packing");
     let owner = d.metadata.owner_references.unwrap();
     assert_eq!(owner[0].kind, "ChatRoomSet");
@@ -144,6 +148,53 @@ fn producers_pack_as_the_spec_says_and_default_to_envelopes() {
     assert_eq!(producer_env(&crs)["PACKING"], "single");
     let yaml = "rooms: {start: 1, end: 2}\nqueues: {packing: zip}\nproducer: {image: p}\nconsumer: {image: c}\n";
     assert!(serde_yaml::from_str::<ChatRoomSetSpec>(yaml).is_err());
+}
+
+#[test]
+fn bounds_follow_the_memory_limit_and_the_spec_env_wins() {
+    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut crs = sample("demo", 1, 20, 5);
+    assert_eq!(
+        producer_env(&crs)["MAX_UNANSWERED"],
+        "98304",
+        "from the default 512Mi limit"
+    );
+    crs.spec.producer.resources = Some(ResourceRequirements {
+        limits: Some([("memory".to_owned(), Quantity("2Gi".into()))].into()),
+        ..Default::default()
+    });
+    assert_eq!(producer_env(&crs)["MAX_UNANSWERED"], "491520");
+    crs.spec.producer.env = vec![EnvVar {
+        name: "LOG_FORMAT".into(),
+        value: Some("text".into()),
+        value_from: None,
+    }];
+    let p = plan(&crs).unwrap();
+    let env = producer_deployment(&crs, &p, &QueueLocation::default())
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let log_formats: Vec<_> = env.iter().filter(|e| e.name == "LOG_FORMAT").collect();
+    assert_eq!(log_formats.len(), 1, "one entry per name, or apply fails");
+    assert_eq!(log_formats[0].value.as_deref(), Some("text"));
+
+    let shard = &p.shards[0];
+    let d = consumer_deployment(&crs, shard, &QueueLocation::default());
+    let history = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "HISTORY_SIZE")
+        .and_then(|e| e.value);
+    assert_eq!(history.as_deref(), Some("1000"));
 }
 
 #[test]
