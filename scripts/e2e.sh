@@ -9,7 +9,9 @@
 #      then again at a steady rate while a consumer shard's pod is deleted: its subscribers
 #      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered; and
 #      once more while a producer pod is deleted, the producers roll to a new tag and the
-#      operator's leader pod is deleted: senders resend what was unanswered, still clean;
+#      operator's leader pod is deleted: senders resend what was unanswered, still clean; with
+#      --current also a consumer container SIGKILLed (no duplicates or reordering after the
+#      resume; loss reported) and LocalStack frozen for 10 s (clean);
 #   4. a reshard under load: the removed shards' pods are gone before any new shard's pod exists,
 #      and a second loadgen run is clean;
 #   5. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
@@ -416,6 +418,46 @@ k -n "$set_ns" delete pod "$victim" --wait=false
 assert_loadgen_clean "$fault_job"
 grep -E '^ *resumes ' "$workdir/$fault_job.log" ||
     die "job/$fault_job: no subscriber reconnected, so the deleted pod served nobody"
+
+# The faults below act on this machine's Docker and LocalStack process: --current only.
+if [[ "$mode" == --current ]]; then
+    step "a consumer container SIGKILLed under load ($E2E_FAULT_RATE msg/s): no drain, no duplicates after the resume"
+    fault_job=chatflow-loadgen-e2e-shard-killed
+    start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
+    wait_loadgen_pod "$fault_job"
+    sleep 8
+    victim="$(k -n "$set_ns" get pods -l "$consumers" -o jsonpath='{.items[0].metadata.name}')"
+    container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$victim" \
+        --filter label=io.kubernetes.container.name=consumer)"
+    [[ -n "$container" ]] || die "no Docker container for the consumer of pod/$victim"
+    echo "  docker kill --signal KILL $container (pod/$victim)"
+    "$docker_cmd" kill --signal KILL "$container" >/dev/null
+    # Delivery is reported, and duplicates and reordering asserted: a container killed without a
+    # drain may have deleted messages still in its socket buffers (README, delivery contract).
+    finish_loadgen "$fault_job" >/dev/null || true
+    grep -E '^ *(delivery|resumes|end to end) ' "$workdir/$fault_job.log" ||
+        die "job/$fault_job: no delivery report"
+    grep -Eq 'duplicated 0, out of order 0(,|$)' "$workdir/$fault_job.log" ||
+        die "job/$fault_job: duplicates or reordering after a SIGKILL"
+
+    step "LocalStack frozen for 10 s under load ($E2E_FAULT_RATE msg/s): senders retry, nothing acknowledged is lost"
+    localstack_sid="$(cat "$(_chatflow_cache)/run/localstack/pid")"
+    [[ -n "$localstack_sid" ]] || die "no LocalStack process group to freeze"
+    fault_job=chatflow-loadgen-e2e-queue-frozen
+    # Retries outlast the freeze: what is still refused after them is an error, not a loss.
+    start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60 \
+        --max-retries 12
+    wait_loadgen_pod "$fault_job"
+    sleep 8
+    echo "  kill -STOP -$localstack_sid; sleep 10; kill -CONT -$localstack_sid"
+    kill -STOP -- "-$localstack_sid"
+    sleep 10
+    kill -CONT -- "-$localstack_sid"
+    assert_loadgen_clean "$fault_job"
+    grep -E '^ *(errors|retries|ack latency|end to end) ' "$workdir/$fault_job.log" || true
+else
+    echo "SIGKILL and LocalStack-freeze faults run with --current only (this machine's Docker)"
+fi
 
 # Generation of every Deployment of the set, to compare before and after a change of leader.
 generations() {

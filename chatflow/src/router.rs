@@ -34,7 +34,8 @@ struct Page {
 /// One server's routes: the endpoints' WebSocket routes, health, readiness, metrics and pages.
 pub struct Router {
     endpoints: Vec<Arc<dyn Endpoint>>,
-    registry: Registry,
+    registry: Arc<Registry>,
+    serves_metrics: bool,
     pages: Vec<Page>,
 }
 
@@ -43,9 +44,23 @@ impl Router {
     pub fn new(registry: Registry) -> Self {
         Router {
             endpoints: Vec::new(),
-            registry,
+            registry: Arc::new(registry),
+            serves_metrics: true,
             pages: Vec::new(),
         }
+    }
+
+    /// This router without `/metrics`, and a router serving only `/metrics` and `/health`: for
+    /// a port of its own, away from the Service clients use.
+    pub fn metrics_apart(mut self) -> (Self, Router) {
+        let metrics = Router {
+            endpoints: Vec::new(),
+            registry: self.registry.clone(),
+            serves_metrics: true,
+            pages: Vec::new(),
+        };
+        self.serves_metrics = false;
+        (self, metrics)
     }
 
     /// Adds a service's WebSocket route; `/ready` then also asks it.
@@ -78,7 +93,7 @@ impl Router {
         match path.as_str() {
             "/health" => return http::text(StatusCode::OK, "ok\n"),
             "/ready" => return http::ready(self.ready()),
-            "/metrics" => return http::metrics(&self.registry),
+            "/metrics" if self.serves_metrics => return http::metrics(&self.registry),
             _ => {}
         }
         if let Some(endpoint) = self.endpoints.iter().find(|e| path.starts_with(e.prefix())) {
@@ -97,7 +112,8 @@ impl Router {
             .iter()
             .map(|e| format!("{}{{roomId}}", e.prefix()))
             .chain(self.pages.iter().map(|p| p.path.to_owned()))
-            .chain(["/health", "/ready", "/metrics"].map(str::to_owned))
+            .chain(["/health", "/ready"].map(str::to_owned))
+            .chain(self.serves_metrics.then(|| "/metrics".to_owned()))
             .collect();
         http::text(
             StatusCode::NOT_FOUND,

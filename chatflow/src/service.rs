@@ -77,18 +77,63 @@ impl ServiceHandle {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then runs `drain` (the services' own
-/// shutdown: answering what they accepted); the handle's `shutdown` waits for all of it.
+/// Listeners of a service: the one clients use and, when metrics are kept apart, theirs.
+pub struct Listeners {
+    /// Clients' routes, health and readiness (and metrics, without a metrics listener).
+    pub main: TcpListener,
+    /// `/metrics` alone, off the Service clients reach.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `main` and, when given, `metrics`.
+    pub async fn bind(main: SocketAddr, metrics: Option<SocketAddr>) -> Result<Self, StartError> {
+        Ok(Listeners {
+            main: bind(main).await?,
+            metrics: match metrics {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Self {
+        Listeners {
+            main,
+            metrics: None,
+        }
+    }
+}
+
+/// Serves `router` until `shutdown` fires, then runs `drain` (the services' own shutdown:
+/// answering what they accepted); the handle's `shutdown` waits for all of it.
 pub fn spawn(
     name: &'static str,
-    listener: TcpListener,
+    listeners: Listeners,
     configured: SocketAddr,
     router: Router,
     shutdown: CancellationToken,
     drain: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServiceHandle, StartError> {
+    let Listeners {
+        main: listener,
+        metrics,
+    } = listeners;
     let addr = local_addr(&listener, configured)?;
     tracing::info!(%addr, "{name} listening");
+    let router = match metrics {
+        Some(metrics) => {
+            let (router, metrics_router) = router.metrics_apart();
+            if let Ok(at) = metrics.local_addr() {
+                tracing::info!(addr = %at, "{name} metrics listening");
+            }
+            tokio::spawn(metrics_router.serve(metrics, shutdown.clone()));
+            router
+        }
+        None => router,
+    };
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

@@ -13,6 +13,9 @@ pub struct ConsumerConfig {
     /// Address to listen on (subscribers, health, readiness and metrics).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
+    /// Serve `/metrics` here instead of on LISTEN_ADDR, away from the Service clients use.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// This instance's id, for logs.
     #[arg(long, env = "SERVER_ID", default_value = "consumer-1")]
     pub server_id: String,

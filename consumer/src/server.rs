@@ -9,11 +9,10 @@ use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
 use chatflow::router::{Endpoint, Router};
-use chatflow::service::{self, ServiceHandle, StartError};
+use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -147,13 +146,13 @@ pub async fn start(
     config: ConsumerConfig,
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
-    let listener = service::bind(config.listen_addr).await?;
-    start_on(listener, config, queues)
+    let listeners = Listeners::bind(config.listen_addr, config.metrics_addr).await?;
+    start_on(listeners, config, queues)
 }
 
-/// Starts the consumer on an already bound listener.
+/// Starts the consumer on already bound listeners (a `TcpListener` alone serves everything).
 pub fn start_on(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: ConsumerConfig,
     queues: SharedQueues,
 ) -> Result<ConsumerHandle, StartError> {
@@ -165,7 +164,7 @@ pub fn start_on(
     let router = Router::new(registry).endpoint(Arc::new(consumer.clone()));
     service::spawn(
         "consumer",
-        listener,
+        listeners.into(),
         configured,
         router,
         stopping,

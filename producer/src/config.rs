@@ -18,6 +18,9 @@ pub struct ProducerConfig {
     /// Address to listen on (WebSocket, health, readiness and metrics).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
+    /// Serve `/metrics` here instead of on LISTEN_ADDR, away from the Service clients use.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// This instance's id, stamped on every message.
     #[arg(long, env = "SERVER_ID", default_value = "producer-1")]
     pub server_id: String,

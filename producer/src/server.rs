@@ -8,11 +8,10 @@ use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
 use chatflow::router::{Endpoint, Router};
-use chatflow::service::{self, ServiceHandle, StartError};
+use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -178,13 +177,13 @@ pub async fn start(
     config: ProducerConfig,
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
-    let listener = service::bind(config.listen_addr).await?;
-    start_on(listener, config, queues)
+    let listeners = Listeners::bind(config.listen_addr, config.metrics_addr).await?;
+    start_on(listeners, config, queues)
 }
 
-/// Starts the producer on an already bound listener.
+/// Starts the producer on already bound listeners (a `TcpListener` alone serves everything).
 pub fn start_on(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: ProducerConfig,
     queues: SharedQueues,
 ) -> Result<ProducerHandle, StartError> {
@@ -196,7 +195,7 @@ pub fn start_on(
     let router = Router::new(registry).endpoint(Arc::new(producer.clone()));
     service::spawn(
         "producer",
-        listener,
+        listeners.into(),
         configured,
         router,
         shutdown,

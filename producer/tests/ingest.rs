@@ -304,6 +304,31 @@ async fn health_ready_metrics_and_the_connection_limit() {
 }
 
 #[tokio::test]
+async fn with_a_metrics_address_metrics_leave_the_client_port() {
+    let queues: chatflow::queue::SharedQueues =
+        std::sync::Arc::new(chatflow::queue::EmbeddedQueues::default());
+    ensure_rooms(&queues, 1..=1).await;
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let p = chatflow_producer::start_on(
+        chatflow::service::Listeners {
+            main,
+            metrics: Some(metrics),
+        },
+        ProducerConfig::local(1, 1),
+        queues,
+    )
+    .unwrap();
+    assert_eq!(http_get(p.addr, "/metrics").await.0, 404, "not for clients");
+    assert_eq!(http_get(p.addr, "/ready").await.0, 200);
+    let (status, body) = http_get(metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("chatflow_producer_connections"), "{body}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_answers_pending_messages_and_closes_with_1001() {
     let mut config = ProducerConfig::local(1, 1);
     config.batch_linger_us = 200_000;

@@ -68,7 +68,7 @@ pub fn start_on(
     };
     service::spawn(
         "chatflow server",
-        listener,
+        listener.into(),
         configured,
         router,
         shutdown,

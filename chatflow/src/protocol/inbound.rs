@@ -211,13 +211,22 @@ fn validate_message(message: &str, cmid: Option<&str>) -> Result<(), Rejection> 
     Ok(())
 }
 
+/// The original clients were checked with Java's `OffsetDateTime.parse`, which differs from RFC
+/// 3339 twice: date and time must be joined by `T` (RFC 3339 also allows a space), and seconds
+/// may be left out (`10:00Z`).
 fn validate_timestamp(timestamp: &str, cmid: Option<&str>) -> Result<(), Rejection> {
-    OffsetDateTime::parse(timestamp, &Rfc3339)
-        .map(|_| ())
-        .map_err(|_| {
-            Rejection::validation(
-                "timestamp must be an ISO-8601 date-time with an offset, like 2026-11-27T10:00:00Z",
-                cmid,
-            )
-        })
+    let joined_by_t = matches!(timestamp.as_bytes().get(10), Some(b'T' | b't'));
+    let with_seconds = match (timestamp.get(..16), timestamp.get(16..)) {
+        (Some(date_hh_mm), Some(rest)) if !rest.starts_with(':') => {
+            std::borrow::Cow::Owned(format!("{date_hh_mm}:00{rest}"))
+        }
+        _ => std::borrow::Cow::Borrowed(timestamp),
+    };
+    if joined_by_t && OffsetDateTime::parse(&with_seconds, &Rfc3339).is_ok() {
+        return Ok(());
+    }
+    Err(Rejection::validation(
+        "timestamp must be an ISO-8601 date-time with an offset, like 2026-11-27T10:00:00Z",
+        cmid,
+    ))
 }

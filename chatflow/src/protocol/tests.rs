@@ -152,10 +152,16 @@ fn timestamp_needs_an_offset() {
         "2026-11-27T10:00:00Z",
         "2026-11-27T10:00:00.123+02:00",
         "2026-11-27T10:00:00-05:30",
+        // Java's OffsetDateTime.parse takes a time without seconds.
+        "2026-11-27T10:00Z",
+        "2026-11-27T10:00+01:00",
     ] {
         assert!(code(&with_timestamp(ok)).is_ok(), "{ok}");
     }
     for bad in [
+        // RFC 3339 allows a space for the T; Java's OffsetDateTime.parse does not.
+        "2026-11-27 10:00:00Z",
+        "2026-11-27T10Z",
         "2026-11-27T10:00:00",
         "2026-11-27",
         "yesterday",

@@ -270,18 +270,20 @@ pub fn split_server(
     FrameSink<WriteHalf<Stream>>,
 ) {
     let (r, w) = tokio::io::split(ws.into_inner());
+    (server_reader(r, max_message), FrameSink::new(w))
+}
+
+/// Reads a client's frames (masked, as clients send them) from any byte stream.
+pub fn server_reader<R: AsyncRead + Unpin>(r: R, max_message: usize) -> MessageReader<R> {
     // The library's own write half is not used: replies are batched by FrameSink.
     let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
     // The library refuses frames whose length is >= the limit; allow exactly `max_message`.
     read.set_max_message_size(max_message.saturating_add(1));
-    (
-        MessageReader {
-            inner: read,
-            max_message,
-            partial: None,
-        },
-        FrameSink::new(w),
-    )
+    MessageReader {
+        inner: read,
+        max_message,
+        partial: None,
+    }
 }
 
 mod client;

@@ -21,6 +21,8 @@ pub const MAX_SHARDS: usize = 1_000;
 pub const PRODUCER_PORT: i32 = 8080;
 /// Consumer port.
 pub const CONSUMER_PORT: i32 = 8081;
+/// Metrics port of producer and consumer pods: not in their Services, which clients reach.
+pub const METRICS_PORT: i32 = 9090;
 /// Kubernetes object names used as DNS labels (Services) must fit in 63 characters.
 const DNS_LABEL_MAX: usize = 63;
 

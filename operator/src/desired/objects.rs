@@ -16,7 +16,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONSUMER_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template, labels, meta, sizing,
+    CONSUMER_PORT, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template,
+    labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -54,6 +55,8 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
         // One JSON object a line is what cluster log collectors parse; a person can still read it
         // with `kubectl logs`.
         env("LOG_FORMAT", "json"),
+        // Metrics stay off the Services clients reach.
+        env("METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
     ];
     if let Some(r) = &loc.region {
         v.push(env("AWS_REGION", r.clone()));
@@ -114,13 +117,18 @@ fn container(
     Container {
         name: name.to_owned(),
         image: Some(image.to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: port,
-            // Server-side apply keys ports by (port, protocol); leaving it out fails the merge.
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(
+            [("http", port), ("metrics", METRICS_PORT)]
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    // Server-side apply keys ports by (port, protocol); leaving it out fails
+                    // the merge.
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .to_vec(),
+        ),
         env: Some(env),
         resources: Some(resources),
         readiness_probe: Some(probe("/ready")),
@@ -174,6 +182,16 @@ fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // The common convention of Prometheus' Kubernetes pod discovery.
+                    annotations: Some(
+                        [
+                            ("prometheus.io/scrape", "true".to_owned()),
+                            ("prometheus.io/port", METRICS_PORT.to_string()),
+                            ("prometheus.io/path", "/metrics".to_owned()),
+                        ]
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .into(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -88,6 +88,9 @@ fn consumer_deployments_carry_their_rooms_and_recreate() {
         env["LOG_FORMAT"], "json",
         "cluster log collectors read JSON lines"
     );
+    assert_eq!(env["METRICS_ADDR"], "0.0.0.0:9090");
+    let pod = spec.template.metadata.clone().unwrap();
+    assert_eq!(pod.annotations.unwrap()["prometheus.io/port"], "9090");
     assert!(!env.contains_key("PACKING"), "consumers read every packing");
     let owner = d.metadata.owner_references.unwrap();
     assert_eq!(owner[0].kind, "ChatRoomSet");
