@@ -388,6 +388,13 @@ k -n "$set_ns" get crs "$set_name"
 assert_image_ids "$set_ns" "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer" "chatflow/producer:$tag" Running
 assert_image_ids "$set_ns" "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer" "chatflow/consumer:$tag" Running
 
+step "the set's NetworkPolicy admits only the pods' ports (content: nothing here enforces it)"
+policy="$(k -n "$set_ns" get networkpolicy "$set_name-workloads" -o \
+    jsonpath='{.spec.policyTypes[*]}:{range .spec.ingress[*].ports[*]}{.port}/{.protocol} {end}')"
+[[ "$policy" == "Ingress:8080/TCP 8081/TCP 9090/TCP " ]] ||
+    die "networkpolicy/$set_name-workloads says '$policy'"
+echo "  networkpolicy/$set_name-workloads: $policy"
+
 step "running pods meet Pod Security \"restricted\" (no PodSecurity admission on this cluster)"
 k -n "$set_ns" get pods -l "app.kubernetes.io/instance=$set_name" -o json |
     cargo run -q -p chatflow-operator --bin podcheck ||
@@ -577,12 +584,12 @@ k -n "$set_ns" delete crs "$set_name" --wait=true --timeout="${timeout}s"
 owned="app.kubernetes.io/instance=$set_name,app.kubernetes.io/managed-by=chatflow-operator"
 deadline=$((SECONDS + timeout))
 while :; do
-    left="$(k -n "$set_ns" get deploy,rs,svc,cm,pods -l "$owned" -o name)"
+    left="$(k -n "$set_ns" get deploy,rs,svc,cm,networkpolicy,pods -l "$owned" -o name)"
     [[ -z "$left" ]] && break
     ((SECONDS < deadline)) || die "left behind after deleting the set: $left"
     sleep 2
 done
-echo "  no Deployments, ReplicaSets, Services, ConfigMaps or pods of $set_name remain"
+echo "  no Deployments, ReplicaSets, Services, ConfigMaps, NetworkPolicies or pods of $set_name remain"
 queues_left="$(list_queues)"
 [[ -z "$queues_left" ]] || die "queues left under deletionPolicy Delete: $queues_left"
 echo "  no queues named $queue_prefix* remain"

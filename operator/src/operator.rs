@@ -9,7 +9,7 @@ use chatflow::http;
 use futures::{FutureExt, StreamExt};
 use hyper::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -213,13 +213,9 @@ async fn run_controller(
     let ns = &config.namespace;
     let managed = format!("app.kubernetes.io/managed-by={FIELD_MANAGER}");
     let owned = watcher::Config::default().labels(&managed);
-    // Watch caches the reconciler reads instead of listing on every reconcile. Consumer pods
-    // are cached (not watched for triggers): a reshard waits for the removed shards' pods.
+    // Watch caches the reconciler reads instead of listing on every reconcile.
     let (deployments, deployments_writer) = reflector::store();
     let (services, services_writer) = reflector::store();
-    let (pods, pods_writer) = reflector::store();
-    let consumer_pods = watcher::Config::default()
-        .labels(&format!("{managed},app.kubernetes.io/component=consumer"));
     let caches_stop = stop.child_token();
     let until_stop = |cache| tokio::spawn(caches_stop.clone().run_until_cancelled_owned(cache));
     let caches = [
@@ -232,17 +228,14 @@ async fn run_controller(
             .boxed(),
         ),
         until_stop(reflect(api::<Service>(&client, ns), owned.clone(), services_writer).boxed()),
-        until_stop(reflect(api::<Pod>(&client, ns), consumer_pods, pods_writer).boxed()),
     ];
     let stores = Stores {
         deployments,
         services,
-        pods,
     };
     let ready = async {
         let _ = stores.deployments.wait_until_ready().await;
         let _ = stores.services.wait_until_ready().await;
-        let _ = stores.pods.wait_until_ready().await;
     };
     let waiting = async {
         // A watch that never syncs (RBAC, an unreachable API) would leave a leader that never

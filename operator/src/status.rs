@@ -24,7 +24,7 @@ pub struct Observed {
     /// One entry per planned shard, in plan order.
     pub shards: Vec<ShardStatus>,
     /// Consumer pods of removed shards that have not stopped yet.
-    pub lingering_pods: usize,
+    pub lingering_shards: usize,
 }
 
 /// Longest queue error quoted in a condition.
@@ -105,14 +105,14 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
         .filter(|s| s.ready_replicas >= 1)
         .count();
     let consumers_ok = shards_ready == observed.shards.len();
-    let consumers_cond = if observed.lingering_pods > 0 {
+    let consumers_cond = if observed.lingering_shards > 0 {
         condition(
             "ConsumersReady",
             false,
             "Resharding",
             format!(
-                "waiting for {} pods of removed shards to stop before starting new shards",
-                observed.lingering_pods
+                "waiting for {} removed shards to stop before starting new shards",
+                observed.lingering_shards
             ),
             gen_,
             &prev,

@@ -93,10 +93,10 @@ What the operator does with the objects it reconciles; bound cluster-wide or in 
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Pods are only read: new consumer shards wait until the pods of removed shards are gone.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+# One NetworkPolicy per set: ingress to its pods only on their service and metrics ports.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

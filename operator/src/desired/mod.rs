@@ -50,6 +50,8 @@ pub struct Plan {
     pub producer: String,
     /// Routing ConfigMap name.
     pub routing: String,
+    /// NetworkPolicy of the set's pods.
+    pub network_policy: String,
 }
 
 /// Longest derived prefix: leaves room for `room-{id}.fifo` with any room id in SQS's 80.
@@ -155,6 +157,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         shards,
         producer: format!("{name}-producer"),
         routing: format!("{name}-routing"),
+        network_policy: format!("{name}-workloads"),
     })
 }
 
@@ -266,7 +269,9 @@ mod objects;
 pub mod restricted;
 pub mod sizing;
 
-pub use objects::{consumer_deployment, producer_deployment, routing_configmap, service};
+pub use objects::{
+    consumer_deployment, network_policy, producer_deployment, routing_configmap, service,
+};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -10,14 +10,17 @@ use k8s_openapi::api::core::v1::{
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONSUMER_PORT, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard, ingest_template,
-    labels, meta, sizing,
+    CONSUMER_PORT, FIELD_MANAGER, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard,
+    ingest_template, labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -222,6 +225,43 @@ fn with_spec_env(mut ours: Vec<EnvVar>, spec: &[EnvVar]) -> Vec<EnvVar> {
     ours.retain(|e| !spec.iter().any(|s| s.name == e.name));
     ours.extend(spec.iter().cloned());
     ours
+}
+
+/// Ingress to the set's pods: their service ports and the metrics port, nothing else. Sources
+/// are not narrowed: clients reach the Services from wherever the cluster lets them, and
+/// scrapers run in namespaces this operator cannot know.
+pub fn network_policy(crs: &ChatRoomSet, plan: &Plan) -> NetworkPolicy {
+    let name = crs.name_any();
+    let selector: BTreeMap<String, String> = [
+        ("app.kubernetes.io/instance", name.as_str()),
+        ("app.kubernetes.io/managed-by", FIELD_MANAGER),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: meta(crs, &plan.network_policy, labels(&name, "workloads")),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(vec![
+                    port(PRODUCER_PORT),
+                    port(CONSUMER_PORT),
+                    port(METRICS_PORT),
+                ]),
+            }]),
+            egress: None,
+        }),
+    }
 }
 
 /// The producer Deployment.

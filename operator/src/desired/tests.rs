@@ -201,6 +201,48 @@ fn bounds_follow_the_memory_limit_and_the_spec_env_wins() {
 }
 
 #[test]
+fn the_pods_network_policy_admits_only_their_ports() {
+    let crs = sample("demo", 1, 20, 5);
+    let p = plan(&crs).unwrap();
+    let np = network_policy(&crs, &p);
+    assert_eq!(np.metadata.name.as_deref(), Some("demo-workloads"));
+    assert_eq!(np.metadata.owner_references.unwrap()[0].kind, "ChatRoomSet");
+    let spec = np.spec.unwrap();
+    let selector = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selector["app.kubernetes.io/instance"], "demo");
+    // Every pod the set runs carries what the policy selects.
+    let pod_labels = producer_deployment(&crs, &p, &QueueLocation::default())
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    let ports: Vec<_> = rules[0]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.port, p.protocol.unwrap()))
+        .collect();
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+    assert_eq!(
+        ports,
+        [
+            (Some(Int(8080)), "TCP".to_owned()),
+            (Some(Int(8081)), "TCP".to_owned()),
+            (Some(Int(9090)), "TCP".to_owned())
+        ]
+    );
+    assert!(spec.egress.is_none(), "SQS and DNS stay reachable");
+}
+
+#[test]
 fn routing_lists_every_shard() {
     let crs = sample("demo", 1, 12, 5);
     let p = plan(&crs).unwrap();
@@ -215,22 +257,21 @@ fn routing_lists_every_shard() {
 }
 
 #[test]
-fn pods_of_removed_shards_hold_back_new_ones() {
-    use k8s_openapi::api::core::v1::Pod;
+fn removed_shards_hold_back_new_ones_until_their_deployments_are_gone() {
     let p = plan(&sample("demo", 1, 20, 10)).unwrap();
-    let pod = |workload: &str| {
-        let mut pod = Pod::default();
-        pod.metadata.labels =
-            Some([("chatflow.dev/workload".to_owned(), workload.to_owned())].into());
-        pod
+    let existing = |names: &[&str]| -> std::collections::BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
     };
-    let pods = [
-        pod("demo-consumer-1-10"),
-        pod("demo-consumer-1-5"),
-        pod("demo-consumer-6-10"),
-    ];
-    assert_eq!(crate::reconcile::lingering_pods(&pods, &p), 2);
-    assert_eq!(crate::reconcile::lingering_pods(&pods[..1], &p), 0);
+    let resharding = existing(&[
+        "demo-consumer-1-10",
+        "demo-consumer-1-5",
+        "demo-consumer-6-10",
+    ]);
+    assert_eq!(crate::reconcile::lingering_shards(&resharding, &p), 2);
+    assert_eq!(
+        crate::reconcile::lingering_shards(&existing(&["demo-consumer-1-10"]), &p),
+        0
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::desired::{self, FIELD_MANAGER, QueueLocation};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 use queues::QueueState;
-pub use workloads::{Stores, lingering_pods};
+pub use workloads::{Stores, lingering_shards};
 
 /// Finalizer that guards queue deletion.
 pub const FINALIZER: &str = "chatflow.dev/queues";
@@ -305,7 +305,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         queue_conflict: conflict_note(&plan, &ensured.conflicts),
         producer_ready: applied.producer_ready,
         shards,
-        lingering_pods: applied.lingering_pods,
+        lingering_shards: applied.lingering_shards,
     };
     let status = status::compute(&crs, &plan, &observed);
     let api: Api<ChatRoomSet> =
@@ -335,7 +335,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         // Another set's queues change only when a set goes away, which is not watched here.
         None if !ensured.conflicts.is_empty() => Ok(Action::requeue(ctx.resync)),
         // Pods are not watched by the controller: look again soon while removed shards stop.
-        None if applied.lingering_pods > 0 => Ok(Action::requeue(Duration::from_secs(2))),
+        None if applied.lingering_shards > 0 => Ok(Action::requeue(Duration::from_secs(2))),
         None if ctx.queues.cached(&queue_key, &plan, &loc).is_none() => {
             Ok(Action::requeue(Duration::from_secs(2)))
         }

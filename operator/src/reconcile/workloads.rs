@@ -1,10 +1,12 @@
-//! The reconciler's Kubernetes work: server-side apply of the routing ConfigMap, the producer and
-//! the consumer shards, pruning of shards that left the spec, read from the watch caches.
+//! The reconciler's Kubernetes work: server-side apply of the routing ConfigMap, the pods'
+//! NetworkPolicy, the producer and the consumer shards, pruning of shards that left the spec,
+//! read from the watch caches.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
@@ -20,8 +22,6 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
     /// Services managed by the operator.
     pub services: Store<Service>,
-    /// Consumer pods (of any shard, removed ones included).
-    pub pods: Store<Pod>,
 }
 
 /// The cached objects of kind `K` in `ns` that belong to the consumer shards of set `name`.
@@ -48,11 +48,10 @@ where
         .collect()
 }
 
-/// A set's consumer shards as last seen: Deployment and Service names, and pods.
+/// A set's consumer shards as last seen: Deployment and Service names.
 struct Consumers {
     deployments: BTreeSet<String>,
     services: BTreeSet<String>,
-    pods: Vec<Pod>,
 }
 
 impl Consumers {
@@ -66,10 +65,6 @@ impl Consumers {
             services: consumers_of(&stores.services, ns, name)
                 .iter()
                 .map(|s| s.name_any())
-                .collect(),
-            pods: consumers_of(&stores.pods, ns, name)
-                .iter()
-                .map(|p| p.as_ref().clone())
                 .collect(),
         }
     }
@@ -95,10 +90,6 @@ impl Consumers {
                     .map(|s| s.name_any())
                     .collect(),
             ),
-            pods: Api::<Pod>::namespaced(client.clone(), ns)
-                .list(&lp)
-                .await?
-                .items,
         })
     }
 }
@@ -109,8 +100,8 @@ pub struct Applied {
     pub producer_ready: i32,
     /// One entry per planned shard, in plan order (backlog not yet filled).
     pub shards: Vec<ShardStatus>,
-    /// Consumer pods of removed shards still running; new shards wait for them.
-    pub lingering_pods: usize,
+    /// Removed shards whose Deployment (so whose pods) is not gone yet; new shards wait.
+    pub lingering_shards: usize,
     /// Shards (Deployments and Services) deleted because they left the spec.
     pub pruned: Vec<String>,
 }
@@ -131,14 +122,14 @@ impl Applied {
                     backlog: None,
                 })
                 .collect(),
-            lingering_pods: 0,
+            lingering_shards: 0,
             pruned: Vec::new(),
         }
     }
 }
 
-/// Applies every owned object of `crs`; shards new to the spec wait while pods of removed
-/// shards linger, because two consumers polling one room would split its audience.
+/// Applies every owned object of `crs`; shards new to the spec wait while removed shards
+/// linger, because two consumers polling one room would split its audience.
 pub async fn apply(
     client: &kube::Client,
     stores: &Stores,
@@ -157,6 +148,13 @@ pub async fn apply(
             &plan.routing,
             &pp,
             &Patch::Apply(desired::routing_configmap(crs, plan)),
+        )
+        .await?;
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .patch(
+            &plan.network_policy,
+            &pp,
+            &Patch::Apply(desired::network_policy(crs, plan)),
         )
         .await?;
     let producer = deployments
@@ -180,7 +178,7 @@ pub async fn apply(
         .await?;
     let mut view = Consumers::cached(stores, &ns, &name);
     // Starting a shard is the one step that must not act on a cache a moment behind (a shard
-    // created by the previous reconcile, a pod not yet seen): it reads the server first.
+    // created by the previous reconcile, a removed one already gone): it reads the server first.
     if plan
         .shards
         .iter()
@@ -189,7 +187,7 @@ pub async fn apply(
         view = Consumers::listed(client, &ns, &name).await?;
     }
     let pruned = prune(&deployments, &services, &view, plan).await?;
-    let lingering = lingering_pods(&view.pods, plan);
+    let lingering = lingering_shards(&view.deployments, plan);
     let existing = &view.deployments;
     let mut shards = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
@@ -227,7 +225,7 @@ pub async fn apply(
     Ok(Applied {
         producer_ready: ready_replicas(&producer),
         shards,
-        lingering_pods: lingering,
+        lingering_shards: lingering,
         pruned,
     })
 }
@@ -239,16 +237,12 @@ fn ready_replicas(d: &Deployment) -> i32 {
         .unwrap_or(0)
 }
 
-/// Consumer pods of shards that left the spec and have not stopped yet.
-pub fn lingering_pods(pods: &[Pod], plan: &Plan) -> usize {
-    pods.iter()
-        .filter(|p| {
-            let workload = p.labels().get("chatflow.dev/workload").map(String::as_str);
-            !plan
-                .shards
-                .iter()
-                .any(|s| Some(s.name.as_str()) == workload)
-        })
+/// Consumer Deployments of shards that left the spec. They are deleted in the foreground, so
+/// each stays until its pods are gone: counting them needs no access to pods.
+pub fn lingering_shards(deployments: &BTreeSet<String>, plan: &Plan) -> usize {
+    deployments
+        .iter()
+        .filter(|d| !plan.shards.iter().any(|s| &s.name == *d))
         .count()
 }
 
@@ -266,7 +260,8 @@ async fn prune(
         .iter()
         .filter(|n| !wanted.contains(n.as_str()))
     {
-        delete(deployments, n).await?;
+        // Foreground: the Deployment stays (deleting) until its ReplicaSet and pods are gone.
+        delete(deployments, n, &DeleteParams::foreground()).await?;
         pruned.insert(n.clone());
     }
     for n in view
@@ -274,19 +269,19 @@ async fn prune(
         .iter()
         .filter(|n| !wanted.contains(n.as_str()))
     {
-        delete(services, n).await?;
+        delete(services, n, &DeleteParams::background()).await?;
         pruned.insert(n.clone());
     }
     Ok(pruned.into_iter().collect())
 }
 
-/// Deletes in the background; an object the cache still shows but the server no longer has
-/// is already where it should be.
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+/// Deletes an object; one the cache still shows but the server no longer has is already where
+/// it should be, and one already being deleted is simply asked again.
+async fn delete<K>(api: &Api<K>, name: &str, how: &DeleteParams) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::background()).await {
+    match api.delete(name, how).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),

@@ -23,7 +23,7 @@ fn all_ready() -> Observed {
             shard("demo-consumer-1-10", "1-10", 1),
             shard("demo-consumer-11-20", "11-20", 1),
         ],
-        lingering_pods: 0,
+        lingering_shards: 0,
     }
 }
 
@@ -102,17 +102,17 @@ fn the_first_failing_part_names_why_the_set_is_not_ready() {
 }
 
 #[test]
-fn a_reshard_waiting_for_old_pods_says_so() {
+fn a_reshard_waiting_for_old_shards_says_so() {
     let crs = sample("demo", 1, 20, 10);
     let mut o = all_ready();
-    o.lingering_pods = 3;
+    o.lingering_shards = 3;
     let s = compute(&crs, &plan(&crs).unwrap(), &o);
     assert_eq!(
         cond(&s, "ConsumersReady"),
         (
             "False",
             "Resharding",
-            "waiting for 3 pods of removed shards to stop before starting new shards"
+            "waiting for 3 removed shards to stop before starting new shards"
         )
     );
 }
