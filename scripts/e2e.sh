@@ -359,6 +359,22 @@ run_loadgen() {
     assert_loadgen_clean "$1"
 }
 
+# Starts loadgen as Job $1 with $2 messages at the fault rate, open loop, patient with outages
+# (further arguments go to `loadgen run`), and returns once it has been sending for $FAULT_SETTLE s.
+FAULT_SETTLE=6
+start_steady_load() {
+    local job="$1" messages="$2"
+    shift 2
+    start_loadgen "$job" "$messages" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60 "$@"
+    wait_loadgen_pod "$job"
+    sleep "$FAULT_SETTLE"
+}
+
+# The first pod matching label selector $1 in the set's namespace.
+first_pod() {
+    k -n "$set_ns" get pods -l "$1" -o jsonpath='{.items[0].metadata.name}'
+}
+
 # Waits until Job $1's pod is Ready (sending).
 wait_loadgen_pod() {
     local job="$1" deadline=$((SECONDS + timeout))
@@ -416,10 +432,8 @@ run_loadgen chatflow-loadgen-e2e "$E2E_MESSAGES"
 consumers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer"
 step "a consumer shard's pod deleted under load ($E2E_FAULT_RATE msg/s): subscribers resume, nothing lost"
 fault_job=chatflow-loadgen-e2e-shard-pod-deleted
-start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
-wait_loadgen_pod "$fault_job"
-sleep 8
-victim="$(k -n "$set_ns" get pods -l "$consumers" -o jsonpath='{.items[0].metadata.name}')"
+start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
+victim="$(first_pod "$consumers")"
 echo "  deleting pod/$victim"
 k -n "$set_ns" delete pod "$victim" --wait=false
 assert_loadgen_clean "$fault_job"
@@ -430,10 +444,8 @@ grep -E '^ *resumes ' "$workdir/$fault_job.log" ||
 if [[ "$mode" == --current ]]; then
     step "a consumer container SIGKILLed under load ($E2E_FAULT_RATE msg/s): no drain, no duplicates after the resume"
     fault_job=chatflow-loadgen-e2e-shard-killed
-    start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
-    wait_loadgen_pod "$fault_job"
-    sleep 8
-    victim="$(k -n "$set_ns" get pods -l "$consumers" -o jsonpath='{.items[0].metadata.name}')"
+    start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
+    victim="$(first_pod "$consumers")"
     container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$victim" \
         --filter label=io.kubernetes.container.name=consumer)"
     [[ -n "$container" ]] || die "no Docker container for the consumer of pod/$victim"
@@ -452,10 +464,7 @@ if [[ "$mode" == --current ]]; then
     [[ -n "$localstack_sid" ]] || die "no LocalStack process group to freeze"
     fault_job=chatflow-loadgen-e2e-queue-frozen
     # Retries outlast the freeze: what is still refused after them is an error, not a loss.
-    start_loadgen "$fault_job" "$E2E_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60 \
-        --max-retries 12
-    wait_loadgen_pod "$fault_job"
-    sleep 8
+    start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES" --max-retries 12
     echo "  kill -STOP -$localstack_sid; sleep 10; kill -CONT -$localstack_sid"
     kill -STOP -- "-$localstack_sid"
     sleep 10
@@ -475,10 +484,8 @@ generations() {
 producers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer"
 step "producer and operator faults under load ($E2E_FAULT_RATE msg/s): a producer pod deleted, the producers rolled to a new tag, the operator's leader deleted"
 fault_job=chatflow-loadgen-e2e-producer-faults
-start_loadgen "$fault_job" "$E2E_PRODUCER_FAULT_MESSAGES" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60
-wait_loadgen_pod "$fault_job"
-sleep 5
-victim="$(k -n "$set_ns" get pods -l "$producers" -o jsonpath='{.items[0].metadata.name}')"
+start_steady_load "$fault_job" "$E2E_PRODUCER_FAULT_MESSAGES"
+victim="$(first_pod "$producers")"
 echo "  deleting pod/$victim, one of $(k -n "$set_ns" get pods -l "$producers" -o name | wc -l) producers"
 k -n "$set_ns" delete pod "$victim" --wait=false
 sleep 5

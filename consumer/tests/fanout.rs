@@ -1,14 +1,13 @@
 //! The consumer on the embedded queue (and, ignored by default, with the producer over LocalStack).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chatflow::queue::{
-    EmbeddedQueues, EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth,
-    QueueError, Queues, ReceivedMessage, SharedQueues, SqsConfig, SqsQueues, Tags,
+    EmbeddedQueues, Intercept, Intercepted, QueueAttributes, QueueError, SharedQueues, SqsConfig,
+    SqsQueues,
 };
 use chatflow::rooms::{QueueNaming, RoomId};
 use chatflow::ws::{ClientEvent, connect_split};
@@ -86,68 +85,14 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
 }
 
 /// Embedded queues whose first batch's deletes fail, retry included, as a lost delete would.
-struct FirstDeleteFails {
-    inner: EmbeddedQueues,
+/// Fails the first deletes it sees, as a flaky queue service would.
+struct FirstDeletesFail {
     failures_left: AtomicUsize,
 }
 
 #[async_trait]
-impl Queues for FirstDeleteFails {
-    fn backend(&self) -> &'static str {
-        "flaky"
-    }
-    fn receive_cancel_safe(&self) -> bool {
-        self.inner.receive_cancel_safe()
-    }
-    async fn create_queue_tagged(
-        &self,
-        room: RoomId,
-        attrs: &QueueAttributes,
-        tags: &Tags,
-    ) -> Result<(), QueueError> {
-        self.inner.create_queue_tagged(room, attrs, tags).await
-    }
-
-    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
-        self.inner.queue_tags(room).await
-    }
-
-    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
-        self.inner.tag_queue(room, tags).await
-    }
-    async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {
-        self.inner.queue_attributes(room).await
-    }
-    async fn set_queue_attributes(
-        &self,
-        room: RoomId,
-        a: BTreeMap<String, String>,
-    ) -> Result<(), QueueError> {
-        self.inner.set_queue_attributes(room, a).await
-    }
-    async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError> {
-        self.inner.delete_queue(room).await
-    }
-    async fn publish(
-        &self,
-        room: RoomId,
-        e: &[PublishEntry],
-    ) -> Result<Vec<PublishResult>, QueueError> {
-        self.inner.publish(room, e).await
-    }
-    async fn receive(
-        &self,
-        room: RoomId,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.inner.receive(room, max, wait).await
-    }
-    async fn delete_batch(
-        &self,
-        room: RoomId,
-        r: &[String],
-    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+impl Intercept for FirstDeletesFail {
+    async fn delete(&self, _room: RoomId) -> Result<(), QueueError> {
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -155,19 +100,18 @@ impl Queues for FirstDeleteFails {
         {
             return Err(QueueError::Transport("injected delete failure".into()));
         }
-        self.inner.delete_batch(room, r).await
-    }
-    async fn depth(&self, room: RoomId) -> Result<QueueDepth, QueueError> {
-        self.inner.depth(room).await
+        Ok(())
     }
 }
 
 #[tokio::test]
 async fn a_redelivered_message_is_not_broadcast_twice() {
-    let queues: SharedQueues = Arc::new(FirstDeleteFails {
-        inner: EmbeddedQueues::default(),
-        failures_left: AtomicUsize::new(2),
-    });
+    let queues: SharedQueues = Arc::new(Intercepted::new(
+        Arc::new(EmbeddedQueues::default()),
+        FirstDeletesFail {
+            failures_left: AtomicUsize::new(2),
+        },
+    ));
     let attrs = QueueAttributes {
         visibility_timeout: Duration::from_secs(1),
         ..Default::default()

@@ -2,6 +2,7 @@
 //! for zero-setup local runs and tests).
 
 mod embedded;
+mod intercept;
 mod owned;
 mod sqs;
 mod sqs_errors;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use embedded::EmbeddedQueues;
+pub use intercept::{Intercept, Intercepted};
 pub use owned::{Deletion, OWNER_TAG, delete_owned, ensure_owned};
 pub use sqs::{SqsConfig, SqsQueues};
 pub use types::{

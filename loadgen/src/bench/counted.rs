@@ -1,15 +1,10 @@
 //! A queue backend wrapper that counts the billed requests (send, receive, delete) going
 //! through it: with SQS, each call of the queue interface is one request.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use chatflow::queue::{
-    EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError, Queues,
-    ReceivedMessage, SharedQueues, Tags,
-};
+use chatflow::queue::{Intercept, Intercepted, QueueError, ReceivedMessage, SharedQueues};
 use chatflow::rooms::RoomId;
 
 /// Requests made so far, by kind.
@@ -42,27 +37,24 @@ impl Requests {
     }
 }
 
-/// Counts the requests made through `inner`.
-pub struct Counted {
-    inner: SharedQueues,
+/// Counts the requests made through the backend it hooks into ([`counting`]).
+#[derive(Default)]
+pub struct Counter {
     send: AtomicU64,
     receive: AtomicU64,
     empty_receive: AtomicU64,
     delete: AtomicU64,
 }
 
-impl Counted {
-    /// Wraps a backend.
-    pub fn new(inner: SharedQueues) -> Self {
-        Counted {
-            inner,
-            send: AtomicU64::new(0),
-            receive: AtomicU64::new(0),
-            empty_receive: AtomicU64::new(0),
-            delete: AtomicU64::new(0),
-        }
-    }
+/// A backend counting its requests: read them with `.hooks().requests()`.
+pub type Counted = Intercepted<Counter>;
 
+/// Wraps `inner` so its requests are counted.
+pub fn counting(inner: SharedQueues) -> Counted {
+    Intercepted::new(inner, Counter::default())
+}
+
+impl Counter {
     /// The counts so far.
     pub fn requests(&self) -> Requests {
         Requests {
@@ -75,81 +67,21 @@ impl Counted {
 }
 
 #[async_trait]
-impl Queues for Counted {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn receive_cancel_safe(&self) -> bool {
-        self.inner.receive_cancel_safe()
-    }
-
-    async fn create_queue_tagged(
-        &self,
-        room: RoomId,
-        attrs: &QueueAttributes,
-        tags: &Tags,
-    ) -> Result<(), QueueError> {
-        self.inner.create_queue_tagged(room, attrs, tags).await
-    }
-
-    async fn queue_tags(&self, room: RoomId) -> Result<Tags, QueueError> {
-        self.inner.queue_tags(room).await
-    }
-
-    async fn tag_queue(&self, room: RoomId, tags: &Tags) -> Result<(), QueueError> {
-        self.inner.tag_queue(room, tags).await
-    }
-
-    async fn queue_attributes(&self, room: RoomId) -> Result<BTreeMap<String, String>, QueueError> {
-        self.inner.queue_attributes(room).await
-    }
-
-    async fn set_queue_attributes(
-        &self,
-        room: RoomId,
-        attrs: BTreeMap<String, String>,
-    ) -> Result<(), QueueError> {
-        self.inner.set_queue_attributes(room, attrs).await
-    }
-
-    async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError> {
-        self.inner.delete_queue(room).await
-    }
-
-    async fn publish(
-        &self,
-        room: RoomId,
-        entries: &[PublishEntry],
-    ) -> Result<Vec<PublishResult>, QueueError> {
+impl Intercept for Counter {
+    async fn publish(&self, _room: RoomId) -> Result<(), QueueError> {
         self.send.fetch_add(1, Ordering::Relaxed);
-        self.inner.publish(room, entries).await
+        Ok(())
     }
 
-    async fn receive(
-        &self,
-        room: RoomId,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    fn received(&self, _room: RoomId, got: &Result<Vec<ReceivedMessage>, QueueError>) {
         self.receive.fetch_add(1, Ordering::Relaxed);
-        let got = self.inner.receive(room, max, wait).await;
         if got.as_ref().is_ok_and(Vec::is_empty) {
             self.empty_receive.fetch_add(1, Ordering::Relaxed);
         }
-        got
     }
 
-    async fn delete_batch(
-        &self,
-        room: RoomId,
-        receipts: &[String],
-    ) -> Result<Vec<Result<(), EntryError>>, QueueError> {
+    async fn delete(&self, _room: RoomId) -> Result<(), QueueError> {
         self.delete.fetch_add(1, Ordering::Relaxed);
-        self.inner.delete_batch(room, receipts).await
-    }
-
-    async fn depth(&self, room: RoomId) -> Result<QueueDepth, QueueError> {
-        self.inner.depth(room).await
+        Ok(())
     }
 }

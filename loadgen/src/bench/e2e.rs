@@ -11,7 +11,7 @@ use chatflow::rooms::RoomRange;
 use chatflow::testkit::Proxy;
 use clap::Args;
 
-use super::counted::{Counted, Requests};
+use super::counted::{Requests, counting};
 use super::{figure, sqs_loops};
 use crate::local::{LocalSystem, run_queues};
 use crate::progress::Progress;
@@ -63,7 +63,7 @@ struct PipelineRun {
 
 async fn pipeline(o: &Options, endpoint: &str, packing: Packing) -> anyhow::Result<PipelineRun> {
     let rooms = RoomRange::new(1, o.rooms)?;
-    let counted = Arc::new(Counted::new(Arc::new(run_queues(endpoint).await?)));
+    let counted = Arc::new(counting(Arc::new(run_queues(endpoint).await?)));
     let system = LocalSystem::start_on(rooms, counted.clone(), true, packing).await?;
     let w = Workload {
         messages: match packing {
@@ -77,9 +77,9 @@ async fn pipeline(o: &Options, endpoint: &str, packing: Packing) -> anyhow::Resu
         window: o.window,
         ..Workload::default()
     };
-    let before = counted.requests();
+    let before = counted.hooks().requests();
     let result = run::execute(&system.targets(), &w, &Progress::new(true)).await;
-    let requests = counted.requests().since(&before);
+    let requests = counted.hooks().requests().since(&before);
     system.stop().await;
     Ok(PipelineRun {
         summary: crate::report::summarize(&result?),
