@@ -4,7 +4,7 @@
 
 use chatflow::protocol::{
     CLIENT_MESSAGE_ID_MAX, ConversationMessage, MESSAGE_MAX, USER_ID_MAX, USER_ID_MIN,
-    USERNAME_MAX, USERNAME_MIN,
+    USERNAME_MAX, USERNAME_MIN, java_whitespace,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|frame: &[u8]| {
             );
             let chars = m.message.chars().count();
             assert!(
-                (1..=MESSAGE_MAX).contains(&chars) && !m.message.trim().is_empty(),
+                (1..=MESSAGE_MAX).contains(&chars) && !m.message.chars().all(java_whitespace),
                 "{m:?}"
             );
             assert!(

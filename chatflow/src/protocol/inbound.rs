@@ -194,8 +194,28 @@ fn validate_username(username: &str, cmid: Option<&str>) -> Result<(), Rejection
     }
 }
 
+/// Whitespace as the seed's `String.isBlank` saw it (Java's `Character.isWhitespace`): Unicode
+/// space, line and paragraph separators except the non-breaking ones, tab to carriage return,
+/// and the four ASCII separators U+001C to U+001F. Rust's `char::is_whitespace` differs on
+/// both ends (it counts U+00A0 and U+0085, and not U+001C to U+001F).
+pub fn java_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0009}'..='\u{000D}'
+            | '\u{001C}'..='\u{001F}'
+            | ' '
+            | '\u{1680}'
+            | '\u{2000}'..='\u{2006}'
+            | '\u{2008}'..='\u{200A}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{205F}'
+            | '\u{3000}'
+    )
+}
+
 fn validate_message(message: &str, cmid: Option<&str>) -> Result<(), Rejection> {
-    if message.trim().is_empty() {
+    if message.chars().all(java_whitespace) {
         return Err(Rejection::validation(
             "message must not be empty or blank",
             cmid,

@@ -143,7 +143,7 @@ mod inbound;
 mod outbound;
 mod position;
 
-pub use inbound::ConversationMessage;
+pub use inbound::{ConversationMessage, java_whitespace};
 pub use outbound::{
     BroadcastEvent, ErrorFields, ErrorReply, OkFields, OkReply, RecoveryNotice, Reply, TaskMessage,
 };

@@ -144,6 +144,17 @@ fn message_edges_count_characters_not_bytes() {
     assert_validation(&with_message(&"é".repeat(501)), "at most 500 characters");
     assert_validation(&with_message(""), "must not be empty or blank");
     assert_validation(&with_message("   \t\n"), "must not be empty or blank");
+    // Blank as Java's String.isBlank sees it: U+001C-U+001F are whitespace, no-break spaces
+    // are not.
+    assert_validation(
+        &with_message("\u{001C}\u{2003}"),
+        "must not be empty or blank",
+    );
+    assert!(
+        code(&with_message("\u{00A0}")).is_ok(),
+        "a no-break space is text to Java"
+    );
+    assert!(code(&with_message("\u{202F}")).is_ok());
 }
 
 #[test]
