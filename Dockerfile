@@ -37,6 +37,9 @@ COPY consumer consumer
 COPY loadgen loadgen
 COPY operator operator
 COPY server server
+# Named by chatflow_build_info and /info; `scripts/images.sh` passes the checkout's commit.
+ARG CHATFLOW_COMMIT=unknown
+ENV CHATFLOW_COMMIT=${CHATFLOW_COMMIT}
 # The target directory is a cache mount, gone after this step, so the binaries are copied out
 # within it. The release profile keeps line tables for backtraces; compressing them keeps that and
 # shrinks the images.

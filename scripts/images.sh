@@ -107,7 +107,7 @@ make_local_base() {
     log "made $builder_image and $runtime_image in $((SECONDS - started)) s"
 }
 
-build_args=()
+build_args=(--build-arg "CHATFLOW_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)")
 if [[ "$local_base" == 1 ]]; then
     make_local_base
     build_args+=(--build-arg "BUILDER_IMAGE=$builder_image" --build-arg "RUNTIME_IMAGE=$runtime_image")

@@ -9,7 +9,8 @@ use crate::queue::{EmbeddedQueues, QueueError, SharedQueues, SqsConfig, SqsQueue
 use crate::rooms::{QueueNaming, RoomError, RoomRange};
 
 /// Which queue service holds the room queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Amazon SQS or LocalStack.
     Sqs,
@@ -18,7 +19,7 @@ pub enum Backend {
 }
 
 /// Rooms served and where their queues live.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct QueueOptions {
     /// First room served.
     #[arg(long, env = "ROOMS_START", default_value_t = 1)]

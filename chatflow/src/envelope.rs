@@ -14,7 +14,8 @@ use crate::protocol::TaskMessage;
 use crate::queue::{BodyFormat, MAX_BATCH, PublishEntry};
 
 /// How the producer lays chat messages into queue messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Packing {
     /// One TaskMessage per queue message, the original format.
     Single,

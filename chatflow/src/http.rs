@@ -54,6 +54,15 @@ pub fn metrics(registry: &Registry) -> Response<Body> {
     }
 }
 
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.into()))
+        .expect("static response parts are valid")
+}
+
 /// `/ready`: 200 when ready, 503 with the reason otherwise.
 pub fn ready(result: Result<(), String>) -> Response<Body> {
     match result {

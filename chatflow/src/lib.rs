@@ -3,6 +3,8 @@
 //! the services share, their options and logging, and test support are features (`http`,
 //! `server`, `cli`, `telemetry`, `testkit`), so each binary links only what it uses.
 
+#[cfg(feature = "http")]
+pub mod about;
 #[cfg(feature = "testkit")]
 pub mod alloc;
 #[cfg(feature = "cli")]

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::about::Info;
 use crate::http::{self, Body};
 
 /// A service's WebSocket route and its readiness, as a [`Router`] hosts it.
@@ -36,16 +37,20 @@ pub struct Router {
     endpoints: Vec<Arc<dyn Endpoint>>,
     registry: Arc<Registry>,
     serves_metrics: bool,
+    info: Arc<str>,
     pages: Vec<Page>,
 }
 
 impl Router {
-    /// A router with no routes of its own yet; `/metrics` encodes `registry`.
-    pub fn new(registry: Registry) -> Self {
+    /// A router with no routes of its own yet; `/metrics` encodes `registry` and
+    /// `chatflow_build_info`, `/info` answers `info`.
+    pub fn new(mut registry: Registry, info: Info) -> Self {
+        info.register(&mut registry);
         Router {
             endpoints: Vec::new(),
             registry: Arc::new(registry),
             serves_metrics: true,
+            info: info.to_json().into(),
             pages: Vec::new(),
         }
     }
@@ -57,6 +62,7 @@ impl Router {
             endpoints: Vec::new(),
             registry: self.registry.clone(),
             serves_metrics: true,
+            info: self.info.clone(),
             pages: Vec::new(),
         };
         self.serves_metrics = false;
@@ -93,6 +99,7 @@ impl Router {
         match path.as_str() {
             "/health" => return http::text(StatusCode::OK, "ok\n"),
             "/ready" => return http::ready(self.ready()),
+            "/info" => return http::json(StatusCode::OK, self.info.as_bytes().to_vec()),
             "/metrics" if self.serves_metrics => return http::metrics(&self.registry),
             _ => {}
         }
@@ -112,7 +119,7 @@ impl Router {
             .iter()
             .map(|e| format!("{}{{roomId}}", e.prefix()))
             .chain(self.pages.iter().map(|p| p.path.to_owned()))
-            .chain(["/health", "/ready"].map(str::to_owned))
+            .chain(["/health", "/ready", "/info"].map(str::to_owned))
             .chain(self.serves_metrics.then(|| "/metrics".to_owned()))
             .collect();
         http::text(

@@ -7,7 +7,7 @@ use chatflow::config::QueueOptions;
 use clap::Parser;
 
 /// Everything the consumer can be told at start-up.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "chatflow-consumer", version, about = "ChatFlow fan-out shard")]
 pub struct ConsumerConfig {
     /// Address to listen on (subscribers, health, readiness and metrics).

@@ -1,9 +1,21 @@
 //! Consumer metrics, exposed on /metrics.
 
+use std::sync::atomic::AtomicU64;
+
+use chatflow::rooms::RoomId;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// Label for per-room series: a shard's rooms are a fixed range, so the cardinality is bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoomLabel {
+    /// Room id.
+    pub room: RoomId,
+}
 
 /// Every consumer metric.
 pub struct Metrics {
@@ -29,6 +41,8 @@ pub struct Metrics {
     pub delete_errors: Counter,
     /// Seconds from the producer's receivedAt to the broadcast.
     pub latency: Histogram,
+    /// Per room: age of the oldest message in the last receive, 0 after an empty receive.
+    pub queue_age: Family<RoomLabel, Gauge<f64, AtomicU64>>,
     /// Subscribers that resumed from a position.
     pub resumes: Counter,
     /// Resumes whose gap the room's history could not cover.
@@ -50,6 +64,7 @@ impl Metrics {
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            queue_age: Family::default(),
             resumes: Counter::default(),
             resumes_partial: Counter::default(),
         };
@@ -97,9 +112,14 @@ impl Metrics {
             m.delete_errors.clone(),
         );
         r.register(
-            "latency_seconds",
+            "e2e_latency_seconds",
             "From the producer's receivedAt to the broadcast",
             m.latency.clone(),
+        );
+        r.register(
+            "queue_age_seconds",
+            "Per room: age of the oldest message in the last receive, 0 after an empty receive",
+            m.queue_age.clone(),
         );
         r.register(
             "resumes",
@@ -112,5 +132,10 @@ impl Metrics {
             m.resumes_partial.clone(),
         );
         m
+    }
+
+    /// Records the age of the oldest message `room` just received (0 when it received none).
+    pub fn queue_age(&self, room: RoomId, seconds: f64) {
+        self.queue_age.get_or_create(&RoomLabel { room }).set(seconds);
     }
 }

@@ -75,7 +75,10 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
                 backoff = Duration::from_millis(200);
                 if !msgs.is_empty() {
                     handle_batch(room_id, &room, &ctx, msgs).await;
-                } else if ctx.turns.is_some() {
+                    continue;
+                }
+                ctx.metrics.queue_age(room_id, 0.0);
+                if ctx.turns.is_some() {
                     // With shared pollers the wait is short or zero; an idle room steps aside for
                     // a moment so empty polls do not spin while busy rooms wait for a turn.
                     tokio::select! {
@@ -107,6 +110,7 @@ pub async fn handle_batch(
     let m = &ctx.metrics;
     m.messages_received.inc_by(msgs.len() as u64);
     let mut receipts = Vec::with_capacity(msgs.len());
+    let mut oldest = 0.0f64;
     for msg in msgs {
         let tasks = match envelope::unpack(&msg.format, &msg.body) {
             Ok(tasks) => tasks,
@@ -121,14 +125,23 @@ pub async fn handle_batch(
         receipts.push(msg.receipt);
         for (index, task) in (0u32..).zip(tasks) {
             let position = msg.sequence.map(|sequence| Position { sequence, index });
-            broadcast(room, m, task, position);
+            if let Some(age) = broadcast(room, m, task, position) {
+                oldest = oldest.max(age);
+            }
         }
     }
+    m.queue_age(room_id, oldest);
     delete_broadcast(room_id, ctx, receipts).await;
 }
 
-/// Broadcasts one chat message unless this room has already broadcast its id.
-fn broadcast(room: &Room, m: &Metrics, task: TaskMessage, position: Option<Position>) {
+/// Broadcasts one chat message unless this room has already broadcast its id; returns the
+/// seconds since the producer received it.
+fn broadcast(
+    room: &Room,
+    m: &Metrics,
+    task: TaskMessage,
+    position: Option<Position>,
+) -> Option<f64> {
     let fresh = room
         .seen
         .lock()
@@ -136,7 +149,7 @@ fn broadcast(room: &Room, m: &Metrics, task: TaskMessage, position: Option<Posit
         .insert(&task.message_id);
     if !fresh {
         m.duplicates_dropped.inc();
-        return;
+        return None;
     }
     let received_at = parse_rfc3339(&task.received_at);
     let event = BroadcastEvent {
@@ -151,10 +164,11 @@ fn broadcast(room: &Room, m: &Metrics, task: TaskMessage, position: Option<Posit
     }
     m.deliveries.inc_by(fanout.delivered);
     m.dropped_slow_subscribers.inc_by(fanout.dropped);
-    if let Some(at) = received_at {
-        m.latency
-            .observe((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    let age = received_at.map(|at| (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    if let Some(age) = age {
+        m.latency.observe(age);
     }
+    age
 }
 
 /// Deletes what was broadcast. Failed receipts get one immediate second try: a message left

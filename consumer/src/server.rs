@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatflow::about::Info;
 use chatflow::http::{self, Body};
 use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
@@ -159,9 +160,10 @@ pub fn start_on(
     let configured = config.listen_addr;
     let mut registry = Registry::default();
     let stopping = CancellationToken::new();
+    let info = Info::new("consumer", serde_json::to_value(&config).expect("config serializes"));
     let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
-    let router = Router::new(registry).endpoint(Arc::new(consumer.clone()));
+    let router = Router::new(registry, info).endpoint(Arc::new(consumer.clone()));
     service::spawn(
         "consumer",
         listeners.into(),

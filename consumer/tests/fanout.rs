@@ -80,6 +80,10 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
         metrics.contains("chatflow_consumer_subscribers 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"chatflow_consumer_queue_age_seconds{room="1"}"#),
+        "{metrics}"
+    );
     drop(stalled);
     c.shutdown().await;
 }

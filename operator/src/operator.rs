@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chatflow::about::Info;
 use chatflow::http;
 use futures::{FutureExt, StreamExt};
 use hyper::{Method, StatusCode};
@@ -24,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Context, Stores, error_policy, reconcile};
 
 /// How the operator runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct OperatorConfig {
     /// Namespace to watch; all namespaces when None.
     pub namespace: Option<String>,
@@ -70,6 +71,12 @@ impl OperatorHandle {
 pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<OperatorHandle> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    let info = Info::new(
+        "operator",
+        serde_json::to_value(&config).expect("config serializes"),
+    );
+    info.register(&mut registry);
+    let info: Arc<str> = info.to_json().into();
     let listener = TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -78,7 +85,7 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
     tokio::spawn(http::serve(listener, shutdown.clone(), {
         let (registry, leading) = (registry.clone(), leading.clone());
         move |req, _| {
-            let (registry, leading) = (registry.clone(), leading.clone());
+            let (registry, leading, info) = (registry.clone(), leading.clone(), info.clone());
             async move {
                 if req.method() != Method::GET {
                     return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
@@ -92,6 +99,7 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
                         format!("{}\n", leading.load(Ordering::Relaxed)),
                     ),
                     "/metrics" => http::metrics(&registry),
+                    "/info" => http::json(StatusCode::OK, info.as_bytes().to_vec()),
                     _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
                 }
             }

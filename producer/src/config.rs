@@ -8,7 +8,7 @@ use chatflow::envelope::Packing;
 use clap::Parser;
 
 /// Everything the producer can be told at start-up.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(
     name = "chatflow-producer",
     version,

@@ -155,6 +155,7 @@ async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str
             return Reply::Now(ingest::rejection_reply(&rejection));
         }
     };
+    m.messages_validated.inc();
     let stamped = ingest::stamp(msg, room, &shared.config.server_id, client_ip);
     let (reply, outcome) = oneshot::channel();
     let pending = Pending {

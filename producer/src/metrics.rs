@@ -23,6 +23,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Text messages received.
     pub messages_received: Counter,
+    /// Messages that passed validation, bound for the queue.
+    pub messages_validated: Counter,
     /// Messages answered with ERROR, by code.
     pub errors: Family<CodeLabel, Counter>,
     /// Messages the queue accepted.
@@ -46,6 +48,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             messages_received: Counter::default(),
+            messages_validated: Counter::default(),
             errors: Family::default(),
             messages_published: Counter::default(),
             publish_failures: Counter::default(),
@@ -71,6 +74,11 @@ impl Metrics {
             "messages_received",
             "Text messages received",
             m.messages_received.clone(),
+        );
+        r.register(
+            "messages_validated",
+            "Messages that passed validation",
+            m.messages_validated.clone(),
         );
         r.register(
             "errors",

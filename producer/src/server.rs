@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatflow::about::Info;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
@@ -190,9 +191,10 @@ pub fn start_on(
     let configured = config.listen_addr;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
+    let info = Info::new("producer", serde_json::to_value(&config).expect("config serializes"));
     let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
-    let router = Router::new(registry).endpoint(Arc::new(producer.clone()));
+    let router = Router::new(registry, info).endpoint(Arc::new(producer.clone()));
     service::spawn(
         "producer",
         listeners.into(),

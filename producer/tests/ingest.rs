@@ -295,10 +295,17 @@ async fn health_ready_metrics_and_the_connection_limit() {
     for line in [
         "chatflow_producer_connections 2",
         "chatflow_producer_connections_refused_total 1",
+        "chatflow_producer_messages_validated_total 1",
         "chatflow_producer_messages_published_total 1",
+        "chatflow_build_info{component=\"producer\"",
     ] {
         assert!(body.contains(line), "metrics lack {line:?}:\n{body}");
     }
+    let (status, info) = http_get(p.addr, "/info").await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&info).expect("/info is JSON");
+    assert_eq!(info["component"], "producer");
+    assert_eq!(info["config"]["max_connections"], 2, "{info}");
     assert_eq!(http_get(p.addr, "/nope").await.0, 404);
     p.shutdown().await;
 }

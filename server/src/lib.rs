@@ -6,6 +6,7 @@ pub mod config;
 
 use std::sync::Arc;
 
+use chatflow::about::Info;
 use chatflow::queue::SharedQueues;
 use chatflow::router::Router;
 use chatflow::service::{self, ServiceHandle, StartError};
@@ -39,6 +40,10 @@ pub fn start_on(
     let configured = config.producer.listen_addr;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
+    let info = Info::new(
+        "server",
+        serde_json::json!({"producer": config.producer, "consumer": config.consumer}),
+    );
     let producer = Producer::new(
         config.producer,
         queues.clone(),
@@ -55,7 +60,7 @@ pub fn start_on(
         consumer_stop.clone(),
     )?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
-    let router = Router::new(registry)
+    let router = Router::new(registry, info)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(Arc::new(consumer.clone()))
         .page("/", "text/html; charset=utf-8", PAGE)

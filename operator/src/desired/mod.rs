@@ -197,7 +197,7 @@ fn owner(crs: &ChatRoomSet) -> Option<OwnerReference> {
 }
 
 /// Where workloads reach SQS: the spec's settings, else the operator's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueLocation {
     /// Region.
     pub region: Option<String>,

@@ -290,14 +290,18 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
     }
     let mut shards = applied.shards;
+    let mut backlog = queues::Backlog::default();
     if ensured.error.is_none()
         && plan.rooms.len() <= BACKLOG_ROOM_LIMIT
         && let Ok(q) = &client
-        && queues::fill_backlog(q, &plan, &mut shards, ctx.queue_concurrency).await
     {
+        backlog = queues::fill_backlog(q, &plan, &mut shards, ctx.queue_concurrency).await;
+    }
+    if backlog.missing {
         // A queue went missing behind the operator's back: the next reconcile creates it.
         ctx.queues.forget(&queue_key);
     }
+    ctx.metrics.record_depths(&set, &backlog.depths);
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -360,6 +364,7 @@ fn conflict_note(plan: &desired::Plan, conflicts: &[(u32, String)]) -> Option<St
 async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let set = key(&crs);
     ctx.record_totals(&set, 0, 0);
+    ctx.metrics.record_depths(&set, &Default::default());
     ctx.queues
         .forget(&format!("{set}/{}", crs.uid().unwrap_or_default()));
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {

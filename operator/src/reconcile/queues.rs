@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatflow::queue::{
-    Deletion, Ensured, QueueAttributes, QueueError, SharedQueues, SqsConfig, SqsQueues,
+    Deletion, Ensured, QueueAttributes, QueueDepth, QueueError, SharedQueues, SqsConfig, SqsQueues,
     delete_owned, ensure_owned,
 };
 use chatflow::rooms::{QueueNaming, RoomId, RoomRange};
@@ -200,29 +200,36 @@ pub async fn ensure(
     out
 }
 
-/// Fills each shard's backlog (visible plus in-flight messages of its rooms) where every room's
-/// depth could be read. Returns true when a queue turned out not to exist.
+/// What reading the set's queue depths found.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// A queue turned out not to exist.
+    pub missing: bool,
+    /// Depth of every room whose queue could be read.
+    pub depths: HashMap<u32, QueueDepth>,
+}
+
+/// Reads every room's depth and fills each shard's backlog (visible plus in-flight messages of
+/// its rooms) where every room's depth could be read.
 pub async fn fill_backlog(
     queues: &SharedQueues,
     plan: &Plan,
     shards: &mut [ShardStatus],
     concurrency: usize,
-) -> bool {
-    let results: Vec<(u32, Result<u64, QueueError>)> = futures::stream::iter(plan.rooms.iter())
-        .map(|room| {
-            let queues = queues.clone();
-            async move {
-                let depth = queues.depth(room).await.map(|d| d.visible + d.in_flight);
-                (room, depth)
-            }
-        })
+) -> Backlog {
+    let results: Vec<(u32, Result<QueueDepth, QueueError>)> =
+        futures::stream::iter(plan.rooms.iter())
+            .map(|room| {
+                let queues = queues.clone();
+                async move { (room, queues.depth(room).await) }
+            })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     let missing = results
         .iter()
         .any(|(_, r)| matches!(r, Err(QueueError::NotFound { .. })));
-    let depths: HashMap<u32, u64> = results
+    let depths: HashMap<u32, QueueDepth> = results
         .into_iter()
         .filter_map(|(room, r)| r.ok().map(|d| (room, d)))
         .collect();
@@ -230,13 +237,13 @@ pub async fn fill_backlog(
         let known: Vec<u64> = shard
             .rooms
             .iter()
-            .filter_map(|r| depths.get(&r).copied())
+            .filter_map(|r| depths.get(&r).map(|d| d.visible + d.in_flight))
             .collect();
         if known.len() == shard.rooms.len() {
             status.backlog = Some(known.iter().sum());
         }
     }
-    missing
+    Backlog { missing, depths }
 }
 
 /// What deleting a set's queues did.
