@@ -29,6 +29,17 @@ pub struct QueueLabels {
     pub state: &'static str,
 }
 
+/// Labels of a workload's readiness.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    /// The ChatRoomSet, as `namespace/name`.
+    pub set: String,
+    /// The Deployment: the producer's or a consumer shard's.
+    pub deployment: String,
+    /// `producer` or `consumer`.
+    pub tier: &'static str,
+}
+
 /// Every operator metric.
 pub struct Metrics {
     /// Reconciles run.
@@ -45,8 +56,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Messages per room queue and state, as last read by a reconcile.
     pub queue_messages: Family<QueueLabels, Gauge>,
+    /// Ready replicas per Deployment the operator manages, as last observed.
+    pub ready_replicas: Family<WorkloadLabels, Gauge>,
     /// The rooms each set last exported, so that rooms a set no longer has are removed.
     exported: Mutex<HashMap<String, Vec<u32>>>,
+    /// The Deployments each set last exported.
+    exported_workloads: Mutex<HashMap<String, Vec<WorkloadLabels>>>,
 }
 
 impl Metrics {
@@ -60,7 +75,9 @@ impl Metrics {
             shards: Gauge::default(),
             leader: Gauge::default(),
             queue_messages: Family::default(),
+            ready_replicas: Family::default(),
             exported: Mutex::default(),
+            exported_workloads: Mutex::default(),
         };
         let r = registry.sub_registry_with_prefix("chatflow_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -94,7 +111,38 @@ impl Metrics {
             "Messages per room queue, visible or in flight, as last read (sets of up to 256 rooms)",
             m.queue_messages.clone(),
         );
+        r.register(
+            "ready_replicas",
+            "Ready replicas per managed Deployment, as last observed",
+            m.ready_replicas.clone(),
+        );
         m
+    }
+
+    /// Replaces `set`'s readiness series with `workloads` (Deployment, tier, ready replicas).
+    pub fn record_replicas(&self, set: &str, workloads: &[(String, &'static str, i32)]) {
+        let mut exported = self
+            .exported_workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for old in exported.remove(set).unwrap_or_default() {
+            self.ready_replicas.remove(&old);
+        }
+        let labels: Vec<WorkloadLabels> = workloads
+            .iter()
+            .map(|(deployment, tier, ready)| {
+                let l = WorkloadLabels {
+                    set: set.to_owned(),
+                    deployment: deployment.clone(),
+                    tier,
+                };
+                self.ready_replicas.get_or_create(&l).set(i64::from(*ready));
+                l
+            })
+            .collect();
+        if !labels.is_empty() {
+            exported.insert(set.to_owned(), labels);
+        }
     }
 
     /// Replaces `set`'s queue depths with `depths`; rooms not in it (gone, or unreadable this
@@ -161,5 +209,22 @@ mod tests {
         // A deleted set exports nothing.
         m.record_depths("chat/a", &HashMap::new());
         assert!(!exported(&registry).contains("room="), "nothing stays");
+    }
+
+    #[test]
+    fn readiness_follows_the_sets_deployments() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        m.record_replicas(
+            "chat/a",
+            &[("a-producer".into(), "producer", 2), ("a-shard-0".into(), "consumer", 0)],
+        );
+        let text = exported(&registry);
+        assert!(
+            text.contains(r#"chatflow_operator_ready_replicas{set="chat/a",deployment="a-shard-0",tier="consumer"} 0"#),
+            "{text}"
+        );
+        m.record_replicas("chat/a", &[("a-producer".into(), "producer", 2)]);
+        assert!(!exported(&registry).contains("a-shard-0"), "a removed shard goes");
     }
 }

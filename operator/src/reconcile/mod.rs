@@ -302,6 +302,11 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         ctx.queues.forget(&queue_key);
     }
     ctx.metrics.record_depths(&set, &backlog.depths);
+    let replicas: Vec<(String, &'static str, i32)> =
+        std::iter::once((plan.producer.clone(), "producer", applied.producer_ready))
+            .chain(shards.iter().map(|s| (s.name.clone(), "consumer", s.ready_replicas)))
+            .collect();
+    ctx.metrics.record_replicas(&set, &replicas);
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -365,6 +370,7 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
     let set = key(&crs);
     ctx.record_totals(&set, 0, 0);
     ctx.metrics.record_depths(&set, &Default::default());
+    ctx.metrics.record_replicas(&set, &[]);
     ctx.queues
         .forget(&format!("{set}/{}", crs.uid().unwrap_or_default()));
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {
