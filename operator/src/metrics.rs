@@ -79,6 +79,10 @@ impl Metrics {
             exported: Mutex::default(),
             exported_workloads: Mutex::default(),
         };
+        // Every reason's series exists from the start, so a rate over it reads 0, not "no data".
+        for reason in crate::reconcile::Error::REASONS {
+            m.errors.get_or_create(&ReasonLabel { reason });
+        }
         let r = registry.sub_registry_with_prefix("chatflow_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
         r.register(

@@ -59,6 +59,10 @@ impl Metrics {
             publish_retries: Counter::default(),
             breaker_open: Gauge::default(),
         };
+        // Every code's series exists from the start, so a rate over it reads 0, not "no data".
+        for code in ErrorCode::ALL {
+            m.error_series(code);
+        }
         let r = registry.sub_registry_with_prefix("chatflow_producer");
         r.register(
             "connections",
@@ -120,10 +124,14 @@ impl Metrics {
 
     /// Counts an ERROR answer.
     pub fn error(&self, code: ErrorCode) {
+        self.error_series(code).inc();
+    }
+
+    fn error_series(&self, code: ErrorCode) -> Counter {
         self.errors
             .get_or_create(&CodeLabel {
                 code: code.as_str(),
             })
-            .inc();
+            .clone()
     }
 }

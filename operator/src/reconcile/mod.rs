@@ -47,6 +47,9 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Error::reason`].
+    pub const REASONS: [&'static str; 4] = ["kubernetes", "queues", "finalizer", "caches"];
+
     /// Short reason for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
