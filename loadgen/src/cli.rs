@@ -48,6 +48,12 @@ pub enum Command {
         #[arg(long, default_value = "loadgen-report")]
         out: PathBuf,
     },
+    /// The shipped Grafana dashboard and alert rules against a live Prometheus.
+    Dashboard {
+        /// Action.
+        #[command(subcommand)]
+        action: crate::monitoring::Action,
+    },
     /// Named benchmark scenarios, each with its baseline measured in the same run.
     Bench {
         /// Scenario.

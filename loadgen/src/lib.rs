@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chart;
 pub mod cli;
 pub mod local;
+pub mod monitoring;
 pub mod progress;
 pub mod report;
 pub mod run;

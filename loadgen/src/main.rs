@@ -69,6 +69,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &out,
             )
         }
+        Command::Dashboard { action } => {
+            chatflow_loadgen::monitoring::run(action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { scenario } => {
             bench::run(scenario).await?;
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,150 @@
+//! The shipped dashboard and alert rules against a live Prometheus: `loadgen dashboard check`
+//! proves no panel is dead and every rule reads exported series, `wait-alert` watches an alert
+//! fire under an injected fault, and `render` draws the panels from real data.
+
+pub mod check;
+pub mod dashboard;
+pub mod prom;
+pub mod render;
+pub mod rules;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use prom::Prometheus;
+
+/// `loadgen dashboard` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Action {
+    /// Every panel query must give data over the window, and every alert rule must parse and
+    /// read only series that exist.
+    Check {
+        /// Prometheus base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// Grafana dashboard JSON.
+        #[arg(long, default_value = dashboard::DEFAULT_PATH)]
+        dashboard: PathBuf,
+        /// Prometheus rule file.
+        #[arg(long, default_value = rules::DEFAULT_PATH)]
+        rules: PathBuf,
+        /// Window, seconds back from now.
+        #[arg(long, default_value_t = 900)]
+        since: u64,
+    },
+    /// Waits until an alert is pending or firing; exits 1 if it is not within the timeout.
+    WaitAlert {
+        /// Prometheus base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// Alert name.
+        #[arg(long)]
+        name: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Draws every panel over the window into one SVG.
+    Render {
+        /// Prometheus base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// Grafana dashboard JSON.
+        #[arg(long, default_value = dashboard::DEFAULT_PATH)]
+        dashboard: PathBuf,
+        /// Window, seconds back from now.
+        #[arg(long, default_value_t = 900)]
+        since: u64,
+        /// The picture.
+        #[arg(long, default_value = "dashboard.svg")]
+        out: PathBuf,
+    },
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Runs `action`; the report goes to stdout.
+pub async fn run(action: Action) -> anyhow::Result<()> {
+    match action {
+        Action::Check {
+            prometheus,
+            dashboard: dash,
+            rules: rules_path,
+            since,
+        } => {
+            let prom = Prometheus::new(&prometheus)?;
+            let panels = dashboard::load(&dash)?;
+            let rules = rules::load(&rules_path)?;
+            let end = now();
+            let findings = check::check(&prom, &panels, &rules, end - since as f64, end)
+                .await
+                .context("querying Prometheus")?;
+            for f in &findings {
+                let said = match &f.outcome {
+                    Ok(n) => format!("{n} series"),
+                    Err(e) => format!("error: {e}"),
+                };
+                let mark = if f.alive() { "ok  " } else { "DEAD" };
+                println!("{mark} {} -> {said}", f.what);
+            }
+            let dead = findings.iter().filter(|f| !f.alive()).count();
+            println!(
+                "dashboard check: {} panels, {} rules, {} queries, {dead} without data",
+                panels.len(),
+                rules.len(),
+                findings.len()
+            );
+            if dead > 0 {
+                bail!("{dead} dashboard or alert queries gave no data over the last {since} s");
+            }
+            Ok(())
+        }
+        Action::WaitAlert {
+            prometheus,
+            name,
+            timeout,
+        } => {
+            let prom = Prometheus::new(&prometheus)?;
+            let started = std::time::Instant::now();
+            let states = ["pending", "firing"];
+            match check::wait_alert(&prom, &name, &states, Duration::from_secs(timeout)).await? {
+                Some(state) => {
+                    println!(
+                        "alert {name} {state} after {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
+                None => bail!("alert {name} was neither pending nor firing within {timeout} s"),
+            }
+        }
+        Action::Render {
+            prometheus,
+            dashboard: dash,
+            since,
+            out,
+        } => {
+            let prom = Prometheus::new(&prometheus)?;
+            let panels = dashboard::load(&dash)?;
+            let end = now();
+            let drawn = render::fetch(&prom, &panels, end - since as f64, end)
+                .await
+                .context("querying Prometheus")?;
+            let title = format!(
+                "ChatFlow dashboard: the last {} minutes from {prometheus}",
+                since / 60
+            );
+            render::draw(&out, &title, &drawn, since as f64 / 60.0)
+                .map_err(|e| anyhow::anyhow!("drawing {}: {e}", out.display()))?;
+            println!("wrote {} ({} panels)", out.display(), drawn.len());
+            Ok(())
+        }
+    }
+}
