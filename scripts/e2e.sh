@@ -11,10 +11,14 @@
 #      once more while a producer pod is deleted, the producers roll to a new tag and the
 #      operator's leader pod is deleted: senders resend what was unanswered, still clean; with
 #      --current also a consumer container SIGKILLed (no duplicates or reordering after the
-#      resume; loss reported) and LocalStack frozen for 10 s (clean);
+#      resume; loss reported), LocalStack frozen for 10 s (clean), and, with scripts/testenv.sh's
+#      Prometheus, LocalStack cut off from the pods until the breaker alert goes pending (clean);
 #   4. a reshard under load: the removed shards' pods are gone before any new shard's pod exists,
 #      and a second loadgen run is clean;
-#   5. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
+#   5. with scripts/testenv.sh's Prometheus (CHATFLOW_PROMETHEUS), every panel of the Grafana
+#      dashboard and every alert rule is evaluated over this run's scrapes: none without data
+#      (`loadgen dashboard check`), and the panels are drawn (E2E_DASHBOARD_SVG keeps the picture);
+#   6. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
 #      behind, and deletionPolicy Delete leaves no queues.
 #
 #     scripts/e2e.sh --kind      # creates a kind cluster, loads the images into it and runs
@@ -103,6 +107,11 @@ else
         die "--current needs LocalStack: run inside scripts/testenv.sh, or set E2E_POD_AWS_ENDPOINT and E2E_HOST_AWS_ENDPOINT"
 fi
 "$docker_cmd" info >/dev/null 2>&1 || die "docker is installed but the daemon does not answer"
+# scripts/testenv.sh's Prometheus, scraping this cluster's pods: the monitoring steps need it.
+prometheus=""
+[[ "$mode" == --kind ]] || prometheus="${CHATFLOW_PROMETHEUS:-}"
+# loadgen on this machine, for what talks to Prometheus rather than to the Services.
+host_loadgen() { cargo run -q -p chatflow-loadgen -- "$@"; }
 
 # Every call names the context, so a different current context is never touched.
 k() { kubectl --context "$context" "$@"; }
@@ -119,9 +128,16 @@ dump_state() {
 }
 
 watch_pid=""
+# The iptables rule of the LocalStack cut while it is in force, so that no exit leaves it behind.
+queue_cut=()
+heal_queue_cut() {
+    [[ ${#queue_cut[@]} -eq 0 ]] || iptables -D "${queue_cut[@]}"
+    queue_cut=()
+}
 on_exit() {
     local rc=$?
     set +e
+    heal_queue_cut
     [[ -z "$watch_pid" ]] || kill "$watch_pid" 2>/dev/null
     if [[ $rc -ne 0 ]]; then
         step "failed (exit $rc): cluster state"
@@ -419,6 +435,7 @@ k -n "$operator_ns" get pods -l app.kubernetes.io/component=operator -o json |
     cargo run -q -p chatflow-operator --bin podcheck -- --needs-api ||
     die "the chart's operator pods break the restricted profile"
 
+monitor_started="$(date +%s)"
 step "loadgen: $E2E_MESSAGES messages over $shards shards"
 if [[ "$E2E_EXAMPLE" == examples/chatroomset-kind-localstack.yaml ]]; then
     # examples/loadgen-job.yaml hard-codes this set's shards; keep it honest.
@@ -471,6 +488,25 @@ if [[ "$mode" == --current ]]; then
     kill -CONT -- "-$localstack_sid"
     assert_loadgen_clean "$fault_job"
     grep -E '^ *(errors|retries|ack latency|end to end) ' "$workdir/$fault_job.log" || true
+
+    if [[ -n "$prometheus" ]]; then
+        step "LocalStack cut off from the pods under load ($E2E_FAULT_RATE msg/s): the breaker opens, ChatFlowBreakerOpen goes pending, and nothing acknowledged is lost"
+        fault_job=chatflow-loadgen-e2e-queue-cut
+        start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES" --max-retries 30
+        # A reset for every packet, established connections included: the SDK's pooled
+        # connections fail at once, as they would when the queue service's address goes away.
+        queue_cut=(INPUT -s "$CHATFLOW_POD_CIDR" -p tcp --dport "${pod_aws_endpoint##*:}"
+            -j REJECT --reject-with tcp-reset)
+        echo "  iptables -I ${queue_cut[*]}"
+        iptables -I "${queue_cut[@]}"
+        cut_started=$SECONDS
+        host_loadgen dashboard wait-alert --prometheus "$prometheus" --name ChatFlowBreakerOpen \
+            --timeout 120 || die "the breaker alert did not go pending while LocalStack was cut off"
+        heal_queue_cut
+        echo "  cut healed after $((SECONDS - cut_started)) s"
+        assert_loadgen_clean "$fault_job"
+        grep -E '^ *(errors|retries|ack latency|end to end) ' "$workdir/$fault_job.log" || true
+    fi
 else
     echo "SIGKILL and LocalStack-freeze faults run with --current only (this machine's Docker)"
 fi
@@ -584,6 +620,14 @@ EOF
 
 step "loadgen after the reshard: $E2E_MESSAGES messages over $scaled_shards shards"
 run_loadgen chatflow-loadgen-e2e-resharded "$E2E_MESSAGES"
+
+if [[ -n "$prometheus" ]]; then
+    step "the Grafana dashboard and the alert rules over this run's scrapes ($prometheus)"
+    window=$(($(date +%s) - monitor_started))
+    host_loadgen dashboard check --prometheus "$prometheus" --since "$window"
+    host_loadgen dashboard render --prometheus "$prometheus" --since "$window" \
+        --out "${E2E_DASHBOARD_SVG:-$workdir/dashboard.svg}"
+fi
 
 step "delete crs/$set_name: garbage collection and deletionPolicy Delete"
 k -n "$set_ns" delete job -l app.kubernetes.io/name=chatflow-loadgen --wait=true

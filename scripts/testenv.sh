@@ -17,7 +17,7 @@
 #
 # Needs root for the cluster (Docker, iptables, mounts). The parts live in scripts/testenv/:
 # common.sh (shared helpers), localstack.sh, kube-build.sh (the Kubernetes binaries), docker.sh,
-# cluster.sh with cluster-pki.sh and dns-sync.sh, helm.sh.
+# cluster.sh with cluster-pki.sh and dns-sync.sh, helm.sh, prometheus.sh.
 #
 # Settings (environment):
 #   CHATFLOW_CACHE                  cache root (default: ~/.cache/chatflow); the first build of the
@@ -32,7 +32,9 @@
 # What runs: LocalStack on 127.0.0.1:4566 and NODE_IP:4566; the Docker daemon (started only if
 # none answers, and then stopped again); etcd on 127.0.0.1:22379 (peer 22380); kube-apiserver on
 # https://NODE_IP:26443; kube-controller-manager; kube-scheduler; the kubelet on NODE_IP:10250;
-# kube-proxy; dnsmasq (cluster DNS, *.cluster.local only) on NODE_IP:53. NODE_IP is the Docker
+# kube-proxy; dnsmasq (cluster DNS, *.cluster.local only) on NODE_IP:53; Prometheus on
+# 127.0.0.1:9099 (CHATFLOW_PROMETHEUS_PORT), scraping annotated pods and evaluating the chart's
+# alert rules. NODE_IP is the Docker
 # bridge's address, 172.17.0.1 by default: the host and pods both reach the servers there. Pods
 # get addresses in 10.244.0.0/24 (bridge cni0), Services in 10.96.0.0/24; pod traffic to anywhere
 # but those, the Docker bridge and this host is dropped. The pause image is local/pause:3.4.1;
@@ -47,6 +49,7 @@
 #   CHATFLOW_CLUSTER=1  and it runs pods (kubelet, controllers, scheduler, Services, DNS)
 #   CHATFLOW_NODE_IP    NODE_IP
 #   CHATFLOW_DOCKER     the Docker client to use (Debian's /usr/bin/docker)
+#   CHATFLOW_PROMETHEUS http://127.0.0.1:9099, the Prometheus scraping the cluster
 # chatflow_env_down unsets the CHATFLOW_* flags; KUBECONFIG keeps pointing at the stopped cluster.
 #
 # Functions: chatflow_env_up, chatflow_env_down, chatflow_env_install, chatflow_helm_install
@@ -78,6 +81,8 @@ source "$_CHATFLOW_TESTENV_DIR/cluster-pki.sh"
 source "$_CHATFLOW_TESTENV_DIR/cluster.sh"
 # shellcheck source=scripts/testenv/helm.sh
 source "$_CHATFLOW_TESTENV_DIR/helm.sh"
+# shellcheck source=scripts/testenv/prometheus.sh
+source "$_CHATFLOW_TESTENV_DIR/prometheus.sh"
 
 # Sourcing twice must not reset these, or the trap would run twice or lose the caller's.
 : "${_CHATFLOW_TRAPS_INSTALLED:=}"
@@ -86,6 +91,7 @@ source "$_CHATFLOW_TESTENV_DIR/helm.sh"
 chatflow_env_install() {
     chatflow_localstack_install || return 1
     chatflow_cluster_install || return 1
+    chatflow_prometheus_install || return 1
 }
 
 # Explicit returns: a caller's `if`/`||` switches off set -e inside the function.
@@ -98,6 +104,8 @@ chatflow_env_up() {
     _chatflow_localstack_spawn "$node_ip" || return 1
     chatflow_cluster_start || return 1
     _chatflow_localstack_wait || return 1
+    chatflow_prometheus_start "$_CHATFLOW_TESTENV_DIR/../../charts/chatflow/monitoring/alerts.yaml" ||
+        return 1
     export CHATFLOW_POD_AWS_ENDPOINT="http://$node_ip:$CHATFLOW_LOCALSTACK_PORT"
     _chatflow_log "test environment up in $((SECONDS - start)) s (pods reach LocalStack at $CHATFLOW_POD_AWS_ENDPOINT)"
 }
@@ -109,6 +117,7 @@ chatflow_env_down() {
     if [[ -n "$_CHATFLOW_LOCALSTACK_SID" ]]; then
         kill -TERM -- "-$_CHATFLOW_LOCALSTACK_SID" 2>/dev/null || true
     fi
+    chatflow_prometheus_stop || rc=1
     chatflow_cluster_stop || rc=1
     chatflow_localstack_stop || rc=1
     chatflow_docker_stop || rc=1
