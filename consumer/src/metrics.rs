@@ -136,6 +136,8 @@ impl Metrics {
 
     /// Records the age of the oldest message `room` just received (0 when it received none).
     pub fn queue_age(&self, room: RoomId, seconds: f64) {
-        self.queue_age.get_or_create(&RoomLabel { room }).set(seconds);
+        self.queue_age
+            .get_or_create(&RoomLabel { room })
+            .set(seconds);
     }
 }

@@ -160,7 +160,10 @@ pub fn start_on(
     let configured = config.listen_addr;
     let mut registry = Registry::default();
     let stopping = CancellationToken::new();
-    let info = Info::new("consumer", serde_json::to_value(&config).expect("config serializes"));
+    let info = Info::new(
+        "consumer",
+        serde_json::to_value(&config).expect("config serializes"),
+    );
     let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
     let router = Router::new(registry, info).endpoint(Arc::new(consumer.clone()));

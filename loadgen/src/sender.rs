@@ -63,6 +63,8 @@ pub struct SendRecord {
     pub sender: u32,
     /// Position of the answered attempt in this sender's send order.
     pub order: u64,
+    /// Position of the first attempt in this sender's send order (`order` if never retried).
+    pub first_order: u64,
 }
 
 /// A sender's settings.
@@ -127,6 +129,7 @@ struct Flight {
     lag_us: u64,
     attempt: u32,
     order: u64,
+    first_order: Option<u64>,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -194,6 +197,7 @@ pub async fn run(
             retries: f.attempt,
             sender: spec.id,
             order: f.order,
+            first_order: f.first_order.unwrap_or(f.order),
         })
     };
     loop {
@@ -242,7 +246,7 @@ pub async fn run(
                                 }
                                 for (out, i) in unsent {
                                     let at = schedule.map_or_else(|| now_us(spec.t0), |s| s.intended_us(i));
-                                    let f = Flight { out, first_sent_us: at, lag_us: 0, attempt: 0, order: 0 };
+                                    let f = Flight { out, first_sent_us: at, lag_us: 0, attempt: 0, order: 0, first_order: None };
                                     record(&mut records, &f, Status::Lost, spec.t0);
                                 }
                                 return Ok(records);
@@ -274,7 +278,7 @@ pub async fn run(
                 if let (Some((out, i)), Some(s)) = (pending.take(), schedule) {
                     let intended = s.intended_us(i);
                     let lag_us = now_us(spec.t0).saturating_sub(intended);
-                    let f = Flight { out, first_sent_us: intended, lag_us, attempt: 0, order: 0 };
+                    let f = Flight { out, first_sent_us: intended, lag_us, attempt: 0, order: 0, first_order: None };
                     send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
                     sent = true;
                 }
@@ -285,7 +289,7 @@ pub async fn run(
                     taken += 1;
                 }
                 Some(out) => {
-                    let f = Flight { out, first_sent_us: now_us(spec.t0), lag_us: 0, attempt: 0, order: 0 };
+                    let f = Flight { out, first_sent_us: now_us(spec.t0), lag_us: 0, attempt: 0, order: 0, first_order: None };
                     send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
                     sent = true;
                 }
@@ -310,6 +314,7 @@ async fn send(
     next_order: &mut u64,
 ) {
     f.order = *next_order;
+    f.first_order.get_or_insert(*next_order);
     *next_order += 1;
     let _ = writer.text(f.out.frame.as_bytes()).await;
     inflight.push_back(f);

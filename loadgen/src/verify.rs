@@ -23,8 +23,10 @@ pub struct Acked {
     pub room: RoomId,
     /// Sender connection id.
     pub sender: u32,
-    /// Position in the sender's send order.
+    /// Position in the sender's send order of the attempt that was answered OK.
     pub order: u64,
+    /// Position of its first attempt (`order` when it was not retried).
+    pub first_order: u64,
 }
 
 /// Counts across all subscribers.
@@ -64,7 +66,7 @@ pub fn check(acked: &[Acked], streams: &[Stream]) -> Verdict {
         *per_room.entry(a.room).or_default() += 1;
     }
     let mut v = Verdict::default();
-    let mut first_order: HashMap<RoomId, Vec<u64>> = HashMap::new();
+    let mut room_order: HashMap<RoomId, Vec<u64>> = HashMap::new();
     for s in streams {
         let expected = per_room.get(&s.room).copied().unwrap_or(0);
         v.expected += expected;
@@ -83,21 +85,26 @@ pub fn check(acked: &[Acked], streams: &[Stream]) -> Verdict {
                 continue;
             }
             clean_order.push(seq);
-            let last = last_by_sender.entry(a.sender).or_insert(a.order);
+            // An attempt answered QUEUE_ERROR may still have been stored: the failure can come
+            // after SQS took the batch. Its resend is then dropped as a duplicate, and the message
+            // is delivered where that attempt put it. So a retried message may sit anywhere from
+            // its first attempt's place to its answered attempt's; nothing sent after it was
+            // answered may come before it.
+            let last = last_by_sender.entry(a.sender).or_insert(a.first_order);
             if a.order < *last {
                 v.out_of_order += 1;
             } else {
-                *last = a.order;
+                *last = (*last).max(a.first_order);
             }
         }
         let delivered = seen.len() as u64;
         v.delivered += delivered;
         v.lost += expected - delivered.min(expected);
-        match first_order.get(&s.room) {
+        match room_order.get(&s.room) {
             Some(order) if *order != clean_order => v.divergent_subscribers += 1,
             Some(_) => {}
             None => {
-                first_order.insert(s.room, clean_order);
+                room_order.insert(s.room, clean_order);
             }
         }
     }
@@ -115,8 +122,27 @@ mod tests {
                 room,
                 sender,
                 order,
+                first_order: order,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_retried_message_may_arrive_where_any_of_its_attempts_was_sent() {
+        // Message 1 was sent first (order 0), answered QUEUE_ERROR, and resent as order 3 after
+        // messages 2 and 3 (orders 1, 2). Its first attempt had been stored after all.
+        let mut a = acked(&[(1, 1, 0, 3), (2, 1, 0, 1), (3, 1, 0, 2), (4, 1, 0, 4)]);
+        a[0].first_order = 0;
+        let stream = |seqs: Vec<u64>| vec![Stream { room: 1, seqs }];
+        let first_place = check(&a, &stream(vec![1, 2, 3, 4]));
+        assert_eq!(first_place.out_of_order, 0, "stored by its first attempt");
+        let answered_place = check(&a, &stream(vec![2, 3, 1, 4]));
+        assert_eq!(answered_place.out_of_order, 0, "stored by its resend");
+        let after_its_answer = check(&a, &stream(vec![2, 3, 4, 1]));
+        assert_eq!(
+            after_its_answer.out_of_order, 1,
+            "4 was sent after 1 was answered"
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Metrics {
         };
         // Every reason's series exists from the start, so a rate over it reads 0, not "no data".
         for reason in crate::reconcile::Error::REASONS {
-            m.errors.get_or_create(&ReasonLabel { reason });
+            let _ = m.errors.get_or_create(&ReasonLabel { reason });
         }
         let r = registry.sub_registry_with_prefix("chatflow_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -167,7 +167,9 @@ impl Metrics {
         for (&room, depth) in depths {
             let visible = i64::try_from(depth.visible).unwrap_or(i64::MAX);
             let in_flight = i64::try_from(depth.in_flight).unwrap_or(i64::MAX);
-            self.queue_messages.get_or_create(&labels(room, "visible")).set(visible);
+            self.queue_messages
+                .get_or_create(&labels(room, "visible"))
+                .set(visible);
             self.queue_messages
                 .get_or_create(&labels(room, "in_flight"))
                 .set(in_flight);
@@ -198,10 +200,15 @@ mod tests {
         let mut registry = Registry::default();
         let m = Metrics::new(&mut registry);
         let depth = |visible, in_flight| QueueDepth { visible, in_flight };
-        m.record_depths("chat/a", &HashMap::from([(1, depth(5, 2)), (2, depth(0, 0))]));
+        m.record_depths(
+            "chat/a",
+            &HashMap::from([(1, depth(5, 2)), (2, depth(0, 0))]),
+        );
         let text = exported(&registry);
         assert!(
-            text.contains(r#"chatflow_operator_queue_messages{set="chat/a",room="1",state="visible"} 5"#),
+            text.contains(
+                r#"chatflow_operator_queue_messages{set="chat/a",room="1",state="visible"} 5"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"room="1",state="in_flight"} 2"#), "{text}");
@@ -221,7 +228,10 @@ mod tests {
         let m = Metrics::new(&mut registry);
         m.record_replicas(
             "chat/a",
-            &[("a-producer".into(), "producer", 2), ("a-shard-0".into(), "consumer", 0)],
+            &[
+                ("a-producer".into(), "producer", 2),
+                ("a-shard-0".into(), "consumer", 0),
+            ],
         );
         let text = exported(&registry);
         assert!(
@@ -229,6 +239,9 @@ mod tests {
             "{text}"
         );
         m.record_replicas("chat/a", &[("a-producer".into(), "producer", 2)]);
-        assert!(!exported(&registry).contains("a-shard-0"), "a removed shard goes");
+        assert!(
+            !exported(&registry).contains("a-shard-0"),
+            "a removed shard goes"
+        );
     }
 }

@@ -191,7 +191,10 @@ pub fn start_on(
     let configured = config.listen_addr;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
-    let info = Info::new("producer", serde_json::to_value(&config).expect("config serializes"));
+    let info = Info::new(
+        "producer",
+        serde_json::to_value(&config).expect("config serializes"),
+    );
     let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let router = Router::new(registry, info).endpoint(Arc::new(producer.clone()));

@@ -1,12 +1,14 @@
 # shellcheck shell=bash
 # Prometheus from Debian's archive, scraping the cluster's pods the way a cluster's Prometheus
-# does: pods found through the API server (kubernetes_sd) and kept by their prometheus.io/*
-# annotations. It evaluates the chart's alert rules. Sourced by scripts/testenv.sh.
+# does: pods found through the API server and kept by their prometheus.io/* annotations
+# (scrape-sync.sh, since Debian's build has no kubernetes_sd). It evaluates the chart's alert
+# rules. Sourced by scripts/testenv.sh.
 
 CHATFLOW_PROMETHEUS_PORT="${CHATFLOW_PROMETHEUS_PORT:-9099}"
 
 # Session id of the running Prometheus; empty when not running. Sourcing again keeps it.
 : "${_CHATFLOW_PROMETHEUS_SID:=}"
+: "${_CHATFLOW_SCRAPE_SYNC_SID:=}"
 
 chatflow_prometheus_install() {
     _chatflow_ensure_commands prometheus:prometheus promtool:prometheus
@@ -46,32 +48,15 @@ rule_files:
   - $rundir/alerts.yaml
 scrape_configs:
   - job_name: kubernetes-pods
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: $KUBECONFIG
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-        regex: "true"
-        action: keep
-      - source_labels: [__meta_kubernetes_pod_phase]
-        regex: Running
-        action: keep
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-        regex: (.+)
-        target_label: __metrics_path__
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
-        regex: (.+);(\d+)
-        replacement: \$1:\$2
-        target_label: __address__
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_component]
-        target_label: component
+    file_sd_configs:
+      - files: [$rundir/targets.json]
 YAML
     promtool check config "$rundir/prometheus.yml" >&2 || return 1
+    echo '[]' >"$rundir/targets.json"
     _chatflow_install_traps
+    _chatflow_spawn "$rundir/sync.pid" "$cache/logs/scrape-sync.log" \
+        bash "$_CHATFLOW_TESTENV_DIR/scrape-sync.sh" "$KUBECONFIG" "$rundir/targets.json" || return 1
+    _CHATFLOW_SCRAPE_SYNC_SID="$(cat "$rundir/sync.pid")"
     _chatflow_spawn "$rundir/pid" "$log" prometheus \
         --config.file="$rundir/prometheus.yml" \
         --storage.tsdb.path="$rundir/data" \
@@ -97,6 +82,10 @@ YAML
 
 chatflow_prometheus_stop() {
     local sid="$_CHATFLOW_PROMETHEUS_SID"
+    if [[ -n "$_CHATFLOW_SCRAPE_SYNC_SID" ]]; then
+        _chatflow_stop_session scrape-sync "$_CHATFLOW_SCRAPE_SYNC_SID" 5
+        _CHATFLOW_SCRAPE_SYNC_SID=""
+    fi
     [[ -n "$sid" ]] || return 0
     _chatflow_stop_session Prometheus "$sid" 10
     _CHATFLOW_PROMETHEUS_SID=""

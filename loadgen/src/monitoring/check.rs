@@ -40,7 +40,10 @@ pub async fn check(
     let mut findings = Vec::new();
     for panel in panels {
         for target in &panel.targets {
-            let outcome = match prom.range(&target.expr, start, end, step(end - start)).await {
+            let outcome = match prom
+                .range(&target.expr, start, end, step(end - start))
+                .await
+            {
                 Ok(series) => Ok(series.iter().filter(|s| !s.samples.is_empty()).count()),
                 Err(PromError::Refused { error, .. }) => Err(error),
                 Err(e) => return Err(e),

@@ -151,7 +151,9 @@ mod tests {
     use super::*;
 
     fn shipped() -> Vec<Panel> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_PATH);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_PATH);
         load(&path).expect("the shipped dashboard parses")
     }
 
@@ -160,14 +162,20 @@ mod tests {
         let panels = shipped();
         let rows: std::collections::BTreeSet<&str> =
             panels.iter().map(|p| p.row.as_str()).collect();
-        for row in ["Ingest", "Fan-out", "Queues", "Latency", "Errors", "Operator"] {
+        for row in [
+            "Ingest", "Fan-out", "Queues", "Latency", "Errors", "Operator",
+        ] {
             assert!(rows.contains(row), "no {row} row: {rows:?}");
         }
         for p in &panels {
             assert!(!p.targets.is_empty(), "{} has no query", p.title);
             for t in &p.targets {
                 assert!(!t.expr.contains('$'), "unfilled variable in {}", t.expr);
-                assert!(t.expr.contains("chatflow_"), "{} reads no ChatFlow metric", t.expr);
+                assert!(
+                    t.expr.contains("chatflow_"),
+                    "{} reads no ChatFlow metric",
+                    t.expr
+                );
             }
         }
     }

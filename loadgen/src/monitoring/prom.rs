@@ -179,7 +179,12 @@ fn series(raw: RawSeries) -> Series {
         .values
         .into_iter()
         .chain(raw.value)
-        .filter_map(|(t, v)| v.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (t, v)))
+        .filter_map(|(t, v)| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(|v| (t, v))
+        })
         .collect();
     Series {
         labels: raw.metric,

@@ -87,7 +87,9 @@ mod tests {
 
     #[test]
     fn the_shipped_rules_cover_the_on_call_questions() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_PATH);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_PATH);
         let rules = load(&path).expect("the shipped rules parse");
         let names: BTreeSet<&str> = rules.iter().map(|r| r.alert.as_str()).collect();
         for alert in [
@@ -101,7 +103,11 @@ mod tests {
             assert!(names.contains(alert), "no {alert}: {names:?}");
         }
         for r in &rules {
-            assert!(!metrics_read(&r.expr).is_empty(), "{} reads nothing", r.alert);
+            assert!(
+                !metrics_read(&r.expr).is_empty(),
+                "{} reads nothing",
+                r.alert
+            );
             assert!(r.hold.is_some(), "{} fires on one evaluation", r.alert);
         }
     }

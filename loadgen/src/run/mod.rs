@@ -178,6 +178,7 @@ pub async fn execute(
             room: r.room,
             sender: r.sender,
             order: r.order,
+            first_order: r.first_order,
         })
         .collect();
     let (streams, verdict) = audience.finish(&run, &acked).await;

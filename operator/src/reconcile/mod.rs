@@ -307,7 +307,11 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     ctx.metrics.record_depths(&set, &backlog.depths);
     let replicas: Vec<(String, &'static str, i32)> =
         std::iter::once((plan.producer.clone(), "producer", applied.producer_ready))
-            .chain(shards.iter().map(|s| (s.name.clone(), "consumer", s.ready_replicas)))
+            .chain(
+                shards
+                    .iter()
+                    .map(|s| (s.name.clone(), "consumer", s.ready_replicas)),
+            )
             .collect();
     ctx.metrics.record_replicas(&set, &replicas);
 

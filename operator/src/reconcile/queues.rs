@@ -223,9 +223,9 @@ pub async fn fill_backlog(
                 let queues = queues.clone();
                 async move { (room, queues.depth(room).await) }
             })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     let missing = results
         .iter()
         .any(|(_, r)| matches!(r, Err(QueueError::NotFound { .. })));

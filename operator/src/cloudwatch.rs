@@ -1,0 +1,195 @@
+//! A CloudWatch dashboard for a ChatRoomSet's queues, as the original system's
+//! `monitoring/cloudwatch.json` showed them: depth, in flight, age of the oldest message, and sent,
+//! received and deleted per room. SQS publishes these metrics itself, so the dashboard works with
+//! nothing else deployed.
+
+use chatflow::rooms::{QueueNaming, RoomRange};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::crd::ChatRoomSet;
+use crate::desired::queue_prefix;
+
+/// Rooms per graph: more lines than this are unreadable, and CloudWatch caps metrics per graph.
+pub const ROOMS_PER_GRAPH: usize = 100;
+
+/// The SQS metrics shown, each with its statistic and title.
+const METRICS: [(&str, &str, &str); 6] = [
+    (
+        "ApproximateNumberOfMessagesVisible",
+        "Maximum",
+        "Messages waiting",
+    ),
+    (
+        "ApproximateNumberOfMessagesNotVisible",
+        "Maximum",
+        "Messages in flight",
+    ),
+    (
+        "ApproximateAgeOfOldestMessage",
+        "Maximum",
+        "Age of the oldest message (s)",
+    ),
+    ("NumberOfMessagesSent", "Sum", "Messages sent"),
+    ("NumberOfMessagesReceived", "Sum", "Messages received"),
+    ("NumberOfMessagesDeleted", "Sum", "Messages deleted"),
+];
+
+/// Why no dashboard can be made for a set.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The spec's rooms or prefix are invalid, as the operator would also report.
+    #[error("{0}")]
+    Spec(String),
+    /// Neither the spec nor the caller names a region.
+    #[error("the set names no spec.queues.region: give one")]
+    NoRegion,
+}
+
+/// The dashboard body (the `--dashboard-body` of `aws cloudwatch put-dashboard`) for `crs`'s
+/// queues in `region` (the spec's region wins).
+pub fn dashboard(crs: &ChatRoomSet, region: Option<&str>) -> Result<Value, DashboardError> {
+    let spec = &crs.spec;
+    let region = spec
+        .queues
+        .region
+        .as_deref()
+        .or(region)
+        .ok_or(DashboardError::NoRegion)?;
+    let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end)
+        .map_err(|e| DashboardError::Spec(format!("spec.rooms: {e}")))?;
+    let naming = QueueNaming::parse(&queue_prefix(crs))
+        .map_err(|e| DashboardError::Spec(format!("spec.queues.prefix: {e}")))?;
+    let names: Vec<(u32, String)> = rooms
+        .iter()
+        .map(|room| naming.queue_name(room).map(|n| (room, n)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| DashboardError::Spec(format!("queue names: {e}")))?;
+
+    let set = format!("{}/{}", crs.namespace().unwrap_or_default(), crs.name_any());
+    let mut widgets = vec![json!({
+        "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
+        "properties": {"markdown": format!(
+            "# ChatFlow {set}\nRooms {}–{}, one SQS FIFO queue each: `{}room-{{id}}.fifo`.",
+            rooms.start(), rooms.end(), naming.name_prefix()
+        )}
+    })];
+    let mut y = 2;
+    for (metric, stat, title) in METRICS {
+        for (part, chunk) in names.chunks(ROOMS_PER_GRAPH).enumerate() {
+            let lines: Vec<Value> = chunk
+                .iter()
+                .map(|(room, queue)| {
+                    json!(["AWS/SQS", metric, "QueueName", queue, {"label": format!("room {room}")}])
+                })
+                .collect();
+            let title = if names.len() > ROOMS_PER_GRAPH {
+                let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+                format!("{title}, rooms {first}–{last}")
+            } else {
+                title.to_owned()
+            };
+            // Two graphs a line, each half the dashboard's 24 columns.
+            widgets.push(json!({
+                "type": "metric", "x": (part % 2) * 12, "y": y, "width": 12, "height": 6,
+                "properties": {
+                    "title": title, "region": region, "view": "timeSeries", "stacked": false,
+                    "stat": stat, "period": 60, "metrics": lines,
+                    "legend": {"position": if chunk.len() > 10 { "hidden" } else { "bottom" }}
+                }
+            }));
+            if part % 2 == 1 {
+                y += 6;
+            }
+        }
+        y += if names.len().div_ceil(ROOMS_PER_GRAPH) % 2 == 1 {
+            6
+        } else {
+            0
+        };
+    }
+    Ok(json!({ "widgets": widgets }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ChatRoomSetSpec;
+
+    fn set(start: u32, end: u32, region: Option<&str>) -> ChatRoomSet {
+        let mut spec: ChatRoomSetSpec = serde_json::from_value(json!({
+            "rooms": {"start": start, "end": end},
+            "producer": {"image": "p"}, "consumer": {"image": "c"},
+            "queues": {"prefix": "chat-"}
+        }))
+        .unwrap();
+        spec.queues.region = region.map(str::to_owned);
+        let mut crs = ChatRoomSet::new("chat", spec);
+        crs.metadata.namespace = Some("team".into());
+        crs
+    }
+
+    fn metric_widgets(body: &Value) -> Vec<&Value> {
+        body["widgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["type"] == "metric")
+            .collect()
+    }
+
+    #[test]
+    fn every_room_queue_gets_every_metric_in_the_sets_region() {
+        let body = dashboard(&set(1, 20, Some("eu-west-1")), Some("us-east-1")).unwrap();
+        let widgets = metric_widgets(&body);
+        assert_eq!(widgets.len(), METRICS.len());
+        for w in &widgets {
+            let p = &w["properties"];
+            assert_eq!(p["region"], "eu-west-1", "the spec's region wins");
+            let lines = p["metrics"].as_array().unwrap();
+            assert_eq!(lines.len(), 20);
+            assert_eq!(lines[0][0], "AWS/SQS");
+            assert_eq!(lines[0][2], "QueueName");
+            assert_eq!(lines[0][3], "chat-room-1.fifo");
+            assert_eq!(lines[19][3], "chat-room-20.fifo");
+        }
+        let names: Vec<&str> = widgets
+            .iter()
+            .map(|w| w["properties"]["metrics"][0][1].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"ApproximateAgeOfOldestMessage"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn large_sets_are_split_into_readable_graphs_that_fit_the_grid() {
+        let body = dashboard(&set(1, 250, None), Some("us-east-1")).unwrap();
+        let widgets = metric_widgets(&body);
+        assert_eq!(widgets.len(), METRICS.len() * 3);
+        let mut cells = std::collections::HashSet::new();
+        for w in &widgets {
+            let n = w["properties"]["metrics"].as_array().unwrap().len();
+            assert!(n <= ROOMS_PER_GRAPH, "{n} lines in one graph");
+            let (x, width) = (w["x"].as_u64().unwrap(), w["width"].as_u64().unwrap());
+            assert!(x + width <= 24, "outside CloudWatch's 24 columns");
+            assert!(
+                cells.insert((x, w["y"].as_u64().unwrap())),
+                "two graphs in one place"
+            );
+        }
+        assert_eq!(
+            widgets[2]["properties"]["title"],
+            "Messages waiting, rooms 201–250"
+        );
+    }
+
+    #[test]
+    fn a_region_is_required() {
+        assert!(matches!(
+            dashboard(&set(1, 2, None), None),
+            Err(DashboardError::NoRegion)
+        ));
+    }
+}
