@@ -492,6 +492,9 @@ if [[ "$mode" == --current ]]; then
     if [[ -n "$prometheus" ]]; then
         step "LocalStack cut off from the pods under load ($E2E_FAULT_RATE msg/s): the breaker opens, ChatFlowBreakerOpen goes pending, and nothing acknowledged is lost"
         fault_job=chatflow-loadgen-e2e-queue-cut
+        # The freeze above may have opened a breaker: the alert must be seen to come from the cut.
+        host_loadgen dashboard wait-alert --prometheus "$prometheus" --name ChatFlowBreakerOpen \
+            --gone --timeout 120 || die "ChatFlowBreakerOpen was still active before the cut"
         start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES" --max-retries 30
         # A reset for every packet, established connections included: the SDK's pooled
         # connections fail at once, as they would when the queue service's address goes away.

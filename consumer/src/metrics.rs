@@ -63,7 +63,8 @@ impl Metrics {
             malformed: Counter::default(),
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
-            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            // Up to 65 s: a message held for the visibility timeout (30 s) stays measurable.
+            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             queue_age: Family::default(),
             resumes: Counter::default(),
             resumes_partial: Counter::default(),

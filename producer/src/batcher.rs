@@ -175,11 +175,11 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Parcel>) {
                             parcel.answer(&Ok(()));
                         }
                         Err(e) if e.sender_fault => {
-                            m.publish_failures.inc_by(n);
+                            m.publish_failed(n);
                             parcel.answer(&Err(format!("queue refused the message: {e}")));
                         }
                         Err(e) if last_ok.is_some_and(|ok| i < ok) => {
-                            m.publish_failures.inc_by(n);
+                            m.publish_failed(n);
                             parcel.answer(&Err(format!(
                                 "queue did not take the message ({e}); not retried, to keep the room's order"
                             )));
@@ -224,9 +224,7 @@ fn close_breaker(ctx: &BatchContext) {
 fn fail_all(ctx: &BatchContext, batch: &mut Vec<Parcel>, reason: &str) {
     let outcome = Err(reason.to_owned());
     for parcel in batch.drain(..) {
-        ctx.metrics
-            .publish_failures
-            .inc_by(parcel.replies.len() as u64);
+        ctx.metrics.publish_failed(parcel.replies.len() as u64);
         parcel.answer(&outcome);
     }
 }

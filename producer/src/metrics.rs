@@ -127,6 +127,12 @@ impl Metrics {
         self.error_series(code).inc();
     }
 
+    /// Counts `n` chat messages the queue did not take: each is answered QUEUE_ERROR.
+    pub fn publish_failed(&self, n: u64) {
+        self.publish_failures.inc_by(n);
+        self.error_series(ErrorCode::QueueError).inc_by(n);
+    }
+
     fn error_series(&self, code: ErrorCode) -> Counter {
         self.errors
             .get_or_create(&CodeLabel {

@@ -141,6 +141,12 @@ async fn an_outage_fails_fast_opens_the_breaker_and_recovers_without_loss() {
         metrics.contains("chatflow_producer_breaker_open 1"),
         "{metrics}"
     );
+    // Every QUEUE_ERROR answer counts under its code, whether the breaker refused the message
+    // or its batch failed.
+    assert!(
+        metrics.contains(r#"chatflow_producer_errors_total{code="QUEUE_ERROR"} 6"#),
+        "{metrics}"
+    );
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -105,6 +105,28 @@ pub async fn wait_alert(
     }
 }
 
+/// Waits until alert `name` is neither pending nor firing; false if it still is at the timeout.
+pub async fn wait_alert_gone(
+    prom: &Prometheus,
+    name: &str,
+    timeout: Duration,
+) -> Result<bool, PromError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alerts = prom.alerts().await?;
+        if !alerts
+            .iter()
+            .any(|a| a.labels.get("alertname").is_some_and(|n| n == name))
+        {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

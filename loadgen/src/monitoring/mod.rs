@@ -35,7 +35,8 @@ pub enum Action {
         #[arg(long, default_value_t = 900)]
         since: u64,
     },
-    /// Waits until an alert is pending or firing; exits 1 if it is not within the timeout.
+    /// Waits until an alert is pending or firing (or, with --gone, neither); exits 1 if that does
+    /// not happen within the timeout.
     WaitAlert {
         /// Prometheus base URL.
         #[arg(long, default_value = "http://127.0.0.1:9090")]
@@ -46,6 +47,9 @@ pub enum Action {
         /// Seconds to wait.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Wait until the alert is neither pending nor firing.
+        #[arg(long)]
+        gone: bool,
     },
     /// Draws every panel over the window into one SVG.
     Render {
@@ -110,16 +114,22 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
             prometheus,
             name,
             timeout,
+            gone,
         } => {
             let prom = Prometheus::new(&prometheus)?;
             let started = std::time::Instant::now();
-            let states = ["pending", "firing"];
-            match check::wait_alert(&prom, &name, &states, Duration::from_secs(timeout)).await? {
+            let timeout_d = Duration::from_secs(timeout);
+            let took = || started.elapsed().as_secs_f64();
+            if gone {
+                if !check::wait_alert_gone(&prom, &name, timeout_d).await? {
+                    bail!("alert {name} was still pending or firing after {timeout} s");
+                }
+                println!("alert {name} inactive after {:.0} s", took());
+                return Ok(());
+            }
+            match check::wait_alert(&prom, &name, &["pending", "firing"], timeout_d).await? {
                 Some(state) => {
-                    println!(
-                        "alert {name} {state} after {:.0} s",
-                        started.elapsed().as_secs_f64()
-                    );
+                    println!("alert {name} {state} after {:.0} s", took());
                     Ok(())
                 }
                 None => bail!("alert {name} was neither pending nor firing within {timeout} s"),
@@ -138,8 +148,8 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
                 .await
                 .context("querying Prometheus")?;
             let title = format!(
-                "ChatFlow dashboard: the last {} minutes from {prometheus}",
-                since / 60
+                "ChatFlow dashboard: the last {} minutes (x axis: minutes) from {prometheus}",
+                since.div_ceil(60)
             );
             render::draw(&out, &title, &drawn, since as f64 / 60.0)
                 .map_err(|e| anyhow::anyhow!("drawing {}: {e}", out.display()))?;

@@ -82,7 +82,12 @@ fn panel<DB: DrawingBackend>(
         .flat_map(|(_, pts)| pts.iter().map(|(_, v)| *v))
         .fold(0.0f64, f64::max);
     let top = if max_y > 0.0 { max_y * 1.15 } else { 1.0 };
-    let caption = format!("{} / {} ({})", d.panel.row, d.panel.title, d.panel.unit);
+    let unit = match d.panel.unit.as_str() {
+        "reqps" | "ops" => " (per second)",
+        "s" => " (seconds)",
+        _ => "",
+    };
+    let caption = format!("{} / {}{unit}", d.panel.row, d.panel.title);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 14))
         .margin(8)
@@ -93,7 +98,6 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_labels(6)
         .y_labels(5)
-        .x_desc("minutes")
         .label_style(("sans-serif", 11))
         .draw()?;
     if d.series.is_empty() {

@@ -1,27 +1,27 @@
 //! The ChatRoomSet reconciler: queues first, then owned objects by server-side apply, pruning
 //! of shards that left the spec, and a status that says what is ready.
 //!
-//! Split by concern: [`queues`] (SQS), [`workloads`] (Kubernetes objects), and
-//! [`crate::status`] (what to report, computed without I/O).
+//! Split by concern: [`queues`] (SQS), [`workloads`] (Kubernetes objects),
+//! [`crate::status`] (what to report, computed without I/O), and the [`Context`] they share.
 
+mod context;
 pub mod queues;
 pub mod workloads;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+pub use context::Context;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use crate::crd::{ChatRoomSet, DeletionPolicy};
 use crate::desired::{self, FIELD_MANAGER, QueueLocation};
-use crate::metrics::Metrics;
 use crate::status::{self, Observed};
-use queues::QueueState;
 pub use workloads::{Stores, lingering_shards};
 
 /// Finalizer that guards queue deletion.
@@ -58,104 +58,6 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoCaches => "caches",
         }
-    }
-}
-
-/// What every reconcile shares.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Queue region and endpoint when a spec names none.
-    pub defaults: QueueLocation,
-    /// Queue calls in flight at once per set.
-    pub queue_concurrency: usize,
-    /// Periodic resync.
-    pub resync: Duration,
-    /// SQS endpoints a spec may name besides the default one.
-    pub allowed_endpoints: Vec<String>,
-    /// Event recorder.
-    pub recorder: Recorder,
-    queues: QueueState,
-    stores: RwLock<Option<Stores>>,
-    failures: Mutex<HashMap<String, u32>>,
-    totals: Mutex<HashMap<String, (u32, u32)>>,
-}
-
-impl Context {
-    /// A context for `client`.
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        defaults: QueueLocation,
-        identity: &str,
-    ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(identity.to_owned()),
-            },
-        );
-        Context {
-            client,
-            metrics,
-            defaults,
-            queue_concurrency: 32,
-            resync: Duration::from_secs(60),
-            allowed_endpoints: Vec::new(),
-            recorder,
-            queues: QueueState::default(),
-            stores: RwLock::new(None),
-            failures: Mutex::default(),
-            totals: Mutex::default(),
-        }
-    }
-
-    /// Hands the controller's watch caches to the reconciler (None when it stops).
-    pub fn set_stores(&self, stores: Option<Stores>) {
-        // A new term of leadership trusts nothing another leader may have changed meanwhile.
-        if stores.is_some() {
-            self.queues.forget_all();
-        }
-        *self.stores.write().unwrap_or_else(|e| e.into_inner()) = stores;
-    }
-
-    fn stores(&self) -> Result<Stores, Error> {
-        self.stores
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::NoCaches)
-    }
-
-    async fn event(&self, crs: &ChatRoomSet, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &crs.object_ref(&())).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
-    }
-
-    fn record_totals(&self, key: &str, queues: u32, shards: u32) {
-        let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        if queues == 0 && shards == 0 {
-            t.remove(key);
-        } else {
-            t.insert(key.to_owned(), (queues, shards));
-        }
-        self.metrics
-            .queues
-            .set(t.values().map(|v| v.0 as i64).sum());
-        self.metrics
-            .shards
-            .set(t.values().map(|v| v.1 as i64).sum());
     }
 }
 
