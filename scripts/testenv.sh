@@ -17,7 +17,8 @@
 #
 # Needs root for the cluster (Docker, iptables, mounts). The parts live in scripts/testenv/:
 # common.sh (shared helpers), localstack.sh, kube-build.sh (the Kubernetes binaries), docker.sh,
-# cluster.sh with cluster-pki.sh and dns-sync.sh, helm.sh, prometheus.sh.
+# cluster.sh with cluster-pki.sh and dns-sync.sh, helm.sh, prometheus.sh with scrape-sync.sh;
+# kube-watch.sh reruns dns-sync.sh and scrape-sync.sh on every change in the cluster.
 #
 # Settings (environment):
 #   CHATFLOW_CACHE                  cache root (default: ~/.cache/chatflow); the first build of the

@@ -24,10 +24,19 @@ pub type Body = Full<Bytes>;
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    typed(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    typed(status, "application/json", body.into())
+}
+
+fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     Response::builder()
         .status(status)
-        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(body.into()))
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body))
         .expect("static response parts are valid")
 }
 
@@ -52,15 +61,6 @@ pub fn metrics(registry: &Registry) -> Response<Body> {
             format!("metrics encoding failed: {e}\n"),
         ),
     }
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.into()))
-        .expect("static response parts are valid")
 }
 
 /// `/ready`: 200 when ready, 503 with the reason otherwise.

@@ -181,7 +181,8 @@ _chatflow_cluster_do_start() {
         --no-resolv --no-hosts --no-poll --domain-needed --bogus-priv \
         --local="/$CHATFLOW_CLUSTER_DOMAIN/" --hostsdir="$rundir/dns/hosts.d" \
         --log-facility=- --user=root || return 1
-    _chatflow_cluster_spawn dns-sync bash "$_CHATFLOW_TESTENV_DIR/dns-sync.sh" \
+    _chatflow_cluster_spawn dns-sync bash "$_CHATFLOW_TESTENV_DIR/kube-watch.sh" \
+        "$rundir/kubeconfig" services bash "$_CHATFLOW_TESTENV_DIR/dns-sync.sh" \
         "$rundir/kubeconfig" "$rundir/dns/hosts.d" "$CHATFLOW_CLUSTER_DOMAIN" || return 1
 
     if ! _chatflow_cluster_egress_guard "$bridge" >"$rundir/egress-guard.log" 2>&1; then

@@ -55,6 +55,7 @@ YAML
     echo '[]' >"$rundir/targets.json"
     _chatflow_install_traps
     _chatflow_spawn "$rundir/sync.pid" "$cache/logs/scrape-sync.log" \
+        bash "$_CHATFLOW_TESTENV_DIR/kube-watch.sh" "$KUBECONFIG" pods \
         bash "$_CHATFLOW_TESTENV_DIR/scrape-sync.sh" "$KUBECONFIG" "$rundir/targets.json" || return 1
     _CHATFLOW_SCRAPE_SYNC_SID="$(cat "$rundir/sync.pid")"
     _chatflow_spawn "$rundir/pid" "$log" prometheus \

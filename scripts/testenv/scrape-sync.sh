@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
-# Keeps Prometheus' scrape targets in step with the test cluster's pods, as kubernetes_sd would:
-# every Running pod annotated prometheus.io/scrape=true, at its IP and prometheus.io/port, path
-# prometheus.io/path, labelled namespace, pod and component. Debian's Prometheus is built without
-# Kubernetes discovery, so the targets go through file_sd (Prometheus re-reads the file when it
-# changes). Started by scripts/testenv/prometheus.sh.
+# Writes Prometheus' scrape targets from the test cluster's pods, as kubernetes_sd would find
+# them: every Running pod annotated prometheus.io/scrape=true, at its IP and prometheus.io/port,
+# path prometheus.io/path, labelled namespace, pod and component. Debian's Prometheus is built
+# without Kubernetes discovery, so the targets go through file_sd (Prometheus re-reads the file
+# when it changes). scripts/testenv/prometheus.sh runs it through kube-watch.sh on every change.
 #
 #     scrape-sync.sh KUBECONFIG TARGETS_FILE
-#
-# A watch only signals that something changed, and every change re-reads the whole list.
 set -uo pipefail
 
 kubeconfig="$1" targets="$2"
 # Written beside the file and moved over it, so Prometheus never reads a half-written file.
 tmp="$targets.tmp"
 
-sync_targets() {
-    kubectl --kubeconfig "$kubeconfig" get pods --all-namespaces -o json 2>/dev/null |
-        python3 -c '
+kubectl --kubeconfig "$kubeconfig" get pods --all-namespaces -o json 2>/dev/null |
+    python3 -c '
 import json, sys
 groups = []
 for pod in json.load(sys.stdin)["items"]:
@@ -37,15 +34,5 @@ for pod in json.load(sys.stdin)["items"]:
     })
 groups.sort(key=lambda g: g["targets"])
 json.dump(groups, sys.stdout, indent=1)
-' >"$tmp" || return 0
-    cmp -s "$tmp" "$targets" || mv -f "$tmp" "$targets"
-}
-
-while :; do
-    # `get --watch` first prints every pod, then one line per change after that listing.
-    while IFS= read -r _; do
-        while IFS= read -r -t 0.2 _; do :; done
-        sync_targets
-    done < <(kubectl --kubeconfig "$kubeconfig" get pods --all-namespaces --watch -o name)
-    sleep 1
-done
+' >"$tmp" || exit 0
+cmp -s "$tmp" "$targets" || mv -f "$tmp" "$targets"

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{LoadError, read, unparsable};
+
 /// Where the chart keeps the dashboard, from the repository root.
 pub const DEFAULT_PATH: &str = "charts/chatflow/monitoring/grafana-dashboard.json";
 
@@ -56,37 +58,9 @@ struct RawTarget {
     legend: String,
 }
 
-/// Why the dashboard could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
-    /// Reading the file failed.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// It is not a Grafana dashboard.
-    #[error("{path} is not a Grafana dashboard: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: serde_json::Error,
-    },
-}
-
 /// The panels of the dashboard at `path`, in layout order.
-pub fn load(path: &Path) -> Result<Vec<Panel>, DashboardError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DashboardError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse(&text).map_err(|source| DashboardError::Parse {
-        path: path.display().to_string(),
-        source,
-    })
+pub fn load(path: &Path) -> Result<Vec<Panel>, LoadError> {
+    parse(&read(path)?).map_err(|e| unparsable(path, "Grafana dashboard", e))
 }
 
 /// The panels of a dashboard's JSON, in layout order.

@@ -16,6 +16,46 @@ use clap::Subcommand;
 
 use prom::Prometheus;
 
+/// Why a shipped monitoring file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It is not what it should be (a Grafana dashboard, a Prometheus rule file).
+    #[error("{path} is not a {kind}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What it should be.
+        kind: &'static str,
+        /// The parser's words.
+        reason: String,
+    },
+}
+
+/// The text of `path`, or a [`LoadError::Read`].
+fn read(path: &std::path::Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A [`LoadError::Parse`] for `path`.
+fn unparsable(path: &std::path::Path, kind: &'static str, reason: impl ToString) -> LoadError {
+    LoadError::Parse {
+        path: path.display().to_string(),
+        kind,
+        reason: reason.to_string(),
+    }
+}
+
 /// `loadgen dashboard` actions.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Action {

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{LoadError, read, unparsable};
+
 /// Where the chart keeps the rules, from the repository root.
 pub const DEFAULT_PATH: &str = "charts/chatflow/monitoring/alerts.yaml";
 
@@ -30,37 +32,10 @@ struct Group {
     rules: Vec<Rule>,
 }
 
-/// Why the rules could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    /// Reading the file failed.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// It is not a Prometheus rule file.
-    #[error("{path} is not a Prometheus rule file: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: serde_yaml::Error,
-    },
-}
-
 /// Every alerting rule of the rule file at `path`.
-pub fn load(path: &Path) -> Result<Vec<Rule>, RulesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let file: RuleFile = serde_yaml::from_str(&text).map_err(|source| RulesError::Parse {
-        path: path.display().to_string(),
-        source,
-    })?;
+pub fn load(path: &Path) -> Result<Vec<Rule>, LoadError> {
+    let file: RuleFile = serde_yaml::from_str(&read(path)?)
+        .map_err(|e| unparsable(path, "Prometheus rule file", e))?;
     Ok(file.groups.into_iter().flat_map(|g| g.rules).collect())
 }
 
