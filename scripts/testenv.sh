@@ -17,8 +17,8 @@
 #
 # Needs root for the cluster (Docker, iptables, mounts). The parts live in scripts/testenv/:
 # common.sh (shared helpers), localstack.sh, kube-build.sh (the Kubernetes binaries), docker.sh,
-# cluster.sh with cluster-pki.sh and dns-sync.sh, helm.sh, prometheus.sh with scrape-sync.sh;
-# kube-watch.sh reruns dns-sync.sh and scrape-sync.sh on every change in the cluster.
+# cluster.sh with cluster-pki.sh, cluster-support.sh and dns-sync.sh, helm.sh, and prometheus.sh
+# with scrape-sync.sh; kube-watch.sh reruns dns-sync.sh and scrape-sync.sh on every change.
 #
 # Settings (environment):
 #   CHATFLOW_CACHE                  cache root (default: ~/.cache/chatflow); the first build of the
@@ -78,6 +78,8 @@ source "$_CHATFLOW_TESTENV_DIR/kube-build.sh"
 source "$_CHATFLOW_TESTENV_DIR/docker.sh"
 # shellcheck source=scripts/testenv/cluster-pki.sh
 source "$_CHATFLOW_TESTENV_DIR/cluster-pki.sh"
+# shellcheck source=scripts/testenv/cluster-support.sh
+source "$_CHATFLOW_TESTENV_DIR/cluster-support.sh"
 # shellcheck source=scripts/testenv/cluster.sh
 source "$_CHATFLOW_TESTENV_DIR/cluster.sh"
 # shellcheck source=scripts/testenv/helm.sh

@@ -1,0 +1,114 @@
+# shellcheck shell=bash
+# The end-to-end run's faults under a steady load: a consumer pod deleted; with --current a
+# consumer container SIGKILLed, LocalStack frozen, and LocalStack cut off until the breaker alert
+# is pending; then a producer pod deleted, the producers rolled and the operator's leader deleted.
+# Each load run is checked for loss, duplicates and reordering. Sourced by scripts/e2e.sh.
+
+step "a consumer shard's pod deleted under load ($E2E_FAULT_RATE msg/s): subscribers resume, nothing lost"
+fault_job=chatflow-loadgen-e2e-shard-pod-deleted
+start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
+victim="$(first_pod "$consumers")"
+echo "  deleting pod/$victim"
+k -n "$set_ns" delete pod "$victim" --wait=false
+assert_loadgen_clean "$fault_job"
+grep -E '^ *resumes ' "$workdir/$fault_job.log" ||
+    die "job/$fault_job: no subscriber reconnected, so the deleted pod served nobody"
+
+# The faults below act on this machine's Docker and LocalStack process: --current only.
+if [[ "$mode" == --current ]]; then
+    step "a consumer container SIGKILLed under load ($E2E_FAULT_RATE msg/s): no drain, no duplicates after the resume"
+    fault_job=chatflow-loadgen-e2e-shard-killed
+    start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
+    victim="$(first_pod "$consumers")"
+    container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$victim" \
+        --filter label=io.kubernetes.container.name=consumer)"
+    [[ -n "$container" ]] || die "no Docker container for the consumer of pod/$victim"
+    echo "  docker kill --signal KILL $container (pod/$victim)"
+    "$docker_cmd" kill --signal KILL "$container" >/dev/null
+    # Delivery is reported, and duplicates and reordering asserted: a container killed without a
+    # drain may have deleted messages still in its socket buffers (README, delivery contract).
+    finish_loadgen "$fault_job" >/dev/null || true
+    grep -E '^ *(delivery|resumes|end to end) ' "$workdir/$fault_job.log" ||
+        die "job/$fault_job: no delivery report"
+    grep -Eq 'duplicated 0, out of order 0(,|$)' "$workdir/$fault_job.log" ||
+        die "job/$fault_job: duplicates or reordering after a SIGKILL"
+
+    step "LocalStack frozen for 10 s under load ($E2E_FAULT_RATE msg/s): senders retry, nothing acknowledged is lost"
+    localstack_sid="$(cat "$(_chatflow_cache)/run/localstack/pid")"
+    [[ -n "$localstack_sid" ]] || die "no LocalStack process group to freeze"
+    fault_job=chatflow-loadgen-e2e-queue-frozen
+    # Retries outlast the freeze: what is still refused after them is an error, not a loss.
+    start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES" --max-retries 12
+    echo "  kill -STOP -$localstack_sid; sleep 10; kill -CONT -$localstack_sid"
+    kill -STOP -- "-$localstack_sid"
+    sleep 10
+    kill -CONT -- "-$localstack_sid"
+    assert_loadgen_clean "$fault_job"
+    grep -E '^ *(errors|retries|ack latency|end to end) ' "$workdir/$fault_job.log" || true
+
+    if [[ -n "$prometheus" ]]; then
+        step "LocalStack cut off from the pods under load ($E2E_FAULT_RATE msg/s): the breaker opens, ChatFlowBreakerOpen goes pending, and nothing acknowledged is lost"
+        fault_job=chatflow-loadgen-e2e-queue-cut
+        # The freeze above may have opened a breaker: the alert must be seen to come from the cut.
+        host_loadgen dashboard wait-alert --prometheus "$prometheus" --name ChatFlowBreakerOpen \
+            --gone --timeout 120 || die "ChatFlowBreakerOpen was still active before the cut"
+        start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES" --max-retries 30
+        # A reset for every packet, established connections included: the SDK's pooled
+        # connections fail at once, as they would when the queue service's address goes away.
+        queue_cut=(INPUT -s "$CHATFLOW_POD_CIDR" -p tcp --dport "${pod_aws_endpoint##*:}"
+            -j REJECT --reject-with tcp-reset)
+        echo "  iptables -I ${queue_cut[*]}"
+        iptables -I "${queue_cut[@]}"
+        cut_started=$SECONDS
+        host_loadgen dashboard wait-alert --prometheus "$prometheus" --name ChatFlowBreakerOpen \
+            --timeout 120 || die "the breaker alert did not go pending while LocalStack was cut off"
+        heal_queue_cut
+        echo "  cut healed after $((SECONDS - cut_started)) s"
+        assert_loadgen_clean "$fault_job"
+        grep -E '^ *(errors|retries|ack latency|end to end) ' "$workdir/$fault_job.log" || true
+    fi
+else
+    echo "SIGKILL and LocalStack-freeze faults run with --current only (this machine's Docker)"
+fi
+
+
+step "producer and operator faults under load ($E2E_FAULT_RATE msg/s): a producer pod deleted, the producers rolled to a new tag, the operator's leader deleted"
+fault_job=chatflow-loadgen-e2e-producer-faults
+start_steady_load "$fault_job" "$E2E_PRODUCER_FAULT_MESSAGES"
+victim="$(first_pod "$producers")"
+echo "  deleting pod/$victim, one of $(k -n "$set_ns" get pods -l "$producers" -o name | wc -l) producers"
+k -n "$set_ns" delete pod "$victim" --wait=false
+sleep 5
+# The same build under another tag: the producers roll as they would for a release.
+roll_image="chatflow/producer:$tag-rolled"
+"$docker_cmd" tag "chatflow/producer:$tag" "$roll_image"
+[[ "$mode" != --kind ]] || kind load docker-image "$roll_image" --name "$cluster"
+echo "  rolling the producers to $roll_image"
+roll_started=$SECONDS
+k -n "$set_ns" patch crs "$set_name" --type merge -p "{\"spec\":{\"producer\":{\"image\":\"$roll_image\"}}}"
+until [[ "$(k -n "$set_ns" get deploy "$set_name-producer" -o jsonpath='{.spec.template.spec.containers[0].image}')" == "$roll_image" ]]; do
+    ((SECONDS - roll_started < timeout)) || die "the operator did not roll $set_name-producer to $roll_image"
+    sleep 1
+done
+k -n "$set_ns" rollout status "deploy/$set_name-producer" --timeout="${timeout}s"
+echo "  producers rolled in $((SECONDS - roll_started)) s"
+before="$(generations)"
+leader="$(k -n "$operator_ns" get lease chatflow-operator -o jsonpath='{.spec.holderIdentity}')"
+echo "  deleting the operator's leader pod/$leader"
+takeover_started=$SECONDS
+k -n "$operator_ns" delete pod "$leader" --wait=false
+new_leader=""
+until [[ -n "$new_leader" && "$new_leader" != "$leader" ]]; do
+    ((SECONDS - takeover_started < timeout)) || die "no operator pod took the lease over from $leader"
+    sleep 1
+    new_leader="$(k -n "$operator_ns" get lease chatflow-operator -o jsonpath='{.spec.holderIdentity}')"
+done
+echo "  pod/$new_leader leads after $((SECONDS - takeover_started)) s"
+assert_loadgen_clean "$fault_job"
+assert_image_ids "$set_ns" "$producers" "chatflow/producer:$tag" Running
+# The new leader has reconciled the set by now (its first pass runs at start); nothing it wrote
+# may have changed a Deployment's spec.
+after="$(generations)"
+[[ "$before" == "$after" ]] ||
+    die "the new leader changed Deployments: before '$before', after '$after'"
+echo "  the new leader left every Deployment as it was: $after"

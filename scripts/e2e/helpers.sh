@@ -1,0 +1,189 @@
+# shellcheck shell=bash
+# The end-to-end run's helpers: queues in LocalStack, image IDs, readiness, routing, and loadgen
+# Jobs. Sourced by scripts/e2e.sh, whose settings and k() they use.
+
+# Prints the queue URLs with the example's prefix that LocalStack holds, one per line.
+list_queues() {
+    if [[ "$mode" == --kind ]]; then
+        k -n localstack exec deploy/localstack -- \
+            awslocal sqs list-queues --queue-name-prefix "$queue_prefix" --output text |
+            awk '$1 == "QUEUEURLS" {print $2}'
+    else
+        # The query API answers unsigned requests with XML; one URL per element, all on one line.
+        curl -fsS "$host_aws_endpoint/?Action=ListQueues&QueueNamePrefix=$queue_prefix" |
+            grep -o '<QueueUrl>[^<]*</QueueUrl>' | sed 's/<[^>]*>//g' || true
+    fi
+}
+
+# Prints the messages the example's queues hold (visible and in flight), summed.
+backlog() {
+    local url total=0 n
+    while read -r url; do
+        [[ -n "$url" ]] || continue
+        if [[ "$mode" == --kind ]]; then
+            n="$(k -n localstack exec deploy/localstack -- awslocal sqs get-queue-attributes \
+                --queue-url "$url" --attribute-names ApproximateNumberOfMessages \
+                ApproximateNumberOfMessagesNotVisible --output text |
+                awk '{s += $2} END {print s + 0}')" || return 1
+        else
+            n="$(curl -fsS "$url?Action=GetQueueAttributes&AttributeName.1=ApproximateNumberOfMessages&AttributeName.2=ApproximateNumberOfMessagesNotVisible" |
+                grep -o '<Value>[0-9]*</Value>' | sed 's/<[^>]*>//g' | awk '{s += $1} END {print s + 0}')" ||
+                return 1
+        fi
+        total=$((total + n))
+    done < <(list_queues)
+    echo "$total"
+}
+
+# Asserts every pod matching SELECTOR in NAMESPACE (with phase PHASE, when given) runs IMAGE
+# with the ID built in this run.
+assert_image_ids() {
+    local ns="$1" selector="$2" image="$3" phase="${4:-}" want="${image_id[$3]}" name running id count=0
+    local -a filter=()
+    [[ -z "$phase" ]] || filter=(--field-selector="status.phase=$phase")
+    while read -r name deleting running id; do
+        [[ -n "$name" ]] || continue
+        # A pod of an earlier rollout still terminating reports phase Running too.
+        [[ "$deleting" == - ]] || continue
+        # The ID is what counts: dockershim names an image by any of its tags, and an unchanged
+        # build gives this run's tag to the ID an earlier run built. It reports the ID as
+        # docker://sha256:ID or docker-pullable://NAME@sha256:ID.
+        [[ "$id" == *"$want"* || "$id" == *"${want#sha256:}"* ]] ||
+            die "pod $ns/$name runs image ID $id, not $want built in this run"
+        echo "  pod $ns/$name: $image ($running) $id"
+        count=$((count + 1))
+    done < <(k -n "$ns" get pods -l "$selector" "${filter[@]}" -o \
+        go-template='{{range .items}}{{.metadata.name}} {{or .metadata.deletionTimestamp "-"}} {{(index .status.containerStatuses 0).image}} {{(index .status.containerStatuses 0).imageID}}{{"\n"}}{{end}}')
+    [[ $count -gt 0 ]] || die "no running pods in $ns match $selector"
+}
+
+# Waits until the operator has seen the latest spec and reports it Ready with the given shards;
+# kubectl wait alone would accept a Ready left over from the previous generation.
+wait_ready() {
+    local shards="$1" deadline=$((SECONDS + timeout)) state="" gen observed ready count
+    while ((SECONDS < deadline)); do
+        # A separator keeps fields apart when one is still empty; a failed get is retried.
+        state="$(k -n "$set_ns" get crs "$set_name" -o \
+            jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.conditions[?(@.type=="Ready")].status}|{.status.shardCount}')" ||
+            state=""
+        IFS='|' read -r gen observed ready count <<<"$state" || true
+        if [[ -n "${gen:-}" && "$gen" == "${observed:-}" && "${ready:-}" == True && "${count:-}" == "$shards" ]]; then
+            echo "crs/$set_name Ready: generation $gen, $count shards"
+            return 0
+        fi
+        sleep 2
+    done
+    echo "crs/$set_name not Ready with $shards shards after ${timeout}s (generation, observed, Ready, shards: $state)" >&2
+    return 1
+}
+
+# Prints the ingest URL template and then the --subscribe-url value, one per line, from the
+# set's routing ConfigMap.
+routing() {
+    k -n "$set_ns" get configmap "$set_name-routing" -o jsonpath='{.data.routing\.json}' |
+        python3 -c 'import json, sys
+table = json.load(sys.stdin)
+print(table["ingest"])
+print(",".join(s["rooms"] + "=" + s["subscribe"] for s in table["shards"]))'
+}
+
+# Starts loadgen as Job $1 with $2 messages against the current routing table; further
+# arguments are passed to `loadgen run`.
+start_loadgen() {
+    local job="$1" messages="$2" ingest subscribe
+    ingest="" subscribe=""
+    { read -r ingest && read -r subscribe; } < <(routing) || true
+    [[ -n "$ingest" && -n "$subscribe" ]] || die "no routing table for $set_name"
+    echo "job/$job: $messages messages; ingest $ingest; subscribe $subscribe"
+    k -n "$set_ns" delete job "$job" --ignore-not-found --wait=true
+    # examples/loadgen-job.yaml is the user's Job: run it with this run's image, size and routing.
+    python3 - examples/loadgen-job.yaml "$job" "$messages" "$ingest" "$subscribe" \
+        "chatflow/loadgen:$tag" "$E2E_ROOMS" "$E2E_CONNECTIONS_PER_ROOM" "$E2E_SUBSCRIBERS_PER_ROOM" \
+        "${@:3}" <<'EOF' | k -n "$set_ns" apply -f -
+import re, sys
+path, job, messages, ingest, subscribe, image, rooms, conns, subs = sys.argv[1:10]
+extra = sys.argv[10:]
+text = open(path).read()
+values = {"--ingest-url": ingest, "--subscribe-url": subscribe, "--rooms": rooms,
+          "--messages": messages, "--connections-per-room": conns, "--subscribers-per-room": subs}
+def arg(match):
+    flag = match.group(2)
+    return match.group(0) if flag not in values else f'{match.group(1)}{flag}\n{match.group(3)}"{values[flag]}"\n'
+text = re.sub(r'^( *- )(--[a-z-]+)\n( *- ).*\n', arg, text, flags=re.M)
+# A short warm-up: the cluster is already warm after the first run, and a long one would only
+# queue more for the reshard to move.
+text = re.sub(r'^( *- )--out\n', lambda m: f'{m.group(1)}--warmup-connections\n{m.group(1)}"20"\n'
+              f'{m.group(1)}--warmup-messages\n{m.group(1)}"50"\n'
+              + ''.join(f'{m.group(1)}"{a}"\n' for a in extra) + m.group(0), text, count=1, flags=re.M)
+text = re.sub(r'^(  name: ).*$', r'\g<1>' + job, text, count=1, flags=re.M)
+text = re.sub(r'^( *image: ).*$', r'\g<1>' + image, text, count=1, flags=re.M)
+print(text)
+EOF
+}
+
+# Waits for Job $1 to finish; prints its log; returns 0 when it succeeded.
+finish_loadgen() {
+    local job="$1" deadline=$((SECONDS + timeout)) succeeded failed
+    # kubectl wait on condition=complete would sit out the whole timeout on a failed Job.
+    while :; do
+        IFS='|' read -r succeeded failed <<<"$(k -n "$set_ns" get job "$job" -o jsonpath='{.status.succeeded}|{.status.failed}' || true)" || true
+        [[ "${succeeded:-0}" -ge 1 || "${failed:-0}" -ge 1 ]] && break
+        ((SECONDS < deadline)) || {
+            k -n "$set_ns" logs "job/$job" --tail=50 || true
+            die "job/$job did not finish within ${timeout}s"
+        }
+        sleep 3
+    done
+    k -n "$set_ns" logs "job/$job" | tee "$workdir/$job.log"
+    [[ "${succeeded:-0}" -ge 1 ]]
+}
+
+# Waits for Job $1 to finish and fails unless delivery was clean.
+assert_loadgen_clean() {
+    local job="$1"
+    finish_loadgen "$job" ||
+        die "job/$job failed (loadgen exits 3 when delivery is not clean, 1 on error)"
+    assert_image_ids "$set_ns" "job-name=$job" "chatflow/loadgen:$tag"
+    grep -Eq 'lost 0, duplicated 0, out of order 0(,|$)' "$workdir/$job.log" ||
+        die "job/$job: the report does not say 'lost 0, duplicated 0, out of order 0'"
+    echo "job/$job: delivery clean"
+}
+
+# Runs loadgen as Job $1 with $2 messages and fails unless delivery was clean.
+run_loadgen() {
+    start_loadgen "$1" "$2"
+    assert_loadgen_clean "$1"
+}
+
+# Starts loadgen as Job $1 with $2 messages at the fault rate, open loop, patient with outages
+# (further arguments go to `loadgen run`), and returns once it has been sending for $FAULT_SETTLE s.
+FAULT_SETTLE=6
+start_steady_load() {
+    local job="$1" messages="$2"
+    shift 2
+    start_loadgen "$job" "$messages" --rate "$E2E_FAULT_RATE" --drain-timeout-secs 60 "$@"
+    wait_loadgen_pod "$job"
+    sleep "$FAULT_SETTLE"
+}
+
+# The first pod matching label selector $1 in the set's namespace.
+first_pod() {
+    k -n "$set_ns" get pods -l "$1" -o jsonpath='{.items[0].metadata.name}'
+}
+
+# Waits until Job $1's pod is Ready (sending).
+wait_loadgen_pod() {
+    local job="$1" deadline=$((SECONDS + timeout))
+    # kubectl wait fails at once while no pod matches: wait for the Job's pod to exist first.
+    until [[ -n "$(k -n "$set_ns" get pods -l "job-name=$job" -o name)" ]]; do
+        ((SECONDS < deadline)) || die "job/$job has no pod after ${timeout}s"
+        sleep 1
+    done
+    k -n "$set_ns" wait pod -l "job-name=$job" --for=condition=Ready --timeout="${timeout}s"
+}
+
+# Generation of every Deployment of the set, to compare before and after a change of leader.
+generations() {
+    k -n "$set_ns" get deploy -l "app.kubernetes.io/instance=$set_name" \
+        -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.generation} {end}'
+}
