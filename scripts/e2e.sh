@@ -225,6 +225,19 @@ done
 [[ -n "$holder" ]] || die "no running operator pod holds lease $operator_ns/chatflow-operator"
 echo "  lease chatflow-operator held by pod $holder"
 
+if [[ "$mode" == --current ]]; then
+    # This machine reaches pod addresses: the image says which build it is, down to the commit.
+    holder_ip="$(k -n "$operator_ns" get pod "$holder" -o jsonpath='{.status.podIP}')"
+    commit="$(git rev-parse --short=12 HEAD)"
+    curl -fsS "http://$holder_ip:8090/info" | python3 -c '
+import json, sys
+info, commit = json.load(sys.stdin), sys.argv[1]
+assert info["component"] == "operator" and info["commit"] == commit, info
+assert info["config"]["leader_election"] is True, info["config"]
+print("  /info: %s %s, commit %s" % (info["component"], info["version"], info["commit"]))
+' "$commit" || die "the operator's /info does not name this build (commit $commit)"
+fi
+
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/chatflow-e2e.XXXXXX")"
 
 step "ChatRoomSet $set_ns/$set_name ($E2E_EXAMPLE, images tag $tag)"
