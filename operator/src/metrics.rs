@@ -1,6 +1,7 @@
 //! Operator metrics, exposed on /metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use chatflow::queue::QueueDepth;
@@ -40,6 +41,43 @@ pub struct WorkloadLabels {
     pub tier: &'static str,
 }
 
+/// A gauge family whose series belong to ChatRoomSets: each record replaces one set's series, so
+/// a room or Deployment the set no longer has (or could not read this time) loses its series
+/// rather than keep a stale value.
+pub struct PerSet<L> {
+    /// The exported family.
+    pub family: Family<L, Gauge>,
+    exported: Mutex<HashMap<String, Vec<L>>>,
+}
+
+impl<L: Clone + Hash + Eq> Default for PerSet<L> {
+    fn default() -> Self {
+        PerSet {
+            family: Family::default(),
+            exported: Mutex::default(),
+        }
+    }
+}
+
+impl<L: Clone + Hash + Eq> PerSet<L> {
+    /// Makes `values` the whole of `set`'s series.
+    pub fn replace(&self, set: &str, values: Vec<(L, i64)>) {
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: HashSet<&L> = values.iter().map(|(l, _)| l).collect();
+        for old in exported.remove(set).unwrap_or_default() {
+            if !kept.contains(&old) {
+                self.family.remove(&old);
+            }
+        }
+        for (labels, value) in &values {
+            self.family.get_or_create(labels).set(*value);
+        }
+        if !values.is_empty() {
+            exported.insert(set.to_owned(), values.into_iter().map(|(l, _)| l).collect());
+        }
+    }
+}
+
 /// Every operator metric.
 pub struct Metrics {
     /// Reconciles run.
@@ -55,13 +93,9 @@ pub struct Metrics {
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
     /// Messages per room queue and state, as last read by a reconcile.
-    pub queue_messages: Family<QueueLabels, Gauge>,
+    pub queue_messages: PerSet<QueueLabels>,
     /// Ready replicas per Deployment the operator manages, as last observed.
-    pub ready_replicas: Family<WorkloadLabels, Gauge>,
-    /// The rooms each set last exported, so that rooms a set no longer has are removed.
-    exported: Mutex<HashMap<String, Vec<u32>>>,
-    /// The Deployments each set last exported.
-    exported_workloads: Mutex<HashMap<String, Vec<WorkloadLabels>>>,
+    pub ready_replicas: PerSet<WorkloadLabels>,
 }
 
 impl Metrics {
@@ -74,10 +108,8 @@ impl Metrics {
             queues: Gauge::default(),
             shards: Gauge::default(),
             leader: Gauge::default(),
-            queue_messages: Family::default(),
-            ready_replicas: Family::default(),
-            exported: Mutex::default(),
-            exported_workloads: Mutex::default(),
+            queue_messages: PerSet::default(),
+            ready_replicas: PerSet::default(),
         };
         // Every reason's series exists from the start, so a rate over it reads 0, not "no data".
         for reason in crate::reconcile::Error::REASONS {
@@ -113,70 +145,52 @@ impl Metrics {
         r.register(
             "queue_messages",
             "Messages per room queue, visible or in flight, as last read (sets of up to 256 rooms)",
-            m.queue_messages.clone(),
+            m.queue_messages.family.clone(),
         );
         r.register(
             "ready_replicas",
             "Ready replicas per managed Deployment, as last observed",
-            m.ready_replicas.clone(),
+            m.ready_replicas.family.clone(),
         );
         m
     }
 
     /// Replaces `set`'s readiness series with `workloads` (Deployment, tier, ready replicas).
     pub fn record_replicas(&self, set: &str, workloads: &[(String, &'static str, i32)]) {
-        let mut exported = self
-            .exported_workloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for old in exported.remove(set).unwrap_or_default() {
-            self.ready_replicas.remove(&old);
-        }
-        let labels: Vec<WorkloadLabels> = workloads
+        let values = workloads
             .iter()
             .map(|(deployment, tier, ready)| {
-                let l = WorkloadLabels {
+                let labels = WorkloadLabels {
                     set: set.to_owned(),
                     deployment: deployment.clone(),
                     tier,
                 };
-                self.ready_replicas.get_or_create(&l).set(i64::from(*ready));
-                l
+                (labels, i64::from(*ready))
             })
             .collect();
-        if !labels.is_empty() {
-            exported.insert(set.to_owned(), labels);
-        }
+        self.ready_replicas.replace(set, values);
     }
 
-    /// Replaces `set`'s queue depths with `depths`; rooms not in it (gone, or unreadable this
-    /// time) lose their series rather than keep a stale value.
+    /// Replaces `set`'s queue depths with `depths`.
     pub fn record_depths(&self, set: &str, depths: &HashMap<u32, QueueDepth>) {
-        let labels = |room: u32, state: &'static str| QueueLabels {
-            set: set.to_owned(),
-            room,
-            state,
+        let series = |room: u32, state: &'static str, n: u64| {
+            let labels = QueueLabels {
+                set: set.to_owned(),
+                room,
+                state,
+            };
+            (labels, i64::try_from(n).unwrap_or(i64::MAX))
         };
-        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
-        for room in exported.remove(set).unwrap_or_default() {
-            if !depths.contains_key(&room) {
-                self.queue_messages.remove(&labels(room, "visible"));
-                self.queue_messages.remove(&labels(room, "in_flight"));
-            }
-        }
-        for (&room, depth) in depths {
-            let visible = i64::try_from(depth.visible).unwrap_or(i64::MAX);
-            let in_flight = i64::try_from(depth.in_flight).unwrap_or(i64::MAX);
-            self.queue_messages
-                .get_or_create(&labels(room, "visible"))
-                .set(visible);
-            self.queue_messages
-                .get_or_create(&labels(room, "in_flight"))
-                .set(in_flight);
-        }
-        if !depths.is_empty() {
-            exported.insert(set.to_owned(), depths.keys().copied().collect());
-        }
+        let values = depths
+            .iter()
+            .flat_map(|(&room, d)| {
+                [
+                    series(room, "visible", d.visible),
+                    series(room, "in_flight", d.in_flight),
+                ]
+            })
+            .collect();
+        self.queue_messages.replace(set, values);
     }
 
     /// Counts a failed reconcile.
