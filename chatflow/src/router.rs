@@ -1,7 +1,9 @@
 //! The routes every ChatFlow server answers (`/health`, `/ready`, `/metrics`, static pages)
 //! around the WebSocket routes of the services it hosts: a producer, a consumer, or both.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,12 +17,16 @@ use tokio_util::sync::CancellationToken;
 use crate::about::Info;
 use crate::http::{self, Body};
 
+/// The answer to a request on an endpoint's route, once it is known.
+pub type Opening = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
 /// A service's WebSocket route and its readiness, as a [`Router`] hosts it.
 pub trait Endpoint: Send + Sync + 'static {
     /// Path prefix of the route, e.g. `/chat/`; the rest of the path goes to [`Endpoint::open`].
     fn prefix(&self) -> &'static str;
-    /// Answers a GET on the route; `rest` is the path after the prefix.
-    fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Response<Body>;
+    /// Answers a GET on the route; `rest` is the path after the prefix. An answer may wait on a
+    /// peer (an edge subscribes upstream before it accepts), so it is a future.
+    fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Opening;
     /// Why the service cannot serve now, if it cannot.
     fn ready(&self) -> Result<(), String>;
 }
@@ -91,7 +97,7 @@ impl Router {
     }
 
     /// Answers one request.
-    pub fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() != Method::GET {
             return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
         }
@@ -105,7 +111,7 @@ impl Router {
         }
         if let Some(endpoint) = self.endpoints.iter().find(|e| path.starts_with(e.prefix())) {
             let rest = &path[endpoint.prefix().len()..];
-            return endpoint.open(req, peer, rest);
+            return endpoint.open(req, peer, rest).await;
         }
         if let Some(page) = self.pages.iter().find(|p| p.path == path) {
             return Response::builder()
@@ -147,7 +153,7 @@ impl Router {
         let router = Arc::new(self);
         http::serve(listener, shutdown, move |req, peer| {
             let router = router.clone();
-            async move { router.handle(req, peer) }
+            async move { router.handle(req, peer).await }
         })
         .await;
     }

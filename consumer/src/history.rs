@@ -48,6 +48,21 @@ impl History {
         self.entries.push_back((position, event));
     }
 
+    /// Vouches that nothing after `after` is missing: the history is empty and what follows is
+    /// every message after it (an edge that subscribed upstream from `after`, fully recovered).
+    pub fn cover_from(&mut self, after: Position) {
+        if self.entries.is_empty() && self.floor.is_none() {
+            self.floor = Some(after);
+        }
+    }
+
+    /// Forgets everything: what comes next follows a gap, so no earlier position can be vouched
+    /// for.
+    pub fn restart(&mut self) {
+        self.entries.clear();
+        self.floor = None;
+    }
+
     /// The held events after `after`, and whether they are all that followed it. A position
     /// before what this history reaches (let go, or from before this shard started) cannot be
     /// proven covered: messages between it and the oldest held event may have been broadcast

@@ -2,6 +2,7 @@
 //! queue order, to the room's WebSocket subscribers, deleting it only after the broadcast.
 
 pub mod config;
+pub mod edge;
 pub mod history;
 pub mod metrics;
 pub mod poller;

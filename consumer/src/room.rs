@@ -191,6 +191,23 @@ impl Room {
         fanout
     }
 
+    /// Vouches that the events to come are every message after `after` (see
+    /// [`History::cover_from`]).
+    pub fn cover_from(&self, after: Position) {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cover_from(after);
+    }
+
+    /// Forgets the history: the events to come follow a gap.
+    pub fn restart_history(&self) {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restart();
+    }
+
     /// Disconnects everyone (shutdown).
     pub fn close_all(&self) {
         for s in self

@@ -9,7 +9,7 @@ use chatflow::http::{self, Body};
 use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
-use chatflow::router::{Endpoint, Router};
+use chatflow::router::{Endpoint, Opening, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -126,8 +126,13 @@ impl Endpoint for Consumer {
         "/subscribe/"
     }
 
-    fn open(&self, req: Request<Incoming>, _peer: SocketAddr, room: &str) -> Response<Body> {
-        subscribe(req, self.shared.clone(), self.conns.clone(), room)
+    fn open(&self, req: Request<Incoming>, _peer: SocketAddr, room: &str) -> Opening {
+        Box::pin(std::future::ready(subscribe(
+            req,
+            self.shared.clone(),
+            self.conns.clone(),
+            room,
+        )))
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -232,7 +237,10 @@ fn subscribe(
                     after,
                     idle: Duration::from_secs(shared.config.idle_timeout_secs),
                 },
-                &shared.metrics,
+                subscriber::ResumeCounters {
+                    resumed: &shared.metrics.resumes,
+                    partial: &shared.metrics.resumes_partial,
+                },
                 shared.closing.clone(),
             )
             .await;
@@ -244,7 +252,7 @@ fn subscribe(
 }
 
 /// The `after` query parameter: the position of the last message the subscriber saw.
-fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
+pub(crate) fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
     let Some(query) = query else {
         return Ok(None);
     };

@@ -10,8 +10,8 @@ use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use crate::room::{Event, Room};
+use prometheus_client::metrics::counter::Counter;
 
 /// A subscriber whose socket takes nothing for this long is gone, even if TCP says otherwise.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
@@ -30,6 +30,15 @@ pub struct Options {
     pub idle: Duration,
 }
 
+/// Counters a subscription bumps when it resumes from a position.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeCounters<'a> {
+    /// Every resume.
+    pub resumed: &'a Counter,
+    /// Resumes whose gap could not be vouched for.
+    pub partial: &'a Counter,
+}
+
 /// Whether a live event is one a resuming subscriber already has: after a shard restart the
 /// queue redelivers what the old shard broadcast but could not delete.
 fn already_seen(after: Option<Position>, ev: &Event) -> bool {
@@ -41,7 +50,7 @@ pub async fn serve(
     socket: fastwebsockets::WebSocket<ws::Stream>,
     room: Arc<Room>,
     opts: Options,
-    metrics: &Metrics,
+    resumes: ResumeCounters<'_>,
     shutdown: CancellationToken,
 ) {
     let Options {
@@ -57,9 +66,9 @@ pub async fn serve(
     let joined = room.join(tx, after);
     let (id, kicked) = (joined.id, joined.kick);
     if let (Some(after), Some(replay)) = (after, joined.replay) {
-        metrics.resumes.inc();
+        resumes.resumed.inc();
         if !replay.recovered {
-            metrics.resumes_partial.inc();
+            resumes.partial.inc();
         }
         let notice = RecoveryNotice {
             status: "RECOVERY".to_owned(),

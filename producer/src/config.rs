@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chatflow::config::QueueOptions;
 use chatflow::envelope::Packing;
+use chatflow_consumer::edge::EdgeConfig;
 use clap::Parser;
 
 /// Everything the producer can be told at start-up.
@@ -74,6 +75,9 @@ pub struct ProducerConfig {
     /// How long shutdown waits for pending messages to be answered, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// `/subscribe/{roomId}` relayed from the shards (off unless a routing source is given).
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 }
 
 impl ProducerConfig {

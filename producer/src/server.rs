@@ -8,8 +8,9 @@ use chatflow::about::Info;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
-use chatflow::router::{Endpoint, Router};
+use chatflow::router::{Endpoint, Opening, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
+use chatflow_consumer::edge::Edge;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
@@ -149,14 +150,14 @@ impl Endpoint for Producer {
         "/chat/"
     }
 
-    fn open(&self, req: Request<Incoming>, peer: SocketAddr, room: &str) -> Response<Body> {
-        upgrade(
+    fn open(&self, req: Request<Incoming>, peer: SocketAddr, room: &str) -> Opening {
+        Box::pin(std::future::ready(upgrade(
             req,
             peer,
             self.shared.clone(),
             self.connections.clone(),
             room,
-        )
+        )))
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -195,16 +196,38 @@ pub fn start_on(
         "producer",
         serde_json::to_value(&config).expect("config serializes"),
     );
+    let edge_config = config.edge.clone();
     let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
-    let router = Router::new(registry, info).endpoint(Arc::new(producer.clone()));
+    let edge = edge_config.routes().map(|routes| {
+        tracing::info!(?routes, "edge serving /subscribe/{{roomId}}");
+        Edge::new(
+            edge_config,
+            routes,
+            producer.rooms(),
+            &mut registry,
+            shutdown.clone(),
+        )
+    });
+    let mut router = Router::new(registry, info).endpoint(Arc::new(producer.clone()));
+    if let Some(edge) = &edge {
+        router = router.endpoint(Arc::new(edge.clone()));
+    }
+    // Senders are answered before the edge lets its subscribers go, so they see the last acks'
+    // messages too.
+    let drain = async move {
+        producer.drain().await;
+        if let Some(edge) = edge {
+            edge.drain().await;
+        }
+    };
     service::spawn(
         "producer",
         listeners.into(),
         configured,
         router,
         shutdown,
-        producer.drain(),
+        drain,
     )
 }
 

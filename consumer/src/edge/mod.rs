@@ -1,0 +1,306 @@
+//! The edge: `/subscribe/{roomId}` on pods that do not own the room. For each room with local
+//! subscribers the edge holds one upstream subscription to the owning shard and fans out
+//! locally, with the shard's own room, history and subscriber code, so order, resume and
+//! slow-subscriber isolation are the shard's. A shard then writes each event once per edge, not
+//! once per client, and a room's audience can grow past what one pod holds.
+
+mod config;
+mod metrics;
+pub mod routes;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatflow::about::Info;
+use chatflow::http::{self, Body};
+use chatflow::protocol::Position;
+use chatflow::rooms::{RoomId, RoomRange};
+use chatflow::router::{Endpoint, Opening, Router};
+use chatflow::service::{self, ServiceHandle, StartError};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::EdgeConfig;
+pub use metrics::EdgeMetrics;
+use routes::Routes;
+
+use crate::room::Room;
+use crate::server::resume_position;
+use crate::subscriber::{self, ResumeCounters};
+
+/// How long a subscribe request waits for its room's first upstream subscription.
+const PRIME_WAIT: Duration = Duration::from_secs(5);
+
+/// Shutdown's wait for local subscribers to take what they were handed.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// One room as this edge relays it.
+pub(crate) struct Hub {
+    room: Arc<Room>,
+    /// Local subscribers and requests about to become one; the upstream lets go at zero.
+    users: AtomicUsize,
+    /// True once the upstream subscription is in place (and its replay relayed).
+    primed: watch::Sender<bool>,
+}
+
+impl Hub {
+    fn prime(&self) {
+        self.primed.send_replace(true);
+    }
+
+    fn is_primed(&self) -> bool {
+        *self.primed.borrow()
+    }
+}
+
+struct Shared {
+    config: EdgeConfig,
+    routes: Routes,
+    rooms: RoomRange,
+    hubs: Mutex<HashMap<RoomId, Arc<Hub>>>,
+    metrics: EdgeMetrics,
+    admission: Arc<Semaphore>,
+    stopping: CancellationToken,
+    /// Fires when local subscribers must go (after the upstreams stopped).
+    closing: CancellationToken,
+    upstreams: TaskTracker,
+}
+
+impl Shared {
+    /// The room's hub, counted as used; a new one subscribes upstream, from `after` if given.
+    fn hub(self: &Arc<Self>, room: RoomId, after: Option<Position>) -> Arc<Hub> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hub) = hubs.get(&room) {
+            hub.users.fetch_add(1, Ordering::AcqRel);
+            return hub.clone();
+        }
+        let hub = Arc::new(Hub {
+            room: Arc::new(Room::new(1, self.config.edge_history_size as usize)),
+            users: AtomicUsize::new(1),
+            primed: watch::Sender::new(false),
+        });
+        hubs.insert(room, hub.clone());
+        self.metrics.rooms.inc();
+        self.upstreams
+            .spawn(upstream::run(self.clone(), room, hub.clone(), after));
+        hub
+    }
+
+    /// Removes an unused hub; false when someone came back for it meanwhile.
+    fn release(&self, room: RoomId, hub: &Arc<Hub>) -> bool {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        if hub.users.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        if hubs.get(&room).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            hubs.remove(&room);
+            self.metrics.rooms.dec();
+        }
+        true
+    }
+}
+
+/// Gives back a hub use when a request or subscriber ends, however it ends.
+struct Use(Arc<Hub>);
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The edge endpoint: `/subscribe/{roomId}` relayed from the owning shards.
+#[derive(Clone)]
+pub struct Edge {
+    shared: Arc<Shared>,
+    conns: TaskTracker,
+}
+
+impl Edge {
+    /// An edge for `rooms` relaying from `routes` until `stopping` fires.
+    pub fn new(
+        config: EdgeConfig,
+        routes: Routes,
+        rooms: RoomRange,
+        registry: &mut Registry,
+        stopping: CancellationToken,
+    ) -> Self {
+        let admission = Arc::new(Semaphore::new(
+            config.edge_max_subscribers.min(Semaphore::MAX_PERMITS),
+        ));
+        Edge {
+            shared: Arc::new(Shared {
+                config,
+                routes,
+                rooms,
+                hubs: Mutex::default(),
+                metrics: EdgeMetrics::new(registry),
+                admission,
+                stopping,
+                closing: CancellationToken::new(),
+                upstreams: TaskTracker::new(),
+            }),
+            conns: TaskTracker::new(),
+        }
+    }
+
+    /// Rooms relayed now.
+    pub fn rooms_relayed(&self) -> usize {
+        self.shared
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// After `stopping`: ends the upstream subscriptions, lets local subscribers take what they
+    /// were handed, then closes them (1001) so they resume on another edge.
+    pub async fn drain(self) {
+        self.shared.upstreams.close();
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.shared.upstreams.wait()).await;
+        self.shared.closing.cancel();
+        let hubs: Vec<Arc<Hub>> = self
+            .shared
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for hub in hubs {
+            hub.room.close_all();
+        }
+        self.conns.close();
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.conns.wait()).await;
+    }
+
+    async fn subscribe(self, mut req: Request<Incoming>, room: String) -> Response<Body> {
+        let shared = &self.shared;
+        let room_id = match shared.rooms.parse_room(&room) {
+            Ok(r) => r,
+            Err(e) => {
+                return http::text(StatusCode::NOT_FOUND, format!("no such room: {e}\n"));
+            }
+        };
+        let after = match resume_position(req.uri().query()) {
+            Ok(after) => after,
+            Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
+        };
+        if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+            return http::text(
+                StatusCode::UPGRADE_REQUIRED,
+                "this route is a WebSocket: send an upgrade request\n",
+            );
+        }
+        if shared.stopping.is_cancelled() {
+            return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        }
+        let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
+            return http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "subscriber limit reached, retry later\n",
+            );
+        };
+        let hub = Use(shared.hub(room_id, after));
+        // The client counts itself subscribed from the 101: answer only once events flow to us,
+        // or what is sent meanwhile would pass this edge by.
+        let mut primed = hub.0.primed.subscribe();
+        if tokio::time::timeout(PRIME_WAIT, primed.wait_for(|p| *p))
+            .await
+            .is_err()
+        {
+            return http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("room {room_id}'s shard is not reachable from this edge, retry later\n"),
+            );
+        }
+        let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok(pair) => pair,
+            Err(e) => {
+                return http::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad WebSocket upgrade: {e}\n"),
+                );
+            }
+        };
+        let shared = self.shared.clone();
+        shared.metrics.subscribers.inc();
+        self.conns.spawn(async move {
+            if let Ok(ws) = fut.await {
+                subscriber::serve(
+                    ws,
+                    hub.0.room.clone(),
+                    subscriber::Options {
+                        buffer: shared.config.edge_subscriber_buffer as usize,
+                        after,
+                        idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
+                    },
+                    ResumeCounters {
+                        resumed: &shared.metrics.resumes,
+                        partial: &shared.metrics.resumes_partial,
+                    },
+                    shared.closing.clone(),
+                )
+                .await;
+            }
+            shared.metrics.subscribers.dec();
+            drop(hub);
+            drop(permit);
+        });
+        http::switching(resp)
+    }
+}
+
+impl Endpoint for Edge {
+    fn prefix(&self) -> &'static str {
+        "/subscribe/"
+    }
+
+    fn open(&self, req: Request<Incoming>, _peer: SocketAddr, room: &str) -> Opening {
+        Box::pin(self.clone().subscribe(req, room.to_owned()))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.shared.stopping.is_cancelled() {
+            Err("edge shutting down".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Serves an edge alone on `listener`, relaying `rooms` from `routes` (tests and benchmarks;
+/// pods host the edge beside the producer).
+pub fn start_on(
+    listener: TcpListener,
+    config: EdgeConfig,
+    routes: Routes,
+    rooms: RoomRange,
+) -> Result<ServiceHandle, StartError> {
+    let configured = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut registry = Registry::default();
+    let stopping = CancellationToken::new();
+    let info = Info::new(
+        "edge",
+        serde_json::to_value(&config).expect("config serializes"),
+    );
+    let edge = Edge::new(config, routes, rooms, &mut registry, stopping.clone());
+    let router = Router::new(registry, info).endpoint(Arc::new(edge.clone()));
+    service::spawn(
+        "edge",
+        listener.into(),
+        configured,
+        router,
+        stopping,
+        edge.drain(),
+    )
+}

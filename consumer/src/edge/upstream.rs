@@ -1,0 +1,258 @@
+//! One room's upstream subscription: subscribes to the owning shard, relays each event to the
+//! room's local subscribers, and resumes from the last relayed position when the shard goes
+//! away (a roll, a reshard, this edge falling behind), so a reconnect loses nothing the shard
+//! still holds and repeats nothing already relayed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatflow::protocol::{Position, RecoveryNotice};
+use chatflow::rooms::RoomId;
+use chatflow::ws::{ClientEvent, ClientReader, connect_reader};
+use serde::Deserialize;
+
+use super::{Hub, Shared};
+use crate::room::Event;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+/// How often an idle room checks whether its linger is over.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The fields of a shard's frame the edge reads; the bytes are relayed as they came.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(default)]
+    position: Option<Position>,
+    #[serde(default, borrow)]
+    status: Option<&'a str>,
+    #[serde(default)]
+    recovered: Option<bool>,
+    #[serde(default)]
+    replayed: Option<u64>,
+}
+
+/// Why a connection to the shard ended.
+enum End {
+    /// The edge is stopping.
+    Stopped,
+    /// No local subscriber for the linger period.
+    Unused,
+    /// The shard closed or the connection broke.
+    Lost(String),
+}
+
+/// Since when a room has had no local subscriber.
+struct Idle {
+    since: Option<Instant>,
+    linger: Duration,
+}
+
+impl Idle {
+    fn over(&mut self, hub: &Hub) -> bool {
+        if hub.users.load(Ordering::Acquire) > 0 {
+            self.since = None;
+            return false;
+        }
+        self.since.get_or_insert_with(Instant::now).elapsed() >= self.linger
+    }
+}
+
+/// Relays `room` until the edge stops or nobody has listened for the linger period.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    room: RoomId,
+    hub: Arc<Hub>,
+    mut last: Option<Position>,
+) {
+    let mut idle = Idle {
+        since: None,
+        linger: shared.config.linger(),
+    };
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if shared.stopping.is_cancelled() {
+            return;
+        }
+        if idle.over(&hub) && shared.release(room, &hub) {
+            return;
+        }
+        let reader = match connect(&shared, room, last).await {
+            Ok(reader) => reader,
+            Err(e) => {
+                shared.metrics.upstream_failures.inc();
+                tracing::warn!(room, error = %e, retry_in = ?pause, "edge upstream unavailable");
+                tokio::select! {
+                    _ = shared.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(LONGEST_PAUSE);
+                continue;
+            }
+        };
+        shared.metrics.upstream_connects.inc();
+        shared.metrics.upstreams.inc();
+        let end = relay(&shared, &hub, reader, &mut last, &mut idle).await;
+        shared.metrics.upstreams.dec();
+        match end {
+            End::Stopped => return,
+            End::Unused => {
+                if shared.release(room, &hub) {
+                    tracing::debug!(room, "edge upstream released: no local subscribers");
+                    return;
+                }
+            }
+            End::Lost(why) => {
+                tracing::info!(room, after = ?last, why, "edge upstream lost; resuming");
+                pause = FIRST_PAUSE;
+                tokio::select! {
+                    _ = shared.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    shared: &Shared,
+    room: RoomId,
+    last: Option<Position>,
+) -> Result<ClientReader, String> {
+    let url = shared
+        .routes
+        .resolve(room)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = match last {
+        Some(p) => format!("{url}?after={p}"),
+        None => url,
+    };
+    tokio::select! {
+        _ = shared.stopping.cancelled() => Err("stopping".to_owned()),
+        r = connect_reader(&url, CONNECT_TIMEOUT) => r.map_err(|e| format!("{url}: {e}")),
+    }
+}
+
+/// Relays one connection's events until it ends.
+async fn relay(
+    shared: &Shared,
+    hub: &Hub,
+    mut reader: ClientReader,
+    last: &mut Option<Position>,
+    idle: &mut Idle,
+) -> End {
+    let resumed_from = *last;
+    let first = !hub.is_primed();
+    // A fresh subscription is in place once the shard accepted it; a resume once its replay
+    // has been relayed, so a local subscriber resuming from the same place finds it held.
+    let mut owed: Option<u64> = None;
+    if resumed_from.is_none() {
+        hub.prime();
+    }
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            _ = shared.stopping.cancelled() => return End::Stopped,
+            _ = tick.tick() => {
+                if idle.over(hub) { return End::Unused; }
+                continue;
+            }
+            ev = reader.next() => ev,
+        };
+        let bytes = match ev {
+            Ok(ClientEvent::Text(b)) => b,
+            Ok(ClientEvent::Binary(_)) => continue,
+            Ok(ClientEvent::Closed(code, reason)) => {
+                return End::Lost(format!("closed by the shard ({code:?}): {reason}"));
+            }
+            Err(e) => return End::Lost(e.to_string()),
+        };
+        let Ok(frame) = serde_json::from_slice::<Frame>(&bytes) else {
+            tracing::warn!("edge upstream sent a frame that is not JSON; skipped");
+            continue;
+        };
+        if frame.status == Some("RECOVERY") {
+            let replayed = frame.replayed.unwrap_or(0);
+            recovery(
+                shared,
+                hub,
+                first,
+                resumed_from,
+                frame.recovered == Some(true),
+                replayed,
+            );
+            if replayed == 0 {
+                hub.prime();
+            } else {
+                owed = Some(replayed);
+            }
+            continue;
+        }
+        // A resume never repeats what it was asked to skip, but a shard's redelivery after its
+        // own restart could: the position says.
+        if let (Some(p), Some(l)) = (frame.position, *last)
+            && p <= l
+        {
+            continue;
+        }
+        *last = frame.position.or(*last);
+        let fanout = hub.room.broadcast(Event {
+            position: frame.position,
+            bytes,
+        });
+        shared.metrics.broadcasts.inc();
+        shared.metrics.deliveries.inc_by(fanout.delivered);
+        shared
+            .metrics
+            .dropped_slow_subscribers
+            .inc_by(fanout.dropped);
+        if let Some(n) = owed.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                owed = None;
+                hub.prime();
+            }
+        }
+    }
+}
+
+/// Takes a shard's answer to a resume: a covered first subscription vouches for its start; a
+/// reconnect the shard cannot cover is a gap, which the room's history forgets and the local
+/// subscribers are told of, as a shard tells a subscriber that resumes.
+fn recovery(
+    shared: &Shared,
+    hub: &Hub,
+    first: bool,
+    resumed_from: Option<Position>,
+    recovered: bool,
+    replayed: u64,
+) {
+    let Some(after) = resumed_from else { return };
+    if recovered {
+        if first {
+            hub.room.cover_from(after);
+        }
+        return;
+    }
+    if first {
+        return;
+    }
+    shared.metrics.upstream_gaps.inc();
+    tracing::warn!(after = %after, "edge upstream resumed with a gap the shard cannot vouch for");
+    hub.room.restart_history();
+    let notice = RecoveryNotice {
+        status: "RECOVERY".to_owned(),
+        after,
+        recovered: false,
+        replayed,
+    };
+    hub.room.broadcast(Event {
+        position: None,
+        bytes: Bytes::from(serde_json::to_vec(&notice).expect("notices serialize")),
+    });
+}

@@ -1,0 +1,270 @@
+//! The edge: subscribers of one room spread over edges that each hold one upstream subscription
+//! to the owning shard, through shard replacement and resumes, with nothing lost or repeated.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice};
+use chatflow::queue::QueueAttributes;
+use chatflow::rooms::RoomRange;
+use chatflow::service::ServiceHandle;
+use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_split};
+use chatflow_consumer::edge::routes::Routes;
+use chatflow_consumer::edge::{self, EdgeConfig};
+use chatflow_consumer::{ConsumerConfig, start};
+use tokio::net::TcpListener;
+
+mod support;
+use support::*;
+
+async fn start_edge(routes: Routes) -> ServiceHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    edge::start_on(
+        listener,
+        EdgeConfig::default(),
+        routes,
+        RoomRange::new(1, 1).unwrap(),
+    )
+    .unwrap()
+}
+
+fn shard_of(addr: std::net::SocketAddr) -> Routes {
+    Routes::Template(format!("ws://{addr}/subscribe/{{roomId}}"))
+}
+
+async fn join(edge: &ServiceHandle, query: &str) -> Result<ClientReader, ConnectError> {
+    connect_split(&format!("ws://{}/subscribe/1{query}", edge.addr), T)
+        .await
+        .map(|(r, _w)| r)
+}
+
+/// One frame from a subscriber: an event, or a recovery notice.
+enum Frame {
+    Event(Box<BroadcastEvent>),
+    Notice(RecoveryNotice),
+}
+
+async fn frame(r: &mut ClientReader) -> Frame {
+    match tokio::time::timeout(T, r.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+    {
+        ClientEvent::Text(b) if b.starts_with(br#"{"status":"RECOVERY""#) => {
+            Frame::Notice(serde_json::from_slice(&b).unwrap())
+        }
+        ClientEvent::Text(b) => Frame::Event(Box::new(serde_json::from_slice(&b).unwrap())),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+/// `n` events, and the recovery notices met on the way.
+async fn events_and_notices(
+    r: &mut ClientReader,
+    n: usize,
+) -> (Vec<BroadcastEvent>, Vec<RecoveryNotice>) {
+    let (mut evs, mut notices) = (Vec::new(), Vec::new());
+    while evs.len() < n {
+        match frame(r).await {
+            Frame::Event(e) => evs.push(*e),
+            Frame::Notice(n) => notices.push(n),
+        }
+    }
+    (evs, notices)
+}
+
+/// A plain HTTP/1.0 GET of /metrics.
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all("GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n".as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn subscribers_on_two_edges_get_every_message_in_order_over_one_upstream_per_edge() {
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let (a, b) = (
+        start_edge(shard_of(c.addr)).await,
+        start_edge(shard_of(c.addr)).await,
+    );
+    let mut subs = Vec::new();
+    for edge in [&a, &a, &a, &b, &b] {
+        subs.push(join(edge, "").await.unwrap());
+    }
+    publish(&queues, 1, 0..300, 10).await;
+    for s in &mut subs {
+        let (evs, notices) = events_and_notices(s, 300).await;
+        assert_eq!(seqs(&evs), (0..300).collect::<Vec<_>>());
+        assert!(notices.is_empty());
+    }
+    nothing_more(&mut subs[0]).await;
+    let shard = metrics(c.addr).await;
+    assert!(
+        shard.contains("chatflow_consumer_subscribers 2"),
+        "one upstream per edge: {shard}"
+    );
+    let edge_a = metrics(a.addr).await;
+    assert!(edge_a.contains("chatflow_edge_subscribers 3"), "{edge_a}");
+    assert!(edge_a.contains("chatflow_edge_upstreams 1"), "{edge_a}");
+    assert!(
+        edge_a.contains("chatflow_edge_deliveries_total 900"),
+        "{edge_a}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+struct RoutingFile(PathBuf);
+
+impl RoutingFile {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "chatflow-edge-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        RoutingFile(dir.join("routing.json"))
+    }
+
+    /// Points room 1 at `addr`, replacing the file at once as a ConfigMap volume does.
+    fn point_at(&self, addr: std::net::SocketAddr) {
+        let table = format!(
+            r#"{{"shards":[{{"start":1,"end":1,"subscribe":"ws://{addr}/subscribe/{{roomId}}"}}]}}"#
+        );
+        let tmp = self.0.with_extension("tmp");
+        std::fs::write(&tmp, table).unwrap();
+        std::fs::rename(tmp, &self.0).unwrap();
+    }
+}
+
+impl Drop for RoutingFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_shard_replaced_under_the_edge_loses_nothing_and_repeats_nothing() {
+    let (old, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let routing = RoutingFile::new();
+    routing.point_at(old.addr);
+    let e = start_edge(Routes::File(routing.0.clone())).await;
+    let mut subs = vec![join(&e, "").await.unwrap(), join(&e, "").await.unwrap()];
+    publish(&queues, 1, 0..100, 10).await;
+    for s in &mut subs {
+        assert_eq!(
+            seqs(&events_and_notices(s, 100).await.0),
+            (0..100).collect::<Vec<_>>()
+        );
+    }
+    // A reshard: the old shard drains and goes; messages wait in the queue for its successor,
+    // which holds them until a subscriber (the edge) is back; the table changes a little later.
+    old.shutdown().await;
+    publish(&queues, 1, 100..200, 10).await;
+    let mut config = ConsumerConfig::local(1, 1);
+    config.resume_hold_secs = 15;
+    let new = start(config, queues.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    routing.point_at(new.addr);
+    for s in &mut subs {
+        let (evs, notices) = events_and_notices(s, 100).await;
+        assert_eq!(
+            seqs(&evs),
+            (100..200).collect::<Vec<_>>(),
+            "nothing lost or repeated"
+        );
+        // The new shard cannot vouch for what came before it: the edge says so, as a shard does.
+        assert!(notices.iter().all(|n| !n.recovered), "{:?}", notices.len());
+    }
+    publish(&queues, 1, 200..250, 10).await;
+    for s in &mut subs {
+        assert_eq!(
+            seqs(&events_and_notices(s, 50).await.0),
+            (200..250).collect::<Vec<_>>()
+        );
+    }
+    let m = metrics(e.addr).await;
+    assert!(m.contains("chatflow_edge_upstream_connects_total 2"), "{m}");
+    e.shutdown().await;
+    new.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_resumes_on_another_edge_gets_exactly_what_it_missed() {
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let (a, b) = (
+        start_edge(shard_of(c.addr)).await,
+        start_edge(shard_of(c.addr)).await,
+    );
+    let mut s = join(&a, "").await.unwrap();
+    let mut stays = join(&a, "").await.unwrap();
+    publish(&queues, 1, 0..5, 10).await;
+    let seen = events_and_notices(&mut s, 5).await.0;
+    let last: Position = seen.last().and_then(|e| e.position).unwrap();
+    drop(s);
+    publish(&queues, 1, 5..10, 10).await;
+    events_and_notices(&mut stays, 10).await;
+
+    // Edge b has never relayed the room: it subscribes upstream from the client's position.
+    let mut back = join(&b, &format!("?after={last}")).await.unwrap();
+    let Frame::Notice(n) = frame(&mut back).await else {
+        panic!("a recovery notice first")
+    };
+    assert!(n.recovered, "the shard's history covers the gap");
+    assert_eq!(n.replayed, 5);
+    let (evs, notices) = events_and_notices(&mut back, 5).await;
+    assert_eq!(seqs(&evs), (5..10).collect::<Vec<_>>());
+    assert!(notices.is_empty());
+    publish(&queues, 1, 10..15, 10).await;
+    assert_eq!(
+        seqs(&events_and_notices(&mut back, 5).await.0),
+        (10..15).collect::<Vec<_>>()
+    );
+    nothing_more(&mut back).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_room_whose_shard_cannot_be_reached_is_refused_in_bounded_time() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let e = start_edge(shard_of(addr)).await;
+    let t0 = Instant::now();
+    match join(&e, "").await {
+        Err(ConnectError::Refused(why)) => assert!(why.contains("503"), "{why}"),
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(12));
+    match join(&e, "").await.map(|_| ()) {
+        Err(ConnectError::Refused(_)) => {}
+        other => panic!("still refused while the shard is away: {other:?}"),
+    }
+    let not_served = connect_split(&format!("ws://{}/subscribe/7", e.addr), T).await;
+    assert!(matches!(not_served, Err(ConnectError::Refused(ref why)) if why.contains("404")));
+    e.shutdown().await;
+}
