@@ -35,6 +35,28 @@ pub struct ChatRoomSetSpec {
     /// Prefix of the SERVER_ID given to each workload; defaults to the set's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id_prefix: Option<String>,
+    /// One public address for sending and subscribing: an Ingress in front of the producer
+    /// Service, whose pods serve both `/chat/{roomId}` and `/subscribe/{roomId}` (the edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+/// The Ingress in front of the edge (producer) Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name clients use (one rule, every room under it).
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// IngressClass (for example `alb` or `nginx`); the cluster's default when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Secret with the host's TLS certificate; clients then use wss://.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Annotations for the ingress controller: WebSocket idle timeouts, stickiness, scheme.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// An inclusive range of room ids.
@@ -259,4 +281,11 @@ pub struct Endpoints {
     /// WebSocket URL to subscribe to, where `{shardService}` is the room's shard service
     /// (see shards, or the routing ConfigMap).
     pub subscribe: String,
+    /// WebSocket URL to subscribe to any room through the edge (the producer Service), which
+    /// follows the routing table itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub edge: String,
+    /// Public URLs through the Ingress, when the spec asks for one: sending, then subscribing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public: Vec<String>,
 }

@@ -167,6 +167,13 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
         endpoints: Some(Endpoints {
             ingest: desired::ingest_template(crs, plan),
             subscribe: desired::subscribe_template(crs),
+            edge: desired::edge_template(crs, plan),
+            public: crs
+                .spec
+                .ingress
+                .as_ref()
+                .map(desired::ingress::public_urls)
+                .unwrap_or_default(),
         }),
     }
 }

@@ -94,8 +94,9 @@ What the operator does with the objects it reconciles; bound cluster-wide or in 
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # One NetworkPolicy per set: ingress to its pods only on their service and metrics ports.
+# ...and, when the set asks for one, an Ingress in front of its edge (producer) Service.
 - apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
+  resources: ["networkpolicies", "ingresses"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -124,6 +124,9 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
             ranges.len()
         ));
     }
+    if let Some(ingress) = &spec.ingress {
+        ingress::check(ingress)?;
+    }
     if spec.producer.image.trim().is_empty() || spec.consumer.image.trim().is_empty() {
         return Err(
             "spec.producer.image and spec.consumer.image must name container images".into(),
@@ -265,6 +268,19 @@ pub fn subscribe_template(crs: &ChatRoomSet) -> String {
     format!("ws://{{shardService}}.{ns}.svc:{CONSUMER_PORT}/subscribe/{{roomId}}")
 }
 
+/// The subscribe URL template through the edge (the producer Service), for every room.
+pub fn edge_template(crs: &ChatRoomSet, plan: &Plan) -> String {
+    let ns = crs.namespace().unwrap_or_else(|| "default".into());
+    format!(
+        "ws://{}.{ns}.svc:{PRODUCER_PORT}/subscribe/{{roomId}}",
+        plan.producer
+    )
+}
+
+/// Where the edge reads the routing table in a producer pod.
+pub const ROUTING_DIR: &str = "/etc/chatflow/routing";
+
+pub mod ingress;
 mod objects;
 pub mod restricted;
 pub mod sizing;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use chatflow::rooms::RoomRange;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
@@ -19,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONSUMER_PORT, FIELD_MANAGER, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, Shard,
-    ingest_template, labels, meta, sizing,
+    CONSUMER_PORT, FIELD_MANAGER, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, ROUTING_DIR,
+    Shard, edge_template, ingest_template, labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -277,9 +278,31 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
             sizing::max_unanswered(limit).to_string(),
         ));
     }
+    // The edge follows the routing table as the kubelet refreshes the mounted ConfigMap.
+    env.push(self::env(
+        "EDGE_ROUTING_FILE",
+        format!("{ROUTING_DIR}/routing.json"),
+    ));
     let env = with_spec_env(env, &p.env);
-    let c = container("producer", &p.image, PRODUCER_PORT, env, resources);
-    deployment(crs, &plan.producer, "producer", p.replicas, false, c)
+    let mut c = container("producer", &p.image, PRODUCER_PORT, env, resources);
+    c.volume_mounts = Some(vec![VolumeMount {
+        name: "routing".into(),
+        mount_path: ROUTING_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }]);
+    let mut d = deployment(crs, &plan.producer, "producer", p.replicas, false, c);
+    if let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.volumes = Some(vec![Volume {
+            name: "routing".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: plan.routing.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+    }
+    d
 }
 
 /// The Deployment of one consumer shard.
@@ -347,6 +370,7 @@ pub fn routing_configmap(crs: &ChatRoomSet, plan: &Plan) -> ConfigMap {
     let table = serde_json::json!({
         "rooms": plan.rooms.to_string(),
         "ingest": ingest_template(crs, plan),
+        "edge": edge_template(crs, plan),
         "shards": routes,
     });
     ConfigMap {

@@ -21,6 +21,7 @@ pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRo
                 env: vec![],
             },
             server_id_prefix: None,
+            ingress: None,
         },
     );
     crs.metadata.namespace = Some("chat".into());
@@ -362,5 +363,33 @@ fn a_spec_may_name_only_the_endpoints_the_operator_allows() {
     assert!(
         endpoint_refusal(&crs, &QueueLocation::default(), &[]).is_some(),
         "with nothing allowed, any named endpoint is refused"
+    );
+}
+
+#[test]
+fn producer_pods_read_the_routing_table_the_edge_follows() {
+    let crs = sample("demo", 1, 20, 5);
+    let p = plan(&crs).unwrap();
+    let d = producer_deployment(&crs, &p, &QueueLocation::default());
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let volume = &pod.volumes.unwrap()[0];
+    assert_eq!(volume.config_map.as_ref().unwrap().name, "demo-routing");
+    let c = &pod.containers[0];
+    let mount = &c.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(
+        (mount.name.as_str(), mount.mount_path.as_str()),
+        ("routing", ROUTING_DIR)
+    );
+    let env = c.env.as_ref().unwrap();
+    let file = env.iter().find(|e| e.name == "EDGE_ROUTING_FILE").unwrap();
+    assert_eq!(
+        file.value.as_deref(),
+        Some("/etc/chatflow/routing/routing.json")
+    );
+    let cm = routing_configmap(&crs, &p);
+    let table: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["routing.json"]).unwrap();
+    assert_eq!(
+        table["edge"],
+        "ws://demo-producer.chat.svc:8080/subscribe/{roomId}"
     );
 }

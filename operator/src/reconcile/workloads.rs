@@ -1,12 +1,12 @@
 //! The reconciler's Kubernetes work: server-side apply of the routing ConfigMap, the pods'
-//! NetworkPolicy, the producer and the consumer shards, pruning of shards that left the spec,
+//! NetworkPolicy, the producer, its Ingress and the consumer shards, pruning of shards that left the spec,
 //! read from the watch caches.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
@@ -176,6 +176,7 @@ pub async fn apply(
             )),
         )
         .await?;
+    public_address(client, crs, plan, &pp, &ns).await?;
     let mut view = Consumers::cached(stores, &ns, &name);
     // Starting a shard is the one step that must not act on a cache a moment behind (a shard
     // created by the previous reconcile, a removed one already gone): it reads the server first.
@@ -228,6 +229,35 @@ pub async fn apply(
         lingering_shards: lingering,
         pruned,
     })
+}
+
+/// Applies the Ingress the spec asks for; removes the one a previous spec asked for (the
+/// status still lists its URLs), so an idle set without one costs no call.
+async fn public_address(
+    client: &kube::Client,
+    crs: &ChatRoomSet,
+    plan: &Plan,
+    pp: &PatchParams,
+    ns: &str,
+) -> Result<(), Error> {
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
+    match desired::ingress::ingress(crs, plan) {
+        Some(ingress) => {
+            ingresses
+                .patch(&plan.producer, pp, &Patch::Apply(ingress))
+                .await?;
+        }
+        None if crs
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoints.as_ref())
+            .is_some_and(|e| !e.public.is_empty()) =>
+        {
+            delete(&ingresses, &plan.producer, &DeleteParams::background()).await?;
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 fn ready_replicas(d: &Deployment) -> i32 {
