@@ -6,15 +6,17 @@
 #   2. the example ChatRoomSet, pointed at LocalStack, becomes Ready through the pods' own probes,
 #      and every pod runs the image ID built in this run;
 #   3. loadgen runs as a Job from its image, through the Services: 0 lost, duplicated, reordered;
-#      then again at a steady rate while a consumer shard's pod is deleted: its subscribers
+#      the set gets an Ingress (spec.ingress) naming the edge Service, and loadgen runs again with
+#      its subscribers on that Service, spread over the producer pods' edges; then again at a steady rate while a consumer shard's pod is deleted: its subscribers
 #      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered; and
 #      once more while a producer pod is deleted, the producers roll to a new tag and the
 #      operator's leader pod is deleted: senders resend what was unanswered, still clean; with
 #      --current also a consumer container SIGKILLed (no duplicates or reordering after the
 #      resume; loss reported), LocalStack frozen for 10 s (clean), and, with scripts/testenv.sh's
 #      Prometheus, LocalStack cut off from the pods until the breaker alert goes pending (clean);
-#   4. a reshard under load: the removed shards' pods are gone before any new shard's pod exists,
-#      and a second loadgen run is clean;
+#   4. a reshard under load, subscribers through the edge, which follows the routing table to
+#      the new shards: clean; the removed shards' pods are gone before any new shard's pod
+#      exists, and a second loadgen run is clean;
 #   5. with scripts/testenv.sh's Prometheus (CHATFLOW_PROMETHEUS), every panel of the Grafana
 #      dashboard and every alert rule is evaluated over this run's scrapes: none without data
 #      (`loadgen dashboard check`), and the panels are drawn (E2E_DASHBOARD_SVG keeps the picture);
@@ -73,7 +75,7 @@ while IFS= read -r line || [[ -n "$line" ]]; do
 done <scripts/e2e.env
 for key in E2E_SET_NAME E2E_ROOMS E2E_MESSAGES E2E_LOAD_MESSAGES E2E_CONNECTIONS_PER_ROOM \
     E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD E2E_FAULT_MESSAGES \
-    E2E_FAULT_RATE E2E_PRODUCER_FAULT_MESSAGES; do
+    E2E_FAULT_RATE E2E_PRODUCER_FAULT_MESSAGES E2E_EDGE_SUBSCRIBERS_PER_ROOM; do
     [[ -n "${!key:-}" ]] || die "$key is not set in scripts/e2e.env"
     printf '  %s=%s\n' "$key" "${!key}"
 done
@@ -284,6 +286,34 @@ run_loadgen chatflow-loadgen-e2e "$E2E_MESSAGES"
 
 consumers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer"
 producers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer"
+
+step "spec.ingress: one rule in front of the edge Service, public URLs in status"
+k -n "$set_ns" patch crs "$set_name" --type merge -p \
+    '{"spec":{"ingress":{"host":"chat.e2e.test","annotations":{"nginx.ingress.kubernetes.io/proxy-read-timeout":"3600"}}}}'
+deadline=$((SECONDS + timeout))
+until backend="$(k -n "$set_ns" get ingress "$set_name-producer" -o \
+    jsonpath='{.spec.rules[*].host} {.spec.rules[*].http.paths[*].path} {.spec.rules[*].http.paths[*].backend.service.name}:{.spec.rules[*].http.paths[*].backend.service.port.number}' 2>/dev/null)" &&
+    [[ -n "$backend" ]]; do
+    ((SECONDS < deadline)) || die "no ingress/$set_name-producer after ${timeout}s"
+    sleep 1
+done
+[[ "$backend" == "chat.e2e.test / $set_name-producer:8080" ]] || die "ingress/$set_name-producer says '$backend'"
+echo "  ingress/$set_name-producer: $backend"
+k -n "$set_ns" wait "crs/$set_name" --timeout="${timeout}s" \
+    --for=jsonpath='{.status.endpoints.public[1]}=ws://chat.e2e.test/subscribe/{roomId}'
+
+step "loadgen through the edge: $E2E_EDGE_SUBSCRIBERS_PER_ROOM subscribers per room on the producer Service"
+subscribe_via=edge subscribers_per_room="$E2E_EDGE_SUBSCRIBERS_PER_ROOM"
+run_loadgen chatflow-loadgen-e2e-edge "$E2E_MESSAGES"
+# Each edge pod holds one upstream per room it relays: more upstreams than rooms means rooms
+# whose subscribers sit on several edge pods, each fed once by the room's shard.
+pods_metric "$producers" chatflow_edge_upstream_connects_total | tee "$workdir/edge-upstreams"
+edge_pods="$(awk '$1 != "total" && $2 > 0' "$workdir/edge-upstreams" | wc -l)"
+upstreams="$(awk '$1 == "total" { print $2 }' "$workdir/edge-upstreams")"
+((edge_pods >= 2 && upstreams > room_count)) ||
+    die "subscribers were not spread over the edge pods ($edge_pods pods, $upstreams upstreams for $room_count rooms)"
+echo "  $room_count rooms relayed over $upstreams upstream subscriptions on $edge_pods edge pods"
+subscribe_via=shards subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
 # shellcheck source=scripts/e2e/faults.sh
 source scripts/e2e/faults.sh
 
@@ -295,7 +325,12 @@ k -n "$set_ns" get pods -l "$consumers" --watch --output-watch-events -o \
     jsonpath='{.type} {.object.metadata.labels.chatflow\.dev/workload} {.object.metadata.name}{"\n"}' \
     >"$workdir/pod-events" 2>"$workdir/pod-events.err" &
 watch_pid=$!
-start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES"
+# Through the edge, which follows the routing table to the new shards: delivery is asserted.
+subscribe_via=edge subscribers_per_room="$E2E_EDGE_SUBSCRIBERS_PER_ROOM"
+# The edge reads the table as the kubelet refreshes its mount (up to about a minute), and the
+# new shards hold each room's backlog until it comes.
+start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES" --drain-timeout-secs 180
+subscribe_via=shards subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
 wait_loadgen_pod chatflow-loadgen-e2e-under-load
 sleep 3
 k -n "$set_ns" patch crs "$set_name" --type merge \
@@ -305,14 +340,11 @@ wait_ready "$scaled_shards"
 new_shards="$(k -n "$set_ns" get deploy -l "$consumers" -o jsonpath='{.items[*].metadata.name}')"
 echo "  shards before: $old_shards"
 echo "  shards after:  $new_shards"
-# Senders of the load run were acked throughout; its subscribers were attached to shards that
-# went away, so its delivery figures are reported, not asserted.
-if finish_loadgen chatflow-loadgen-e2e-under-load >/dev/null; then
-    echo "job/chatflow-loadgen-e2e-under-load: delivery clean across the reshard"
-else
-    echo "job/chatflow-loadgen-e2e-under-load: subscribers lost their shard (reported, not asserted):"
-fi
-grep -E 'lost [0-9]+, duplicated' "$workdir/chatflow-loadgen-e2e-under-load.log" || true
+assert_loadgen_clean chatflow-loadgen-e2e-under-load >/dev/null
+grep -E 'lost [0-9]+, duplicated' "$workdir/chatflow-loadgen-e2e-under-load.log"
+echo "job/chatflow-loadgen-e2e-under-load: delivery through the edge clean across the reshard"
+echo "  edge upstream resumes the new shards could not vouch for (chatflow_edge_upstream_gaps_total):"
+pods_metric "$producers" chatflow_edge_upstream_gaps_total
 # What the load run queued after its subscribers went is broadcast by the new shards; the next run
 # starts once they have worked through it, so its own messages are not waiting behind it.
 drain_started=$SECONDS

@@ -77,28 +77,35 @@ wait_ready() {
     return 1
 }
 
-# Prints the ingest URL template and then the --subscribe-url value, one per line, from the
-# set's routing ConfigMap.
+# Prints the ingest URL template, the --subscribe-url value for the shards and the edge's
+# subscribe template, one per line, from the set's routing ConfigMap.
 routing() {
     k -n "$set_ns" get configmap "$set_name-routing" -o jsonpath='{.data.routing\.json}' |
         python3 -c 'import json, sys
 table = json.load(sys.stdin)
 print(table["ingest"])
-print(",".join(s["rooms"] + "=" + s["subscribe"] for s in table["shards"]))'
+print(",".join(s["rooms"] + "=" + s["subscribe"] for s in table["shards"]))
+print(table["edge"])'
 }
+
+# Where loadgen's subscribers connect: "shards" (each room's shard Service, from the routing
+# table) or "edge" (the producer Service, whose pods relay every room).
+subscribe_via=shards
+subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
 
 # Starts loadgen as Job $1 with $2 messages against the current routing table; further
 # arguments are passed to `loadgen run`.
 start_loadgen() {
-    local job="$1" messages="$2" ingest subscribe
-    ingest="" subscribe=""
-    { read -r ingest && read -r subscribe; } < <(routing) || true
-    [[ -n "$ingest" && -n "$subscribe" ]] || die "no routing table for $set_name"
+    local job="$1" messages="$2" ingest subscribe edge
+    ingest="" subscribe="" edge=""
+    { read -r ingest && read -r subscribe && read -r edge; } < <(routing) || true
+    [[ -n "$ingest" && -n "$subscribe" && -n "$edge" ]] || die "no routing table for $set_name"
+    [[ "$subscribe_via" == edge ]] && subscribe="$edge"
     echo "job/$job: $messages messages; ingest $ingest; subscribe $subscribe"
     k -n "$set_ns" delete job "$job" --ignore-not-found --wait=true
     # examples/loadgen-job.yaml is the user's Job: run it with this run's image, size and routing.
     python3 - examples/loadgen-job.yaml "$job" "$messages" "$ingest" "$subscribe" \
-        "chatflow/loadgen:$tag" "$E2E_ROOMS" "$E2E_CONNECTIONS_PER_ROOM" "$E2E_SUBSCRIBERS_PER_ROOM" \
+        "chatflow/loadgen:$tag" "$E2E_ROOMS" "$E2E_CONNECTIONS_PER_ROOM" "$subscribers_per_room" \
         "${@:3}" <<'EOF' | k -n "$set_ns" apply -f -
 import re, sys
 path, job, messages, ingest, subscribe, image, rooms, conns, subs = sys.argv[1:10]
@@ -186,4 +193,19 @@ wait_loadgen_pod() {
 generations() {
     k -n "$set_ns" get deploy -l "app.kubernetes.io/instance=$set_name" \
         -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.generation} {end}'
+}
+
+# Sums metric $2 (a series without labels) over the pods matching selector $1, one line per pod
+# ("pod value") and then "total N".
+pods_metric() {
+    local selector="$1" metric="$2" pod ip value total=0
+    while read -r pod ip; do
+        value="$(curl -fsS --max-time 5 "http://$ip:9090/metrics" |
+            awk -v m="$metric" '$1 == m { print $2 }')"
+        value="${value%.*}"
+        echo "$pod ${value:-0}"
+        total=$((total + ${value:-0}))
+    done < <(k -n "$set_ns" get pods -l "$selector" --field-selector=status.phase=Running \
+        -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
+    echo "total $total"
 }

@@ -310,6 +310,9 @@ pub fn consumer_deployment(crs: &ChatRoomSet, shard: &Shard, loc: &QueueLocation
     let c: &ConsumerSpec = &crs.spec.consumer;
     let mut env = common_env(crs, loc, shard.rooms);
     env.push(self::env("CONSUMER_POLLERS", c.pollers.to_string()));
+    // After a reshard the edges reach a new shard once the kubelet refreshes their mounted
+    // routing table (up to about a minute): the shard keeps each room's backlog until then.
+    env.push(self::env("RESUME_HOLD_SECS", "120"));
     let resources = c.resources.clone().unwrap_or_else(default_resources);
     if let Some(limit) = sizing::memory_limit(&resources) {
         let rooms = shard.rooms.len() as u64;
