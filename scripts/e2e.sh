@@ -329,7 +329,9 @@ watch_pid=$!
 subscribe_via=edge subscribers_per_room="$E2E_EDGE_SUBSCRIBERS_PER_ROOM"
 # The edge reads the table as the kubelet refreshes its mount (up to about a minute), and the
 # new shards hold each room's backlog until it comes.
-start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES" --drain-timeout-secs 180
+# Open loop at the fault rate, so sending spans the reshard.
+start_loadgen chatflow-loadgen-e2e-under-load "$E2E_LOAD_MESSAGES" --rate "$E2E_FAULT_RATE" \
+    --drain-timeout-secs 180
 subscribe_via=shards subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
 wait_loadgen_pod chatflow-loadgen-e2e-under-load
 sleep 3

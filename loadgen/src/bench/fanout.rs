@@ -51,13 +51,14 @@ struct Audience {
     tasks: Vec<tokio::task::JoinHandle<Recorder>>,
 }
 
-/// Connects `n` subscribers to `url`; the first `timed` record latency from the publish time
-/// carried in each event's text.
-async fn audience(url: &str, n: usize, timed: usize) -> anyhow::Result<Audience> {
+/// Connects `n` subscribers, spread in turn over `urls`; the first `timed` record latency from
+/// the publish time carried in each event's text.
+async fn audience(urls: &[String], n: usize, timed: usize) -> anyhow::Result<Audience> {
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
+        let url = &urls[i % urls.len()];
         let (mut reader, _w) = chatflow::ws::connect_split(url, Duration::from_secs(10)).await?;
         let (delivered, stop) = (delivered.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
@@ -208,10 +209,14 @@ async fn settle(delivered: &AtomicU64, target: u64) {
     }
 }
 
-struct Measured {
-    per_sec: f64,
-    latency: Recorder,
-    complete: bool,
+/// What reached the subscribers of one measurement.
+pub(super) struct Measured {
+    /// Deliveries per second.
+    pub per_sec: f64,
+    /// Send to subscriber, of the timed subscribers.
+    pub latency: Recorder,
+    /// Whether every message reached every subscriber.
+    pub complete: bool,
 }
 
 /// Connects the audience to `url`, publishes through `send10` (ten messages a call) for the
@@ -226,7 +231,21 @@ where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let aud = audience(url, o.subscribers, o.timed_subscribers).await?;
+    measure_on(o, &[url.to_owned()], rate, send10).await
+}
+
+/// [`measure`] with the audience spread over `urls`.
+pub(super) async fn measure_on<F, Fut>(
+    o: &Options,
+    urls: &[String],
+    rate: Option<f64>,
+    send10: F,
+) -> anyhow::Result<Measured>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let aud = audience(urls, o.subscribers, o.timed_subscribers).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let published = publish_loop(
@@ -238,6 +257,30 @@ where
     )
     .await;
     Ok(aud.settle(published, o.subscribers, started).await)
+}
+
+/// Publishes ten messages of room 1 a call to `queues`, each carrying its send time.
+pub(super) fn embedded_publisher(
+    queues: &SharedQueues,
+) -> impl FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + use<> {
+    let queues = queues.clone();
+    move |seq| {
+        let queues = queues.clone();
+        Box::pin(async move {
+            let entries: Vec<PublishEntry> = (0..10)
+                .map(|i| {
+                    let t = task(seq + i);
+                    PublishEntry {
+                        dedup_id: t.message_id.clone(),
+                        body: serde_json::to_string(&t).expect("tasks serialize"),
+                        group_id: "1".into(),
+                        format: BodyFormat::Task,
+                    }
+                })
+                .collect();
+            let _ = queues.publish(1, &entries).await;
+        })
+    }
 }
 
 async fn measure_raw(o: &Options, rate: Option<f64>) -> anyhow::Result<Measured> {
@@ -260,24 +303,7 @@ async fn measure_consumer(o: &Options, rate: Option<f64>) -> anyhow::Result<Meas
     queues.ensure_queue(1, &QueueAttributes::default()).await?;
     let consumer = chatflow_consumer::start(ConsumerConfig::local(1, 1), queues.clone()).await?;
     let url = format!("ws://{}/subscribe/1", consumer.addr);
-    let measured = measure(o, &url, rate, |seq| {
-        let queues = queues.clone();
-        async move {
-            let entries: Vec<PublishEntry> = (0..10)
-                .map(|i| {
-                    let t = task(seq + i);
-                    PublishEntry {
-                        dedup_id: t.message_id.clone(),
-                        body: serde_json::to_string(&t).expect("tasks serialize"),
-                        group_id: "1".into(),
-                        format: BodyFormat::Task,
-                    }
-                })
-                .collect();
-            let _ = queues.publish(1, &entries).await;
-        }
-    })
-    .await;
+    let measured = measure(o, &url, rate, embedded_publisher(&queues)).await;
     consumer.shutdown().await;
     measured
 }

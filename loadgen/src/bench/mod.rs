@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod counted;
 pub mod e2e;
+pub mod edge;
 pub mod fanout;
 pub mod ingest;
 pub mod memory;
@@ -18,6 +19,8 @@ pub enum Scenario {
     Ingest(ingest::Options),
     /// Consumer fan-out of one room to many subscribers, against a raw broadcast loop.
     Fanout(fanout::Options),
+    /// One room's subscribers on one consumer, against the same spread over edges.
+    Edge(edge::Options),
     /// The whole pipeline over SQS (LocalStack) per packing, against plain SDK loops.
     E2e(e2e::Options),
     /// Holds idle WebSocket connections open (used by the memory measurements).
@@ -31,6 +34,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Ingest(o) => ingest::run(o).await,
         Scenario::Fanout(o) => fanout::run(o).await,
         Scenario::E2e(o) => e2e::run(o).await,
+        Scenario::Edge(o) => edge::run(o).await,
         Scenario::Hold(o) => memory::hold(o).await,
     }
 }

@@ -31,9 +31,13 @@ pub fn check(spec: &IngressSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// The public URL templates: sending, then subscribing (`{roomId}` is the room).
+/// The public URL templates: sending, then subscribing (`{roomId}` is the room); wss:// when
+/// the Ingress terminates TLS (a TLS Secret, or an ALB listener with an ACM certificate).
 pub fn public_urls(spec: &IngressSpec) -> Vec<String> {
-    let scheme = if spec.tls_secret_name.is_some() {
+    let alb_certificate = spec
+        .annotations
+        .contains_key("alb.ingress.kubernetes.io/certificate-arn");
+    let scheme = if spec.tls_secret_name.is_some() || alb_certificate {
         "wss"
     } else {
         "ws"
