@@ -44,6 +44,9 @@ pub struct Summary {
     pub run_id: String,
     /// How the measured phase drove load: closed loop with a window, or open loop at a rate.
     pub mode: String,
+    /// Subscribers per room and where the first room's connected, when subscribers ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<String>,
     /// Open loop: messages per second offered. None: closed loop.
     pub offered_per_sec: Option<f64>,
     /// Open loop: how far behind their intended times first attempts went out (the window or the
@@ -159,6 +162,13 @@ pub fn summarize(r: &RunResult) -> Summary {
     Summary {
         run_id: r.run_id.clone(),
         mode: r.workload.mode(),
+        subscribers: r.subscribed_at.as_ref().map(|url| {
+            format!(
+                "{} per room (room {} at {url})",
+                r.workload.subscribers_per_room,
+                r.workload.rooms.start()
+            )
+        }),
         offered_per_sec: r.workload.rate,
         schedule_lag_ms: r.workload.rate.map(|_| lag.summary()),
         sent: r.records.len() as u64,
@@ -232,6 +242,9 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "  retries        {}", s.retries);
     let _ = writeln!(o, "  wall time      {:.2} s", s.wall_secs);
     let _ = writeln!(o, "  mode           {}", s.mode);
+    if let Some(subscribers) = &s.subscribers {
+        let _ = writeln!(o, "  subscribers    {subscribers}");
+    }
     match s.offered_per_sec {
         Some(offered) => {
             let _ = writeln!(

@@ -100,6 +100,8 @@ pub struct RunResult {
     pub streams: Vec<Received>,
     /// Delivery check.
     pub verdict: Option<Verdict>,
+    /// Where the first room's subscribers connected (a shard, or an edge for every room).
+    pub subscribed_at: Option<String>,
 }
 
 /// Why a run could not start.
@@ -193,6 +195,10 @@ pub async fn execute(
         t0_unix_ms,
         streams,
         verdict,
+        subscribed_at: targets
+            .subscribe
+            .as_ref()
+            .map(|url| url(workload.rooms.start())),
     })
 }
 
