@@ -48,6 +48,15 @@ impl History {
         self.entries.push_back((position, event));
     }
 
+    /// Whether every message after `after` is held (see [`History::since`]).
+    pub fn covers(&self, after: Position) -> bool {
+        match (self.floor, self.entries.front()) {
+            (Some(floor), _) => after >= floor,
+            (None, Some((oldest, _))) => after >= *oldest,
+            (None, None) => false,
+        }
+    }
+
     /// Vouches that nothing after `after` is missing: the history is empty and what follows is
     /// every message after it (an edge that subscribed upstream from `after`, fully recovered).
     pub fn cover_from(&mut self, after: Position) {
@@ -68,11 +77,7 @@ impl History {
     /// proven covered: messages between it and the oldest held event may have been broadcast
     /// by another shard, or let go here.
     pub fn since(&self, after: Position) -> Replay {
-        let recovered = match (self.floor, self.entries.front()) {
-            (Some(floor), _) => after >= floor,
-            (None, Some((oldest, _))) => after >= *oldest,
-            (None, None) => false,
-        };
+        let recovered = self.covers(after);
         let start = self.entries.partition_point(|(p, _)| *p <= after);
         Replay {
             recovered,

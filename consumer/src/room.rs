@@ -200,6 +200,14 @@ impl Room {
             .cover_from(after);
     }
 
+    /// Whether the history holds every message after `after`.
+    pub fn covers(&self, after: Position) -> bool {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .covers(after)
+    }
+
     /// Forgets the history: the events to come follow a gap.
     pub fn restart_history(&self) {
         self.history

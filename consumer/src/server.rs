@@ -236,6 +236,7 @@ fn subscribe(
                     buffer: shared.config.subscriber_buffer as usize,
                     after,
                     idle: Duration::from_secs(shared.config.idle_timeout_secs),
+                    fetched: None,
                 },
                 subscriber::ResumeCounters {
                     resumed: &shared.metrics.resumes,

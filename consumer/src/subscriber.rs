@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chatflow::protocol::{Position, RecoveryNotice};
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation};
 use fastwebsockets::OpCode;
@@ -20,14 +21,29 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 const MAX_INBOUND: usize = 4096;
 
 /// How one subscription is served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Messages it may fall behind before it is disconnected.
     pub buffer: usize,
-    /// Position of the last message it saw, when it resumes.
+    /// Position of the last message it saw, when it resumes (with `fetched`: the position the
+    /// fetched events reach, from which the room's history goes on).
     pub after: Option<Position>,
     /// Silence after which it is pinged; twice this and it is closed as gone.
     pub idle: Duration,
+    /// The start of a resume fetched from elsewhere, sent before the room's own history.
+    pub fetched: Option<Fetched>,
+}
+
+/// Events of a resume that the room's history does not reach back to, fetched from where they
+/// are still held (an edge asks the shard).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The position the subscriber resumed after.
+    pub from: Position,
+    /// Whether the source vouched for them being every message after `from`.
+    pub recovered: bool,
+    /// The events, oldest first.
+    pub events: Vec<Bytes>,
 }
 
 /// Counters a subscription bumps when it resumes from a position.
@@ -57,6 +73,7 @@ pub async fn serve(
         buffer,
         after,
         idle,
+        fetched,
     } = opts;
     // A quiet room sends nothing, so a peer that vanished without a FIN would hold its place
     // forever: any frame from it (a pong, its own ping) shows it is still there.
@@ -66,18 +83,23 @@ pub async fn serve(
     let joined = room.join(tx, after);
     let (id, kicked) = (joined.id, joined.kick);
     if let (Some(after), Some(replay)) = (after, joined.replay) {
+        let (from, recovered, mut events) = match fetched {
+            Some(f) => (f.from, f.recovered && replay.recovered, f.events),
+            None => (after, replay.recovered, Vec::new()),
+        };
+        events.extend(replay.events);
         resumes.resumed.inc();
-        if !replay.recovered {
+        if !recovered {
             resumes.partial.inc();
         }
         let notice = RecoveryNotice {
             status: "RECOVERY".to_owned(),
-            after,
-            recovered: replay.recovered,
-            replayed: replay.events.len() as u64,
+            after: from,
+            recovered,
+            replayed: events.len() as u64,
         };
         sink.text(&serde_json::to_vec(&notice).expect("notices serialize"));
-        for ev in &replay.events {
+        for ev in &events {
             sink.text(ev);
         }
     }

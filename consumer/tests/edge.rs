@@ -165,7 +165,7 @@ async fn a_shard_replaced_under_the_edge_loses_nothing_and_repeats_nothing() {
     .await;
     let routing = RoutingFile::new();
     routing.point_at(old.addr);
-    let e = start_edge(Routes::File(routing.0.clone())).await;
+    let e = start_edge(Routes::file(routing.0.clone())).await;
     let mut subs = vec![join(&e, "").await.unwrap(), join(&e, "").await.unwrap()];
     publish(&queues, 1, 0..100, 10).await;
     for s in &mut subs {
@@ -241,6 +241,55 @@ async fn a_subscriber_that_resumes_on_another_edge_gets_exactly_what_it_missed()
     assert_eq!(
         seqs(&events_and_notices(&mut back, 5).await.0),
         (10..15).collect::<Vec<_>>()
+    );
+    nothing_more(&mut back).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resume_from_before_an_edge_began_relaying_the_room_is_fetched_from_the_shard() {
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let (a, b) = (
+        start_edge(shard_of(c.addr)).await,
+        start_edge(shard_of(c.addr)).await,
+    );
+    let mut s = join(&a, "").await.unwrap();
+    publish(&queues, 1, 0..5, 10).await;
+    let last: Position = events_and_notices(&mut s, 5)
+        .await
+        .0
+        .last()
+        .and_then(|e| e.position)
+        .unwrap();
+    drop(s);
+    // Edge b begins relaying the room only now, after the client's position.
+    let mut late = join(&b, "").await.unwrap();
+    publish(&queues, 1, 5..10, 10).await;
+    events_and_notices(&mut late, 5).await;
+
+    let mut back = join(&b, &format!("?after={last}")).await.unwrap();
+    let Frame::Notice(n) = frame(&mut back).await else {
+        panic!("a recovery notice first")
+    };
+    assert!(
+        n.recovered,
+        "the shard's history covers what b's relay does not"
+    );
+    assert_eq!((n.after, n.replayed), (last, 5));
+    let (evs, notices) = events_and_notices(&mut back, 5).await;
+    assert_eq!(seqs(&evs), (5..10).collect::<Vec<_>>());
+    assert!(notices.is_empty());
+    publish(&queues, 1, 10..13, 10).await;
+    assert_eq!(
+        seqs(&events_and_notices(&mut back, 3).await.0),
+        (10..13).collect::<Vec<_>>()
     );
     nothing_more(&mut back).await;
     a.shutdown().await;

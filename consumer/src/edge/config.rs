@@ -63,7 +63,7 @@ impl EdgeConfig {
     /// Where rooms are relayed from, when the edge is enabled.
     pub fn routes(&self) -> Option<Routes> {
         match (&self.edge_routing_file, &self.edge_upstream) {
-            (Some(path), _) => Some(Routes::File(path.clone())),
+            (Some(path), _) => Some(Routes::file(path.clone())),
             (None, Some(template)) => Some(Routes::Template(template.clone())),
             (None, None) => None,
         }

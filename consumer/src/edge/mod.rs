@@ -4,6 +4,7 @@
 //! slow-subscriber isolation are the shard's. A shard then writes each event once per edge, not
 //! once per client, and a room's audience can grow past what one pod holds.
 
+mod catch_up;
 mod config;
 mod metrics;
 pub mod routes;
@@ -223,6 +224,21 @@ impl Edge {
                 format!("room {room_id}'s shard is not reachable from this edge, retry later\n"),
             );
         }
+        // A resume from before this edge's relay of the room began: the shard may still hold
+        // the gap.
+        let (after, fetched) = match after {
+            Some(p) if !hub.0.room.covers(p) => {
+                match catch_up::fetch(&shared.routes, room_id, p).await {
+                    Ok((fetched, reached)) => (Some(reached), Some(fetched)),
+                    Err(e) => {
+                        tracing::warn!(room = room_id, after = %p, error = %e,
+                            "could not fetch a resume's gap from the shard; answering from the relay");
+                        (after, None)
+                    }
+                }
+            }
+            _ => (after, None),
+        };
         let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok(pair) => pair,
             Err(e) => {
@@ -243,6 +259,7 @@ impl Edge {
                         buffer: shared.config.edge_subscriber_buffer as usize,
                         after,
                         idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
+                        fetched,
                     },
                     ResumeCounters {
                         resumed: &shared.metrics.resumes,

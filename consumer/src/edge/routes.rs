@@ -1,7 +1,10 @@
 //! Where a room's events come from: the shard that owns it, by the set's routing table (a
-//! mounted ConfigMap, read again on every connect so a reshard is followed) or by one template.
+//! mounted ConfigMap, looked at again on every connect so a reshard is followed) or by one
+//! template.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use chatflow::rooms::RoomId;
 use serde::Deserialize;
@@ -36,15 +39,40 @@ pub enum Routes {
     /// One subscribe URL template (`{roomId}` replaced) for every room: a single consumer.
     Template(String),
     /// The routing table the operator writes (`routing.json` of the set's ConfigMap).
-    File(PathBuf),
+    File(TableFile),
 }
 
-#[derive(Deserialize)]
+impl Routes {
+    /// The routing table at `path`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Routes::File(TableFile {
+            path: path.into(),
+            cache: Arc::default(),
+        })
+    }
+}
+
+/// A routing table file, parsed again only when it changed: after a reshard every relayed room
+/// reconnects at once, and a table of a thousand shards is a few hundred kilobytes.
+#[derive(Debug, Clone)]
+pub struct TableFile {
+    path: PathBuf,
+    cache: Arc<Mutex<Option<Cached>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// Modification time and length of the file parsed.
+    stamp: (SystemTime, u64),
+    table: Arc<Table>,
+}
+
+#[derive(Debug, Deserialize)]
 struct Table {
     shards: Vec<Shard>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Shard {
     start: RoomId,
     end: RoomId,
@@ -56,39 +84,52 @@ impl Routes {
     pub async fn resolve(&self, room: RoomId) -> Result<String, RouteError> {
         let template = match self {
             Routes::Template(t) => t.clone(),
-            Routes::File(path) => {
-                let text = tokio::fs::read(path)
-                    .await
-                    .map_err(|source| RouteError::Read {
-                        path: path.clone(),
-                        source,
-                    })?;
-                lookup(&text, room).map_err(|e| match e {
-                    Lookup::Parse(source) => RouteError::Parse {
-                        path: path.clone(),
-                        source,
-                    },
-                    Lookup::NoShard => RouteError::NoShard(room),
-                })?
-            }
+            Routes::File(file) => file
+                .table()
+                .await?
+                .shards
+                .iter()
+                .find(|s| (s.start..=s.end).contains(&room))
+                .map(|s| s.subscribe.clone())
+                .ok_or(RouteError::NoShard(room))?,
         };
         Ok(template.replace("{roomId}", &room.to_string()))
     }
 }
 
-enum Lookup {
-    Parse(serde_json::Error),
-    NoShard,
-}
-
-fn lookup(text: &[u8], room: RoomId) -> Result<String, Lookup> {
-    let table: Table = serde_json::from_slice(text).map_err(Lookup::Parse)?;
-    table
-        .shards
-        .into_iter()
-        .find(|s| (s.start..=s.end).contains(&room))
-        .map(|s| s.subscribe)
-        .ok_or(Lookup::NoShard)
+impl TableFile {
+    async fn table(&self) -> Result<Arc<Table>, RouteError> {
+        let read_error = |source| RouteError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        // The kubelet swaps the whole directory behind a symlink: metadata follows it to the
+        // current file.
+        let meta = tokio::fs::metadata(&self.path).await.map_err(read_error)?;
+        let stamp = (meta.modified().map_err(read_error)?, meta.len());
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && c.stamp == stamp
+        {
+            return Ok(c.table.clone());
+        }
+        let text = tokio::fs::read(&self.path).await.map_err(read_error)?;
+        let table: Arc<Table> =
+            Arc::new(
+                serde_json::from_slice(&text).map_err(|source| RouteError::Parse {
+                    path: self.path.clone(),
+                    source,
+                })?,
+            );
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+            stamp,
+            table: table.clone(),
+        });
+        Ok(table)
+    }
 }
 
 #[cfg(test)]
@@ -105,13 +146,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("routing.json");
         std::fs::write(&path, TABLE).unwrap();
-        let routes = Routes::File(path.clone());
+        let routes = Routes::file(path.clone());
         assert_eq!(routes.resolve(5).await.unwrap(), "ws://a:8081/subscribe/5");
         assert_eq!(routes.resolve(6).await.unwrap(), "ws://b:8081/subscribe/6");
         assert!(matches!(
             routes.resolve(11).await,
             Err(RouteError::NoShard(11))
         ));
+        // A new file of the same length, as the kubelet writes it: a new modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, TABLE.replace("ws://a:", "ws://c:")).unwrap();
         assert_eq!(routes.resolve(5).await.unwrap(), "ws://c:8081/subscribe/5");
         std::fs::write(&path, "{").unwrap();
