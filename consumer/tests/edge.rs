@@ -18,14 +18,12 @@ mod support;
 use support::*;
 
 async fn start_edge(routes: Routes) -> ServiceHandle {
+    start_edge_with(EdgeConfig::default(), routes).await
+}
+
+async fn start_edge_with(config: EdgeConfig, routes: Routes) -> ServiceHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    edge::start_on(
-        listener,
-        EdgeConfig::default(),
-        routes,
-        RoomRange::new(1, 1).unwrap(),
-    )
-    .unwrap()
+    edge::start_on(listener, config, routes, RoomRange::new(1, 1).unwrap()).unwrap()
 }
 
 fn shard_of(addr: std::net::SocketAddr) -> Routes {
@@ -294,6 +292,43 @@ async fn a_resume_from_before_an_edge_began_relaying_the_room_is_fetched_from_th
     nothing_more(&mut back).await;
     a.shutdown().await;
     b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_local_subscriber_is_dropped_while_the_others_and_the_upstream_keep_going() {
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let config = EdgeConfig {
+        edge_subscriber_buffer: 256,
+        ..EdgeConfig::default()
+    };
+    let e = start_edge_with(config, shard_of(c.addr)).await;
+    let stalled = join(&e, "").await.unwrap();
+    let mut healthy = join(&e, "").await.unwrap();
+    // Enough bytes to fill the stalled peer's socket buffers and then its queue.
+    const N: usize = 20_000;
+    let reader = tokio::spawn(async move { events_and_notices(&mut healthy, N).await });
+    for start in (0..N).step_by(100) {
+        publish(&queues, 1, start..start + 100, 480).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (evs, notices) = reader.await.unwrap();
+    assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>());
+    assert!(notices.is_empty(), "the upstream kept up: no gap");
+    let m = metrics(e.addr).await;
+    assert!(
+        m.contains("chatflow_edge_dropped_slow_subscribers_total 1"),
+        "{m}"
+    );
+    assert!(m.contains("chatflow_edge_subscribers 1"), "{m}");
+    assert!(m.contains("chatflow_edge_upstream_connects_total 1"), "{m}");
+    drop(stalled);
+    e.shutdown().await;
     c.shutdown().await;
 }
 
