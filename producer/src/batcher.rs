@@ -94,6 +94,9 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
                 None => break,
             },
         };
+        // One turn of the scheduler lets the readers already woken add their messages to this
+        // batch: without it an instant queue (the embedded one) gets a batch per message.
+        tokio::task::yield_now().await;
         let deadline = Instant::now() + ctx.policy.linger;
         let mut next = Some(first);
         while let Some(p) = next.take() {
