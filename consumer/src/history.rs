@@ -13,6 +13,9 @@ pub struct History {
     /// Position of the newest entry let go: everything after it is still held. None while
     /// nothing was let go, when the history starts at the first message this shard received.
     floor: Option<Position>,
+    /// How many times the history restarted after a gap: equal generations mean the events
+    /// recorded in between follow each other without one.
+    generation: u64,
 }
 
 /// What a resuming subscriber gets before live events.
@@ -22,6 +25,8 @@ pub struct Replay {
     pub recovered: bool,
     /// Held events after the subscriber's position, oldest first.
     pub events: Vec<Bytes>,
+    /// The history's generation when the replay was taken.
+    pub generation: u64,
 }
 
 impl History {
@@ -31,6 +36,7 @@ impl History {
             entries: VecDeque::with_capacity(cap.min(1024)),
             cap,
             floor: None,
+            generation: 0,
         }
     }
 
@@ -57,19 +63,17 @@ impl History {
         }
     }
 
-    /// Vouches that nothing after `after` is missing: the history is empty and what follows is
-    /// every message after it (an edge that subscribed upstream from `after`, fully recovered).
-    pub fn cover_from(&mut self, after: Position) {
-        if self.entries.is_empty() && self.floor.is_none() {
-            self.floor = Some(after);
-        }
-    }
-
     /// Forgets everything: what comes next follows a gap, so no earlier position can be vouched
     /// for.
     pub fn restart(&mut self) {
         self.entries.clear();
         self.floor = None;
+        self.generation += 1;
+    }
+
+    /// The number of restarts so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The held events after `after`, and whether they are all that followed it. A position
@@ -81,6 +85,7 @@ impl History {
         let start = self.entries.partition_point(|(p, _)| *p <= after);
         Replay {
             recovered,
+            generation: self.generation,
             events: self
                 .entries
                 .range(start..)

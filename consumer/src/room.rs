@@ -191,21 +191,20 @@ impl Room {
         fanout
     }
 
-    /// Vouches that the events to come are every message after `after` (see
-    /// [`History::cover_from`]).
-    pub fn cover_from(&self, after: Position) {
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cover_from(after);
-    }
-
     /// Whether the history holds every message after `after`.
     pub fn covers(&self, after: Position) -> bool {
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .covers(after)
+    }
+
+    /// The history's generation (see [`History::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation()
     }
 
     /// Forgets the history: the events to come follow a gap.

@@ -44,6 +44,9 @@ pub struct Fetched {
     pub recovered: bool,
     /// The events, oldest first.
     pub events: Vec<Bytes>,
+    /// The room's history generation before they were fetched, while the room was already
+    /// receiving: if it is unchanged at the join, the room's events follow them without a gap.
+    pub generation: u64,
 }
 
 /// Counters a subscription bumps when it resumes from a position.
@@ -84,7 +87,10 @@ pub async fn serve(
     let (id, kicked) = (joined.id, joined.kick);
     if let (Some(after), Some(replay)) = (after, joined.replay) {
         let (from, recovered, mut events) = match fetched {
-            Some(f) => (f.from, f.recovered && replay.recovered, f.events),
+            Some(f) => {
+                let continuous = replay.recovered || replay.generation == f.generation;
+                (f.from, f.recovered && continuous, f.events)
+            }
             None => (after, replay.recovered, Vec::new()),
         };
         events.extend(replay.events);

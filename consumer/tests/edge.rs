@@ -296,6 +296,26 @@ async fn a_resume_from_before_an_edge_began_relaying_the_room_is_fetched_from_th
 }
 
 #[tokio::test]
+async fn a_client_position_from_the_future_does_not_silence_the_room_for_the_others() {
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let e = start_edge(shard_of(c.addr)).await;
+    // The room's first subscriber on this edge names a position no message has reached.
+    let _odd = join(&e, "?after=99999999999999999999999-0").await.unwrap();
+    let mut other = join(&e, "").await.unwrap();
+    publish(&queues, 1, 0..10, 10).await;
+    let (evs, notices) = events_and_notices(&mut other, 10).await;
+    assert_eq!(seqs(&evs), (0..10).collect::<Vec<_>>());
+    assert!(notices.is_empty());
+    e.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stalled_local_subscriber_is_dropped_while_the_others_and_the_upstream_keep_going() {
     let (c, queues) = setup(
         1..=1,

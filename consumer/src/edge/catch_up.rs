@@ -1,6 +1,7 @@
-//! A local resume from before this edge began relaying the room: the shard's history may still
-//! hold the gap, so the edge asks it once, as the client would have, and hands the answer on
-//! before its own relay.
+//! A local resume from a position this edge's relay of the room does not reach back to (a room
+//! new to this edge, or one it began relaying later): the shard's history may still hold the
+//! gap, so the edge asks it once, as the client would have, and hands the answer on before its
+//! own relay.
 
 use std::time::Duration;
 
@@ -22,11 +23,13 @@ struct Positioned {
     position: Option<Position>,
 }
 
-/// What the shard holds after `after`, and the position those events reach.
+/// What the shard holds after `after`, and the position those events reach; `generation` is
+/// the room's history generation, read before the fetch.
 pub(super) async fn fetch(
     routes: &Routes,
     room: RoomId,
     after: Position,
+    generation: u64,
 ) -> Result<(Fetched, Position), String> {
     let url = routes.resolve(room).await.map_err(|e| e.to_string())?;
     let mut reader = connect_reader(&format!("{url}?after={after}"), CONNECT_TIMEOUT)
@@ -48,6 +51,7 @@ pub(super) async fn fetch(
             from: after,
             recovered: notice.recovered,
             events,
+            generation,
         },
         reached,
     ))

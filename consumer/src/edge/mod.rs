@@ -41,6 +41,9 @@ use crate::subscriber::{self, ResumeCounters};
 /// How long a subscribe request waits for its room's first upstream subscription.
 const PRIME_WAIT: Duration = Duration::from_secs(5);
 
+/// Resumes fetched from shards at once; more wait their turn.
+const MAX_FETCHES: usize = 32;
+
 /// Shutdown's wait for local subscribers to take what they were handed.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -70,21 +73,29 @@ struct Shared {
     hubs: Mutex<HashMap<RoomId, Arc<Hub>>>,
     metrics: EdgeMetrics,
     admission: Arc<Semaphore>,
+    /// Resumes whose gap is being fetched from a shard now: after an edge pod goes, its clients
+    /// resume here at once, and each fetch holds a shard connection and its replay.
+    fetches: Semaphore,
+    /// Fires when shutdown begins: new subscribers are refused.
     stopping: CancellationToken,
+    /// Fires once the producer has answered its senders: the upstreams stop.
+    relaying: CancellationToken,
     /// Fires when local subscribers must go (after the upstreams stopped).
     closing: CancellationToken,
     upstreams: TaskTracker,
 }
 
 impl Shared {
-    /// The room's hub, counted as used; a new one subscribes upstream, from `after` if given.
-    fn hub(self: &Arc<Self>, room: RoomId, after: Option<Position>) -> Arc<Hub> {
+    /// The room's hub, counted as used; a new one subscribes upstream from now on (a client's
+    /// position never steers the shared relay: resumes are fetched on their own).
+    fn hub(self: &Arc<Self>, room: RoomId) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hub) = hubs.get(&room) {
             hub.users.fetch_add(1, Ordering::AcqRel);
             return hub.clone();
         }
         let hub = Arc::new(Hub {
+            // Repeats are dropped by position before the room sees them: its id memory is unused.
             room: Arc::new(Room::new(1, self.config.edge_history_size as usize)),
             users: AtomicUsize::new(1),
             primed: watch::Sender::new(false),
@@ -92,11 +103,11 @@ impl Shared {
         hubs.insert(room, hub.clone());
         self.metrics.rooms.inc();
         self.upstreams
-            .spawn(upstream::run(self.clone(), room, hub.clone(), after));
+            .spawn(upstream::run(self.clone(), room, hub.clone()));
         hub
     }
 
-    /// Removes an unused hub; false when someone came back for it meanwhile.
+    /// Removes an unused hub from the map; false when someone came back for it meanwhile.
     fn release(&self, room: RoomId, hub: &Arc<Hub>) -> bool {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if hub.users.load(Ordering::Acquire) != 0 {
@@ -146,7 +157,9 @@ impl Edge {
                 hubs: Mutex::default(),
                 metrics: EdgeMetrics::new(registry),
                 admission,
+                fetches: Semaphore::new(MAX_FETCHES),
                 stopping,
+                relaying: CancellationToken::new(),
                 closing: CancellationToken::new(),
                 upstreams: TaskTracker::new(),
             }),
@@ -166,6 +179,7 @@ impl Edge {
     /// After `stopping`: ends the upstream subscriptions, lets local subscribers take what they
     /// were handed, then closes them (1001) so they resume on another edge.
     pub async fn drain(self) {
+        self.shared.relaying.cancel();
         self.shared.upstreams.close();
         let _ = tokio::time::timeout(DRAIN_GRACE, self.shared.upstreams.wait()).await;
         self.shared.closing.cancel();
@@ -182,6 +196,23 @@ impl Edge {
         }
         self.conns.close();
         let _ = tokio::time::timeout(DRAIN_GRACE, self.conns.wait()).await;
+    }
+
+    /// The shard's answer to a resume from `after`, one of at most [`MAX_FETCHES`] at a time.
+    async fn fetch(
+        &self,
+        hub: &Hub,
+        room: RoomId,
+        after: Position,
+    ) -> Result<(subscriber::Fetched, Position), String> {
+        let _turn = tokio::time::timeout(PRIME_WAIT, self.shared.fetches.acquire())
+            .await
+            .map_err(|_| "too many resumes being fetched".to_owned())?
+            .expect("never closed");
+        // Read once the relay is in place: the same generation at the join then means the relay
+        // received everything after what the fetch returns.
+        let generation = hub.room.generation();
+        catch_up::fetch(&self.shared.routes, room, after, generation).await
     }
 
     async fn subscribe(self, mut req: Request<Incoming>, room: String) -> Response<Body> {
@@ -211,7 +242,7 @@ impl Edge {
                 "subscriber limit reached, retry later\n",
             );
         };
-        let hub = Use(shared.hub(room_id, after));
+        let hub = Use(shared.hub(room_id));
         // The client counts itself subscribed from the 101: answer only once events flow to us,
         // or what is sent meanwhile would pass this edge by.
         let mut primed = hub.0.primed.subscribe();
@@ -224,19 +255,17 @@ impl Edge {
                 format!("room {room_id}'s shard is not reachable from this edge, retry later\n"),
             );
         }
-        // A resume from before this edge's relay of the room began: the shard may still hold
-        // the gap.
+        // A resume from a position this edge's relay does not reach back to: the shard may
+        // still hold the gap.
         let (after, fetched) = match after {
-            Some(p) if !hub.0.room.covers(p) => {
-                match catch_up::fetch(&shared.routes, room_id, p).await {
-                    Ok((fetched, reached)) => (Some(reached), Some(fetched)),
-                    Err(e) => {
-                        tracing::warn!(room = room_id, after = %p, error = %e,
-                            "could not fetch a resume's gap from the shard; answering from the relay");
-                        (after, None)
-                    }
+            Some(p) if !hub.0.room.covers(p) => match self.fetch(&hub.0, room_id, p).await {
+                Ok((fetched, reached)) => (Some(reached), Some(fetched)),
+                Err(e) => {
+                    tracing::warn!(room = room_id, after = %p, error = %e,
+                        "could not fetch a resume's gap from the shard; answering from the relay");
+                    (after, None)
                 }
-            }
+            },
             _ => (after, None),
         };
         let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {

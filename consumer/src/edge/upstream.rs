@@ -39,8 +39,8 @@ struct Frame<'a> {
 enum End {
     /// The edge is stopping.
     Stopped,
-    /// No local subscriber for the linger period.
-    Unused,
+    /// No local subscriber for the linger period: the hub is gone from the map.
+    Released,
     /// The shard closed or the connection broke.
     Lost(String),
 }
@@ -61,20 +61,19 @@ impl Idle {
     }
 }
 
+/// A connection that ends sooner than this did not really work: the retry pause keeps growing.
+const SHORT_LIVED: Duration = Duration::from_secs(1);
+
 /// Relays `room` until the edge stops or nobody has listened for the linger period.
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    room: RoomId,
-    hub: Arc<Hub>,
-    mut last: Option<Position>,
-) {
+pub(super) async fn run(shared: Arc<Shared>, room: RoomId, hub: Arc<Hub>) {
     let mut idle = Idle {
         since: None,
         linger: shared.config.linger(),
     };
+    let mut last: Option<Position> = None;
     let mut pause = FIRST_PAUSE;
     loop {
-        if shared.stopping.is_cancelled() {
+        if shared.relaying.is_cancelled() {
             return;
         }
         if idle.over(&hub) && shared.release(room, &hub) {
@@ -86,7 +85,7 @@ pub(super) async fn run(
                 shared.metrics.upstream_failures.inc();
                 tracing::warn!(room, error = %e, retry_in = ?pause, "edge upstream unavailable");
                 tokio::select! {
-                    _ = shared.stopping.cancelled() => return,
+                    _ = shared.relaying.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(LONGEST_PAUSE);
@@ -95,21 +94,24 @@ pub(super) async fn run(
         };
         shared.metrics.upstream_connects.inc();
         shared.metrics.upstreams.inc();
-        let end = relay(&shared, &hub, reader, &mut last, &mut idle).await;
+        let connected = Instant::now();
+        let end = relay(&shared, room, &hub, reader, &mut last, &mut idle).await;
         shared.metrics.upstreams.dec();
         match end {
             End::Stopped => return,
-            End::Unused => {
-                if shared.release(room, &hub) {
-                    tracing::debug!(room, "edge upstream released: no local subscribers");
-                    return;
-                }
+            End::Released => {
+                tracing::debug!(room, "edge upstream released: no local subscribers");
+                return;
             }
             End::Lost(why) => {
                 tracing::info!(room, after = ?last, why, "edge upstream lost; resuming");
-                pause = FIRST_PAUSE;
+                pause = if connected.elapsed() < SHORT_LIVED {
+                    (pause * 2).min(LONGEST_PAUSE)
+                } else {
+                    FIRST_PAUSE
+                };
                 tokio::select! {
-                    _ = shared.stopping.cancelled() => return,
+                    _ = shared.relaying.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
@@ -132,7 +134,7 @@ async fn connect(
         None => url,
     };
     tokio::select! {
-        _ = shared.stopping.cancelled() => Err("stopping".to_owned()),
+        _ = shared.relaying.cancelled() => Err("stopping".to_owned()),
         r = connect_reader(&url, CONNECT_TIMEOUT) => r.map_err(|e| format!("{url}: {e}")),
     }
 }
@@ -140,26 +142,33 @@ async fn connect(
 /// Relays one connection's events until it ends.
 async fn relay(
     shared: &Shared,
-    hub: &Hub,
+    room: RoomId,
+    hub: &Arc<Hub>,
     mut reader: ClientReader,
     last: &mut Option<Position>,
     idle: &mut Idle,
 ) -> End {
-    let resumed_from = *last;
-    let first = !hub.is_primed();
-    // A fresh subscription is in place once the shard accepted it; a resume once its replay
-    // has been relayed, so a local subscriber resuming from the same place finds it held.
-    let mut owed: Option<u64> = None;
-    if resumed_from.is_none() {
-        hub.prime();
+    match *last {
+        // The first subscription: in place once the shard accepted it.
+        None if !hub.is_primed() => hub.prime(),
+        // Subscribed again without a position (nothing was relayed yet): whatever the outage
+        // took cannot be named, so local subscribers are let go to resume with their own.
+        None => {
+            shared.metrics.upstream_gaps.inc();
+            hub.room.restart_history();
+            hub.room.close_all();
+        }
+        Some(_) => {}
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let ev = tokio::select! {
-            _ = shared.stopping.cancelled() => return End::Stopped,
+            _ = shared.relaying.cancelled() => return End::Stopped,
             _ = tick.tick() => {
-                if idle.over(hub) { return End::Unused; }
+                // Released only here, with the connection still open: if someone came back
+                // meanwhile, the relay goes on without a reconnect.
+                if idle.over(hub) && shared.release(room, hub) { return End::Released; }
                 continue;
             }
             ev = reader.next() => ev,
@@ -173,23 +182,12 @@ async fn relay(
             Err(e) => return End::Lost(e.to_string()),
         };
         let Ok(frame) = serde_json::from_slice::<Frame>(&bytes) else {
-            tracing::warn!("edge upstream sent a frame that is not JSON; skipped");
+            tracing::warn!(room, "edge upstream sent a frame that is not JSON; skipped");
             continue;
         };
         if frame.status == Some("RECOVERY") {
-            let replayed = frame.replayed.unwrap_or(0);
-            recovery(
-                shared,
-                hub,
-                first,
-                resumed_from,
-                frame.recovered == Some(true),
-                replayed,
-            );
-            if replayed == 0 {
-                hub.prime();
-            } else {
-                owed = Some(replayed);
+            if let (Some(after), Some(false)) = (*last, frame.recovered) {
+                gap(shared, hub, after, frame.replayed.unwrap_or(0));
             }
             continue;
         }
@@ -211,37 +209,12 @@ async fn relay(
             .metrics
             .dropped_slow_subscribers
             .inc_by(fanout.dropped);
-        if let Some(n) = owed.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                owed = None;
-                hub.prime();
-            }
-        }
     }
 }
 
-/// Takes a shard's answer to a resume: a covered first subscription vouches for its start; a
-/// reconnect the shard cannot cover is a gap, which the room's history forgets and the local
-/// subscribers are told of, as a shard tells a subscriber that resumes.
-fn recovery(
-    shared: &Shared,
-    hub: &Hub,
-    first: bool,
-    resumed_from: Option<Position>,
-    recovered: bool,
-    replayed: u64,
-) {
-    let Some(after) = resumed_from else { return };
-    if recovered {
-        if first {
-            hub.room.cover_from(after);
-        }
-        return;
-    }
-    if first {
-        return;
-    }
+/// A resume the shard could not cover: the room's history forgets what came before, and the
+/// local subscribers are told, as a shard tells a subscriber that resumes.
+fn gap(shared: &Shared, hub: &Hub, after: Position, replayed: u64) {
     shared.metrics.upstream_gaps.inc();
     tracing::warn!(after = %after, "edge upstream resumed with a gap the shard cannot vouch for");
     hub.room.restart_history();
