@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::about::Info;
@@ -29,6 +30,53 @@ pub trait Endpoint: Send + Sync + 'static {
     fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Opening;
     /// Why the service cannot serve now, if it cannot.
     fn ready(&self) -> Result<(), String>;
+}
+
+/// Why an endpoint refused a request before the WebSocket upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not an upgrade request.
+    NotUpgrade,
+    /// The service is shutting down.
+    Stopping,
+    /// Every place is taken.
+    Full,
+}
+
+impl Refusal {
+    /// The answer; `places` names what is limited ("subscriber", "connection").
+    pub fn response(self, places: &str) -> Response<Body> {
+        match self {
+            Refusal::NotUpgrade => http::text(
+                StatusCode::UPGRADE_REQUIRED,
+                "this route is a WebSocket: send an upgrade request\n",
+            ),
+            Refusal::Stopping => http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            Refusal::Full => http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{places} limit reached, retry later\n"),
+            ),
+        }
+    }
+}
+
+/// The checks every WebSocket route makes before it upgrades: an upgrade request, a service
+/// not stopping, and a free place, taken before the upgrade so a burst cannot overshoot it.
+pub fn admit<B>(
+    req: &Request<B>,
+    stopping: &CancellationToken,
+    places: &Arc<Semaphore>,
+) -> Result<OwnedSemaphorePermit, Refusal> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Err(Refusal::NotUpgrade);
+    }
+    if stopping.is_cancelled() {
+        return Err(Refusal::Stopping);
+    }
+    places
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Full)
 }
 
 /// A static file served at a fixed path.

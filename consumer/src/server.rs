@@ -9,7 +9,7 @@ use chatflow::http::{self, Body};
 use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
-use chatflow::router::{Endpoint, Opening, Router};
+use chatflow::router::{self, Endpoint, Opening, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -201,20 +201,9 @@ fn subscribe(
         Ok(after) => after,
         Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
     };
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return http::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this route is a WebSocket: send an upgrade request\n",
-        );
-    }
-    if shared.stopping.is_cancelled() {
-        return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
-    let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
-        return http::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "subscriber limit reached, retry later\n",
-        );
+    let permit = match router::admit(&req, &shared.stopping, &shared.admission) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.response("subscriber"),
     };
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,

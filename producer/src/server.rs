@@ -8,7 +8,7 @@ use chatflow::about::Info;
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
-use chatflow::router::{Endpoint, Opening, Router};
+use chatflow::router::{self, Endpoint, Opening, Refusal, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use chatflow_consumer::edge::Edge;
 use hyper::body::Incoming;
@@ -238,22 +238,14 @@ fn upgrade(
     connections: TaskTracker,
     room: &str,
 ) -> Response<Body> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return http::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this route is a WebSocket: send an upgrade request\n",
-        );
-    }
-    if shared.shutdown.is_cancelled() {
-        return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
-    // Taken before the upgrade so a burst cannot overshoot the limit.
-    let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
-        shared.metrics.connections_refused.inc();
-        return http::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit reached, retry later\n",
-        );
+    let permit = match router::admit(&req, &shared.shutdown, &shared.admission) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            if refusal == Refusal::Full {
+                shared.metrics.connections_refused.inc();
+            }
+            return refusal.response("connection");
+        }
     };
     let target = match shared.rooms.parse_room(room) {
         Ok(room) => Target::Room(room),

@@ -20,7 +20,7 @@ use chatflow::about::Info;
 use chatflow::http::{self, Body};
 use chatflow::protocol::Position;
 use chatflow::rooms::{RoomId, RoomRange};
-use chatflow::router::{Endpoint, Opening, Router};
+use chatflow::router::{self, Endpoint, Opening, Router};
 use chatflow::service::{self, ServiceHandle, StartError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -227,20 +227,9 @@ impl Edge {
             Ok(after) => after,
             Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
         };
-        if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-            return http::text(
-                StatusCode::UPGRADE_REQUIRED,
-                "this route is a WebSocket: send an upgrade request\n",
-            );
-        }
-        if shared.stopping.is_cancelled() {
-            return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-        }
-        let Ok(permit) = shared.admission.clone().try_acquire_owned() else {
-            return http::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "subscriber limit reached, retry later\n",
-            );
+        let permit = match router::admit(&req, &shared.stopping, &shared.admission) {
+            Ok(permit) => permit,
+            Err(refusal) => return refusal.response("subscriber"),
         };
         let hub = Use(shared.hub(room_id));
         // The client counts itself subscribed from the 101: answer only once events flow to us,
