@@ -37,6 +37,8 @@ COPY consumer consumer
 COPY loadgen loadgen
 COPY operator operator
 COPY server server
+# A workspace member must be present for cargo to load the workspace; it is not built here.
+COPY xtask xtask
 # Named by chatflow_build_info and /info; `scripts/images.sh` passes the checkout's commit.
 ARG CHATFLOW_COMMIT=unknown
 ENV CHATFLOW_COMMIT=${CHATFLOW_COMMIT}

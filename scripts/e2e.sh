@@ -12,12 +12,12 @@
 #      once more while a producer pod is deleted, the producers roll to a new tag and the
 #      operator's leader pod is deleted: senders resend what was unanswered, still clean; with
 #      --current also a consumer container SIGKILLed (no duplicates or reordering after the
-#      resume; loss reported), LocalStack frozen for 10 s (clean), and, with scripts/testenv.sh's
+#      resume; loss reported), LocalStack frozen for 10 s (clean), and, with the test environment's
 #      Prometheus, LocalStack cut off from the pods until the breaker alert goes pending (clean);
 #   4. a reshard under load, subscribers through the edge, which follows the routing table to
 #      the new shards: clean; the removed shards' pods are gone before any new shard's pod
 #      exists, and a second loadgen run is clean;
-#   5. with scripts/testenv.sh's Prometheus (CHATFLOW_PROMETHEUS), every panel of the Grafana
+#   5. with the test environment's Prometheus (CHATFLOW_PROMETHEUS), every panel of the Grafana
 #      dashboard and every alert rule is evaluated over this run's scrapes: none without data
 #      (`loadgen dashboard check`), and the panels are drawn (E2E_DASHBOARD_SVG keeps the picture);
 #   6. `kubectl delete crs` and `helm uninstall` leave no Deployments, Services, ConfigMaps or pods
@@ -26,14 +26,14 @@
 #     scripts/e2e.sh --kind      # creates a kind cluster, loads the images into it and runs
 #                                # LocalStack in it (examples/localstack.yaml)
 #     scripts/e2e.sh --current   # the current kubectl context, whose nodes share this machine's
-#                                # Docker (scripts/test runs it on the cluster of scripts/testenv.sh)
+#                                # Docker (scripts/test runs it on the cluster of cargo xtask testenv run)
 #
 # Only cluster creation, image loading and where LocalStack runs differ between the two.
 # Any E2E_* variable overrides scripts/e2e.env. Other settings (environment):
 #   KIND_CLUSTER, KEEP_CLUSTER=1   kind cluster name (default chatflow-e2e); keep it afterwards
 #   E2E_LOCAL_BASE=1               build from local base images (scripts/images.sh --local-base)
 #   E2E_POD_AWS_ENDPOINT           --current: LocalStack as pods reach it (default
-#                                  $CHATFLOW_POD_AWS_ENDPOINT from scripts/testenv.sh)
+#                                  $CHATFLOW_POD_AWS_ENDPOINT from cargo xtask testenv run)
 #   E2E_HOST_AWS_ENDPOINT          --current: LocalStack as this script reaches it (default
 #                                  $AWS_ENDPOINT_URL)
 #   OPERATOR_NAMESPACE             chart release namespace (default chatflow-system)
@@ -91,9 +91,7 @@ queue_prefix="$(sed -n 's/^    prefix: *//p' "$E2E_EXAMPLE" | head -n 1)"
 for tool in kubectl python3 curl cargo; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH"
 done
-# shellcheck source=scripts/testenv.sh
-source scripts/testenv.sh
-helm="$(chatflow_helm_install)"
+helm="$(cargo xtask helm)"
 docker_cmd="${CHATFLOW_DOCKER:-docker}"
 
 if [[ "$mode" == --kind ]]; then
@@ -106,10 +104,10 @@ else
     pod_aws_endpoint="${E2E_POD_AWS_ENDPOINT:-${CHATFLOW_POD_AWS_ENDPOINT:-}}"
     host_aws_endpoint="${E2E_HOST_AWS_ENDPOINT:-${AWS_ENDPOINT_URL:-}}"
     [[ -n "$pod_aws_endpoint" && -n "$host_aws_endpoint" ]] ||
-        die "--current needs LocalStack: run inside scripts/testenv.sh, or set E2E_POD_AWS_ENDPOINT and E2E_HOST_AWS_ENDPOINT"
+        die "--current needs LocalStack: run inside cargo xtask testenv run, or set E2E_POD_AWS_ENDPOINT and E2E_HOST_AWS_ENDPOINT"
 fi
 "$docker_cmd" info >/dev/null 2>&1 || die "docker is installed but the daemon does not answer"
-# scripts/testenv.sh's Prometheus, scraping this cluster's pods: the monitoring steps need it.
+# The test environment's Prometheus, scraping this cluster's pods: the monitoring steps need it.
 prometheus=""
 [[ "$mode" == --kind ]] || prometheus="${CHATFLOW_PROMETHEUS:-}"
 # loadgen on this machine, for what talks to Prometheus rather than to the Services.

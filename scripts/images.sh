@@ -14,12 +14,10 @@
 # and passes this machine's CA bundle to the crate download, as a TLS-intercepting proxy needs.
 #
 # Settings (environment): DOCKER (client; default Debian's /usr/bin/docker when present, whose
-# built-in BuildKit needs no buildx plugin), CHATFLOW_DEBIAN_MIRROR (see scripts/testenv.sh).
+# built-in BuildKit needs no buildx plugin), CHATFLOW_DEBIAN_MIRROR (see xtask/src/main.rs).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=scripts/testenv.sh
-source scripts/testenv.sh
 
 images=(operator producer consumer loadgen)
 local_base=0
@@ -59,9 +57,9 @@ make_local_base() {
         log "reusing $builder_image and $runtime_image"
         return 0
     fi
-    _chatflow_ensure_commands debootstrap:debootstrap
+    cargo xtask ensure-commands debootstrap:debootstrap
     local mirror started=$SECONDS
-    mirror="$(_chatflow_debian_mirrors)"
+    mirror="$(cargo xtask debian-mirrors)"
     mirror="${mirror%% *}"
     work="$(mktemp -d "${TMPDIR:-/tmp}/chatflow-base.XXXXXX")"
 

@@ -1,7 +1,7 @@
 //! What a 1,000-room ChatRoomSet costs while nothing changes: SQS requests and Kubernetes API
 //! requests per idle minute, once it is Ready. SQS requests are read from LocalStack's request
 //! log, API requests counted by a layer on the operator's client.
-//! Needs the test environment: `scripts/testenv.sh run -- cargo bench -p chatflow-operator --bench idle_calls`.
+//! Needs the test environment: `cargo xtask testenv run -- cargo bench -p chatflow-operator --bench idle_calls`.
 
 mod support;
 

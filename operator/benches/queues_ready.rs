@@ -1,6 +1,6 @@
 //! Time for a 1,000-room ChatRoomSet to reach QueuesReady, beside a sequential create loop
 //! against the same LocalStack in the same run, and the operator's memory while managing it.
-//! Needs the test environment: `scripts/testenv.sh run -- cargo bench -p chatflow-operator`.
+//! Needs the test environment: `cargo xtask testenv run -- cargo bench -p chatflow-operator`.
 
 mod support;
 

@@ -34,7 +34,8 @@ if [[ "$mode" == --current ]]; then
         die "job/$fault_job: duplicates or reordering after a SIGKILL"
 
     step "LocalStack frozen for 10 s under load ($E2E_FAULT_RATE msg/s): senders retry, nothing acknowledged is lost"
-    localstack_sid="$(cat "$(_chatflow_cache)/run/localstack/pid")"
+    # The test environment's LocalStack session (cargo xtask testenv run).
+    localstack_sid="${CHATFLOW_LOCALSTACK_PID:-}"
     [[ -n "$localstack_sid" ]] || die "no LocalStack process group to freeze"
     fault_job=chatflow-loadgen-e2e-queue-frozen
     # Retries outlast the freeze: what is still refused after them is an error, not a loss.

@@ -29,7 +29,7 @@ pub fn environment(bench: &str) -> Option<String> {
         (Ok(endpoint), Some(_)) => Some(endpoint),
         _ => {
             println!(
-                "{bench}: skipped (needs the test environment: scripts/testenv.sh run -- cargo bench -p chatflow-operator --bench {bench})"
+                "{bench}: skipped (needs the test environment: cargo xtask testenv run -- cargo bench -p chatflow-operator --bench {bench})"
             );
             None
         }

@@ -1,0 +1,51 @@
+//! The cache every run shares (installed servers, built binaries, logs, run directories) and the
+//! locks that keep two runs from building the same thing at once.
+
+use std::fs::{self, File};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::say;
+
+/// The cache root: CHATFLOW_CACHE, or ~/.cache/chatflow.
+pub fn root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CHATFLOW_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/chatflow")
+}
+
+/// A directory under the cache, created if missing.
+pub fn dir(name: &str) -> Result<PathBuf> {
+    let dir = root().join(name);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The log file of NAME under the cache's logs directory.
+pub fn log(name: &str) -> Result<PathBuf> {
+    Ok(dir("logs")?.join(format!("{name}.log")))
+}
+
+/// Runs F holding the cache lock NAME. A second run waits, and then finds the work done.
+pub fn with_lock<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let path = dir(".")?.join(format!("{name}.lock"));
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let _lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((file, Errno::EWOULDBLOCK)) => {
+            say!("waiting for another run to finish with {name}");
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| errno)
+                .with_context(|| format!("locking {}", path.display()))?
+        }
+        Err((_, errno)) => {
+            return Err(errno).with_context(|| format!("locking {}", path.display()));
+        }
+    };
+    f()
+}

@@ -1,0 +1,148 @@
+//! The whole test environment: installing it, starting it in order, stopping it in reverse, and
+//! running a command inside it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cluster::{self, Cluster};
+use crate::docker::{self, Docker};
+use crate::localstack::{self, LocalStack};
+use crate::process::{self, alive};
+use crate::prometheus::{self, Prometheus};
+use crate::say;
+
+/// The environment a command inside the test environment gets: the servers' addresses and the
+/// clients' settings.
+#[derive(Debug, Default)]
+pub struct Exports(BTreeMap<String, String>);
+
+impl Exports {
+    /// Sets NAME to VALUE for the command.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.0.insert(name.to_owned(), value.into());
+    }
+
+    /// NAME's value, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// Seconds from the environment variable NAME, or DEFAULT.
+pub fn timeout(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// Marks RUN_DIR as this run's, so another run on the machine knows it is taken.
+pub fn claim(run_dir: &Path) -> Result<()> {
+    fs::create_dir_all(run_dir)?;
+    fs::write(run_dir.join("owner"), format!("{}\n", std::process::id()))
+        .with_context(|| format!("claiming {}", run_dir.display()))
+}
+
+/// The PID of the run that claimed RUN_DIR, if it is alive and is not this one: another test run
+/// on the machine, sharing the cache and the ports.
+pub fn run_owner(run_dir: &Path) -> Option<i32> {
+    process::read_pid(&run_dir.join("owner"))
+        .filter(|&pid| pid != std::process::id() as i32 && alive(pid))
+}
+
+/// Installs (into the cache) everything the servers need.
+pub fn install() -> Result<()> {
+    localstack::install()?;
+    cluster::install()?;
+    prometheus::install()
+}
+
+/// The servers this run started.
+#[derive(Debug, Default)]
+struct TestEnv {
+    localstack: LocalStack,
+    docker: Docker,
+    cluster: Cluster,
+    prometheus: Prometheus,
+    exports: Exports,
+}
+
+impl TestEnv {
+    fn up(&mut self, rules: &Path) -> Result<()> {
+        let start = Instant::now();
+        install()?;
+        self.docker.start(&mut self.exports)?;
+        let (node_ip, bridge) = docker::bridge()?;
+        // LocalStack takes a few seconds to answer: it starts while the cluster does.
+        self.localstack.spawn(&[node_ip.into()])?;
+        self.cluster.start(node_ip, &bridge, &mut self.exports)?;
+        self.localstack.wait(&mut self.exports)?;
+        let kubeconfig = PathBuf::from(self.exports.get("KUBECONFIG").unwrap_or_default());
+        self.prometheus
+            .start(rules, &kubeconfig, &mut self.exports)?;
+        let pod_endpoint = format!("http://{node_ip}:{}", localstack::PORT);
+        say!(
+            "test environment up in {} s (pods reach LocalStack at {pod_endpoint})",
+            start.elapsed().as_secs()
+        );
+        self.exports.set("CHATFLOW_POD_AWS_ENDPOINT", pod_endpoint);
+        Ok(())
+    }
+
+    fn up_sqs_only(&mut self) -> Result<()> {
+        localstack::install()?;
+        self.localstack.spawn(&[])?;
+        self.localstack.wait(&mut self.exports)
+    }
+
+    /// Reverse order of start; every part is stopped even if another fails, so nothing is left.
+    fn down(&mut self) {
+        process::stopping();
+        // LocalStack takes seconds to stop: it stops while the cluster does.
+        self.localstack.begin_stop();
+        self.prometheus.stop();
+        self.cluster.stop();
+        self.localstack.stop();
+        self.docker.stop();
+    }
+}
+
+/// Starts the test environment (only LocalStack with SQS_ONLY), runs COMMAND in it with the
+/// servers' settings in its environment, and stops it again however the command ends. A SIGINT,
+/// SIGTERM or SIGHUP stops the command and the servers, then this program, by the same signal.
+pub fn run(sqs_only: bool, command: &[OsString], rules: &Path) -> Result<ExitCode> {
+    process::catch_signals()?;
+    let mut env = TestEnv::default();
+    let result = if sqs_only {
+        env.up_sqs_only()
+    } else {
+        env.up(rules)
+    }
+    .and_then(|()| {
+        let mut child = Command::new(&command[0])
+            .args(&command[1..])
+            .envs(&env.exports.0)
+            .spawn()
+            .with_context(|| format!("running {}", command[0].to_string_lossy()))?;
+        process::wait_interruptibly(&mut child)
+    });
+    env.down();
+    if let Some(signal) = process::interrupted() {
+        say!("stopped by {signal}");
+        let _ = signal_hook::low_level::emulate_default_handler(signal as i32);
+    }
+    let status = result?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
