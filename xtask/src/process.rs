@@ -70,7 +70,9 @@ pub fn wait_interruptibly(child: &mut Child) -> Result<ExitStatus> {
         if let Some(signal) = cut_short() {
             let _ = kill(Pid::from_raw(child.id() as i32), signal);
             // A command that ignores the signal gets SIGKILL: the servers must still be stopped.
-            if !wait_until(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_)))) {
+            if !wait_until(Duration::from_secs(30), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
                 let _ = child.kill();
             }
             let status = child.wait()?;
