@@ -37,6 +37,16 @@ pub fn install(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Fails, saying what it is needed for and how to install it, unless COMMAND is installed.
+pub fn require(command: &str, why: &str) -> Result<()> {
+    if !command_exists(command) {
+        bail!(
+            "{command} is needed {why} and is not installed (on Debian: apt-get install -y {command})"
+        );
+    }
+    Ok(())
+}
+
 /// Installs the packages behind missing commands. Each pair is COMMAND:PACKAGE, where COMMAND
 /// may be an absolute path to insist on the package's own binary.
 pub fn ensure_commands(pairs: &[&str]) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, FdFlag, Flock, FlockArg, fcntl};
 
 use crate::say;
 
@@ -47,5 +47,9 @@ pub fn with_lock<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             return Err(errno).with_context(|| format!("locking {}", path.display()));
         }
     };
+    // Children inherit the lock, so a build orphaned by an interrupted run holds it until it
+    // exits, and a later run does not start the same build beside it.
+    fcntl(&*_lock, FcntlArg::F_SETFD(FdFlag::empty()))
+        .with_context(|| format!("sharing {} with children", path.display()))?;
     f()
 }

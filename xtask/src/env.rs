@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -36,11 +38,13 @@ impl Exports {
 
 /// Seconds from the environment variable NAME, or DEFAULT.
 pub fn timeout(name: &str, default: u64) -> Duration {
+    // At most a day: more than any start takes, and deadline arithmetic cannot overflow.
     Duration::from_secs(
         std::env::var(name)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
+            .unwrap_or(default)
+            .min(86_400),
     )
 }
 
@@ -115,6 +119,13 @@ impl TestEnv {
     }
 }
 
+// Whatever way `run` leaves, a panic included, nothing it started is left running.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
 /// Starts the test environment (only LocalStack with SQS_ONLY), runs COMMAND in it with the
 /// servers' settings in its environment, and stops it again however the command ends. A SIGINT,
 /// SIGTERM or SIGHUP stops the command and the servers, then this program, by the same signal.
@@ -127,9 +138,15 @@ pub fn run(sqs_only: bool, command: &[OsString], rules: &Path) -> Result<ExitCod
         env.up(rules)
     }
     .and_then(|()| {
-        let mut child = Command::new(&command[0])
-            .args(&command[1..])
-            .envs(&env.exports.0)
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]).envs(&env.exports.0);
+        // Run from a script, the command gets a process group of its own so that a signal to
+        // this program reaches everything it started. At a terminal it stays in the foreground
+        // group, where it can read the terminal and Ctrl-C reaches it anyway.
+        if !std::io::stdin().is_terminal() {
+            cmd.process_group(0);
+        }
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("running {}", command[0].to_string_lossy()))?;
         process::wait_interruptibly(&mut child)

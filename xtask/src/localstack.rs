@@ -114,6 +114,7 @@ impl LocalStack {
         if !installed() {
             bail!("LocalStack is not installed");
         }
+        crate::apt::require("curl", "to check that LocalStack answers")?;
         let run_dir = run_dir();
         let mut listen = Vec::new();
         for addr in std::iter::once(IpAddr::from([127, 0, 0, 1])).chain(addrs.iter().copied()) {

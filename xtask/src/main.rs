@@ -14,7 +14,8 @@
 //! the servers there. The command gets AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
 //! AWS_SECRET_ACCESS_KEY (LocalStack's static test credentials), CHATFLOW_LOCALSTACK=1,
 //! CHATFLOW_LOCALSTACK_PID, CHATFLOW_POD_AWS_ENDPOINT, KUBECONFIG (admin), CHATFLOW_KUBE=1,
-//! CHATFLOW_CLUSTER=1, CHATFLOW_NODE_IP, CHATFLOW_DOCKER and CHATFLOW_PROMETHEUS.
+//! CHATFLOW_CLUSTER=1, CHATFLOW_NODE_IP, CHATFLOW_POD_CIDR, CHATFLOW_SERVICE_CIDR, CHATFLOW_DOCKER
+//! and CHATFLOW_PROMETHEUS.
 //!
 //! Settings (environment): CHATFLOW_CACHE (default ~/.cache/chatflow; the first build of the
 //! Kubernetes binaries takes 5-10 min and leaves about 400 MB), CHATFLOW_PYTHON,

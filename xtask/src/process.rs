@@ -68,7 +68,13 @@ pub fn wait_interruptibly(child: &mut Child) -> Result<ExitStatus> {
             return Ok(status);
         }
         if let Some(signal) = cut_short() {
-            let _ = kill(Pid::from_raw(child.id() as i32), signal);
+            let pid = Pid::from_raw(child.id() as i32);
+            // A child leading its own process group gets the signal with everything it started.
+            if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+                let _ = killpg(pid, signal);
+            } else {
+                let _ = kill(pid, signal);
+            }
             // A command that ignores the signal gets SIGKILL: the servers must still be stopped.
             if !wait_until(Duration::from_secs(30), || {
                 matches!(child.try_wait(), Ok(Some(_)))

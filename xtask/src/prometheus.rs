@@ -39,6 +39,7 @@ impl Prometheus {
         if self.server.is_some() {
             return Ok(());
         }
+        apt::require("curl", "to check that Prometheus is ready")?;
         let port = port();
         if process::port_in_use(SocketAddr::from(([127, 0, 0, 1], port))) {
             bail!("127.0.0.1:{port} is in use; set CHATFLOW_PROMETHEUS_PORT to a free port");

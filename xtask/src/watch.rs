@@ -60,15 +60,14 @@ fn kubectl_json(kubeconfig: &Path, resource: &str) -> Result<Value> {
     serde_json::from_str(&out).with_context(|| format!("parsing kubectl get {resource}"))
 }
 
-/// Writes CONTENT to PATH if it differs, through a file beside it moved over it, so a reader never
-/// sees a half-written file.
-fn replace_if_changed(path: &Path, content: &str) -> Result<()> {
+/// Writes CONTENT to PATH if it differs, through TMP (on the same file system) moved over it, so
+/// a reader never sees a half-written file.
+fn replace_if_changed(path: &Path, tmp: &Path, content: &str) -> Result<()> {
     if fs::read_to_string(path).is_ok_and(|old| old == content) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, content)?;
-    fs::rename(&tmp, path)?;
+    fs::write(tmp, content)?;
+    fs::rename(tmp, path)?;
     Ok(())
 }
 
@@ -97,8 +96,11 @@ fn service_hosts(services: &Value, domain: &str) -> String {
 /// (--hostsdir; it re-reads changed files by itself).
 pub fn sync_services(kubeconfig: &Path, hosts_dir: &Path, domain: &str) -> Result<()> {
     let services = kubectl_json(kubeconfig, "services")?;
+    // dnsmasq reads every file in its directory, so the temporary file stays outside it.
+    let tmp = hosts_dir.with_extension("tmp");
     replace_if_changed(
         &hosts_dir.join("services"),
+        &tmp,
         &service_hosts(&services, domain),
     )
 }
@@ -135,10 +137,8 @@ fn scrape_targets(pods: &Value) -> Value {
 /// file_sd (Debian's build has no Kubernetes discovery) and re-reads when it changes.
 pub fn sync_pods(kubeconfig: &Path, targets: &Path) -> Result<()> {
     let pods = kubectl_json(kubeconfig, "pods")?;
-    replace_if_changed(
-        targets,
-        &serde_json::to_string_pretty(&scrape_targets(&pods))?,
-    )
+    let json = serde_json::to_string_pretty(&scrape_targets(&pods))?;
+    replace_if_changed(targets, &targets.with_extension("tmp"), &json)
 }
 
 fn items(list: &Value) -> impl Iterator<Item = &Value> {

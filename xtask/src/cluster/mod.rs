@@ -109,7 +109,8 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster on the node address NODE_IP (the Docker bridge BRIDGE's) and waits until
     /// the node is Ready and pods can be created in the default namespace. Exports KUBECONFIG
-    /// (admin), CHATFLOW_KUBE=1, CHATFLOW_CLUSTER=1 and CHATFLOW_NODE_IP.
+    /// (admin), CHATFLOW_KUBE=1, CHATFLOW_CLUSTER=1, CHATFLOW_NODE_IP, CHATFLOW_POD_CIDR and
+    /// CHATFLOW_SERVICE_CIDR.
     pub fn start(&mut self, node_ip: Ipv4Addr, bridge: &str, exports: &mut Exports) -> Result<()> {
         if self.started {
             return Ok(());
@@ -201,6 +202,8 @@ impl Cluster {
         exports.set("CHATFLOW_KUBE", "1");
         exports.set("CHATFLOW_CLUSTER", "1");
         exports.set("CHATFLOW_NODE_IP", node_ip.to_string());
+        exports.set("CHATFLOW_POD_CIDR", POD_CIDR);
+        exports.set("CHATFLOW_SERVICE_CIDR", SERVICE_CIDR);
         say!(
             "test cluster ready in {} s: API https://{node_ip}:{KUBE_PORT}, node {NODE_NAME}, KUBECONFIG={}, logs: {}",
             start.elapsed().as_secs(),

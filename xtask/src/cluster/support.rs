@@ -223,7 +223,14 @@ pub fn egress_guard(bridge: &str, log: &Path) -> Result<()> {
             .args(&rule)
             .stdout(file.try_clone()?)
             .stderr(file.try_clone()?);
-        process::run(&mut iptables).context("installing the egress guard (iptables)")?;
+        if let Err(err) = process::run(&mut iptables) {
+            say!(
+                "installing the egress guard (iptables) failed; {}:",
+                log.display()
+            );
+            process::show_tail(log, 20);
+            return Err(err);
+        }
     }
     Ok(())
 }
