@@ -124,10 +124,15 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs CMD with its output appended to LOG; on failure shows the end of the log.
+/// Announces WHAT, then runs it as `logged` does.
 pub fn step(log: &Path, what: &str, cmd: &mut Command) -> Result<()> {
-    use std::io::Write;
     say!("  {what}");
+    logged(log, what, cmd)
+}
+
+/// Runs CMD (doing WHAT) with its output appended to LOG; on failure shows the end of the log.
+pub fn logged(log: &Path, what: &str, cmd: &mut Command) -> Result<()> {
+    use std::io::Write;
     let mut file = append(log)?;
     writeln!(file, "\n== {what}")?;
     cmd.stdin(Stdio::null())

@@ -45,7 +45,7 @@ authorityKeyIdentifier = keyid
 }
 
 fn openssl(log: &Path, what: &str, pki: &Path, args: &[&str]) -> Result<()> {
-    process::step(
+    process::logged(
         log,
         what,
         Command::new("openssl").current_dir(pki).args(args),
