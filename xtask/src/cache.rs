@@ -33,7 +33,9 @@ pub fn log(name: &str) -> Result<PathBuf> {
 
 /// Runs F holding the cache lock NAME. A second run waits, and then finds the work done.
 pub fn with_lock<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let path = dir(".")?.join(format!("{name}.lock"));
+    let root = root();
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let path = root.join(format!("{name}.lock"));
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let _lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
