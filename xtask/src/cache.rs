@@ -2,12 +2,13 @@
 //! locks that keep two runs from building the same thing at once.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, Flock, FlockArg, fcntl};
 
+use crate::process::{alive, read_pid};
 use crate::say;
 
 /// The cache root: CHATFLOW_CACHE, or ~/.cache/chatflow.
@@ -54,4 +55,17 @@ pub fn with_lock<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     fcntl(&*_lock, FcntlArg::F_SETFD(FdFlag::empty()))
         .with_context(|| format!("sharing {} with children", path.display()))?;
     f()
+}
+
+/// Marks RUN_DIR as this run's, so another run on the machine knows it is taken.
+pub fn claim(run_dir: &Path) -> Result<()> {
+    fs::create_dir_all(run_dir)?;
+    fs::write(run_dir.join("owner"), format!("{}\n", std::process::id()))
+        .with_context(|| format!("claiming {}", run_dir.display()))
+}
+
+/// The PID of the run that claimed RUN_DIR, if it is alive and is not this one: another test run
+/// on the machine, sharing the cache and the ports.
+pub fn run_owner(run_dir: &Path) -> Option<i32> {
+    read_pid(&run_dir.join("owner")).filter(|&pid| pid != std::process::id() as i32 && alive(pid))
 }

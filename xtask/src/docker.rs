@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
-use crate::process::{self, Session, show_tail};
+use crate::process::{self, Session};
 use crate::{apt, cache, env::Exports, say};
 
 /// Debian's client (20.10). A newer client earlier on PATH may need the buildx plugin for builds,
@@ -70,23 +70,9 @@ impl Docker {
         let pidfile = cache::dir("run/docker")?.join("dockerd.pid");
         let session = Session::spawn("dockerd", &pidfile, &log, &Command::new(DAEMON))?;
         let timeout = crate::env::timeout("CHATFLOW_DOCKER_TIMEOUT", 60);
-        let ready = process::wait_until(timeout, || {
-            answers() || !session.running() || process::interrupted().is_some()
-        });
-        let sid = session.sid();
-        self.session = Some(session);
-        if !ready || !answers() {
-            say!(
-                "the Docker daemon did not answer within {} s; last lines of {}:",
-                timeout.as_secs(),
-                log.display()
-            );
-            show_tail(&log, 30);
-            self.stop();
-            process::check_interrupt()?;
-            bail!("the Docker daemon did not start");
-        }
-        say!("Docker daemon ready (PID {sid})");
+        let session = self.session.insert(session);
+        session.await_ready(&log, timeout, answers)?;
+        say!("Docker daemon ready (PID {})", session.sid());
         Ok(())
     }
 

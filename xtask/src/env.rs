@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::cluster::{self, Cluster};
 use crate::docker::{self, Docker};
 use crate::localstack::{self, LocalStack};
-use crate::process::{self, alive};
+use crate::process;
 use crate::prometheus::{self, Prometheus};
 use crate::say;
 
@@ -28,11 +27,6 @@ impl Exports {
     /// Sets NAME to VALUE for the command.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         self.0.insert(name.to_owned(), value.into());
-    }
-
-    /// NAME's value, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
     }
 }
 
@@ -48,20 +42,6 @@ pub fn timeout(name: &str, default: u64) -> Duration {
     )
 }
 
-/// Marks RUN_DIR as this run's, so another run on the machine knows it is taken.
-pub fn claim(run_dir: &Path) -> Result<()> {
-    fs::create_dir_all(run_dir)?;
-    fs::write(run_dir.join("owner"), format!("{}\n", std::process::id()))
-        .with_context(|| format!("claiming {}", run_dir.display()))
-}
-
-/// The PID of the run that claimed RUN_DIR, if it is alive and is not this one: another test run
-/// on the machine, sharing the cache and the ports.
-pub fn run_owner(run_dir: &Path) -> Option<i32> {
-    process::read_pid(&run_dir.join("owner"))
-        .filter(|&pid| pid != std::process::id() as i32 && alive(pid))
-}
-
 /// Installs (into the cache) everything the servers need.
 pub fn install() -> Result<()> {
     localstack::install()?;
@@ -69,7 +49,7 @@ pub fn install() -> Result<()> {
     prometheus::install()
 }
 
-/// The servers this run started.
+/// The servers this run started. Whatever part fails to start, `down` stops all that did.
 #[derive(Debug, Default)]
 struct TestEnv {
     localstack: LocalStack,
@@ -87,9 +67,8 @@ impl TestEnv {
         let (node_ip, bridge) = docker::bridge()?;
         // LocalStack takes a few seconds to answer: it starts while the cluster does.
         self.localstack.spawn(&[node_ip.into()])?;
-        self.cluster.start(node_ip, &bridge, &mut self.exports)?;
+        let kubeconfig = self.cluster.start(node_ip, &bridge, &mut self.exports)?;
         self.localstack.wait(&mut self.exports)?;
-        let kubeconfig = PathBuf::from(self.exports.get("KUBECONFIG").unwrap_or_default());
         self.prometheus
             .start(rules, &kubeconfig, &mut self.exports)?;
         let pod_endpoint = format!("http://{node_ip}:{}", localstack::PORT);
@@ -151,6 +130,7 @@ pub fn run(sqs_only: bool, command: &[OsString], rules: &Path) -> Result<ExitCod
             .with_context(|| format!("running {}", command[0].to_string_lossy()))?;
         process::wait_interruptibly(&mut child)
     });
+    // Now, not at Drop: re-raising the signal below ends the program without unwinding.
     env.down();
     if let Some(signal) = process::interrupted() {
         say!("stopped by {signal}");

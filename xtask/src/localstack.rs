@@ -4,11 +4,11 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::process::{self, Session, command_exists, show_tail};
+use crate::process::{self, Session, command_exists};
 use crate::{cache, env::Exports, say};
 
 // Newer localstack-core releases (4.14, 2026.x) fail on Python 3.11 with a SyntaxError; the extra
@@ -126,7 +126,7 @@ impl LocalStack {
             if !process::port_in_use(at) {
                 continue;
             }
-            if let Some(owner) = crate::env::run_owner(&run_dir) {
+            if let Some(owner) = cache::run_owner(&run_dir) {
                 bail!(
                     "{at} is in use by another test run on this machine (started by PID {owner}); wait for it to finish"
                 );
@@ -143,7 +143,7 @@ impl LocalStack {
         // LocalStack keeps no useful state between runs here, and old state would make runs differ.
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(run_dir.join("fs"))?;
-        crate::env::claim(&run_dir)?;
+        cache::claim(&run_dir)?;
         let mut cmd = Command::new(venv().join("bin/python"));
         cmd.args(["-m", "localstack.runtime.main"])
             // The machine has /.dockerenv, and LocalStack would otherwise write to
@@ -171,15 +171,14 @@ impl LocalStack {
     }
 
     /// Waits until SQS answers, and exports the client settings.
-    pub fn wait(&mut self, exports: &mut Exports) -> Result<()> {
+    pub fn wait(&self, exports: &mut Exports) -> Result<()> {
         let Some(session) = &self.session else {
             bail!("LocalStack was not started")
         };
         let log = cache::log("localstack")?;
         let timeout = crate::env::timeout("CHATFLOW_LOCALSTACK_TIMEOUT", 120);
-        let deadline = Instant::now() + timeout;
         // The health route reports ready before SQS answers; only a real call proves it usable.
-        let list_queues = || {
+        session.await_ready(&log, timeout, || {
             process::succeeds(Command::new("curl").args([
                 "-sf",
                 "-o",
@@ -196,25 +195,7 @@ impl LocalStack {
                 "{}",
                 &format!("http://127.0.0.1:{PORT}/"),
             ]))
-        };
-        while !list_queues() {
-            process::check_interrupt()?;
-            let problem = if !session.running() {
-                "LocalStack exited during start-up".to_owned()
-            } else if Instant::now() >= deadline {
-                format!(
-                    "LocalStack did not answer on 127.0.0.1:{PORT} within {} s",
-                    timeout.as_secs()
-                )
-            } else {
-                std::thread::sleep(Duration::from_millis(250));
-                continue;
-            };
-            say!("{problem}; last lines of {}:", log.display());
-            show_tail(&log, 40);
-            self.stop();
-            bail!(problem);
-        }
+        })?;
         exports.set("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{PORT}"));
         exports.set("AWS_REGION", "us-east-1");
         exports.set("AWS_ACCESS_KEY_ID", "test");
@@ -234,10 +215,7 @@ impl LocalStack {
     /// the other servers.
     pub fn begin_stop(&self) {
         if let Some(session) = &self.session {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(session.sid()),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            session.terminate();
         }
     }
 

@@ -171,6 +171,11 @@ pub fn describe(cmd: &Command) -> String {
     words.join(" ")
 }
 
+/// True when URL answers a GET with a success status within 2 s.
+pub fn http_ok(url: &str) -> bool {
+    succeeds(Command::new("curl").args(["-sf", "-o", "/dev/null", "--max-time", "2", url]))
+}
+
 /// True when something accepts TCP connections on ADDR.
 pub fn port_in_use(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
@@ -200,13 +205,15 @@ fn stat_fields(stat: &str) -> Option<(char, i32)> {
     Some((state, session))
 }
 
+/// Process PID's state and session id, if it exists.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    stat_fields(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// True while process PID runs. A zombie, which a stopped server is until its parent reaps it,
 /// does not count.
 pub fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_fields(&s))
-        .is_some_and(|(state, _)| state != 'Z')
+    stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// Live (non-zombie) processes of session SID.
@@ -216,12 +223,7 @@ pub fn session_pids(sid: i32) -> Vec<i32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| stat_fields(&s))
-                .is_some_and(|(state, session)| session == sid && state != 'Z')
-        })
+        .filter(|&pid| stat(pid).is_some_and(|(state, session)| session == sid && state != 'Z'))
         .collect()
 }
 
@@ -253,11 +255,9 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        let child = setsid.spawn().with_context(|| {
-            say!("{name} did not start; last lines of {}:", log.display());
-            show_tail(log, 30);
-            format!("starting {name}")
-        })?;
+        let child = setsid
+            .spawn()
+            .with_context(|| format!("starting {name} with setsid"))?;
         let sid = child.id() as i32;
         fs::write(pidfile, format!("{sid}\n"))?;
         Ok(Session {
@@ -265,6 +265,11 @@ impl Session {
             sid,
             child: Some(child),
         })
+    }
+
+    /// The server's name, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The session id, which is also its leader's PID.
@@ -287,10 +292,41 @@ impl Session {
         let _ = kill(Pid::from_raw(self.sid), signal);
     }
 
+    /// Polls READY every 250 ms until it holds. Fails, showing the end of LOG, when a signal
+    /// arrives, when the session exits first, or after TIMEOUT.
+    pub fn await_ready(
+        &self,
+        log: &Path,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !ready() {
+            check_interrupt()?;
+            let problem = if !self.running() {
+                format!("{} exited during start-up", self.name)
+            } else if Instant::now() >= deadline {
+                format!("{} was not ready within {} s", self.name, timeout.as_secs())
+            } else {
+                sleep(Duration::from_millis(250));
+                continue;
+            };
+            say!("{problem}; last lines of {}:", log.display());
+            show_tail(log, 30);
+            bail!(problem);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to the whole session, without waiting for it to end.
+    pub fn terminate(&self) {
+        let _ = killpg(Pid::from_raw(self.sid), Signal::SIGTERM);
+    }
+
     /// SIGTERM to the whole session, SIGKILL to what is left after GRACE.
     pub fn stop(mut self, grace: Duration) {
         let group = Pid::from_raw(self.sid);
-        let _ = killpg(group, Signal::SIGTERM);
+        self.terminate();
         if !wait_until(grace, || !self.running()) {
             say!(
                 "{} ignored SIGTERM for {} s; killing it",
@@ -330,7 +366,7 @@ pub fn read_pid(pidfile: &Path) -> Option<i32> {
     fs::read_to_string(pidfile).ok()?.trim().parse().ok()
 }
 
-/// The program name and arguments of CMD, for `Command::new(cmd[0]).args(&cmd[1..])`.
+/// A command running PROGRAM with ARGS.
 pub fn command<S: AsRef<OsStr>>(program: S, args: &[&str]) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -355,6 +391,34 @@ mod tests {
         assert!(alive(me));
         let sid = nix::unistd::getsid(None).unwrap().as_raw();
         assert!(session_pids(sid).contains(&me));
+    }
+
+    #[test]
+    fn waiting_for_a_server_that_exits_fails_at_once() {
+        let dir = std::env::temp_dir().join(format!("xtask-ready-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cmd = command("sh", &["-c", "echo cannot bind; exit 1"]);
+        let session = Session::spawn("quitter", &dir.join("pid"), &dir.join("log"), &cmd).unwrap();
+        let started = Instant::now();
+        let err = session
+            .await_ready(&dir.join("log"), Duration::from_secs(60), || false)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("quitter exited during start-up"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let up = Session::spawn(
+            "sleeper",
+            &dir.join("pid2"),
+            &dir.join("log2"),
+            &command("sleep", &["60"]),
+        )
+        .unwrap();
+        up.await_ready(&dir.join("log2"), Duration::from_secs(5), || true)
+            .unwrap();
+        up.stop(Duration::from_secs(5));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

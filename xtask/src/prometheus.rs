@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::process::{self, Session, show_tail};
+use crate::process::{self, Session};
 use crate::{apt, cache, env::Exports, say};
 
 /// Installs Debian's prometheus if it is missing.
@@ -101,26 +101,8 @@ impl Prometheus {
             &server,
         )?);
         let url = format!("http://127.0.0.1:{port}");
-        let ready = || {
-            process::succeeds(Command::new("curl").args([
-                "-fsS",
-                "--max-time",
-                "2",
-                &format!("{url}/-/ready"),
-            ]))
-        };
-        process::wait_until(Duration::from_secs(60), || {
-            ready() || !server.running() || process::interrupted().is_some()
-        });
-        if !ready() {
-            say!(
-                "Prometheus did not become ready; last lines of {}:",
-                log.display()
-            );
-            show_tail(&log, 20);
-            self.stop();
-            bail!("Prometheus did not start");
-        }
+        let ready = format!("{url}/-/ready");
+        server.await_ready(&log, Duration::from_secs(60), || process::http_ok(&ready))?;
         say!("Prometheus on {url} scrapes annotated pods every 5 s");
         exports.set("CHATFLOW_PROMETHEUS", url);
         Ok(())

@@ -110,19 +110,14 @@ impl Cluster {
     /// Starts the cluster on the node address NODE_IP (the Docker bridge BRIDGE's) and waits until
     /// the node is Ready and pods can be created in the default namespace. Exports KUBECONFIG
     /// (admin), CHATFLOW_KUBE=1, CHATFLOW_CLUSTER=1, CHATFLOW_NODE_IP, CHATFLOW_POD_CIDR and
-    /// CHATFLOW_SERVICE_CIDR.
-    pub fn start(&mut self, node_ip: Ipv4Addr, bridge: &str, exports: &mut Exports) -> Result<()> {
-        if self.started {
-            return Ok(());
-        }
-        let result = self.do_start(node_ip, bridge, exports);
-        if result.is_err() {
-            self.stop();
-        }
-        result
-    }
-
-    fn do_start(&mut self, node_ip: Ipv4Addr, bridge: &str, exports: &mut Exports) -> Result<()> {
+    /// CHATFLOW_SERVICE_CIDR, and returns the admin kubeconfig's path. After a failed start,
+    /// `stop` removes what was started.
+    pub fn start(
+        &mut self,
+        node_ip: Ipv4Addr,
+        bridge: &str,
+        exports: &mut Exports,
+    ) -> Result<PathBuf> {
         let start = Instant::now();
         let run_dir = run_dir();
         let bin = kube_build::bin_dir();
@@ -139,7 +134,7 @@ impl Cluster {
             fs::create_dir_all(run_dir.join(dir))?;
         }
         fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700))?;
-        crate::env::claim(&run_dir)?;
+        cache::claim(&run_dir)?;
         self.started = true;
 
         pki::write(&pki, node_ip, &run_dir.join("pki.log"))?;
@@ -170,7 +165,7 @@ impl Cluster {
         self.spawn("etcd", &layout.etcd())?;
         let etcd_health = format!("http://127.0.0.1:{ETCD_PORT}/health");
         self.wait("etcd", timeout, &["etcd"], || {
-            support::http_ok(&etcd_health)
+            process::http_ok(&etcd_health)
         })?;
         self.spawn("kube-apiserver", &layout.apiserver())?;
         let api = format!("kube-apiserver on https://{node_ip}:{KUBE_PORT}");
@@ -210,7 +205,7 @@ impl Cluster {
             kubeconfig.display(),
             cache::root().join("logs").display()
         );
-        Ok(())
+        Ok(kubeconfig)
     }
 
     /// Runs NAME's command in a session of its own, with its PID in the run directory.
@@ -233,13 +228,11 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         while !ready() {
             process::check_interrupt()?;
-            let exited: Vec<&str> = PROCESSES
+            let exited: Vec<&str> = self
+                .sessions
                 .iter()
-                .copied()
-                .filter(|name| {
-                    process::read_pid(&run_dir().join(format!("pids/{name}.pid")))
-                        .is_some_and(|sid| process::session_pids(sid).is_empty())
-                })
+                .filter(|s| !s.running())
+                .map(Session::name)
                 .collect();
             if !exited.is_empty() {
                 show_logs(&exited);

@@ -14,12 +14,12 @@ use super::{
     PROCESSES, SERVICE_CIDR,
 };
 use crate::process::{self, session_pids};
-use crate::{docker, say};
+use crate::{cache, docker, say};
 
 /// Fails if another run on this machine is using the cluster, if processes of an earlier one are
 /// still there, or if a server already holds one of the cluster's ports.
 pub fn check_free(run_dir: &Path, node_ip: Ipv4Addr) -> Result<()> {
-    if let Some(owner) = crate::env::run_owner(run_dir) {
+    if let Some(owner) = cache::run_owner(run_dir) {
         bail!(
             "the test cluster is in use by another test run on this machine (started by PID {owner}); wait for it to finish"
         );
@@ -112,11 +112,6 @@ pub fn default_sa_ready(kubeconfig: &Path) -> bool {
         ],
     )
     .is_empty()
-}
-
-/// True when URL answers with a success.
-pub fn http_ok(url: &str) -> bool {
-    process::succeeds(Command::new("curl").args(["-sf", "-o", "/dev/null", "--max-time", "2", url]))
 }
 
 /// Docker's cgroup driver, which the kubelet must use too.
