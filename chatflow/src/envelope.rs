@@ -137,13 +137,15 @@ impl Packer {
             .drain(..)
             .map(|p| {
                 let n = p.members.len();
+                // A lone message travels in the single format: the same bytes without the
+                // wrapping, deduplicated by its own id, and consumers read both formats.
                 let entry = match packing {
-                    Packing::Single => p
+                    Packing::Envelope if n > 1 => seal(p),
+                    Packing::Single | Packing::Envelope => p
                         .members
                         .into_iter()
                         .next()
                         .expect("parcels are never empty"),
-                    Packing::Envelope => seal(p),
                 };
                 (entry, n)
             })

@@ -66,17 +66,32 @@ pub struct BatchContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// One queue entry of a batch and the messages it answers for.
-struct Parcel {
-    entry: PublishEntry,
-    replies: Vec<oneshot::Sender<Outcome>>,
+/// The queue entries of a batch and, for each, the messages it answers for. Entries sit apart
+/// from their replies so the queue reads them in place, with no copy per attempt.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<PublishEntry>,
+    replies: Vec<Vec<oneshot::Sender<Outcome>>>,
 }
 
-impl Parcel {
-    fn answer(self, outcome: &Outcome) {
-        for reply in self.replies {
-            let _ = reply.send(outcome.clone());
-        }
+impl Batch {
+    fn push(&mut self, entry: PublishEntry, replies: Vec<oneshot::Sender<Outcome>>) {
+        self.entries.push(entry);
+        self.replies.push(replies);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn messages(&self) -> usize {
+        self.replies.iter().map(Vec::len).sum()
+    }
+}
+
+fn answer(replies: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
+    for reply in replies {
+        let _ = reply.send(outcome.clone());
     }
 }
 
@@ -119,21 +134,41 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
                 }
             };
         }
-        let mut replies = replies.drain(..);
-        let mut batch: Vec<Parcel> = packer
-            .take()
-            .into_iter()
-            .map(|(entry, n)| Parcel {
-                entry,
-                replies: replies.by_ref().take(n).collect(),
-            })
-            .collect();
-        publish(room, &ctx, &mut batch).await;
+        publish(room, &ctx, &mut seal(&mut packer, &mut replies)).await;
+    }
+}
+
+/// The packer's entries as a batch, each with the replies of the messages it carries.
+fn seal(packer: &mut Packer, replies: &mut Vec<oneshot::Sender<Outcome>>) -> Batch {
+    let mut replies = replies.drain(..);
+    let mut batch = Batch::default();
+    for (entry, n) in packer.take() {
+        batch.push(entry, replies.by_ref().take(n).collect());
+    }
+    batch
+}
+
+/// Packs and publishes `pending` at once, in order, answering each message. For queues that
+/// publish in memory, the connection that read the messages calls this itself: handing them to
+/// the room's batcher would only add turns of the scheduler before the ack.
+pub async fn publish_in_place(room: RoomId, ctx: &BatchContext, pending: Vec<Pending>) {
+    let mut packer = Packer::new(ctx.policy.packing);
+    let mut replies = Vec::new();
+    for Pending { mut entry, reply } in pending {
+        // An empty packer takes any entry, so this ends after one publish at most.
+        while let Err(back) = packer.push(entry) {
+            publish(room, ctx, &mut seal(&mut packer, &mut replies)).await;
+            entry = back;
+        }
+        replies.push(reply);
+    }
+    if !packer.is_empty() {
+        publish(room, ctx, &mut seal(&mut packer, &mut replies)).await;
     }
 }
 
 /// Publishes `batch`, answering every message in it; the batch is empty afterwards.
-async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Parcel>) {
+async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Batch) {
     let m = &ctx.metrics;
     let admission = ctx.breaker.admit();
     if admission == Admission::Reject {
@@ -158,38 +193,40 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Parcel>) {
             m.publish_retries.inc();
             tokio::time::sleep(ctx.policy.backoff(attempt - 1)).await;
         }
-        let entries: Vec<PublishEntry> = batch.iter().map(|p| p.entry.clone()).collect();
-        m.batch_size
-            .observe(batch.iter().map(|p| p.replies.len()).sum::<usize>() as f64);
+        m.batch_size.observe(batch.messages() as f64);
         let started = Instant::now();
-        let result = ctx.queues.publish(room, &entries).await;
+        let result = ctx.queues.publish(room, &batch.entries).await;
         m.publish_latency.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(results) => {
                 // A retried entry must not land behind a later one that already succeeded, so
                 // only failures after the last success (a failed tail) are retried.
                 let last_ok = results.iter().rposition(Result::is_ok);
-                let mut retry = Vec::new();
-                for (i, (parcel, res)) in batch.drain(..).zip(results).enumerate() {
-                    let n = parcel.replies.len() as u64;
+                let mut retry = Batch::default();
+                let parcels = batch.entries.drain(..).zip(batch.replies.drain(..));
+                for (i, ((entry, replies), res)) in parcels.zip(results).enumerate() {
+                    let n = replies.len() as u64;
                     match res {
                         Ok(_) => {
                             m.messages_published.inc_by(n);
-                            parcel.answer(&Ok(()));
+                            answer(replies, &Ok(()));
                         }
                         Err(e) if e.sender_fault => {
                             m.publish_failed(n);
-                            parcel.answer(&Err(format!("queue refused the message: {e}")));
+                            answer(replies, &Err(format!("queue refused the message: {e}")));
                         }
                         Err(e) if last_ok.is_some_and(|ok| i < ok) => {
                             m.publish_failed(n);
-                            parcel.answer(&Err(format!(
-                                "queue did not take the message ({e}); not retried, to keep the room's order"
-                            )));
+                            answer(
+                                replies,
+                                &Err(format!(
+                                    "queue did not take the message ({e}); not retried, to keep the room's order"
+                                )),
+                            );
                         }
                         Err(e) => {
                             last_error = e.to_string();
-                            retry.push(parcel);
+                            retry.push(entry, replies);
                         }
                     }
                 }
@@ -208,7 +245,7 @@ async fn publish(room: RoomId, ctx: &BatchContext, batch: &mut Vec<Parcel>) {
         }
         tracing::debug!(room, attempt, error = %last_error, "batch publish failed");
     }
-    tracing::warn!(room, entries = batch.len(), error = %last_error, "batch not published");
+    tracing::warn!(room, entries = batch.entries.len(), error = %last_error, "batch not published");
     if outage && ctx.breaker.failure() {
         m.breaker_open.set(1);
         tracing::error!(error = %last_error, "circuit breaker opened: answering QUEUE_ERROR until a probe succeeds");
@@ -224,11 +261,12 @@ fn close_breaker(ctx: &BatchContext) {
     ctx.metrics.breaker_open.set(0);
 }
 
-fn fail_all(ctx: &BatchContext, batch: &mut Vec<Parcel>, reason: &str) {
+fn fail_all(ctx: &BatchContext, batch: &mut Batch, reason: &str) {
     let outcome = Err(reason.to_owned());
-    for parcel in batch.drain(..) {
-        ctx.metrics.publish_failed(parcel.replies.len() as u64);
-        parcel.answer(&outcome);
+    batch.entries.clear();
+    for replies in batch.replies.drain(..) {
+        ctx.metrics.publish_failed(replies.len() as u64);
+        answer(replies, &outcome);
     }
 }
 

@@ -1,8 +1,10 @@
-//! One client WebSocket: a reader that validates and hands messages to batchers, and a writer
-//! that answers them in the order they were sent.
+//! One client WebSocket: a reader that validates messages and publishes them (through the
+//! room's batcher, or itself when the queue is in memory), and a writer that answers them in
+//! the order they were sent.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,19 +67,55 @@ pub async fn serve(
             let _ = tx.send(Out::Owe(ob)).await;
         }
     };
+    // With a queue in memory, what the reader takes in one go is published in one call; the
+    // answers wait here until then, in order.
+    let mut gathered = Gathered::default();
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = stop_reading.cancelled() => {
-                if shared.shutdown.is_cancelled() {
-                    let _ = tx.send(Out::Close(ws::CLOSE_GOING_AWAY, "server shutting down".into())).await;
+        let read = reader.next(&mut owe);
+        tokio::pin!(read);
+        // Polled once before anything else: a frame already received is taken at once, and
+        // only a read that would wait publishes what was gathered. The read is never dropped
+        // half done, as the WebSocket reader loses its place if it is.
+        let ready = if stop_reading.is_cancelled() {
+            None
+        } else {
+            match futures::poll!(read.as_mut()) {
+                Poll::Ready(next) => Some(next),
+                Poll::Pending => {
+                    if !gathered.flush(&shared, &target, &tx).await {
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = stop_reading.cancelled() => None,
+                        next = &mut read => Some(next),
+                    }
                 }
-                break;
             }
-            next = reader.next(&mut owe) => next,
+        };
+        let Some(next) = ready else {
+            if shared.shutdown.is_cancelled() && gathered.flush(&shared, &target, &tx).await {
+                let _ = tx
+                    .send(Out::Close(
+                        ws::CLOSE_GOING_AWAY,
+                        "server shutting down".into(),
+                    ))
+                    .await;
+            }
+            break;
         };
         liveness.seen();
         let out = match next {
+            Ok(Inbound::Text(frame)) if shared.in_place => {
+                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                    continue;
+                };
+                gathered.take(&shared, &target, &frame, &client_ip, place);
+                if gathered.is_full() && !gathered.flush(&shared, &target, &tx).await {
+                    break;
+                }
+                continue;
+            }
             Ok(Inbound::Text(frame)) => {
                 let Some(place) = wait_for_place(&shared, &stop_reading).await else {
                     continue;
@@ -107,11 +145,16 @@ pub async fn serve(
             Err(ReadError::Protocol(why)) => Out::Close(ws::CLOSE_PROTOCOL, why),
         };
         let closing = matches!(out, Out::Close(..));
+        if !gathered.flush(&shared, &target, &tx).await {
+            break;
+        }
         // A full channel means max_unacked replies are outstanding: reading waits here.
         if tx.send(out).await.is_err() || closing {
             break;
         }
     }
+    // What was read before the loop ended is still published and answered.
+    gathered.flush(&shared, &target, &tx).await;
     drop(tx);
     let _ = writer.await;
 }
@@ -129,34 +172,71 @@ async fn wait_for_place(
     }
 }
 
+/// Most messages one publish in place gathers: a bound keeps the first one's ack from waiting
+/// on a long burst.
+const GATHER_MAX: usize = 64;
+
+/// Messages read since the last publish in place, and every answer owed since, in order.
+#[derive(Default)]
+struct Gathered {
+    outs: Vec<Out>,
+    pending: Vec<Pending>,
+}
+
+impl Gathered {
+    /// Validates one frame and keeps it for the next publish, its answer behind the others.
+    fn take(
+        &mut self,
+        shared: &Shared,
+        target: &Target,
+        frame: &Bytes,
+        client_ip: &str,
+        place: OwnedSemaphorePermit,
+    ) {
+        let reply = match validate(shared, target, frame, client_ip) {
+            Ok((_, stamped)) => {
+                let (reply, outcome) = oneshot::channel();
+                self.pending.push(Pending {
+                    entry: stamped.entry,
+                    reply,
+                });
+                Reply::Later {
+                    ok: stamped.ok,
+                    client_message_id: stamped.client_message_id,
+                    outcome,
+                }
+            }
+            Err(now) => Reply::Now(now),
+        };
+        self.outs.push(Out::Reply(reply, place));
+    }
+
+    fn is_full(&self) -> bool {
+        self.outs.len() >= GATHER_MAX
+    }
+
+    /// Publishes the messages gathered in one call and hands their answers to the writer;
+    /// false when the writer is gone.
+    async fn flush(&mut self, shared: &Shared, target: &Target, tx: &mpsc::Sender<Out>) -> bool {
+        if let (Target::Room(room), false) = (target, self.pending.is_empty()) {
+            let pending = std::mem::take(&mut self.pending);
+            crate::batcher::publish_in_place(*room, &shared.batch, pending).await;
+        }
+        for out in self.outs.drain(..) {
+            if tx.send(out).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str) -> Reply {
+    let (room, stamped) = match validate(shared, target, frame, client_ip) {
+        Ok(ok) => ok,
+        Err(now) => return Reply::Now(now),
+    };
     let m = &shared.metrics;
-    m.messages_received.inc();
-    let parsed = ConversationMessage::parse(frame);
-    let room = match target {
-        Target::Room(room) => *room,
-        Target::Invalid(reason) => {
-            m.error(ErrorCode::InvalidRoom);
-            let cmid = match &parsed {
-                Ok(msg) => msg.client_message_id.clone(),
-                Err(r) => r.client_message_id.clone(),
-            };
-            return Reply::Now(ingest::error_reply(
-                ErrorCode::InvalidRoom,
-                reason,
-                cmid.as_deref(),
-            ));
-        }
-    };
-    let msg = match parsed {
-        Ok(msg) => msg,
-        Err(rejection) => {
-            m.error(rejection.code);
-            return Reply::Now(ingest::rejection_reply(&rejection));
-        }
-    };
-    m.messages_validated.inc();
-    let stamped = ingest::stamp(msg, room, &shared.config.server_id, client_ip);
     let (reply, outcome) = oneshot::channel();
     let pending = Pending {
         entry: stamped.entry,
@@ -175,6 +255,45 @@ async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str
         client_message_id: stamped.client_message_id,
         outcome,
     }
+}
+
+/// A frame validated and stamped for its room, or the error reply to send at once.
+fn validate(
+    shared: &Shared,
+    target: &Target,
+    frame: &Bytes,
+    client_ip: &str,
+) -> Result<(RoomId, ingest::Stamped), Bytes> {
+    let m = &shared.metrics;
+    m.messages_received.inc();
+    let parsed = ConversationMessage::parse(frame);
+    let room = match target {
+        Target::Room(room) => *room,
+        Target::Invalid(reason) => {
+            m.error(ErrorCode::InvalidRoom);
+            let cmid = match &parsed {
+                Ok(msg) => msg.client_message_id.clone(),
+                Err(r) => r.client_message_id.clone(),
+            };
+            return Err(ingest::error_reply(
+                ErrorCode::InvalidRoom,
+                reason,
+                cmid.as_deref(),
+            ));
+        }
+    };
+    let msg = match parsed {
+        Ok(msg) => msg,
+        Err(rejection) => {
+            m.error(rejection.code);
+            return Err(ingest::rejection_reply(&rejection));
+        }
+    };
+    m.messages_validated.inc();
+    Ok((
+        room,
+        ingest::stamp(msg, room, &shared.config.server_id, client_ip),
+    ))
 }
 
 struct WriterClock {

@@ -40,7 +40,11 @@ pub struct Shared {
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
     batchers: Vec<mpsc::Sender<Pending>>,
-    batch: Arc<BatchContext>,
+    /// What publishing needs, for connections that publish in place.
+    pub batch: Arc<BatchContext>,
+    /// Whether connections publish what they read themselves (a queue in memory) rather than
+    /// through their room's batcher.
+    pub in_place: bool,
     /// One permit per open connection: dropping a connection's permit frees its place.
     admission: Arc<Semaphore>,
     /// One permit per message read and not yet answered, over all connections: a reader waits
@@ -75,6 +79,7 @@ impl Producer {
         let rooms = config.queue.rooms()?;
         let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let metrics = Arc::new(Metrics::new(registry));
+        let in_place = queues.publishes_in_place();
         let batch = Arc::new(BatchContext {
             queues,
             policy: BatchPolicy {
@@ -115,6 +120,7 @@ impl Producer {
                 shutdown,
                 batchers: senders,
                 batch,
+                in_place,
                 admission: Arc::new(Semaphore::new(max_connections)),
                 unanswered: Arc::new(Semaphore::new(unanswered)),
             }),

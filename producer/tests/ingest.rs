@@ -241,6 +241,52 @@ async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order() {
 }
 
 #[tokio::test]
+async fn a_burst_mixing_valid_and_invalid_frames_is_answered_in_order() {
+    let (p, queues) = embedded_producer(ProducerConfig::local(1, 2)).await;
+    let (mut r, mut w) = client(&p, "1").await;
+    // One write, so the producer reads the whole burst at once and publishes it together.
+    for i in 0..200u32 {
+        match i % 4 {
+            0 | 1 => w
+                .text(message(1 + i, "ok", Some(&format!("m{i}"))).as_bytes())
+                .await
+                .unwrap(),
+            2 => w.text(b"{not json").await.unwrap(),
+            _ => {
+                w.frame(Frame::new(
+                    true,
+                    OpCode::Ping,
+                    None,
+                    Payload::Borrowed(b"p"),
+                ))
+                .await
+                .unwrap();
+                w.binary(b"\x00").await.unwrap();
+            }
+        }
+    }
+    w.flush().await.unwrap();
+    for i in 0..200u32 {
+        match (i % 4, next_reply(&mut r).await) {
+            (0 | 1, Reply::Ok(ok)) => assert_eq!(ok.client_message_id, Some(format!("m{i}"))),
+            (2 | 3, Reply::Error(e)) => assert_eq!(e.error_code, ErrorCode::InvalidJson),
+            (_, other) => panic!("reply {i} out of order: {other:?}"),
+        }
+    }
+    let queued: Vec<String> = drain(&queues, 1)
+        .await
+        .into_iter()
+        .map(|t| t.client_message_id.unwrap())
+        .collect();
+    let sent: Vec<String> = (0..200)
+        .filter(|i| i % 4 < 2)
+        .map(|i| format!("m{i}"))
+        .collect();
+    assert_eq!(queued, sent);
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_resend_with_the_same_client_message_id_is_queued_once() {
     let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "3").await;

@@ -90,6 +90,17 @@ fn a_message_larger_than_an_envelope_still_travels_alone() {
 }
 
 #[test]
+fn a_lone_message_goes_in_the_single_format_with_its_own_dedup_id() {
+    let mut p = Packer::new(Packing::Envelope);
+    p.push(single(7, "alone")).unwrap();
+    let entries = p.take();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0], (single(7, "alone"), 1));
+    let back = unpack(&entries[0].0.format, &entries[0].0.body).unwrap();
+    assert_eq!(back.len(), 1);
+}
+
+#[test]
 fn single_packing_is_the_original_one_message_per_entry() {
     let mut p = Packer::new(Packing::Single);
     assert_eq!(fill(&mut p, 50, "hi"), MAX_BATCH);

@@ -91,6 +91,12 @@ pub trait Queues: Send + Sync + 'static {
         false
     }
 
+    /// Whether a publish completes in memory, never waiting on a peer: a producer then
+    /// publishes from the connection that read the messages, with no batcher in between.
+    fn publishes_in_place(&self) -> bool {
+        false
+    }
+
     /// Long-polls for up to `max` messages, waiting at most `wait` when none is available.
     async fn receive(
         &self,

@@ -26,6 +26,9 @@ pub struct Options {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Offered rate of the latency measurement, in msg/s (default: half the producer's peak).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
     /// Idle connections for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,
@@ -51,13 +54,35 @@ pub fn frames(n: usize) -> Arc<Vec<String>> {
     )
 }
 
+/// Empties the rooms' queues every 50 ms for the whole run, as a consumer that keeps up would.
+/// Without it the queue would hold every message of the run (millions, a gigabyte), and the
+/// cost of growing it, which no drained queue has, would land on the producer's latency.
+async fn keep_drained(
+    queues: Arc<chatflow::queue::EmbeddedQueues>,
+    rooms: RoomRange,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for room in rooms.iter() {
+            let _ = queues.purge(room);
+        }
+    }
+}
+
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let rooms = RoomRange::new(1, 20)?;
     let echo = baseline::echo_server(stop.clone()).await?;
-    let queues: SharedQueues = Arc::new(chatflow::queue::EmbeddedQueues::default());
+    let embedded = Arc::new(chatflow::queue::EmbeddedQueues::default());
+    let queues: SharedQueues = embedded.clone();
     chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
+    tokio::spawn(keep_drained(embedded, rooms, stop.clone()));
     let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
     let echo_urls = vec![format!("ws://{echo}/echo")];
     let producer_urls: Vec<String> = rooms
@@ -99,7 +124,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Some(("echo", echo_peak.rate())),
     );
 
-    let half = peak.rate() / 2.0;
+    let half = o.latency_rate.unwrap_or(peak.rate() / 2.0);
     let echo_half = pump(spec(&echo_urls, Some(half))).await?;
     let at_half = pump(spec(&producer_urls, Some(half))).await?;
     let (e, p) = (echo_half.latency.summary(), at_half.latency.summary());

@@ -45,6 +45,14 @@ impl EmbeddedQueues {
         }
     }
 
+    /// Deletes every message of a room's queue, as SQS's PurgeQueue does, and returns how many
+    /// there were; deduplication ids stay remembered.
+    pub fn purge(&self, room: RoomId) -> Result<u64, QueueError> {
+        let cell = self.cell(room)?;
+        let mut state = cell.state()?;
+        Ok(state.purge())
+    }
+
     fn cell(&self, room: RoomId) -> Result<Arc<QueueCell>, QueueError> {
         let name = self.naming.queue_name(room)?;
         lock(&self.queues)
@@ -178,6 +186,10 @@ impl Queues for EmbeddedQueues {
 
     // Messages are taken under the lock, with no await in between: a dropped receive took none.
     fn receive_cancel_safe(&self) -> bool {
+        true
+    }
+
+    fn publishes_in_place(&self) -> bool {
         true
     }
 

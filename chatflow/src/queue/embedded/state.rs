@@ -103,6 +103,17 @@ impl QueueState {
         }
     }
 
+    /// Drops every message, in flight or not, and their receipts; deduplication ids stay.
+    pub(super) fn purge(&mut self) -> u64 {
+        let dropped = self.visible + self.in_flight;
+        self.groups.clear();
+        self.group_order.clear();
+        self.receipts.clear();
+        self.visible = 0;
+        self.in_flight = 0;
+        dropped
+    }
+
     /// Takes up to `max` messages from unlocked groups, oldest first within a group.
     pub(super) fn take(&mut self, max: usize, now: Instant) -> Vec<ReceivedMessage> {
         let mut out = Vec::new();

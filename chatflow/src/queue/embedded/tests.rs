@@ -57,3 +57,26 @@ async fn a_deleted_queue_fails_its_long_polls() {
         .unwrap();
     assert!(matches!(res, Err(QueueError::NotFound { .. })), "{res:?}");
 }
+
+#[tokio::test]
+async fn purge_empties_the_queue_but_remembers_dedup_ids() {
+    let q = EmbeddedQueues::default();
+    q.create_queue(1, &QueueAttributes::default())
+        .await
+        .unwrap();
+    q.publish(1, &[entry("a"), entry("b"), entry("c")])
+        .await
+        .unwrap();
+    let taken = q.receive(1, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(q.purge(1).unwrap(), 3);
+    assert_eq!(q.depth(1).await.unwrap(), QueueDepth::default());
+    let receipt = taken[0].receipt.clone();
+    assert!(q.delete_batch(1, &[receipt]).await.unwrap()[0].is_err());
+    q.publish(1, &[entry("a"), entry("d")]).await.unwrap();
+    let left = q.receive(1, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["d"]
+    );
+}
