@@ -2,6 +2,7 @@
 //! after a cooldown, close again by itself.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,6 +31,9 @@ pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
     state: Mutex<State>,
+    /// Closed with no failure counted: every publish asks, and in this, the usual state, it is
+    /// answered without taking the lock that publishers on other threads would wait for.
+    clean: AtomicBool,
 }
 
 impl Breaker {
@@ -39,6 +43,7 @@ impl Breaker {
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
+            clean: AtomicBool::new(true),
         }
     }
 
@@ -48,6 +53,9 @@ impl Breaker {
 
     /// Decides whether a batch may be sent now.
     pub fn admit(&self) -> Admission {
+        if self.clean.load(Ordering::Acquire) {
+            return Admission::Allow;
+        }
         let mut s = self.state();
         match *s {
             State::Closed { .. } => Admission::Allow,
@@ -61,12 +69,17 @@ impl Breaker {
 
     /// Records a batch that reached the queue.
     pub fn success(&self) {
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
         *self.state() = State::Closed { failures: 0 };
+        self.clean.store(true, Ordering::Release);
     }
 
     /// Records a batch that did not; returns true when this opened the breaker.
     pub fn failure(&self) -> bool {
         let mut s = self.state();
+        self.clean.store(false, Ordering::Release);
         let open = State::Open {
             until: Instant::now() + self.cooldown,
         };
@@ -90,7 +103,7 @@ impl Breaker {
 
     /// Whether messages are being refused.
     pub fn is_open(&self) -> bool {
-        !matches!(*self.state(), State::Closed { .. })
+        !self.clean.load(Ordering::Acquire) && !matches!(*self.state(), State::Closed { .. })
     }
 }
 

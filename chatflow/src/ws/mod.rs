@@ -106,7 +106,13 @@ impl<W: AsyncWrite + Unpin> FrameSink<W> {
     /// Like [`FrameSink::flush`], but a peer that takes nothing for `limit` counts as gone: a
     /// client that stops reading must not hold a task and its buffers forever.
     pub async fn flush_within(&mut self, limit: Duration) -> std::io::Result<()> {
-        match tokio::time::timeout(limit, self.flush()).await {
+        // Most flushes complete in one go: the timer is armed only for one that has to wait, and
+        // that same flush goes on under it (a write dropped halfway would lose its place).
+        let mut flush = std::pin::pin!(self.flush());
+        if let std::task::Poll::Ready(res) = futures::poll!(flush.as_mut()) {
+            return res;
+        }
+        match tokio::time::timeout(limit, flush).await {
             Ok(res) => res,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::super::{
     BodyFormat, EntryError, PublishEntry, PublishResult, QueueAttributes, ReceivedMessage, Tags,
 };
-use super::DEDUP_WINDOW;
+use super::{DEDUP_MAX_IDS, DEDUP_WINDOW};
 
 struct Message {
     seq: u64,
@@ -194,6 +194,11 @@ pub(super) fn publish_one(
     state
         .dedup_expiry
         .push_back((expires, entry.dedup_id.clone()));
+    if state.dedup_expiry.len() > DEDUP_MAX_IDS
+        && let Some((_, oldest)) = state.dedup_expiry.pop_front()
+    {
+        state.dedup.remove(&oldest);
+    }
     let group = state.groups.entry(entry.group_id.clone()).or_default();
     if group.is_empty() {
         state.group_order.push_back(entry.group_id.clone());

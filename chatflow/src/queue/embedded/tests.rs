@@ -80,3 +80,24 @@ async fn purge_empties_the_queue_but_remembers_dedup_ids() {
         ["d"]
     );
 }
+
+#[tokio::test]
+async fn dedup_memory_forgets_the_oldest_ids_past_its_bound() {
+    let q = EmbeddedQueues::default();
+    q.create_queue(1, &QueueAttributes::default())
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..=DEDUP_MAX_IDS).map(|i| format!("id-{i}")).collect();
+    for chunk in ids.chunks(MAX_BATCH) {
+        let entries: Vec<PublishEntry> = chunk.iter().map(|id| entry(id)).collect();
+        q.publish(1, &entries).await.unwrap();
+        q.purge(1).unwrap();
+    }
+    // The first id was forgotten to make room; the second is still remembered.
+    q.publish(1, &[entry("id-1"), entry("id-0")]).await.unwrap();
+    let left = q.receive(1, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["id-0"]
+    );
+}
