@@ -165,6 +165,9 @@ async fn wait_for_place(
     shared: &Shared,
     stop_reading: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
+    if let Ok(place) = shared.unanswered.clone().try_acquire_owned() {
+        return Some(place);
+    }
     tokio::select! {
         biased;
         _ = stop_reading.cancelled() => None,

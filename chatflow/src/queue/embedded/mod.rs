@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod dedup;
 mod state;
 
 use state::{QueueState, delete_one, publish_one};

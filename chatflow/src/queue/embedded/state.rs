@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::super::{
     BodyFormat, EntryError, PublishEntry, PublishResult, QueueAttributes, ReceivedMessage, Tags,
 };
-use super::{DEDUP_MAX_IDS, DEDUP_WINDOW};
+use super::dedup::{Dedup, Seen};
 
 struct Message {
     seq: u64,
@@ -33,8 +33,7 @@ pub(super) struct QueueState {
     groups: HashMap<String, VecDeque<Message>>,
     /// Groups with messages, in the order receives visit them; rotated for fairness.
     group_order: VecDeque<String>,
-    dedup: HashMap<String, (String, Instant)>,
-    dedup_expiry: VecDeque<(Instant, String)>,
+    dedup: Dedup,
     receipts: HashMap<String, (String, u64)>,
     next_seq: u64,
     pub(super) visible: u64,
@@ -96,11 +95,7 @@ impl QueueState {
         self.groups.retain(|_, msgs| !msgs.is_empty());
         let groups = &self.groups;
         self.group_order.retain(|g| groups.contains_key(g));
-        while self.dedup_expiry.front().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, id)) = self.dedup_expiry.pop_front() {
-                self.dedup.remove(&id);
-            }
-        }
+        self.dedup.expire(now);
     }
 
     /// Drops every message, in flight or not, and their receipts; deduplication ids stay.
@@ -180,26 +175,21 @@ pub(super) fn publish_one(
             sender_fault: true,
         });
     }
-    if let Some((message_id, _)) = state.dedup.get(&entry.dedup_id) {
+    let message_id = match state.dedup.remember(&entry.dedup_id, now) {
         // SQS answers a duplicate with success and the first copy's id, and does not enqueue it.
-        return Ok(message_id.clone());
-    }
+        Seen::Before(first) => return Ok(first.to_string()),
+        Seen::New(id) => id.to_string(),
+    };
     state.next_seq += 1;
     let seq = state.next_seq;
-    let message_id = uuid::Uuid::new_v4().to_string();
-    let expires = now + DEDUP_WINDOW;
-    state
-        .dedup
-        .insert(entry.dedup_id.clone(), (message_id.clone(), expires));
-    state
-        .dedup_expiry
-        .push_back((expires, entry.dedup_id.clone()));
-    if state.dedup_expiry.len() > DEDUP_MAX_IDS
-        && let Some((_, oldest)) = state.dedup_expiry.pop_front()
-    {
-        state.dedup.remove(&oldest);
+    // Looked up before it is inserted, so a publish to an existing group copies no name.
+    if !state.groups.contains_key(&entry.group_id) {
+        state.groups.insert(entry.group_id.clone(), VecDeque::new());
     }
-    let group = state.groups.entry(entry.group_id.clone()).or_default();
+    let group = state
+        .groups
+        .get_mut(&entry.group_id)
+        .expect("inserted above");
     if group.is_empty() {
         state.group_order.push_back(entry.group_id.clone());
     }
