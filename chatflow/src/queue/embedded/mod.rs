@@ -28,13 +28,15 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 /// million ids), and a table that stops growing stops pausing the publisher to grow.
 pub const DEDUP_MAX_IDS: usize = 100_000;
 
-/// Embedded queues, keyed by the same names SQS would use.
+/// Embedded queues, one per room, named as SQS would name them.
 #[derive(Default)]
 pub struct EmbeddedQueues {
     naming: QueueNaming,
-    /// Read on every call, written only to create or delete a queue: a read lock lets
-    /// publishers on every thread look up at once.
-    queues: RwLock<HashMap<String, Arc<QueueCell>>>,
+    /// By room: one naming per set makes a room and its queue's name stand for each other, and
+    /// a number is cheaper to look up on every call than a name built for it. Read on every
+    /// call, written only to create or delete a queue, so publishers on every thread look up at
+    /// once.
+    queues: RwLock<HashMap<RoomId, Arc<QueueCell>>>,
 }
 
 struct QueueCell {
@@ -62,13 +64,18 @@ impl EmbeddedQueues {
     }
 
     fn cell(&self, room: RoomId) -> Result<Arc<QueueCell>, QueueError> {
-        let name = self.naming.queue_name(room)?;
-        self.queues
+        let found = self
+            .queues
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-            .cloned()
-            .ok_or(QueueError::NotFound { queue: name })
+            .get(&room)
+            .cloned();
+        match found {
+            Some(cell) => Ok(cell),
+            None => Err(QueueError::NotFound {
+                queue: self.naming.queue_name(room)?,
+            }),
+        }
     }
 }
 
@@ -104,7 +111,7 @@ impl Queues for EmbeddedQueues {
         let name = self.naming.queue_name(room)?;
         let wanted = attrs.to_map();
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(cell) = queues.get(&name) {
+        if let Some(cell) = queues.get(&room) {
             let state = lock(&cell.state);
             if !state.deleted {
                 if state.attrs == wanted {
@@ -120,7 +127,7 @@ impl Queues for EmbeddedQueues {
         state.tags = tags.clone();
         state.apply_attrs(wanted);
         queues.insert(
-            name.clone(),
+            room,
             Arc::new(QueueCell {
                 name,
                 state: Mutex::new(state),
@@ -166,12 +173,12 @@ impl Queues for EmbeddedQueues {
     }
 
     async fn delete_queue(&self, room: RoomId) -> Result<(), QueueError> {
-        let name = self.naming.queue_name(room)?;
+        self.naming.queue_name(room)?;
         let removed = self
             .queues
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
+            .remove(&room);
         if let Some(cell) = removed {
             lock(&cell.state).deleted = true;
             cell.ready.notify_waiters();
