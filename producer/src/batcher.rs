@@ -1,7 +1,9 @@
 //! One batcher per room: collects what its room received, packs it into at most ten queue
 //! entries (one message each, or envelopes of many), publishes them in one call with retries,
 //! and answers each message from its entry's result. A single task per room keeps one batch in
-//! flight, so the room's queue order is the order messages were received.
+//! flight, so the room's queue order is the order messages were received. A queue in memory is
+//! published by the connections themselves ([`publish_in_place`]), with the same packing,
+//! retries and answers.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -72,8 +72,11 @@ impl Breaker {
         if self.clean.load(Ordering::Acquire) {
             return;
         }
-        *self.state() = State::Closed { failures: 0 };
+        // Stored under the lock, so a failure recorded meanwhile cannot be overwritten as clean.
+        let mut s = self.state();
+        *s = State::Closed { failures: 0 };
         self.clean.store(true, Ordering::Release);
+        drop(s);
     }
 
     /// Records a batch that did not; returns true when this opened the breaker.

@@ -3,7 +3,7 @@
 //! the order they were sent.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -61,10 +61,22 @@ pub async fn serve(
     ));
 
     let client_ip = client_ip.to_string();
+    // The echo of a close is held back and put behind the answers gathered before it: nothing
+    // may follow a close frame on the wire. A pong goes out at once, wherever it lands.
+    let owed_close = Mutex::new(None);
     let mut owe = |ob: Obligation| {
         let tx = tx.clone();
+        let now = match ob {
+            Obligation::Close(_) => {
+                *owed_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(ob);
+                None
+            }
+            Obligation::Pong(_) => Some(ob),
+        };
         async move {
-            let _ = tx.send(Out::Owe(ob)).await;
+            if let Some(ob) = now {
+                let _ = tx.send(Out::Owe(ob)).await;
+            }
         }
     };
     // With a queue in memory, what the reader takes in one go is published in one call; the
@@ -105,9 +117,14 @@ pub async fn serve(
             break;
         };
         liveness.seen();
+        if let Some(close) = owed_close.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            gathered.outs.push(Out::Owe(close));
+        }
         let out = match next {
             Ok(Inbound::Text(frame)) if shared.in_place => {
-                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                let Some(place) =
+                    wait_for_place(&shared, &stop_reading, &mut gathered, &target, &tx).await
+                else {
                     continue;
                 };
                 gathered.take(&shared, &target, &frame, &client_ip, place);
@@ -117,13 +134,17 @@ pub async fn serve(
                 continue;
             }
             Ok(Inbound::Text(frame)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                let Some(place) =
+                    wait_for_place(&shared, &stop_reading, &mut gathered, &target, &tx).await
+                else {
                     continue;
                 };
                 Out::Reply(accept(&shared, &target, &frame, &client_ip).await, place)
             }
             Ok(Inbound::Binary(_)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                let Some(place) =
+                    wait_for_place(&shared, &stop_reading, &mut gathered, &target, &tx).await
+                else {
                     continue;
                 };
                 shared.metrics.error(ErrorCode::InvalidJson);
@@ -164,9 +185,17 @@ pub async fn serve(
 async fn wait_for_place(
     shared: &Shared,
     stop_reading: &CancellationToken,
+    gathered: &mut Gathered,
+    target: &Target,
+    tx: &mpsc::Sender<Out>,
 ) -> Option<OwnedSemaphorePermit> {
     if let Ok(place) = shared.unanswered.clone().try_acquire_owned() {
         return Some(place);
+    }
+    // The messages gathered hold places that come back only once they are answered: waiting
+    // with them unpublished could wait forever.
+    if !gathered.flush(shared, target, tx).await {
+        return None;
     }
     tokio::select! {
         biased;
@@ -179,7 +208,8 @@ async fn wait_for_place(
 /// on a long burst.
 const GATHER_MAX: usize = 64;
 
-/// Messages read since the last publish in place, and every answer owed since, in order.
+/// Messages read since the last publish in place, and the answers and close echo owed since,
+/// in order.
 #[derive(Default)]
 struct Gathered {
     outs: Vec<Out>,

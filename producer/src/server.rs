@@ -1,4 +1,5 @@
-//! The producer service: its route, connection admission, per-room batchers, shutdown.
+//! The producer service: its route, connection admission, per-room batchers (unless the queue
+//! is in memory), shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

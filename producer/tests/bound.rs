@@ -75,3 +75,26 @@ async fn at_the_bound_reading_pauses_everywhere_and_resumes_as_answers_go_out() 
     assert_eq!(queued, 10, "every message queued once");
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_bound_is_answered_in_full_on_the_embedded_queue() {
+    // The embedded queue is published from the connection: messages it gathered must not hold
+    // the places it waits for.
+    let mut config = ProducerConfig::local(1, 1);
+    config.max_unanswered = 10;
+    let (p, _queues) = embedded_producer(config).await;
+    let (mut r, mut w) = client(&p, "1").await;
+    for i in 0..40u32 {
+        w.text(message(1 + i, "burst", Some(&format!("b{i}"))).as_bytes())
+            .await
+            .unwrap();
+    }
+    w.flush().await.unwrap();
+    for i in 0..40u32 {
+        match next_reply(&mut r).await {
+            Reply::Ok(ok) => assert_eq!(ok.client_message_id, Some(format!("b{i}"))),
+            other => panic!("expected OK for b{i}, got {other:?}"),
+        }
+    }
+    p.shutdown().await;
+}

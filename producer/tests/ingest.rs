@@ -287,6 +287,34 @@ async fn a_burst_mixing_valid_and_invalid_frames_is_answered_in_order() {
 }
 
 #[tokio::test]
+async fn messages_sent_before_a_close_are_answered_before_its_echo() {
+    let (p, _queues) = embedded_producer(ProducerConfig::local(1, 1)).await;
+    let (mut r, mut w) = client(&p, "1").await;
+    for i in 0..50u32 {
+        w.text(message(1 + i, "bye", Some(&format!("c{i}"))).as_bytes())
+            .await
+            .unwrap();
+    }
+    w.close(1000).await.unwrap();
+    for i in 0..50u32 {
+        match tokio::time::timeout(T, r.next()).await.unwrap().unwrap() {
+            ClientEvent::Text(b) => {
+                let reply: Reply = serde_json::from_slice(&b).unwrap();
+                assert!(
+                    matches!(reply, Reply::Ok(ok) if ok.client_message_id == Some(format!("c{i}")))
+                );
+            }
+            other => panic!("reply {i} expected before the close, got {other:?}"),
+        }
+    }
+    match tokio::time::timeout(T, r.next()).await.unwrap().unwrap() {
+        ClientEvent::Closed(code, _) => assert_eq!(code, Some(1000)),
+        other => panic!("expected the close echo, got {other:?}"),
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_resend_with_the_same_client_message_id_is_queued_once() {
     let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "3").await;

@@ -128,7 +128,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let echo_half = pump(spec(&echo_urls, Some(half))).await?;
     let at_half = pump(spec(&producer_urls, Some(half))).await?;
     let (e, p) = (echo_half.latency.summary(), at_half.latency.summary());
-    println!("  at half the producer's peak ({half:.0} msg/s offered):");
+    match o.latency_rate {
+        Some(_) => println!("  at the rate asked for ({half:.0} msg/s offered):"),
+        None => println!("  at half the producer's peak ({half:.0} msg/s offered):"),
+    }
     println!(
         "    raw echo      p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms",
         e.p50, e.p99, e.p999
