@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod counted;
+pub mod cpu;
 pub mod e2e;
 pub mod edge;
 pub mod fanout;
