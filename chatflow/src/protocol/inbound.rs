@@ -9,12 +9,41 @@ use time::format_description::well_known::Rfc3339;
 use super::*;
 
 /// userId as clients send it: a JSON string or number.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawUserId<'a> {
     Number(serde_json::Number),
-    #[serde(borrow)]
     Text(Cow<'a, str>),
+}
+
+// By hand rather than `#[serde(untagged)]`: that buffers the value and tries each variant in
+// turn, building an error message for every string id before it takes it, on every frame.
+impl<'de: 'a, 'a> Deserialize<'de> for RawUserId<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Either<'a> {
+            type Value = RawUserId<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(RawUserId::Number(n.into()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(RawUserId::Number(n.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                serde_json::Number::from_f64(n)
+                    .map(RawUserId::Number)
+                    .ok_or_else(|| E::custom("userId is not a finite number"))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(RawUserId::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(RawUserId::Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_any(Either(std::marker::PhantomData))
+    }
 }
 
 /// The client frame as parsed, before the rules run; borrowed to keep the hot path copy-free.

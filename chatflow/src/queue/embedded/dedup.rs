@@ -1,7 +1,8 @@
 //! The deduplication memory of one embedded queue: the ids seen within the window, at most
-//! [`DEDUP_MAX_IDS`] of them, each with the message id its first copy got.
+//! [`DEDUP_MAX_IDS`] of them and never fewer than the most recent half of that, each with the
+//! message id its first copy got.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use tokio::time::Instant;
@@ -42,12 +43,35 @@ pub(super) enum Seen {
     Before(uuid::Uuid),
 }
 
-/// Ids seen, oldest first, and what each first copy got.
-#[derive(Default)]
+type Table = HashMap<Key, (uuid::Uuid, Instant), BuildHasherDefault<KeyBits>>;
+
+/// Ids remembered in two generations of half the bound each: new ids go into the current one,
+/// and a full current one replaces the previous, which is forgotten whole. Nothing is removed
+/// one by one, so the tables never fill with tombstones and never pause a publish to rebuild
+/// themselves; they grow during the first generation and are reused after. The most recent half
+/// of the bound is always remembered, the bound never exceeded.
 pub(super) struct Dedup {
     hashers: [RandomState; 2],
-    seen: HashMap<Key, (uuid::Uuid, Instant), BuildHasherDefault<KeyBits>>,
-    order: VecDeque<(Instant, Key)>,
+    current: Table,
+    previous: Table,
+    /// When the newest id of each generation leaves the window: past it, the whole one can go.
+    current_until: Option<Instant>,
+    previous_until: Option<Instant>,
+}
+
+/// Ids per generation.
+const GENERATION: usize = DEDUP_MAX_IDS / 2;
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Dedup {
+            hashers: Default::default(),
+            current: Table::default(),
+            previous: Table::default(),
+            current_until: None,
+            previous_until: None,
+        }
+    }
 }
 
 impl Dedup {
@@ -55,31 +79,46 @@ impl Dedup {
         Key(self.hashers[0].hash_one(id), self.hashers[1].hash_one(id))
     }
 
-    /// Remembers `id` with a new message id, unless it is already remembered.
+    /// Remembers `id` with a new message id, unless it is remembered and its window is open.
     pub(super) fn remember(&mut self, id: &str, now: Instant) -> Seen {
         let key = self.key(id);
-        if let Some((first, _)) = self.seen.get(&key) {
-            return Seen::Before(*first);
+        for table in [&self.current, &self.previous] {
+            if let Some((first, until)) = table.get(&key)
+                && *until > now
+            {
+                return Seen::Before(*first);
+            }
+        }
+        if self.current.len() >= GENERATION {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.previous_until = self.current_until.take();
+            // Cleared, not dropped: its memory serves the next generation.
+            self.current.clear();
         }
         let message_id = uuid::Uuid::new_v4();
-        let expires = now + DEDUP_WINDOW;
-        self.seen.insert(key, (message_id, expires));
-        self.order.push_back((expires, key));
-        if self.order.len() > DEDUP_MAX_IDS
-            && let Some((_, oldest)) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
+        let until = now + DEDUP_WINDOW;
+        // An id whose window ended may still sit in the current generation: this replaces it.
+        self.current.insert(key, (message_id, until));
+        self.current_until = Some(until);
         Seen::New(message_id)
     }
 
-    /// Forgets the ids whose window has ended.
+    /// Forgets each generation whose every id has left the window.
     pub(super) fn expire(&mut self, now: Instant) {
-        while self.order.front().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, key)) = self.order.pop_front() {
-                self.seen.remove(&key);
-            }
+        if self.previous_until.is_some_and(|at| at <= now) {
+            self.previous = Table::default();
+            self.previous_until = None;
         }
+        if self.current_until.is_some_and(|at| at <= now) {
+            self.current = Table::default();
+            self.current_until = None;
+        }
+    }
+
+    /// Ids remembered now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -98,5 +137,46 @@ mod tests {
         assert!(matches!(d.remember("b", now), Seen::New(id) if id != first));
         d.expire(now + DEDUP_WINDOW);
         assert!(matches!(d.remember("a", now), Seen::New(_)), "window over");
+    }
+
+    #[test]
+    fn an_id_past_its_window_is_new_again_before_its_generation_goes() {
+        let mut d = Dedup::default();
+        let start = Instant::now();
+        let Seen::New(first) = d.remember("a", start) else {
+            panic!("a new id")
+        };
+        let later = start + DEDUP_WINDOW / 2;
+        d.remember("b", later);
+        let after = start + DEDUP_WINDOW;
+        d.expire(after);
+        assert!(matches!(d.remember("a", after), Seen::New(id) if id != first));
+        assert!(
+            matches!(d.remember("b", after), Seen::Before(_)),
+            "b's window is open"
+        );
+    }
+
+    #[test]
+    fn memory_stays_within_the_bound_and_keeps_the_latest_half() {
+        let mut d = Dedup::default();
+        let now = Instant::now();
+        let ids: Vec<String> = (0..DEDUP_MAX_IDS * 2 + 7)
+            .map(|i| format!("id-{i}"))
+            .collect();
+        for id in &ids {
+            d.remember(id, now);
+            assert!(d.len() <= DEDUP_MAX_IDS);
+        }
+        let recent = &ids[ids.len() - GENERATION..];
+        assert!(
+            recent
+                .iter()
+                .all(|id| matches!(d.remember(id, now), Seen::Before(_)))
+        );
+        assert!(
+            matches!(d.remember(&ids[0], now), Seen::New(_)),
+            "the oldest went"
+        );
     }
 }

@@ -23,9 +23,10 @@ use crate::rooms::{QueueNaming, RoomId};
 /// How long SQS remembers a deduplication id.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
-/// Most deduplication ids one embedded queue remembers, the oldest forgotten first. SQS has no
-/// such bound; here it keeps memory flat under load (five minutes at 100,000 msg/s would be 30
-/// million ids), and a table that stops growing stops pausing the publisher to grow.
+/// Most deduplication ids one embedded queue remembers; the oldest half goes at once when it is
+/// reached. SQS has no such bound; here it keeps memory flat under load (five minutes at 100,000
+/// msg/s would be 30 million ids), and a table that stops growing stops pausing the publisher to
+/// grow.
 pub const DEDUP_MAX_IDS: usize = 100_000;
 
 /// Embedded queues, one per room, named as SQS would name them.

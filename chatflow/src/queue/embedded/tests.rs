@@ -93,8 +93,11 @@ async fn dedup_memory_forgets_the_oldest_ids_past_its_bound() {
         q.publish(1, &entries).await.unwrap();
         q.purge(1).unwrap();
     }
-    // The first id was forgotten to make room; the second is still remembered.
-    q.publish(1, &[entry("id-1"), entry("id-0")]).await.unwrap();
+    // The first id was forgotten to make room; the most recent half are still remembered.
+    let recent = format!("id-{}", DEDUP_MAX_IDS + 1 - DEDUP_MAX_IDS / 2);
+    q.publish(1, &[entry(&recent), entry("id-0")])
+        .await
+        .unwrap();
     let left = q.receive(1, 10, Duration::ZERO).await.unwrap();
     assert_eq!(
         left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
