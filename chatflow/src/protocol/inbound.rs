@@ -11,7 +11,7 @@ use super::*;
 /// userId as clients send it: a JSON string or number.
 enum RawUserId<'a> {
     Number(serde_json::Number),
-    Text(Cow<'a, str>),
+    Text(Text<'a>),
 }
 
 // By hand rather than `#[serde(untagged)]`: that buffers the value and tries each variant in
@@ -36,13 +36,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawUserId<'a> {
                     .ok_or_else(|| E::custom("userId is not a finite number"))
             }
             fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(RawUserId::Text(Cow::Borrowed(s)))
+                Ok(RawUserId::Text(Text(Cow::Borrowed(s))))
             }
             fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(RawUserId::Text(Cow::Owned(s.to_owned())))
+                Ok(RawUserId::Text(Text(Cow::Owned(s.to_owned()))))
             }
         }
         d.deserialize_any(Either(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string, borrowed from the frame unless it holds escapes. serde's own `Cow<str>`
+/// borrows only as a field of its own, not inside an `Option`, where it always copies.
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Str<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Str(std::marker::PhantomData))
     }
 }
 
@@ -53,15 +83,15 @@ struct RawMessage<'a> {
     #[serde(borrow)]
     user_id: Option<RawUserId<'a>>,
     #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+    username: Option<Text<'a>>,
     #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
     #[serde(borrow)]
-    timestamp: Option<Cow<'a, str>>,
+    timestamp: Option<Text<'a>>,
     #[serde(borrow)]
-    message_type: Option<Cow<'a, str>>,
+    message_type: Option<Text<'a>>,
     #[serde(borrow)]
-    client_message_id: Option<Cow<'a, str>>,
+    client_message_id: Option<Text<'a>>,
 }
 
 /// A chat message from a client that passed every validation rule.

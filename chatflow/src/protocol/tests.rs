@@ -311,3 +311,19 @@ fn wire_names_match_the_design() {
         matches!(serde_json::from_str::<Reply>(&s).unwrap(), Reply::Error(e) if e.error_code == ErrorCode::InvalidRoom)
     );
 }
+
+#[test]
+fn escaped_strings_are_read_as_the_text_they_stand_for() {
+    let f = frame(
+        r#""\u0034\u0032""#,
+        r#""al\u0069ce""#,
+        r#""line one\nsays \"hi\" \u00e9\ud83d\ude00""#,
+        r#""2026-11-27T10:00:00Z""#,
+        r#""T\u0045XT""#,
+    );
+    let m = ConversationMessage::parse(f.as_bytes()).expect("valid");
+    assert_eq!(m.user_id, 42);
+    assert_eq!(m.username, "alice");
+    assert_eq!(m.message, "line one\nsays \"hi\" é😀");
+    assert_eq!(m.message_type, MessageType::Text);
+}

@@ -2,6 +2,7 @@
 //! a deduplication window that outlives deletes, visibility timeouts and long polls.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -45,6 +46,24 @@ struct QueueCell {
     state: Mutex<QueueState>,
     /// Woken when a message may have become receivable.
     ready: Notify,
+    /// Receives waiting on `ready`: with none, a publish skips the wake-up and its lock.
+    waiting: AtomicUsize,
+}
+
+/// Counts one receive as waiting for as long as it lives, dropped half done or not.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EmbeddedQueues {
@@ -62,6 +81,22 @@ impl EmbeddedQueues {
         let cell = self.cell(room)?;
         let mut state = cell.state()?;
         Ok(state.purge())
+    }
+
+    /// Runs `f` on a room's queue under the read lock of the set: no reference is taken, so a
+    /// publish touches no count shared with every other publisher.
+    fn with_cell<T>(
+        &self,
+        room: RoomId,
+        f: impl FnOnce(&QueueCell) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        match queues.get(&room) {
+            Some(cell) => f(cell),
+            None => Err(QueueError::NotFound {
+                queue: self.naming.queue_name(room)?,
+            }),
+        }
     }
 
     fn cell(&self, room: RoomId) -> Result<Arc<QueueCell>, QueueError> {
@@ -86,6 +121,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl QueueCell {
+    /// Wakes the receives waiting for a message, if there are any. A receive counts itself
+    /// before it looks under the lock, and a publish reads the count after it leaves the lock,
+    /// so a message is either seen by the look or followed by a wake-up.
+    fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.ready.notify_waiters();
+        }
+    }
+
     fn state(&self) -> Result<MutexGuard<'_, QueueState>, QueueError> {
         let state = lock(&self.state);
         if state.deleted {
@@ -133,6 +177,7 @@ impl Queues for EmbeddedQueues {
                 name,
                 state: Mutex::new(state),
                 ready: Notify::new(),
+                waiting: AtomicUsize::new(0),
             }),
         );
         Ok(())
@@ -193,18 +238,19 @@ impl Queues for EmbeddedQueues {
         entries: &[PublishEntry],
     ) -> Result<Vec<PublishResult>, QueueError> {
         super::check_batch(entries.len())?;
-        let cell = self.cell(room)?;
-        let results = {
-            let mut state = cell.state()?;
-            let now = Instant::now();
-            state.expire(now);
-            entries
-                .iter()
-                .map(|e| publish_one(&mut state, e, now))
-                .collect()
-        };
-        cell.ready.notify_waiters();
-        Ok(results)
+        self.with_cell(room, |cell| {
+            let results = {
+                let mut state = cell.state()?;
+                let now = Instant::now();
+                state.expire(now);
+                entries
+                    .iter()
+                    .map(|e| publish_one(&mut state, e, now))
+                    .collect()
+            };
+            cell.wake();
+            Ok(results)
+        })
     }
 
     // Messages are taken under the lock, with no await in between: a dropped receive took none.
@@ -225,6 +271,7 @@ impl Queues for EmbeddedQueues {
         let max = max.clamp(1, MAX_BATCH);
         let cell = self.cell(room)?;
         let deadline = Instant::now() + wait.min(super::MAX_WAIT);
+        let _waiting = Waiting::new(&cell.waiting);
         loop {
             let notified = cell.ready.notified();
             tokio::pin!(notified);
@@ -260,7 +307,7 @@ impl Queues for EmbeddedQueues {
             receipts.iter().map(|r| delete_one(&mut state, r)).collect()
         };
         // Deleting the last in-flight message of a group unlocks the group.
-        cell.ready.notify_waiters();
+        cell.wake();
         Ok(results)
     }
 
