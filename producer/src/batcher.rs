@@ -153,7 +153,11 @@ fn seal(packer: &mut Packer, replies: &mut Vec<oneshot::Sender<Outcome>>) -> Bat
 /// Packs and publishes `pending` at once, in order, answering each message. For queues that
 /// publish in memory, the connection that read the messages calls this itself: handing them to
 /// the room's batcher would only add turns of the scheduler before the ack.
-pub async fn publish_in_place(room: RoomId, ctx: &BatchContext, pending: Vec<Pending>) {
+pub async fn publish_in_place(
+    room: RoomId,
+    ctx: &BatchContext,
+    pending: impl IntoIterator<Item = Pending>,
+) {
     let mut packer = Packer::new(ctx.policy.packing);
     let mut replies = Vec::new();
     for Pending { mut entry, reply } in pending {

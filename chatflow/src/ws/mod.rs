@@ -135,7 +135,8 @@ pub enum Inbound {
     Text(Bytes),
     /// A whole binary message.
     Binary(Bytes),
-    /// A pong (or any sign of life that carries no message).
+    /// A ping or a pong: a sign of life that carries no message. A ping's pong has been handed
+    /// to the caller's `owe` by then, so a caller that writes its own frames can send it at once.
     Pong,
     /// The peer closed; the close echo has been handed to the writer.
     Close,
@@ -208,7 +209,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             match frame.opcode {
                 OpCode::Close => return Ok(Inbound::Close),
                 OpCode::Pong => return Ok(Inbound::Pong),
-                OpCode::Ping => continue,
+                OpCode::Ping => return Ok(Inbound::Pong),
                 OpCode::Text | OpCode::Binary if frame.fin => {
                     if self.partial.is_some() {
                         return Err(ReadError::Protocol(

@@ -50,6 +50,7 @@ type Table = HashMap<Key, (uuid::Uuid, Instant), BuildHasherDefault<KeyBits>>;
 /// one by one, so the tables never fill with tombstones and never pause a publish to rebuild
 /// themselves; they grow during the first generation and are reused after. The most recent half
 /// of the bound is always remembered, the bound never exceeded.
+#[derive(Default)]
 pub(super) struct Dedup {
     hashers: [RandomState; 2],
     current: Table,
@@ -61,18 +62,6 @@ pub(super) struct Dedup {
 
 /// Ids per generation.
 const GENERATION: usize = DEDUP_MAX_IDS / 2;
-
-impl Default for Dedup {
-    fn default() -> Self {
-        Dedup {
-            hashers: Default::default(),
-            current: Table::default(),
-            previous: Table::default(),
-            current_until: None,
-            previous_until: None,
-        }
-    }
-}
 
 impl Dedup {
     fn key(&self, id: &str) -> Key {

@@ -1,0 +1,272 @@
+//! A connection on a queue in memory, served by one task: it takes every frame already
+//! received, publishes the messages among them in one call, and writes the answers itself
+//! before it waits for more. Nothing is handed to another task, so an ack leaves in the same
+//! turn that read its message.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
+use fastwebsockets::OpCode;
+use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Target, answer, binary_refused, validate};
+use crate::batcher::{self, Pending};
+use crate::ingest::Reply;
+use crate::server::Shared;
+
+/// Most messages taken before they are published and answered: a bound keeps the first one's
+/// ack from waiting on a long burst.
+const GATHER_MAX: usize = 64;
+
+/// Answers queued past this many bytes are written out before more is read.
+const WRITE_AT: usize = 64 * 1024;
+
+/// What goes back for something read, in the order it was read.
+enum Answer {
+    Reply(Reply),
+    Owe(Obligation),
+    Close(u16, String),
+}
+
+/// Why reading ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed, broke the protocol or went quiet; what it is owed is still written.
+    Closed,
+    /// The producer is shutting down: the client is told so after its answers.
+    Shutdown,
+    /// The client took nothing written to it for the idle timeout.
+    Gone,
+}
+
+/// Serves one upgraded connection until either side closes or the producer shuts down.
+pub(super) async fn serve(
+    ws: fastwebsockets::WebSocket<ws::Stream>,
+    shared: Arc<Shared>,
+    target: Target,
+    client_ip: IpAddr,
+) {
+    let cfg = &shared.config;
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let (mut reader, mut sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
+    let client_ip = client_ip.to_string();
+    let mut taken = Taken::new(&shared, &target, &client_ip);
+    // Pongs and the echo of a close, owed while a read was under way; they go out behind the
+    // answers to what was read before them.
+    let owed = Mutex::new(Vec::new());
+    let mut owe = |ob: Obligation| {
+        owed.lock().unwrap_or_else(|e| e.into_inner()).push(ob);
+        std::future::ready(())
+    };
+    // Its own token, so waiting on it registers with no lock shared by other connections.
+    let stop = shared.shutdown.child_token();
+    let mut liveness = Liveness::new(idle);
+    let mut ticker = tokio::time::interval_at(Instant::now() + idle, idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end = 'reading: loop {
+        let read = reader.next(&mut owe);
+        tokio::pin!(read);
+        // Polled once before anything else: a frame already received is taken at once, and only
+        // a read that would wait publishes and answers what was taken. The read is never
+        // dropped half done, as the WebSocket reader loses its place if it is.
+        let next = match futures::poll!(read.as_mut()) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                taken.answer_into(&mut sink).await;
+                if sink.flush_within(idle).await.is_err() {
+                    break 'reading End::Gone;
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break 'reading End::Shutdown,
+                        next = &mut read => break next,
+                        _ = ticker.tick() => match liveness.check() {
+                            Check::Fine => {}
+                            Check::Ping => {
+                                sink.frame(OpCode::Ping, b"chatflow");
+                                if sink.flush_within(idle).await.is_err() {
+                                    break 'reading End::Gone;
+                                }
+                            }
+                            Check::Gone => {
+                                taken.answers.push(Answer::Close(ws::CLOSE_NORMAL, "idle timeout".into()));
+                                break 'reading End::Closed;
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        liveness.seen();
+        let obligations = std::mem::take(&mut *owed.lock().unwrap_or_else(|e| e.into_inner()));
+        taken
+            .answers
+            .extend(obligations.into_iter().map(Answer::Owe));
+        match next {
+            Ok(Inbound::Text(frame)) => {
+                if let Err(end) = taken.place(&mut sink, &stop, idle).await {
+                    break end;
+                }
+                taken.take(&frame);
+            }
+            Ok(Inbound::Binary(_)) => {
+                if let Err(end) = taken.place(&mut sink, &stop, idle).await {
+                    break end;
+                }
+                let refused = binary_refused(&shared);
+                taken.answers.push(Answer::Reply(Reply::Now(refused)));
+            }
+            Ok(Inbound::Pong) => {}
+            Ok(Inbound::Close) | Err(ReadError::Closed) => break End::Closed,
+            Err(ReadError::TooLarge(limit)) => {
+                let why = format!("message larger than {limit} bytes");
+                taken.answers.push(Answer::Close(ws::CLOSE_TOO_BIG, why));
+                break End::Closed;
+            }
+            Err(ReadError::Protocol(why)) => {
+                taken.answers.push(Answer::Close(ws::CLOSE_PROTOCOL, why));
+                break End::Closed;
+            }
+        }
+        if taken.answers.len() >= GATHER_MAX {
+            taken.answer_into(&mut sink).await;
+        }
+        if sink.queued() > WRITE_AT && sink.flush_within(idle).await.is_err() {
+            break End::Gone;
+        }
+    };
+
+    // What was read before reading ended is still published and answered.
+    taken.answer_into(&mut sink).await;
+    if end == End::Gone {
+        return;
+    }
+    if end == End::Shutdown {
+        taken.answers.push(Answer::Close(
+            ws::CLOSE_GOING_AWAY,
+            "server shutting down".into(),
+        ));
+        taken.answer_into(&mut sink).await;
+    }
+    let _ = tokio::time::timeout(idle, sink.shutdown()).await;
+}
+
+/// What was read and not yet answered: the messages to publish and, in order, what goes back
+/// for everything read, with the places it holds under the producer-wide bound.
+struct Taken<'a> {
+    shared: &'a Shared,
+    target: &'a Target,
+    client_ip: &'a str,
+    pending: Vec<Pending>,
+    answers: Vec<Answer>,
+    places: usize,
+    /// A close frame went out: nothing may follow it.
+    closed: bool,
+}
+
+impl<'a> Taken<'a> {
+    fn new(shared: &'a Shared, target: &'a Target, client_ip: &'a str) -> Self {
+        Taken {
+            shared,
+            target,
+            client_ip,
+            pending: Vec::new(),
+            answers: Vec::new(),
+            places: 0,
+            closed: false,
+        }
+    }
+
+    /// Takes a place for one more frame, first answering what was taken when the bound is
+    /// reached (those hold places that come back only once answered).
+    async fn place<W: AsyncWrite + Unpin>(
+        &mut self,
+        sink: &mut FrameSink<W>,
+        stop: &tokio_util::sync::CancellationToken,
+        idle: Duration,
+    ) -> Result<(), End> {
+        if let Ok(place) = self.shared.unanswered.try_acquire() {
+            place.forget();
+            self.places += 1;
+            return Ok(());
+        }
+        self.answer_into(sink).await;
+        sink.flush_within(idle).await.map_err(|_| End::Gone)?;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Err(End::Shutdown),
+            place = self.shared.unanswered.acquire() => {
+                place.expect("never closed").forget();
+                self.places += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Validates one frame and keeps it for the next publish, its answer behind the others.
+    fn take(&mut self, frame: &Bytes) {
+        let reply = match validate(self.shared, self.target, frame, self.client_ip) {
+            Ok((_, stamped)) => {
+                let (reply, outcome) = oneshot::channel();
+                self.pending.push(Pending {
+                    entry: stamped.entry,
+                    reply,
+                });
+                Reply::Later {
+                    ok: stamped.ok,
+                    client_message_id: stamped.client_message_id,
+                    outcome,
+                }
+            }
+            Err(now) => Reply::Now(now),
+        };
+        self.answers.push(Answer::Reply(reply));
+    }
+
+    /// Publishes the messages taken in one call and queues every answer owed, in order, on
+    /// `sink`; their places go back.
+    async fn answer_into<W: AsyncWrite + Unpin>(&mut self, sink: &mut FrameSink<W>) {
+        if let (Target::Room(room), false) = (self.target, self.pending.is_empty()) {
+            batcher::publish_in_place(*room, &self.shared.batch, self.pending.drain(..)).await;
+        }
+        for a in self.answers.drain(..) {
+            if self.closed {
+                break;
+            }
+            match a {
+                Answer::Reply(Reply::Now(bytes)) => sink.text(&bytes),
+                Answer::Reply(Reply::Later {
+                    ok,
+                    client_message_id,
+                    mut outcome,
+                }) => {
+                    // Every message published above has its outcome by now.
+                    let outcome = outcome.try_recv().map_err(|_| ());
+                    answer(sink, &ok, client_message_id.as_deref(), outcome);
+                }
+                Answer::Owe(Obligation::Pong(p)) => sink.frame(OpCode::Pong, &p),
+                Answer::Owe(Obligation::Close(p)) => {
+                    sink.frame(OpCode::Close, &p);
+                    self.closed = true;
+                }
+                Answer::Close(code, reason) => {
+                    sink.close(code, &reason);
+                    self.closed = true;
+                }
+            }
+        }
+        if self.places > 0 {
+            self.shared
+                .unanswered
+                .add_permits(std::mem::take(&mut self.places));
+        }
+    }
+}

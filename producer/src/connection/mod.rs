@@ -1,0 +1,114 @@
+//! One client WebSocket, served one of two ways. On a queue in memory a publish never waits, so
+//! one task reads, publishes and answers, as an echo server would ([`in_place`]). On SQS a
+//! publish is a round trip shared by the room, so a reader hands messages to the room's batcher
+//! and a writer answers them as their batches come back ([`relayed`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatflow::protocol::{ConversationMessage, ErrorCode};
+use chatflow::rooms::RoomId;
+use chatflow::ws::{self, FrameSink};
+use tokio::io::AsyncWrite;
+
+use crate::batcher::Outcome;
+use crate::ingest;
+use crate::server::Shared;
+
+mod in_place;
+mod relayed;
+
+/// The room a socket was opened for: served here, or the reason it is not.
+#[derive(Clone)]
+pub enum Target {
+    /// A room of the configured range.
+    Room(RoomId),
+    /// Every message on this socket is answered INVALID_ROOM with this reason.
+    Invalid(String),
+}
+
+/// Serves one upgraded connection until either side closes or the producer shuts down.
+pub async fn serve(
+    ws: fastwebsockets::WebSocket<ws::Stream>,
+    shared: Arc<Shared>,
+    target: Target,
+    client_ip: IpAddr,
+) {
+    if shared.in_place {
+        in_place::serve(ws, shared, target, client_ip).await
+    } else {
+        relayed::serve(ws, shared, target, client_ip).await
+    }
+}
+
+/// A frame validated and stamped for its room, or the error reply to send at once.
+fn validate(
+    shared: &Shared,
+    target: &Target,
+    frame: &Bytes,
+    client_ip: &str,
+) -> Result<(RoomId, ingest::Stamped), Bytes> {
+    let m = &shared.metrics;
+    m.messages_received.inc();
+    let parsed = ConversationMessage::parse(frame);
+    let room = match target {
+        Target::Room(room) => *room,
+        Target::Invalid(reason) => {
+            m.error(ErrorCode::InvalidRoom);
+            let cmid = match &parsed {
+                Ok(msg) => msg.client_message_id.clone(),
+                Err(r) => r.client_message_id.clone(),
+            };
+            return Err(ingest::error_reply(
+                ErrorCode::InvalidRoom,
+                reason,
+                cmid.as_deref(),
+            ));
+        }
+    };
+    let msg = match parsed {
+        Ok(msg) => msg,
+        Err(rejection) => {
+            m.error(rejection.code);
+            return Err(ingest::rejection_reply(&rejection));
+        }
+    };
+    m.messages_validated.inc();
+    Ok((
+        room,
+        ingest::stamp(msg, room, &shared.config.server_id, client_ip),
+    ))
+}
+
+/// The answer to a binary frame, counted as the error it is.
+fn binary_refused(shared: &Shared) -> Bytes {
+    shared.metrics.error(ErrorCode::InvalidJson);
+    ingest::error_reply(
+        ErrorCode::InvalidJson,
+        "binary frames are not accepted: send JSON as a text frame",
+        None,
+    )
+}
+
+/// Writes the answer to a published message: its OK reply, or QUEUE_ERROR with the reason.
+fn answer<W: AsyncWrite + Unpin, E>(
+    sink: &mut FrameSink<W>,
+    ok: &Bytes,
+    client_message_id: Option<&str>,
+    outcome: Result<Outcome, E>,
+) {
+    match outcome {
+        Ok(Ok(())) => sink.text(ok),
+        Ok(Err(reason)) => sink.text(&ingest::error_reply(
+            ErrorCode::QueueError,
+            &reason,
+            client_message_id,
+        )),
+        Err(_) => sink.text(&ingest::error_reply(
+            ErrorCode::QueueError,
+            "the message was dropped before it was published",
+            client_message_id,
+        )),
+    }
+}

@@ -1,0 +1,238 @@
+//! A connection whose messages go through their room's batcher: a reader that validates them
+//! and hands them over, and a writer that answers them in the order they were sent, each once
+//! its batch is published.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatflow::protocol::ErrorCode;
+use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
+use fastwebsockets::OpCode;
+use tokio::io::AsyncWrite;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Target, answer, validate};
+use crate::batcher::Pending;
+use crate::ingest::{self, Reply};
+use crate::server::Shared;
+
+/// What the writer sends, in order.
+enum Out {
+    /// An answer, holding its place under the producer-wide bound until it is written.
+    Reply(Reply, OwnedSemaphorePermit),
+    Owe(Obligation),
+    Close(u16, String),
+}
+
+/// Serves one upgraded connection until either side closes or the producer shuts down.
+pub(super) async fn serve(
+    ws: fastwebsockets::WebSocket<ws::Stream>,
+    shared: Arc<Shared>,
+    target: Target,
+    client_ip: IpAddr,
+) {
+    let cfg = &shared.config;
+    let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
+    let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
+    let stop_reading = shared.shutdown.child_token();
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let liveness = Liveness::new(idle);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        WriterClock {
+            liveness: liveness.clone(),
+            idle,
+        },
+        stop_reading.clone(),
+    ));
+
+    let client_ip = client_ip.to_string();
+    let mut owe = |ob: Obligation| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Out::Owe(ob)).await;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop_reading.cancelled() => None,
+            next = reader.next(&mut owe) => Some(next),
+        };
+        let Some(next) = next else {
+            if shared.shutdown.is_cancelled() {
+                let _ = tx
+                    .send(Out::Close(
+                        ws::CLOSE_GOING_AWAY,
+                        "server shutting down".into(),
+                    ))
+                    .await;
+            }
+            break;
+        };
+        liveness.seen();
+        let out = match next {
+            Ok(Inbound::Text(frame)) => {
+                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                    continue;
+                };
+                Out::Reply(accept(&shared, &target, &frame, &client_ip).await, place)
+            }
+            Ok(Inbound::Binary(_)) => {
+                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                    continue;
+                };
+                Out::Reply(Reply::Now(super::binary_refused(&shared)), place)
+            }
+            Ok(Inbound::Pong) => continue,
+            Ok(Inbound::Close) | Err(ReadError::Closed) => break,
+            Err(ReadError::TooLarge(limit)) => Out::Close(
+                ws::CLOSE_TOO_BIG,
+                format!("message larger than {limit} bytes"),
+            ),
+            Err(ReadError::Protocol(why)) => Out::Close(ws::CLOSE_PROTOCOL, why),
+        };
+        let closing = matches!(out, Out::Close(..));
+        // A full channel means max_unacked replies are outstanding: reading waits here.
+        if tx.send(out).await.is_err() || closing {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// A place under the producer-wide bound of unanswered messages; None when reading stops first
+/// (the loop then sees the stop and leaves).
+async fn wait_for_place(
+    shared: &Shared,
+    stop_reading: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(place) = shared.unanswered.clone().try_acquire_owned() {
+        return Some(place);
+    }
+    tokio::select! {
+        biased;
+        _ = stop_reading.cancelled() => None,
+        p = shared.unanswered.clone().acquire_owned() => Some(p.expect("never closed")),
+    }
+}
+
+async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str) -> Reply {
+    let (room, stamped) = match validate(shared, target, frame, client_ip) {
+        Ok(ok) => ok,
+        Err(now) => return Reply::Now(now),
+    };
+    let m = &shared.metrics;
+    let (reply, outcome) = oneshot::channel();
+    let pending = Pending {
+        entry: stamped.entry,
+        reply,
+    };
+    if shared.batcher(room).send(pending).await.is_err() {
+        m.error(ErrorCode::QueueError);
+        return Reply::Now(ingest::error_reply(
+            ErrorCode::QueueError,
+            "the producer is shutting down",
+            stamped.client_message_id.as_deref(),
+        ));
+    }
+    Reply::Later {
+        ok: stamped.ok,
+        client_message_id: stamped.client_message_id,
+        outcome,
+    }
+}
+
+struct WriterClock {
+    liveness: Liveness,
+    idle: Duration,
+}
+
+/// Writes replies in order, batching what is ready into one write; pings idle clients and
+/// closes those that stay silent.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut sink: FrameSink<W>,
+    mut rx: mpsc::Receiver<Out>,
+    mut clock: WriterClock,
+    stop_reading: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(clock.idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut closed = false;
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            _ = ticker.tick() => {
+                match clock.liveness.check() {
+                    Check::Fine => {}
+                    Check::Ping => sink.frame(OpCode::Ping, b"chatflow"),
+                    Check::Gone => {
+                        sink.close(ws::CLOSE_NORMAL, "idle timeout");
+                        closed = true;
+                        stop_reading.cancel();
+                    }
+                }
+                if sink.flush_within(clock.idle).await.is_err() {
+                    stop_reading.cancel();
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(out) = out else { break };
+        match out {
+            Out::Reply(Reply::Now(bytes), _place) => sink.text(&bytes),
+            Out::Reply(
+                Reply::Later {
+                    ok,
+                    client_message_id,
+                    mut outcome,
+                },
+                _place,
+            ) => match outcome.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    // Replies already written must not wait for this message's batch: without
+                    // this flush an ack sits in the buffer until the writer catches up with the
+                    // reader, which under steady load can be many batches later.
+                    if sink.queued() > 0 && sink.flush_within(clock.idle).await.is_err() {
+                        stop_reading.cancel();
+                        return;
+                    }
+                    answer(&mut sink, &ok, client_message_id.as_deref(), outcome.await);
+                }
+                ready => answer(
+                    &mut sink,
+                    &ok,
+                    client_message_id.as_deref(),
+                    ready.map_err(|_| ()),
+                ),
+            },
+            Out::Owe(Obligation::Pong(p)) => sink.frame(OpCode::Pong, &p),
+            Out::Owe(Obligation::Close(p)) if !closed => {
+                sink.frame(OpCode::Close, &p);
+                closed = true;
+            }
+            Out::Owe(Obligation::Close(_)) => {}
+            Out::Close(code, reason) if !closed => {
+                sink.close(code, &reason);
+                closed = true;
+            }
+            Out::Close(..) => {}
+        }
+        if (rx.is_empty() || sink.queued() > 64 * 1024)
+            && sink.flush_within(clock.idle).await.is_err()
+        {
+            // The peer is gone: stop reading too; pending outcomes are still awaited by nobody,
+            // which is fine because the queue result does not depend on the reply.
+            stop_reading.cancel();
+            return;
+        }
+    }
+    let _ = sink.shutdown().await;
+}
