@@ -38,6 +38,9 @@ pub(super) struct QueueState {
     next_seq: u64,
     pub(super) visible: u64,
     pub(super) in_flight: u64,
+    /// No delivery times out and no message passes retention before this (None: nothing can),
+    /// so most calls skip the scan of every group. Never later than the first such event.
+    due: Option<Instant>,
 }
 
 impl QueueState {
@@ -59,10 +62,43 @@ impl QueueState {
         self.visibility = parsed.visibility_timeout;
         self.retention = parsed.retention;
         self.attrs = attrs;
+        self.due = self.first_due();
+    }
+
+    /// Records an event that `expire` must not miss.
+    fn due_by(&mut self, at: Instant) {
+        self.due = Some(self.due.map_or(at, |due| due.min(at)));
+    }
+
+    /// The first delivery to time out or message to pass retention, from scratch. Retention
+    /// applies to a group's first message once no delivery holds it, so only then does it count.
+    fn first_due(&self) -> Option<Instant> {
+        self.groups
+            .values()
+            .filter_map(|msgs| {
+                let mut due: Option<Instant> = None;
+                for m in msgs {
+                    match &m.in_flight {
+                        Some((_, until)) => due = Some(due.map_or(*until, |d| d.min(*until))),
+                        None => {
+                            if due.is_none() {
+                                due = Some(m.sent_at + self.retention);
+                            }
+                            break;
+                        }
+                    }
+                }
+                due
+            })
+            .min()
     }
 
     /// Returns timed-out deliveries to the queue and drops messages past retention.
     pub(super) fn expire(&mut self, now: Instant) {
+        self.dedup.expire(now);
+        if self.due.is_none_or(|due| due > now) {
+            return;
+        }
         let QueueState {
             groups,
             receipts,
@@ -95,7 +131,7 @@ impl QueueState {
         self.groups.retain(|_, msgs| !msgs.is_empty());
         let groups = &self.groups;
         self.group_order.retain(|g| groups.contains_key(g));
-        self.dedup.expire(now);
+        self.due = self.first_due();
     }
 
     /// Drops every message, in flight or not, and their receipts; deduplication ids stay.
@@ -106,6 +142,7 @@ impl QueueState {
         self.receipts.clear();
         self.visible = 0;
         self.in_flight = 0;
+        self.due = None;
         dropped
     }
 
@@ -113,6 +150,7 @@ impl QueueState {
     pub(super) fn take(&mut self, max: usize, now: Instant) -> Vec<ReceivedMessage> {
         let mut out = Vec::new();
         let until = now + self.visibility;
+        let mut due = None;
         for _ in 0..self.group_order.len() {
             if out.len() == max {
                 break;
@@ -131,6 +169,7 @@ impl QueueState {
                     let receipt = format!("{}-{}-{}", m.seq, m.receive_count + 1, self.next_seq);
                     m.receive_count += 1;
                     m.in_flight = Some((receipt.clone(), until));
+                    due = Some(until);
                     self.receipts
                         .insert(receipt.clone(), (group.clone(), m.seq));
                     self.visible -= 1;
@@ -147,6 +186,9 @@ impl QueueState {
                 }
             }
             self.group_order.push_back(group);
+        }
+        if let Some(until) = due {
+            self.due_by(until);
         }
         out
     }
@@ -203,6 +245,8 @@ pub(super) fn publish_one(
         in_flight: None,
     });
     state.visible += 1;
+    let retained_until = now + state.retention;
+    state.due_by(retained_until);
     Ok(message_id)
 }
 

@@ -39,6 +39,48 @@ async fn retention_drops_old_messages() {
     assert!(q.receive(1, 10, Duration::ZERO).await.unwrap().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_delivery_that_times_out_returns_and_then_meets_retention() {
+    let q = EmbeddedQueues::default();
+    let attrs = QueueAttributes {
+        visibility_timeout: Duration::from_secs(30),
+        retention: Duration::from_secs(60),
+        ..Default::default()
+    };
+    q.create_queue(1, &attrs).await.unwrap();
+    q.publish(1, &[entry("a")]).await.unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(q.receive(1, 10, Duration::ZERO).await.unwrap().len(), 1);
+    // Publishes in between must not hide the timeout from the queue.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    q.publish(1, &[entry("b")]).await.unwrap();
+    assert_eq!(q.depth(1).await.unwrap().in_flight, 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    q.publish(1, &[entry("c")]).await.unwrap();
+    let depth = q.depth(1).await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (3, 0), "a is back");
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let left = q.receive(1, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["b", "c"],
+        "a passed retention 60 s after it was sent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_retention_applies_to_messages_already_queued() {
+    let q = EmbeddedQueues::default();
+    q.create_queue(1, &QueueAttributes::default())
+        .await
+        .unwrap();
+    q.publish(1, &[entry("a")]).await.unwrap();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let shorter = BTreeMap::from([("MessageRetentionPeriod".to_owned(), "60".to_owned())]);
+    q.set_queue_attributes(1, shorter).await.unwrap();
+    assert_eq!(q.depth(1).await.unwrap(), QueueDepth::default());
+}
+
 #[tokio::test]
 async fn a_deleted_queue_fails_its_long_polls() {
     let q = Arc::new(EmbeddedQueues::default());
