@@ -40,6 +40,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// One per room, in room order; none when connections publish in place.
     batchers: Vec<mpsc::Sender<Pending>>,
     /// What publishing needs, for connections that publish in place.
     pub batch: Arc<BatchContext>,
@@ -54,7 +55,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The batcher of a room of the range.
+    /// The batcher of a room of the range, for connections that do not publish in place.
     pub fn batcher(&self, room: RoomId) -> &mpsc::Sender<Pending> {
         &self.batchers[(room - self.rooms.start()) as usize]
     }
@@ -97,8 +98,10 @@ impl Producer {
             metrics: metrics.clone(),
         });
         let batchers = TaskTracker::new();
+        // Connections that publish in place need no batcher.
         let senders = rooms
             .iter()
+            .filter(|_| !in_place)
             .map(|room| {
                 let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
                 batchers.spawn(batcher::run(room, batch.clone(), rx));
