@@ -1,5 +1,6 @@
-//! Idle clients are pinged; one that never answers is closed, one that does stays, whether the
-//! queue is in memory (one task per connection) or behind batchers (a reader and a writer).
+//! Idle clients are pinged; one that never answers is closed, one that does stays; a client's
+//! ping is answered at once. Whether the queue is in memory (one task per connection) or behind
+//! batchers (a reader and a writer).
 
 mod common;
 
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatflow::queue::{EmbeddedQueues, Intercept, Intercepted, SharedQueues};
-use chatflow::ws::{ClientEvent, connect_reader, connect_split};
+use chatflow::ws::{ClientEvent, connect, connect_reader, connect_split};
 use chatflow_producer::{ProducerConfig, start};
 use common::*;
+use fastwebsockets::{Frame, OpCode, Payload};
 
 /// Changes nothing but hides the queue being in memory, so the producer uses its batchers.
 struct Batched;
@@ -51,13 +53,56 @@ async fn silent_closed_answering_kept(queues: SharedQueues) {
     p.shutdown().await;
 }
 
+/// A client that only pings, with nothing else to read, gets its pong.
+async fn pinged_answers_pong(queues: SharedQueues) {
+    ensure_rooms(&queues, 1..=1).await;
+    let p = start(ProducerConfig::local(1, 1), queues).await.unwrap();
+    let mut ws = connect(&format!("ws://{}/chat/1", p.addr), T)
+        .await
+        .unwrap();
+    for n in 0..3u8 {
+        let payload = [b'p', n];
+        ws.write_frame(Frame::new(
+            true,
+            OpCode::Ping,
+            None,
+            Payload::Borrowed(&payload),
+        ))
+        .await
+        .unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(2), ws.read_frame())
+            .await
+            .expect("a pong within 2 s")
+            .unwrap();
+        assert_eq!(frame.opcode, OpCode::Pong);
+        assert_eq!(&frame.payload[..], &payload);
+    }
+    p.shutdown().await;
+}
+
+fn batched() -> SharedQueues {
+    Arc::new(Intercepted::new(
+        Arc::new(EmbeddedQueues::default()),
+        Batched,
+    ))
+}
+
 #[tokio::test]
-async fn on_the_embedded_queue() {
+async fn idle_on_the_embedded_queue() {
     silent_closed_answering_kept(Arc::new(EmbeddedQueues::default())).await;
 }
 
 #[tokio::test]
-async fn behind_batchers() {
-    let batched = Intercepted::new(Arc::new(EmbeddedQueues::default()), Batched);
-    silent_closed_answering_kept(Arc::new(batched)).await;
+async fn idle_behind_batchers() {
+    silent_closed_answering_kept(batched()).await;
+}
+
+#[tokio::test]
+async fn ping_on_the_embedded_queue() {
+    pinged_answers_pong(Arc::new(EmbeddedQueues::default())).await;
+}
+
+#[tokio::test]
+async fn ping_behind_batchers() {
+    pinged_answers_pong(batched()).await;
 }

@@ -180,12 +180,10 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         Fut: Future<Output = ()>,
     {
         loop {
+            // The library hands over the echo of a close; pings come back as frames (below).
             let mut send = |f: Frame<'_>| {
-                let ob = match f.opcode {
-                    OpCode::Close => Some(Obligation::Close(Bytes::copy_from_slice(&f.payload))),
-                    OpCode::Pong => Some(Obligation::Pong(Bytes::copy_from_slice(&f.payload))),
-                    _ => None,
-                };
+                let ob = (f.opcode == OpCode::Close)
+                    .then(|| Obligation::Close(Bytes::copy_from_slice(&f.payload)));
                 let fut = ob.map(&mut *owe);
                 async move {
                     if let Some(fut) = fut {
@@ -209,7 +207,10 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             match frame.opcode {
                 OpCode::Close => return Ok(Inbound::Close),
                 OpCode::Pong => return Ok(Inbound::Pong),
-                OpCode::Ping => return Ok(Inbound::Pong),
+                OpCode::Ping => {
+                    owe(Obligation::Pong(Bytes::copy_from_slice(&frame.payload))).await;
+                    return Ok(Inbound::Pong);
+                }
                 OpCode::Text | OpCode::Binary if frame.fin => {
                     if self.partial.is_some() {
                         return Err(ReadError::Protocol(
@@ -284,6 +285,9 @@ pub fn split_server(
 pub fn server_reader<R: AsyncRead + Unpin>(r: R, max_message: usize) -> MessageReader<R> {
     // The library's own write half is not used: replies are batched by FrameSink.
     let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    // A ping is returned rather than answered inside the read, which goes on reading: a caller
+    // that writes its own frames learns of the pong it owes at once, not with the next message.
+    read.set_auto_pong(false);
     // The library refuses frames whose length is >= the limit; allow exactly `max_message`.
     read.set_max_message_size(max_message.saturating_add(1));
     MessageReader {

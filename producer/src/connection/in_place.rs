@@ -24,9 +24,6 @@ use crate::server::Shared;
 /// ack from waiting on a long burst.
 const GATHER_MAX: usize = 64;
 
-/// Answers queued past this many bytes are written out before more is read.
-const WRITE_AT: usize = 64 * 1024;
-
 /// What goes back for something read, in the order it was read.
 enum Answer {
     Reply(Reply),
@@ -136,11 +133,15 @@ pub(super) async fn serve(
                 break End::Closed;
             }
         }
+        // A client that never pauses is answered every GATHER_MAX frames all the same.
         if taken.answers.len() >= GATHER_MAX {
             taken.answer_into(&mut sink).await;
-        }
-        if sink.queued() > WRITE_AT && sink.flush_within(idle).await.is_err() {
-            break End::Gone;
+            if sink.flush_within(idle).await.is_err() {
+                break End::Gone;
+            }
+            if stop.is_cancelled() {
+                break End::Shutdown;
+            }
         }
     };
 
@@ -170,6 +171,16 @@ struct Taken<'a> {
     places: usize,
     /// A close frame went out: nothing may follow it.
     closed: bool,
+}
+
+// Places are given back with their answers; a task that ends any other way (a panic, a dropped
+// future) must not keep them from every other connection.
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.places > 0 {
+            self.shared.unanswered.add_permits(self.places);
+        }
+    }
 }
 
 impl<'a> Taken<'a> {

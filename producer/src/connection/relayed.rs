@@ -168,7 +168,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let out = tokio::select! {
             out = rx.recv() => out,
-            _ = ticker.tick() => {
+            _ = ticker.tick(), if !closed => {
                 match clock.liveness.check() {
                     Check::Fine => {}
                     Check::Ping => sink.frame(OpCode::Ping, b"chatflow"),
@@ -186,6 +186,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         };
         let Some(out) = out else { break };
+        if closed {
+            // Nothing may follow a close frame; what is left is dropped, its places freed.
+            continue;
+        }
         match out {
             Out::Reply(Reply::Now(bytes), _place) => sink.text(&bytes),
             Out::Reply(
