@@ -94,7 +94,8 @@ pub(super) async fn serve(
                                 }
                             }
                             Check::Gone => {
-                                taken.answers.push(Answer::Close(ws::CLOSE_NORMAL, "idle timeout".into()));
+                                let close = Answer::Close(ws::CLOSE_NORMAL, "idle timeout".into());
+                                taken.answers.push(close);
                                 break 'reading End::Closed;
                             }
                         },
