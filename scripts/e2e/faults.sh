@@ -20,8 +20,13 @@ if [[ "$mode" == --current ]]; then
     fault_job=chatflow-loadgen-e2e-shard-killed
     start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
     victim="$(first_pod "$consumers")"
-    container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$victim" \
-        --filter label=io.kubernetes.container.name=consumer)"
+    [[ -n "$victim" ]] || die "no consumer pod that is not being deleted"
+    container="" container_due=$((SECONDS + 30))
+    until [[ -n "$container" ]] || ((SECONDS >= container_due)); do
+        container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$victim" \
+            --filter label=io.kubernetes.container.name=consumer)"
+        [[ -n "$container" ]] || sleep 1
+    done
     [[ -n "$container" ]] || die "no Docker container for the consumer of pod/$victim"
     echo "  docker kill --signal KILL $container (pod/$victim)"
     "$docker_cmd" kill --signal KILL "$container" >/dev/null

@@ -173,9 +173,12 @@ start_steady_load() {
     sleep "$FAULT_SETTLE"
 }
 
-# The first pod matching label selector $1 in the set's namespace.
+# The first pod matching label selector $1 in the set's namespace that is not being deleted: a
+# pod deleted by an earlier fault stays listed while it drains, with its container already gone.
 first_pod() {
-    k -n "$set_ns" get pods -l "$1" -o jsonpath='{.items[0].metadata.name}'
+    k -n "$set_ns" get pods -l "$1" \
+        -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
+        awk '$2 == "" && !found { print $1; found = 1 }'
 }
 
 # Waits until Job $1's pod is Ready (sending).
