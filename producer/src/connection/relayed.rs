@@ -218,16 +218,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 ),
             },
             Out::Owe(Obligation::Pong(p)) => sink.frame(OpCode::Pong, &p),
-            Out::Owe(Obligation::Close(p)) if !closed => {
+            Out::Owe(Obligation::Close(p)) => {
                 sink.frame(OpCode::Close, &p);
                 closed = true;
             }
-            Out::Owe(Obligation::Close(_)) => {}
-            Out::Close(code, reason) if !closed => {
+            Out::Close(code, reason) => {
                 sink.close(code, &reason);
                 closed = true;
             }
-            Out::Close(..) => {}
         }
         if (rx.is_empty() || sink.queued() > 64 * 1024)
             && sink.flush_within(clock.idle).await.is_err()
