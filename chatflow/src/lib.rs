@@ -7,6 +7,10 @@
 pub mod about;
 #[cfg(feature = "testkit")]
 pub mod alloc;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "http")]
+pub mod client_ip;
 #[cfg(feature = "cli")]
 pub mod config;
 pub mod envelope;

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::about::Info;
+use crate::auth::{self, Access, Gate};
 use crate::http::{self, Body};
 
 /// The answer to a request on an endpoint's route, once it is known.
@@ -28,6 +29,8 @@ pub trait Endpoint: Send + Sync + 'static {
     /// Answers a GET on the route; `rest` is the path after the prefix. An answer may wait on a
     /// peer (an edge subscribes upstream before it accepts), so it is a future.
     fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Opening;
+    /// What the route does with its room, which a token must allow.
+    fn access(&self) -> Access;
     /// Why the service cannot serve now, if it cannot.
     fn ready(&self) -> Result<(), String>;
 }
@@ -79,6 +82,16 @@ pub fn admit<B>(
         .map_err(|_| Refusal::Full)
 }
 
+/// Whether a request offers the `chatflow` subprotocol.
+fn offers_protocol(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == auth::PROTOCOL)
+}
+
 /// A static file served at a fixed path.
 struct Page {
     path: &'static str,
@@ -93,6 +106,7 @@ pub struct Router {
     serves_metrics: bool,
     info: Arc<str>,
     pages: Vec<Page>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Router {
@@ -106,11 +120,13 @@ impl Router {
             serves_metrics: true,
             info: info.to_json().into(),
             pages: Vec::new(),
+            gate: None,
         }
     }
 
-    /// This router without `/metrics`, and a router serving only `/metrics` and `/health`: for
-    /// a port of its own, away from the Service clients use.
+    /// This router without `/metrics` and `/info`, and a router serving only those and `/health`:
+    /// for a port of its own, away from the Service clients use (`/info` names queues and
+    /// trusted proxies, which clients have no business reading).
     pub fn metrics_apart(mut self) -> (Self, Router) {
         let metrics = Router {
             endpoints: Vec::new(),
@@ -118,9 +134,16 @@ impl Router {
             serves_metrics: true,
             info: self.info.clone(),
             pages: Vec::new(),
+            gate: None,
         };
         self.serves_metrics = false;
         (self, metrics)
+    }
+
+    /// Checks every WebSocket upgrade with `gate` before its endpoint sees it.
+    pub fn gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Adds a service's WebSocket route; `/ready` then also asks it.
@@ -145,7 +168,7 @@ impl Router {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() != Method::GET {
             return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
         }
@@ -153,13 +176,36 @@ impl Router {
         match path.as_str() {
             "/health" => return http::text(StatusCode::OK, "ok\n"),
             "/ready" => return http::ready(self.ready()),
-            "/info" => return http::json(StatusCode::OK, self.info.as_bytes().to_vec()),
+            "/info" if self.serves_metrics => {
+                return http::json(StatusCode::OK, self.info.as_bytes().to_vec());
+            }
             "/metrics" if self.serves_metrics => return http::metrics(&self.registry),
             _ => {}
         }
         if let Some(endpoint) = self.endpoints.iter().find(|e| path.starts_with(e.prefix())) {
             let rest = &path[endpoint.prefix().len()..];
-            return endpoint.open(req, peer, rest).await;
+            let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+            if let (Some(gate), true) = (&self.gate, upgrade) {
+                match gate
+                    .admit(req.headers(), peer, endpoint.access(), rest)
+                    .await
+                {
+                    Ok(pass) => {
+                        req.extensions_mut().insert(pass);
+                    }
+                    Err(denial) => return denial.response(),
+                }
+            }
+            let offered = offers_protocol(req.headers());
+            let mut resp = endpoint.open(req, peer, rest).await;
+            // A browser that offered subprotocols fails the connection unless one is chosen.
+            if offered && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(
+                    hyper::header::SEC_WEBSOCKET_PROTOCOL,
+                    hyper::header::HeaderValue::from_static(auth::PROTOCOL),
+                );
+            }
+            return resp;
         }
         if let Some(page) = self.pages.iter().find(|p| p.path == path) {
             return Response::builder()
@@ -173,8 +219,8 @@ impl Router {
             .iter()
             .map(|e| format!("{}{{roomId}}", e.prefix()))
             .chain(self.pages.iter().map(|p| p.path.to_owned()))
-            .chain(["/health", "/ready", "/info"].map(str::to_owned))
-            .chain(self.serves_metrics.then(|| "/metrics".to_owned()))
+            .chain(["/health", "/ready"].map(str::to_owned))
+            .chain(self.serves_metrics.then(|| "/metrics, /info".to_owned()))
             .collect();
         http::text(
             StatusCode::NOT_FOUND,

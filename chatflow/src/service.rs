@@ -27,6 +27,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Token keys could not be loaded.
+    #[error("token keys: {0}")]
+    Keys(#[from] crate::auth::KeyError),
 }
 
 /// Binds `addr`, naming it in the error.

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use clap::Parser;
 
@@ -22,6 +23,9 @@ pub struct ConsumerConfig {
     /// Rooms owned and queue backend.
     #[command(flatten)]
     pub queue: QueueOptions,
+    /// Tokens, origins and connection limits for subscribers.
+    #[command(flatten)]
+    pub auth: AuthOptions,
     /// Longest wait of a room's long poll, in seconds. Shutdown lets the polls in flight finish
     /// (a remote poll cannot be withdrawn), so this stays well under SHUTDOWN_GRACE_SECS.
     #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=20))]

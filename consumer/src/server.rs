@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::about::Info;
+use chatflow::auth::{Access, Gate, Pass};
 use chatflow::http::{self, Body};
 use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
@@ -135,6 +136,10 @@ impl Endpoint for Consumer {
         )))
     }
 
+    fn access(&self) -> Access {
+        Access::Subscribe
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.shared.stopping.is_cancelled() {
             Err("consumer shutting down".into())
@@ -169,9 +174,12 @@ pub fn start_on(
         "consumer",
         serde_json::to_value(&config).expect("config serializes"),
     );
+    let gate = Gate::new(&config.auth, Vec::new(), &mut registry)?;
     let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
-    let router = Router::new(registry, info).endpoint(Arc::new(consumer.clone()));
+    let router = Router::new(registry, info)
+        .gate(gate)
+        .endpoint(Arc::new(consumer.clone()));
     service::spawn(
         "consumer",
         listeners.into(),
@@ -215,6 +223,7 @@ fn subscribe(
         }
     };
     let room = shared.room_state[(room_id - shared.rooms.start()) as usize].clone();
+    let pass = Pass::take(&mut req);
     shared.metrics.subscribers.inc();
     conns.spawn(async move {
         if let Ok(ws) = fut.await {
@@ -226,6 +235,7 @@ fn subscribe(
                     after,
                     idle: Duration::from_secs(shared.config.idle_timeout_secs),
                     fetched: None,
+                    deadline: pass.deadline(),
                 },
                 subscriber::ResumeCounters {
                     resumed: &shared.metrics.resumes,
@@ -236,7 +246,7 @@ fn subscribe(
             .await;
         }
         shared.metrics.subscribers.dec();
-        drop(permit);
+        drop((permit, pass));
     });
     http::switching(resp)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatflow::auth::Deadline;
 use chatflow::protocol::{Position, RecoveryNotice};
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation};
 use fastwebsockets::OpCode;
@@ -32,6 +33,8 @@ pub struct Options {
     pub idle: Duration,
     /// The start of a resume fetched from elsewhere, sent before the room's own history.
     pub fetched: Option<Fetched>,
+    /// When the subscription is closed whatever happens (token expiry, connection age).
+    pub deadline: Option<Deadline>,
 }
 
 /// Events of a resume that the room's history does not reach back to, fetched from where they
@@ -77,7 +80,10 @@ pub async fn serve(
         after,
         idle,
         fetched,
+        deadline,
     } = opts;
+    let expiry = Deadline::sleep(deadline);
+    tokio::pin!(expiry);
     // A quiet room sends nothing, so a peer that vanished without a FIN would hold its place
     // forever: any frame from it (a pong, its own ping) shows it is still there.
     let mut liveness = Liveness::new(idle);
@@ -167,6 +173,10 @@ pub async fn serve(
                     None => break None,
                 },
                 _ = gone.cancelled() => break None,
+                _ = &mut expiry => {
+                    let d = deadline.expect("the timer fires only with a deadline");
+                    break Some((d.code, d.reason.to_owned()));
+                }
                 _ = ticker.tick() => match liveness.check() {
                     Check::Fine => {}
                     Check::Ping => {

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use chatflow::envelope::Packing;
 use chatflow_consumer::edge::EdgeConfig;
@@ -75,17 +76,35 @@ pub struct ProducerConfig {
     /// How long shutdown waits for pending messages to be answered, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Messages per second one user may send, over all its connections (0: no limit); more
+    /// are answered RATE_LIMITED and not published.
+    #[arg(long, env = "USER_MESSAGE_RATE", default_value_t = 10)]
+    pub user_message_rate: u32,
+    /// Messages a user may send at once above its rate.
+    #[arg(long, env = "USER_MESSAGE_BURST", default_value_t = 20)]
+    pub user_message_burst: u32,
+    /// Messages per second one client address may send (0: no limit).
+    #[arg(long, env = "IP_MESSAGE_RATE", default_value_t = 0)]
+    pub ip_message_rate: u32,
+    /// Messages a client address may send at once above its rate.
+    #[arg(long, env = "IP_MESSAGE_BURST", default_value_t = 200)]
+    pub ip_message_burst: u32,
+    /// Tokens, origins and connection limits.
+    #[command(flatten)]
+    pub auth: AuthOptions,
     /// `/subscribe/{roomId}` relayed from the shards (off unless a routing source is given).
     #[command(flatten)]
     pub edge: EdgeConfig,
 }
 
 impl ProducerConfig {
-    /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback.
+    /// Defaults for in-process use (tests, loadgen local): embedded queues, loopback, no
+    /// message rate limit (one process plays every user, many times a second each).
     pub fn local(rooms_start: u32, rooms_end: u32) -> Self {
         let mut c =
             ProducerConfig::parse_from(["chatflow-producer", "--queue-backend", "embedded"]);
         c.listen_addr = "127.0.0.1:0".parse().expect("literal address");
+        c.user_message_rate = 0;
         c.queue.rooms_start = rooms_start;
         c.queue.rooms_end = rooms_end;
         c

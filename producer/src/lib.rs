@@ -3,10 +3,10 @@
 
 pub mod batcher;
 pub mod breaker;
-pub mod client_ip;
 pub mod config;
 pub mod connection;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::about::Info;
+use chatflow::auth::{Access, Gate, Pass};
 use chatflow::http::{self, Body};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
@@ -21,10 +22,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::batcher::{self, BatchContext, BatchPolicy, Pending};
 use crate::breaker::Breaker;
-use crate::client_ip;
 use crate::config::ProducerConfig;
-use crate::connection::{self, Target};
+use crate::connection::{self, Peer, Target};
+use crate::limits::MessageRates;
 use crate::metrics::Metrics;
+use chatflow::client_ip;
 
 /// Messages a room's batcher holds before senders wait: one full batch of envelopes, so the
 /// next batch fills while one is in flight.
@@ -52,6 +54,8 @@ pub struct Shared {
     /// One permit per message read and not yet answered, over all connections: a reader waits
     /// for one, so memory stays bounded however many clients connect.
     pub unanswered: Arc<Semaphore>,
+    /// Message rates per user and per client address.
+    pub rates: Arc<MessageRates>,
 }
 
 impl Shared {
@@ -116,6 +120,13 @@ impl Producer {
             shutdown.clone(),
         ));
         let unanswered = (config.max_unanswered as usize).min(Semaphore::MAX_PERMITS);
+        let rates = MessageRates::new(
+            config.user_message_rate,
+            config.user_message_burst,
+            config.ip_message_rate,
+            config.ip_message_burst,
+        );
+        tokio::spawn(rates.clone().sweep(shutdown.clone()));
         Ok(Producer {
             shared: Arc::new(Shared {
                 config,
@@ -127,6 +138,7 @@ impl Producer {
                 in_place,
                 admission: Arc::new(Semaphore::new(max_connections)),
                 unanswered: Arc::new(Semaphore::new(unanswered)),
+                rates,
             }),
             connections: TaskTracker::new(),
             batchers,
@@ -170,6 +182,10 @@ impl Endpoint for Producer {
         )))
     }
 
+    fn access(&self) -> Access {
+        Access::Publish
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.shared.shutdown.is_cancelled() {
             return Err("producer shutting down".into());
@@ -207,6 +223,7 @@ pub fn start_on(
         serde_json::to_value(&config).expect("config serializes"),
     );
     let edge_config = config.edge.clone();
+    let gate = Gate::new(&config.auth, config.trusted_proxies.clone(), &mut registry)?;
     let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let edge = edge_config.routes().map(|routes| {
@@ -219,7 +236,9 @@ pub fn start_on(
             shutdown.clone(),
         )
     });
-    let mut router = Router::new(registry, info).endpoint(Arc::new(producer.clone()));
+    let mut router = Router::new(registry, info)
+        .gate(gate)
+        .endpoint(Arc::new(producer.clone()));
     if let Some(edge) = &edge {
         router = router.endpoint(Arc::new(edge.clone()));
     }
@@ -261,7 +280,8 @@ fn upgrade(
         Ok(room) => Target::Room(room),
         Err(e) => Target::Invalid(e.to_string()),
     };
-    let client_ip = client_ip::resolve(peer, req.headers(), &shared.config.trusted_proxies);
+    let ip = client_ip::resolve(peer, req.headers(), &shared.config.trusted_proxies);
+    let pass = Pass::take(&mut req);
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -274,7 +294,7 @@ fn upgrade(
     shared.metrics.connections.inc();
     connections.spawn(async move {
         match fut.await {
-            Ok(ws) => connection::serve(ws, shared.clone(), target, client_ip).await,
+            Ok(ws) => connection::serve(ws, shared.clone(), target, Peer::new(ip, pass)).await,
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
         }
         shared.metrics.connections.dec();

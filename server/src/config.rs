@@ -47,6 +47,7 @@ impl ServerConfig {
         consumer.server_id = producer.server_id.clone();
         consumer.queue = producer.queue.clone();
         consumer.shutdown_grace_secs = producer.shutdown_grace_secs;
+        consumer.auth = producer.auth.clone();
         if consumer.queue.queue_backend == Backend::Embedded {
             // The embedded queue dies with the process: no predecessor left a backlog to hold.
             consumer.resume_hold_secs = 0;

@@ -7,6 +7,7 @@ pub mod config;
 use std::sync::Arc;
 
 use chatflow::about::Info;
+use chatflow::auth::Gate;
 use chatflow::queue::SharedQueues;
 use chatflow::router::Router;
 use chatflow::service::{self, ServiceHandle, StartError};
@@ -44,6 +45,12 @@ pub fn start_on(
         "server",
         serde_json::json!({"producer": config.producer, "consumer": config.consumer}),
     );
+    // One gate for both routes, so the per-address cap counts senders and subscribers together.
+    let gate = Gate::new(
+        &config.producer.auth,
+        config.producer.trusted_proxies.clone(),
+        &mut registry,
+    )?;
     let producer = Producer::new(
         config.producer,
         queues.clone(),
@@ -61,6 +68,7 @@ pub fn start_on(
     )?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
     let router = Router::new(registry, info)
+        .gate(gate)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(Arc::new(consumer.clone()))
         .page("/", "text/html; charset=utf-8", PAGE)

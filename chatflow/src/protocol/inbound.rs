@@ -301,6 +301,18 @@ fn validate_timestamp(timestamp: &str, cmid: Option<&str>) -> Result<(), Rejecti
         }
         _ => std::borrow::Cow::Borrowed(timestamp),
     };
+    // Java reads at most nanoseconds; RFC 3339 sets no bound, and a timestamp is echoed in the
+    // ack and stored with the message, so its length is part of a message's memory cost.
+    let fraction_digits = with_seconds
+        .get(19..)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .map_or(0, |f| f.bytes().take_while(u8::is_ascii_digit).count());
+    if fraction_digits > 9 {
+        return Err(Rejection::validation(
+            "timestamp may have at most 9 digits of fractional seconds",
+            cmid,
+        ));
+    }
     if joined_by_t && OffsetDateTime::parse(&with_seconds, &Rfc3339).is_ok() {
         return Ok(());
     }

@@ -73,15 +73,22 @@ pub enum ErrorCode {
     InvalidRoom,
     /// The queue service did not accept the message.
     QueueError,
+    /// The connection's token does not let it send this message (another user's userId or
+    /// username).
+    Forbidden,
+    /// The sender is over its message rate; the message was not taken, retry later.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every error code, for metrics labels and reports.
-    pub const ALL: [ErrorCode; 4] = [
+    pub const ALL: [ErrorCode; 6] = [
         ErrorCode::InvalidJson,
         ErrorCode::ValidationError,
         ErrorCode::InvalidRoom,
         ErrorCode::QueueError,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
     ];
 
     /// The wire spelling.
@@ -91,6 +98,8 @@ impl ErrorCode {
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::InvalidRoom => "INVALID_ROOM",
             ErrorCode::QueueError => "QUEUE_ERROR",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 }

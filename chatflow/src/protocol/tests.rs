@@ -187,6 +187,18 @@ fn timestamp_needs_an_offset() {
 }
 
 #[test]
+fn timestamp_fractions_stop_at_nanoseconds_as_in_java() {
+    assert!(code(&with_timestamp("2026-11-27T10:00:00.123456789Z")).is_ok());
+    let long = format!("2026-11-27T10:00:00.{}Z", "1".repeat(10_000));
+    for bad in ["2026-11-27T10:00:00.1234567891Z", long.as_str()] {
+        assert_validation(
+            &with_timestamp(bad),
+            "timestamp may have at most 9 digits of fractional seconds",
+        );
+    }
+}
+
+#[test]
 fn message_type_is_exact() {
     for ok in ["TEXT", "JOIN", "LEAVE"] {
         assert!(code(&with_type(ok)).is_ok(), "{ok}");

@@ -45,6 +45,15 @@ where
 
 /// Opens a client WebSocket to `url` (ws://host:port/path) within `timeout`.
 pub async fn connect(url: &str, timeout: Duration) -> Result<WebSocket<Stream>, ConnectError> {
+    connect_with(url, timeout, &[]).await
+}
+
+/// [`connect`] with extra request headers (`Authorization`, `Origin`).
+pub async fn connect_with(
+    url: &str,
+    timeout: Duration,
+    headers: &[(&str, &str)],
+) -> Result<WebSocket<Stream>, ConnectError> {
     let uri: hyper::Uri = url.parse().map_err(|_| ConnectError::BadUrl(url.into()))?;
     if uri.scheme_str() != Some("ws") {
         return Err(ConnectError::BadUrl(url.into()));
@@ -68,7 +77,11 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<WebSocket<Stream>, 
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let req = Request::builder()
+    let mut req = Request::builder();
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
         .method("GET")
         .uri(path)
         .header(hyper::header::HOST, authority.as_str())
@@ -205,7 +218,16 @@ pub async fn connect_split(
     url: &str,
     timeout: Duration,
 ) -> Result<(ClientReader, ClientWriter), ConnectError> {
-    let ws = connect(url, timeout).await?;
+    connect_split_with(url, timeout, &[]).await
+}
+
+/// [`connect_split`] with extra request headers.
+pub async fn connect_split_with(
+    url: &str,
+    timeout: Duration,
+    headers: &[(&str, &str)],
+) -> Result<(ClientReader, ClientWriter), ConnectError> {
+    let ws = connect_with(url, timeout, headers).await?;
     let (r, w) = tokio::io::split(ws.into_inner());
     let (read, write) = fastwebsockets::after_handshake_split(
         r,
@@ -223,7 +245,16 @@ pub async fn connect_split(
 
 /// Opens a client WebSocket that only reads (a subscriber); it answers the server's pings.
 pub async fn connect_reader(url: &str, timeout: Duration) -> Result<ClientReader, ConnectError> {
-    let (mut reader, writer) = connect_split(url, timeout).await?;
+    connect_reader_with(url, timeout, &[]).await
+}
+
+/// [`connect_reader`] with extra request headers.
+pub async fn connect_reader_with(
+    url: &str,
+    timeout: Duration,
+    headers: &[(&str, &str)],
+) -> Result<ClientReader, ConnectError> {
+    let (mut reader, writer) = connect_split_with(url, timeout, headers).await?;
     reader.answer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
     Ok(reader)
 }

@@ -303,7 +303,8 @@ mod liveness;
 pub use liveness::{Check, Liveness};
 
 pub use client::{
-    ClientEvent, ClientReader, ClientWriter, ConnectError, connect, connect_reader, connect_split,
+    ClientEvent, ClientReader, ClientWriter, ConnectError, connect, connect_reader,
+    connect_reader_with, connect_split, connect_split_with, connect_with,
 };
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatflow::about::Info;
+use chatflow::auth::{Access, Pass};
 use chatflow::http::{self, Body};
 use chatflow::protocol::Position;
 use chatflow::rooms::{RoomId, RoomRange};
@@ -267,6 +268,7 @@ impl Edge {
             }
         };
         let shared = self.shared.clone();
+        let pass = Pass::take(&mut req);
         shared.metrics.subscribers.inc();
         self.conns.spawn(async move {
             if let Ok(ws) = fut.await {
@@ -278,6 +280,7 @@ impl Edge {
                         after,
                         idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
                         fetched,
+                        deadline: pass.deadline(),
                     },
                     ResumeCounters {
                         resumed: &shared.metrics.resumes,
@@ -289,7 +292,7 @@ impl Edge {
             }
             shared.metrics.subscribers.dec();
             drop(hub);
-            drop(permit);
+            drop((permit, pass));
         });
         http::switching(resp)
     }
@@ -302,6 +305,10 @@ impl Endpoint for Edge {
 
     fn open(&self, req: Request<Incoming>, _peer: SocketAddr, room: &str) -> Opening {
         Box::pin(self.clone().subscribe(req, room.to_owned()))
+    }
+
+    fn access(&self) -> Access {
+        Access::Subscribe
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -3,19 +3,19 @@
 //! before it waits for more. Nothing is handed to another task, so an ack leaves in the same
 //! turn that read its message.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatflow::auth::Deadline;
 use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Target, answer, binary_refused, validate};
+use super::{Peer, Target, answer, binary_refused, validate};
 use crate::batcher::{self, Pending};
 use crate::ingest::Reply;
 use crate::server::Shared;
@@ -40,20 +40,24 @@ enum End {
     Shutdown,
     /// The client took nothing written to it for the idle timeout.
     Gone,
+    /// The token expired or the connection reached its age limit: closed after its answers.
+    Deadline,
 }
 
-/// Serves one upgraded connection until either side closes or the producer shuts down.
+/// Serves one upgraded connection until either side closes, its deadline comes, or the
+/// producer shuts down.
 pub(super) async fn serve(
     ws: fastwebsockets::WebSocket<ws::Stream>,
     shared: Arc<Shared>,
     target: Target,
-    client_ip: IpAddr,
+    peer: Peer,
 ) {
     let cfg = &shared.config;
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let (mut reader, mut sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
-    let client_ip = client_ip.to_string();
-    let mut taken = Taken::new(&shared, &target, &client_ip);
+    let mut taken = Taken::new(&shared, &target, &peer);
+    let deadline = Deadline::sleep(peer.pass.deadline());
+    tokio::pin!(deadline);
     // Pongs and the echo of a close, owed while a read was under way; they go out behind the
     // answers to what was read before them.
     let owed = Mutex::new(Vec::new());
@@ -85,6 +89,7 @@ pub(super) async fn serve(
                         biased;
                         _ = stop.cancelled() => break 'reading End::Shutdown,
                         next = &mut read => break next,
+                        _ = &mut deadline => break 'reading End::Deadline,
                         _ = ticker.tick() => match liveness.check() {
                             Check::Fine => {}
                             Check::Ping => {
@@ -143,6 +148,9 @@ pub(super) async fn serve(
             if stop.is_cancelled() {
                 break End::Shutdown;
             }
+            if deadline.is_elapsed() {
+                break End::Deadline;
+            }
         }
     };
 
@@ -151,11 +159,13 @@ pub(super) async fn serve(
     if end == End::Gone {
         return;
     }
-    if end == End::Shutdown {
-        taken.answers.push(Answer::Close(
-            ws::CLOSE_GOING_AWAY,
-            "server shutting down".into(),
-        ));
+    let close = match end {
+        End::Shutdown => Some((ws::CLOSE_GOING_AWAY, "server shutting down")),
+        End::Deadline => peer.pass.deadline().map(|d| (d.code, d.reason)),
+        End::Closed | End::Gone => None,
+    };
+    if let Some((code, reason)) = close {
+        taken.answers.push(Answer::Close(code, reason.into()));
         taken.answer_into(&mut sink).await;
     }
     let _ = tokio::time::timeout(idle, sink.shutdown()).await;
@@ -166,7 +176,7 @@ pub(super) async fn serve(
 struct Taken<'a> {
     shared: &'a Shared,
     target: &'a Target,
-    client_ip: &'a str,
+    peer: &'a Peer,
     pending: Vec<Pending>,
     answers: Vec<Answer>,
     places: usize,
@@ -185,11 +195,11 @@ impl Drop for Taken<'_> {
 }
 
 impl<'a> Taken<'a> {
-    fn new(shared: &'a Shared, target: &'a Target, client_ip: &'a str) -> Self {
+    fn new(shared: &'a Shared, target: &'a Target, peer: &'a Peer) -> Self {
         Taken {
             shared,
             target,
-            client_ip,
+            peer,
             pending: Vec::new(),
             answers: Vec::new(),
             places: 0,
@@ -225,7 +235,7 @@ impl<'a> Taken<'a> {
 
     /// Validates one frame and keeps it for the next publish, its answer behind the others.
     fn take(&mut self, frame: &Bytes) {
-        let reply = match validate(self.shared, self.target, frame, self.client_ip) {
+        let reply = match validate(self.shared, self.target, frame, self.peer) {
             Ok((_, stamped)) => {
                 let (reply, outcome) = oneshot::channel();
                 self.pending.push(Pending {

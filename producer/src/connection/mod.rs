@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chatflow::auth::Pass;
 use chatflow::protocol::{ConversationMessage, ErrorCode};
 use chatflow::rooms::RoomId;
 use chatflow::ws::{self, FrameSink};
@@ -28,17 +29,65 @@ pub enum Target {
     Invalid(String),
 }
 
-/// Serves one upgraded connection until either side closes or the producer shuts down.
+/// Who is on the other end of a connection.
+pub struct Peer {
+    /// The client's address, behind trusted proxies.
+    pub ip: IpAddr,
+    /// The same, as stamped on its messages.
+    pub ip_text: String,
+    /// What the gate let through: the token's grant, the address's place, the deadline.
+    pub pass: Pass,
+}
+
+impl Peer {
+    /// The peer at `ip` with `pass`.
+    pub fn new(ip: IpAddr, pass: Pass) -> Self {
+        Peer {
+            ip,
+            ip_text: ip.to_string(),
+            pass,
+        }
+    }
+}
+
+/// Serves one upgraded connection until either side closes, its deadline comes, or the
+/// producer shuts down.
 pub async fn serve(
     ws: fastwebsockets::WebSocket<ws::Stream>,
     shared: Arc<Shared>,
     target: Target,
-    client_ip: IpAddr,
+    peer: Peer,
 ) {
     if shared.in_place {
-        in_place::serve(ws, shared, target, client_ip).await
+        in_place::serve(ws, shared, target, peer).await
     } else {
-        relayed::serve(ws, shared, target, client_ip).await
+        relayed::serve(ws, shared, target, peer).await
+    }
+}
+
+/// Why the connection's identity or rate refuses `msg`, if it does.
+fn refusal(shared: &Shared, peer: &Peer, msg: &ConversationMessage) -> Option<(ErrorCode, String)> {
+    if let Some(grant) = peer.pass.grant() {
+        if grant.user_id != Some(msg.user_id) {
+            let why = format!(
+                "userId {} is not this connection's user ({})",
+                msg.user_id, grant.subject
+            );
+            return Some((ErrorCode::Forbidden, why));
+        }
+        if let Some(name) = &grant.name
+            && *name != msg.username
+        {
+            let why = format!(
+                "username {} is not this connection's user's name",
+                msg.username
+            );
+            return Some((ErrorCode::Forbidden, why));
+        }
+    }
+    match shared.rates.take(msg.user_id, peer.ip) {
+        Ok(()) => None,
+        Err(over) => Some((ErrorCode::RateLimited, over.reason())),
     }
 }
 
@@ -47,7 +96,7 @@ fn validate(
     shared: &Shared,
     target: &Target,
     frame: &Bytes,
-    client_ip: &str,
+    peer: &Peer,
 ) -> Result<(RoomId, ingest::Stamped), Bytes> {
     let m = &shared.metrics;
     m.messages_received.inc();
@@ -74,10 +123,18 @@ fn validate(
             return Err(ingest::rejection_reply(&rejection));
         }
     };
+    if let Some((code, why)) = refusal(shared, peer, &msg) {
+        m.error(code);
+        return Err(ingest::error_reply(
+            code,
+            &why,
+            msg.client_message_id.as_deref(),
+        ));
+    }
     m.messages_validated.inc();
     Ok((
         room,
-        ingest::stamp(msg, room, &shared.config.server_id, client_ip),
+        ingest::stamp(msg, room, &shared.config.server_id, &peer.ip_text),
     ))
 }
 

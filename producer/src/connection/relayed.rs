@@ -2,11 +2,11 @@
 //! and hands them over, and a writer that answers them in the order they were sent, each once
 //! its batch is published.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatflow::auth::Deadline;
 use chatflow::protocol::ErrorCode;
 use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
@@ -14,7 +14,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Target, answer, validate};
+use super::{Peer, Target, answer, validate};
 use crate::batcher::Pending;
 use crate::ingest::{self, Reply};
 use crate::server::Shared;
@@ -27,12 +27,13 @@ enum Out {
     Close(u16, String),
 }
 
-/// Serves one upgraded connection until either side closes or the producer shuts down.
+/// Serves one upgraded connection until either side closes, its deadline comes, or the
+/// producer shuts down.
 pub(super) async fn serve(
     ws: fastwebsockets::WebSocket<ws::Stream>,
     shared: Arc<Shared>,
     target: Target,
-    client_ip: IpAddr,
+    peer: Peer,
 ) {
     let cfg = &shared.config;
     let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
@@ -50,7 +51,8 @@ pub(super) async fn serve(
         stop_reading.clone(),
     ));
 
-    let client_ip = client_ip.to_string();
+    let deadline = Deadline::sleep(peer.pass.deadline());
+    tokio::pin!(deadline);
     let mut owe = |ob: Obligation| {
         let tx = tx.clone();
         async move {
@@ -62,6 +64,13 @@ pub(super) async fn serve(
             biased;
             _ = stop_reading.cancelled() => None,
             next = reader.next(&mut owe) => Some(next),
+            _ = &mut deadline => {
+                if let Some(d) = peer.pass.deadline() {
+                    // Answers to what was read go out first: the writer sends in order.
+                    let _ = tx.send(Out::Close(d.code, d.reason.into())).await;
+                }
+                break;
+            }
         };
         let Some(next) = next else {
             if shared.shutdown.is_cancelled() {
@@ -80,7 +89,7 @@ pub(super) async fn serve(
                 let Some(place) = wait_for_place(&shared, &stop_reading).await else {
                     continue;
                 };
-                Out::Reply(accept(&shared, &target, &frame, &client_ip).await, place)
+                Out::Reply(accept(&shared, &target, &frame, &peer).await, place)
             }
             Ok(Inbound::Binary(_)) => {
                 let Some(place) = wait_for_place(&shared, &stop_reading).await else {
@@ -122,8 +131,8 @@ async fn wait_for_place(
     }
 }
 
-async fn accept(shared: &Shared, target: &Target, frame: &Bytes, client_ip: &str) -> Reply {
-    let (room, stamped) = match validate(shared, target, frame, client_ip) {
+async fn accept(shared: &Shared, target: &Target, frame: &Bytes, peer: &Peer) -> Reply {
+    let (room, stamped) = match validate(shared, target, frame, peer) {
         Ok(ok) => ok,
         Err(now) => return Reply::Now(now),
     };
