@@ -240,6 +240,25 @@ fi
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/chatflow-e2e.XXXXXX")"
 
+step "identity: a set that says nothing of it is refused; the set's token secret"
+unsaid="$set_name-unsaid"
+# The example without its spec.auth (the last block), under another name.
+sed -e '/^  auth:/,$d' -e "s/^  name: $set_name\$/  name: $unsaid/" "$E2E_EXAMPLE" | k apply -f -
+k -n "$set_ns" wait "crs/$unsaid" --for=condition=Ready=False --timeout=60s
+refusal="$(k -n "$set_ns" get crs "$unsaid" -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}: {.status.conditions[?(@.type=="Ready")].message}')"
+[[ "$refusal" == "InvalidSpec: spec.auth is required"* ]] || die "crs/$unsaid: '$refusal'"
+[[ -z "$(k -n "$set_ns" get crs "$unsaid" -o jsonpath='{.metadata.finalizers}')" ]] ||
+    die "crs/$unsaid was taken in hand without spec.auth"
+echo "  crs/$unsaid: $refusal"
+k -n "$set_ns" delete crs "$unsaid" --wait=true --timeout=60s
+jwt_secret_name="$(sed -n '/^    hmacSecretRef:/{n;s/^ *name: *//p}' "$E2E_EXAMPLE")"
+if [[ -n "$jwt_secret_name" ]]; then
+    # A new secret each run: loadgen mints its users' tokens from the same Secret.
+    k -n "$set_ns" create secret generic "$jwt_secret_name" \
+        --from-literal=hs256="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+        --dry-run=client -o yaml | k apply -f -
+fi
+
 step "ChatRoomSet $set_ns/$set_name ($E2E_EXAMPLE, images tag $tag)"
 # A set left by an earlier run on a kept cluster would carry its queues' messages into this one.
 k -n "$set_ns" delete crs "$set_name" --ignore-not-found --wait=true --timeout=180s
@@ -259,8 +278,14 @@ assert_image_ids "$set_ns" "app.kubernetes.io/instance=$set_name,app.kubernetes.
 step "the set's NetworkPolicy admits only the pods' ports (content: nothing here enforces it)"
 policy="$(k -n "$set_ns" get networkpolicy "$set_name-workloads" -o \
     jsonpath='{.spec.policyTypes[*]}:{range .spec.ingress[*].ports[*]}{.port}/{.protocol} {end}')"
-[[ "$policy" == "Ingress:8080/TCP 8081/TCP 9090/TCP " ]] ||
+# The set checks tokens, so the shards' port (which checks none) admits only its edges and
+# pods labelled chatflow.dev/shard-access (loadgen's Job).
+[[ "$policy" == "Ingress:8080/TCP 9090/TCP 8081/TCP " ]] ||
     die "networkpolicy/$set_name-workloads says '$policy'"
+shard_from="$(k -n "$set_ns" get networkpolicy "$set_name-workloads" -o \
+    jsonpath='{.spec.ingress[1].from[*].podSelector.matchLabels}')"
+[[ "$shard_from" == *'"app.kubernetes.io/component":"producer"'* && "$shard_from" == *'chatflow.dev/shard-access'* ]] ||
+    die "networkpolicy/$set_name-workloads admits to the shards: '$shard_from'"
 echo "  networkpolicy/$set_name-workloads: $policy"
 
 step "running pods meet Pod Security \"restricted\" (no PodSecurity admission on this cluster)"

@@ -41,6 +41,10 @@ pub enum Command {
         /// (one per shard) as `START-END=URL` pairs separated by commas.
         #[arg(long)]
         subscribe_url: Option<String>,
+        /// File with the HS256 secret the servers check tokens with: each sender connection
+        /// then speaks as one user with a token of its own, and subscribers read with one.
+        #[arg(long, env = "LOADGEN_JWT_SECRET_FILE")]
+        jwt_secret_file: Option<PathBuf>,
         /// Workload.
         #[command(flatten)]
         workload: WorkloadArgs,

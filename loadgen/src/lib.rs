@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod chart;
 pub mod cli;
+pub mod credentials;
 pub mod local;
 pub mod monitoring;
 pub mod progress;

@@ -83,6 +83,7 @@ impl LocalSystem {
         Targets {
             ingest: format!("ws://{}/chat/{{roomId}}", self.producer.addr),
             subscribe: Some(Arc::new(move |room| format!("ws://{sub}/subscribe/{room}"))),
+            credentials: None,
         }
     }
 

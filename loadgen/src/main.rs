@@ -1,9 +1,11 @@
 //! chatflow-loadgen: parse the command line and run the chosen mode.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chatflow_loadgen::cli::{Cli, Command};
+use chatflow_loadgen::credentials::Credentials;
 use chatflow_loadgen::local::LocalSystem;
 use chatflow_loadgen::progress::Progress;
 use chatflow_loadgen::run::{self, Targets};
@@ -46,6 +48,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             ingest_url,
             subscribe_url,
+            jwt_secret_file,
             workload,
             out,
         } => {
@@ -59,9 +62,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
+            let credentials = match jwt_secret_file {
+                Some(path) => Some(Arc::new(
+                    Credentials::from_file(&path)
+                        .with_context(|| format!("--jwt-secret-file {}", path.display()))?,
+                )),
+                None => None,
+            };
             let targets = Targets {
                 ingest: ingest_url,
                 subscribe,
+                credentials,
             };
             let progress = Progress::new(true);
             finish(

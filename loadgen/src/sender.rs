@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chatflow::protocol::{ErrorCode, MessageType, Reply};
 use chatflow::rooms::RoomId;
-use chatflow::ws::{ClientEvent, ClientWriter, ConnectError, connect_split};
+use chatflow::ws::{ClientEvent, ClientWriter, ConnectError, connect_split_with};
+
+use crate::credentials::{Credentials, as_user};
 use tokio::sync::mpsc;
 
 use crate::workload::Outgoing;
@@ -86,6 +88,8 @@ pub struct SenderSpec {
     pub done: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Open loop: when each message is meant to go out. None: closed loop.
     pub schedule: Option<Schedule>,
+    /// Tokens, when the servers check them: the connection is then one user.
+    pub credentials: Option<std::sync::Arc<Credentials>>,
 }
 
 /// One sender's share of an open-loop schedule: `senders` connections interleave so that the
@@ -142,7 +146,11 @@ struct Conn {
 }
 
 async fn open(spec: &SenderSpec) -> Result<Conn, ConnectError> {
-    let (mut reader, writer) = connect_split(&spec.url, spec.connect_timeout).await?;
+    // A fresh token on every connect, so a reconnect after an expiry close is let in.
+    let auth = spec.credentials.as_ref().map(|c| c.sender_header(spec.id));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    let (mut reader, writer) =
+        connect_split_with(&spec.url, spec.connect_timeout, &headers).await?;
     let (tx, replies) = mpsc::channel(spec.window.max(1) * 2);
     tokio::spawn(async move {
         loop {
@@ -169,6 +177,10 @@ pub async fn run(
     mut source: mpsc::Receiver<Outgoing>,
 ) -> Result<Vec<SendRecord>, ConnectError> {
     let mut conn = open(&spec).await?;
+    let user = spec
+        .credentials
+        .as_ref()
+        .map(|_| Credentials::user_of(spec.id));
     let mut records = Vec::new();
     let mut inflight: VecDeque<Flight> = VecDeque::new();
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Flight>();
@@ -214,7 +226,7 @@ pub async fn run(
                     let Some(flight) = inflight.pop_front() else { continue };
                     match serde_json::from_slice::<Reply>(&bytes) {
                         Ok(Reply::Ok(_)) => record(&mut records, &flight, Status::Ok, spec.t0),
-                        Ok(Reply::Error(e)) if e.error_code == ErrorCode::QueueError && flight.attempt < spec.max_retries => {
+                        Ok(Reply::Error(e)) if retryable(e.error_code) && flight.attempt < spec.max_retries => {
                             waiting_retries += 1;
                             let tx = retry_tx.clone();
                             tokio::spawn(async move {
@@ -261,7 +273,7 @@ pub async fn run(
                             record(&mut records, &f, Status::Lost, spec.t0);
                             continue;
                         }
-                        send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
+                        send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
                         sent = true;
                     }
                 }
@@ -269,7 +281,7 @@ pub async fn run(
             f = retry_rx.recv(), if waiting_retries > 0 && room_for_more => {
                 waiting_retries -= 1;
                 if let Some(f) = f {
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
+                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
                     sent = true;
                 }
             }
@@ -279,7 +291,7 @@ pub async fn run(
                     let intended = s.intended_us(i);
                     let lag_us = now_us(spec.t0).saturating_sub(intended);
                     let f = Flight { out, first_sent_us: intended, lag_us, attempt: 0, order: 0, first_order: None };
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
+                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
                     sent = true;
                 }
             }
@@ -290,7 +302,7 @@ pub async fn run(
                 }
                 Some(out) => {
                     let f = Flight { out, first_sent_us: now_us(spec.t0), lag_us: 0, attempt: 0, order: 0, first_order: None };
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order).await;
+                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
                     sent = true;
                 }
                 None => source_done = true,
@@ -307,12 +319,21 @@ pub async fn run(
     Ok(records)
 }
 
+/// Errors a client tries again after a pause: the queue service failing, or its own rate.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::QueueError | ErrorCode::RateLimited)
+}
+
 async fn send(
     writer: &mut ClientWriter,
     inflight: &mut VecDeque<Flight>,
     mut f: Flight,
     next_order: &mut u64,
+    user: Option<u32>,
 ) {
+    if let Some(user) = user {
+        f.out.frame = as_user(&f.out.frame, user);
+    }
     f.order = *next_order;
     f.first_order.get_or_insert(*next_order);
     *next_order += 1;

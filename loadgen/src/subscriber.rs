@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chatflow::protocol::Position;
 use chatflow::rooms::RoomId;
-use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_reader};
+use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_reader_with};
+
+use crate::credentials::Credentials;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -52,11 +54,19 @@ pub struct Resume {
     pub url: String,
     /// Whether it reconnects after losing the connection, and for how long it keeps trying.
     pub give_up_after: Option<Duration>,
+    /// Tokens, when the servers check them.
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// Connects a subscriber, which answers the server's pings; reading starts with [`listen`].
-pub async fn connect(url: &str, timeout: Duration) -> Result<ClientReader, ConnectError> {
-    connect_reader(url, timeout).await
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    credentials: Option<&Credentials>,
+) -> Result<ClientReader, ConnectError> {
+    let auth = credentials.map(Credentials::subscriber_header);
+    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    connect_reader_with(url, timeout, &headers).await
 }
 
 /// The URL that resumes after `last`, or the plain one before any message was seen.
@@ -124,7 +134,8 @@ pub async fn listen(
                 _ = stop.cancelled() => return out,
                 _ = tokio::time::sleep(pause) => {}
             }
-            match connect(&resume_url(&resume.url, last), Duration::from_secs(5)).await {
+            let url = resume_url(&resume.url, last);
+            match connect(&url, Duration::from_secs(5), resume.credentials.as_deref()).await {
                 Ok(r) => break r,
                 Err(e) if down.elapsed() > limit => {
                     out.ended = Some(format!("{lost}; gave up reconnecting: {e}"));

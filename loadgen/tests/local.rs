@@ -65,6 +65,7 @@ async fn an_unreachable_ingest_url_fails_within_seconds_with_the_url() {
     let targets = run::Targets {
         ingest: "ws://127.0.0.1:9/chat/{roomId}".into(),
         subscribe: None,
+        credentials: None,
     };
     let started = std::time::Instant::now();
     let err = run::execute(&targets, &small(), &Progress::new(false))

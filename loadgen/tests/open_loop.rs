@@ -153,6 +153,7 @@ async fn a_server_stall_is_charged_to_every_message_scheduled_during_it() {
         connect_timeout: ms(5_000),
         done: Arc::new(AtomicU64::new(0)),
         schedule: Some(schedule),
+        credentials: None,
     };
     let records = sender::run(spec, rx).await.unwrap();
     system.stop().await;

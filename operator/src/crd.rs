@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Shards","type":"integer","jsonPath":".status.shardCount"}"#,
     printcolumn = r#"{"name":"Queues","type":"integer","jsonPath":".status.queues.ready"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Anonymous","type":"boolean","jsonPath":".spec.auth.anonymous"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +40,50 @@ pub struct ChatRoomSetSpec {
     /// Service, whose pods serve both `/chat/{roomId}` and `/subscribe/{roomId}` (the edge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Who may send and subscribe: the keys tokens are checked with, or `anonymous: true`.
+    /// Required, so that a set is never open to everyone by omission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// Token checking on the public routes (the producer pods: `/chat` and the edge's
+/// `/subscribe`). Keys come from a Secret or ConfigMap in the set's namespace, mounted into the
+/// pods, never from the spec itself.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Serve without identity: anyone who reaches the Services may send as any user and read
+    /// any room. Only with no keys.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Secret key holding the HS256 secret tokens are signed with (at least 32 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_ref: Option<KeyRef>,
+    /// ConfigMap key holding a JWKS document (RS256/ES256 public keys); the pods re-read it as
+    /// the kubelet updates it, so keys rotate without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_config_map_ref: Option<KeyRef>,
+    /// The `iss` tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Origins browser pages may connect from (`https://chat.example.com`); none: only pages
+    /// served from the host they connect to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}
+
+/// One key of a Secret or ConfigMap in the set's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct KeyRef {
+    /// The object's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within it.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// The Ingress in front of the edge (producer) Service.

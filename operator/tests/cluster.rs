@@ -186,10 +186,15 @@ async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
     let mut elsewhere = set("elsewhere", &prefix(), 1, 2, 2);
     elsewhere["spec"]["queues"]["endpoint"] = "http://169.254.169.254/latest".into();
     apply(&api, &elsewhere).await.unwrap();
+    // A set that says nothing of identity is not served to everyone by omission.
+    let mut unsaid = set("unsaid", &prefix(), 1, 1, 1);
+    unsaid["spec"].as_object_mut().unwrap().remove("auth");
+    apply(&api, &unsaid).await.unwrap();
     for (name, says) in [
         ("backwards", "end 10 is below start 20"),
         ("longnames", "SQS allows 80"),
         ("elsewhere", "ALLOWED_SQS_ENDPOINTS"),
+        ("unsaid", "spec.auth is required"),
     ] {
         let crs = wait_status(&api, name, "InvalidSpec", |c| {
             condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
@@ -210,6 +215,23 @@ async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
     );
     let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     assert!(cm.get_opt("backwards-routing").await.unwrap().is_none());
+
+    // Saying `anonymous: true` explicitly is accepted: the set is taken in hand.
+    unsaid["spec"]["auth"] = serde_json::json!({"anonymous": true});
+    apply(&api, &unsaid).await.unwrap();
+    wait_status(&api, "unsaid", "the finalizer of an accepted set", |c| {
+        !c.finalizers().is_empty()
+    })
+    .await;
+    api.delete("unsaid", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait(
+        "the accepted set's deletion",
+        Duration::from_secs(60),
+        || async { api.get_opt("unsaid").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
     op.shutdown().await;
 }
 

@@ -15,12 +15,28 @@ if (params.has('ingest') || params.has('subscribe')) $('servers').open = true;
 $('room').value = params.get('room') || '1';
 $('username').value = params.get('user') || 'guest' + String(Math.floor(Math.random() * 9000) + 1000);
 
+// A token comes in the fragment (#token=JWT), which browsers never send to a server, and leaves
+// the address bar at once so it is not bookmarked or shared. Its subject is the user.
+const token = new URLSearchParams(location.hash.slice(1)).get('token');
+if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+const claims = (() => {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part));
+  } catch {
+    return null;
+  }
+})();
+// WebSockets in a browser cannot carry headers: the token rides in a subprotocol.
+const protocols = token ? ['chatflow', 'chatflow.token.' + token] : undefined;
+
 // The wire protocol wants a numeric user id; one per tab is enough for a person.
-let userId = sessionStorage.getItem('chatflow.userId');
+let userId = claims ? String(claims.sub) : sessionStorage.getItem('chatflow.userId');
 if (!userId) {
   userId = String(Math.floor(Math.random() * 100000) + 1);
   sessionStorage.setItem('chatflow.userId', userId);
 }
+if (claims && claims.name) $('username').value = claims.name;
 
 // A WebSocket that reopens after a close, with backoff, until stop() is called. `url` is a
 // string, or a function giving the URL of each (re)connection.
@@ -35,7 +51,7 @@ class Link {
   }
 
   open() {
-    const ws = new WebSocket(typeof this.url === 'function' ? this.url() : this.url);
+    const ws = new WebSocket(typeof this.url === 'function' ? this.url() : this.url, protocols);
     this.ws = ws;
     ws.onopen = () => {
       this.delay = 250;
@@ -209,6 +225,7 @@ function connect() {
     },
     onclose: (ev) => {
       if (ev.code === 1008) showSystem('fell too far behind: resubscribed');
+      if (ev.code === 4401) showError('the token expired: open the page again with a fresh #token=');
       setStatus();
     },
   });

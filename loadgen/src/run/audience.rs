@@ -35,7 +35,7 @@ impl Audience {
             for _ in 0..run.workload.subscribers_per_room {
                 let url = sub_url(room);
                 let reader =
-                    subscriber::connect(&url, CONNECT_TIMEOUT)
+                    subscriber::connect(&url, CONNECT_TIMEOUT, run.targets.credentials.as_deref())
                         .await
                         .map_err(|source| RunError::Unreachable {
                             what: "subscribe endpoint",
@@ -51,6 +51,7 @@ impl Audience {
                     subscriber::Resume {
                         url,
                         give_up_after: Some(run.workload.drain_timeout),
+                        credentials: run.targets.credentials.clone(),
                     },
                 )));
             }

@@ -20,6 +20,8 @@ pub struct Targets {
     pub ingest: String,
     /// Subscribe URL template, e.g. ws://host:8081/subscribe/{roomId}; None skips delivery checks.
     pub subscribe: Option<Arc<dyn Fn(RoomId) -> String + Send + Sync>>,
+    /// Tokens for the users, when the servers check them.
+    pub credentials: Option<Arc<crate::credentials::Credentials>>,
 }
 
 /// The workload's shape.
@@ -158,9 +160,12 @@ pub async fn execute(
     };
 
     // Fail fast, with the URL in the message, when nothing listens.
-    chatflow::ws::connect(
+    let auth = targets.credentials.as_ref().map(|c| c.sender_header(0));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    chatflow::ws::connect_with(
         &fill(&targets.ingest, workload.rooms.start()),
         CONNECT_TIMEOUT,
+        &headers,
     )
     .await
     .map_err(|source| RunError::Unreachable {

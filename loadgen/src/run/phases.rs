@@ -158,6 +158,7 @@ fn spec(run: &Run<'_>, room: RoomId, id: u32, schedule: Option<Schedule>) -> Sen
         t0: run.t0,
         connect_timeout: CONNECT_TIMEOUT,
         schedule,
+        credentials: run.targets.credentials.clone(),
     }
 }
 

@@ -90,7 +90,8 @@ pub async fn big_set_ready(api: &Api<ChatRoomSet>, prefix: &str) -> anyhow::Resu
         "apiVersion": "chatflow.dev/v1alpha1", "kind": "ChatRoomSet", "metadata": {"name": "big"},
         "spec": {"rooms": {"start": 1, "end": ROOMS}, "queues": {"prefix": prefix, "deletionPolicy": "Delete"},
                  "producer": {"image": "chatflow/producer:bench"},
-                 "consumer": {"image": "chatflow/consumer:bench", "roomsPerShard": 50}}
+                 "consumer": {"image": "chatflow/consumer:bench", "roomsPerShard": 50},
+                 "auth": {"anonymous": true}}
     });
     let started = Instant::now();
     api.patch(

@@ -127,6 +127,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     if let Some(ingress) = &spec.ingress {
         ingress::check(ingress)?;
     }
+    auth::check(spec.auth.as_ref())?;
     if spec.producer.image.trim().is_empty() || spec.consumer.image.trim().is_empty() {
         return Err(
             "spec.producer.image and spec.consumer.image must name container images".into(),
@@ -280,6 +281,7 @@ pub fn edge_template(crs: &ChatRoomSet, plan: &Plan) -> String {
 /// Where the edge reads the routing table in a producer pod.
 pub const ROUTING_DIR: &str = "/etc/chatflow/routing";
 
+pub mod auth;
 pub mod ingress;
 mod objects;
 pub mod restricted;

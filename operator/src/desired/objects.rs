@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,7 +22,7 @@ use kube::ResourceExt;
 
 use super::{
     CONSUMER_PORT, FIELD_MANAGER, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, ROUTING_DIR,
-    Shard, edge_template, ingest_template, labels, meta, sizing,
+    Shard, auth, edge_template, ingest_template, labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -229,8 +230,10 @@ fn with_spec_env(mut ours: Vec<EnvVar>, spec: &[EnvVar]) -> Vec<EnvVar> {
 }
 
 /// Ingress to the set's pods: their service ports and the metrics port, nothing else. Sources
-/// are not narrowed: clients reach the Services from wherever the cluster lets them, and
-/// scrapers run in namespaces this operator cannot know.
+/// are not narrowed for the producer and metrics ports: clients reach the Services from
+/// wherever the cluster lets them, and scrapers run in namespaces this operator cannot know.
+/// When the set checks tokens, the shards' port (which checks none) admits only the set's
+/// edges (producer pods) and pods labelled `chatflow.dev/shard-access: "true"`.
 pub fn network_policy(crs: &ChatRoomSet, plan: &Plan) -> NetworkPolicy {
     let name = crs.name_any();
     let selector: BTreeMap<String, String> = [
@@ -252,14 +255,45 @@ pub fn network_policy(crs: &ChatRoomSet, plan: &Plan) -> NetworkPolicy {
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: None,
-                ports: Some(vec![
-                    port(PRODUCER_PORT),
-                    port(CONSUMER_PORT),
-                    port(METRICS_PORT),
-                ]),
-            }]),
+            ingress: Some(if auth::checks_tokens(crs.spec.auth.as_ref()) {
+                let pods = |labels: [(&str, &str); 2]| NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(
+                            labels.map(|(k, v)| (k.to_owned(), v.to_owned())).into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                vec![
+                    NetworkPolicyIngressRule {
+                        from: None,
+                        ports: Some(vec![port(PRODUCER_PORT), port(METRICS_PORT)]),
+                    },
+                    NetworkPolicyIngressRule {
+                        from: Some(vec![
+                            pods([
+                                ("app.kubernetes.io/instance", name.as_str()),
+                                ("app.kubernetes.io/component", "producer"),
+                            ]),
+                            pods([
+                                ("chatflow.dev/shard-access", "true"),
+                                ("app.kubernetes.io/part-of", "chatflow"),
+                            ]),
+                        ]),
+                        ports: Some(vec![port(CONSUMER_PORT)]),
+                    },
+                ]
+            } else {
+                vec![NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![
+                        port(PRODUCER_PORT),
+                        port(CONSUMER_PORT),
+                        port(METRICS_PORT),
+                    ]),
+                }]
+            }),
             egress: None,
         }),
     }
@@ -283,24 +317,30 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
         "EDGE_ROUTING_FILE",
         format!("{ROUTING_DIR}/routing.json"),
     ));
+    let (auth_env, auth_mounts, auth_volumes) = auth::producer_parts(crs.spec.auth.as_ref());
+    env.extend(auth_env);
     let env = with_spec_env(env, &p.env);
     let mut c = container("producer", &p.image, PRODUCER_PORT, env, resources);
-    c.volume_mounts = Some(vec![VolumeMount {
+    let mut mounts = vec![VolumeMount {
         name: "routing".into(),
         mount_path: ROUTING_DIR.into(),
         read_only: Some(true),
         ..Default::default()
-    }]);
+    }];
+    mounts.extend(auth_mounts);
+    c.volume_mounts = Some(mounts);
     let mut d = deployment(crs, &plan.producer, "producer", p.replicas, false, c);
     if let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-        pod.volumes = Some(vec![Volume {
+        let mut volumes = vec![Volume {
             name: "routing".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: plan.routing.clone(),
                 ..Default::default()
             }),
             ..Default::default()
-        }]);
+        }];
+        volumes.extend(auth_volumes);
+        pod.volumes = Some(volumes);
     }
     d
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::{ChatRoomSetSpec, ConsumerSpec, ProducerSpec, QueuesSpec, RoomsSpec};
+use crate::crd::{AuthSpec, ChatRoomSetSpec, ConsumerSpec, ProducerSpec, QueuesSpec, RoomsSpec};
 
 pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRoomSet {
     let mut crs = ChatRoomSet::new(
@@ -22,6 +22,10 @@ pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRo
             },
             server_id_prefix: None,
             ingress: None,
+            auth: Some(AuthSpec {
+                anonymous: true,
+                ..AuthSpec::default()
+            }),
         },
     );
     crs.metadata.namespace = Some("chat".into());

@@ -113,6 +113,7 @@ pub fn set(name: &str, prefix: &str, start: u32, end: u32, per_shard: u32) -> se
             "queues": {"prefix": prefix, "deletionPolicy": "Delete"},
             "producer": {"image": "chatflow/producer:test", "replicas": 2},
             "consumer": {"image": "chatflow/consumer:test", "roomsPerShard": per_shard},
+            "auth": {"anonymous": true},
         }
     })
 }
