@@ -268,13 +268,13 @@ mod cases {
 
     pub async fn an_owned_queue_is_never_changed_or_deleted_for_another_owner(q: Q) {
         assert_eq!(
-            ensure_owned(q.as_ref(), 1, &attrs(30), "team-a/chat")
+            ensure_owned(q.as_ref(), 1, &attrs(30), "team-a/chat", false)
                 .await
                 .unwrap(),
             Ensured::Ready
         );
         assert_eq!(q.queue_tags(1).await.unwrap()[OWNER_TAG], "team-a/chat");
-        let err = ensure_owned(q.as_ref(), 1, &attrs(45), "team-b/chat")
+        let err = ensure_owned(q.as_ref(), 1, &attrs(45), "team-b/chat", false)
             .await
             .unwrap_err();
         assert!(
@@ -296,7 +296,7 @@ mod cases {
         q.queue_attributes(1).await.expect("still there");
         // The owner repairs its own queue's drift and deletes it.
         assert!(matches!(
-            ensure_owned(q.as_ref(), 1, &attrs(45), "team-a/chat")
+            ensure_owned(q.as_ref(), 1, &attrs(45), "team-a/chat", false)
                 .await
                 .unwrap(),
             Ensured::Repaired(_)
@@ -311,15 +311,20 @@ mod cases {
         );
     }
 
-    pub async fn an_untagged_queue_is_adopted_by_the_first_owner(q: Q) {
+    pub async fn an_untagged_queue_is_adopted_only_when_asked(q: Q) {
         q.create_queue(2, &attrs(30)).await.unwrap();
         assert!(q.queue_tags(2).await.unwrap().is_empty());
-        ensure_owned(q.as_ref(), 2, &attrs(30), "ns/old")
+        assert!(matches!(
+            ensure_owned(q.as_ref(), 2, &attrs(45), "ns/old", false).await,
+            Err(QueueError::Untagged { room: 2 })
+        ));
+        assert!(q.queue_tags(2).await.unwrap().is_empty(), "left untagged");
+        ensure_owned(q.as_ref(), 2, &attrs(30), "ns/old", true)
             .await
             .unwrap();
         assert_eq!(q.queue_tags(2).await.unwrap()[OWNER_TAG], "ns/old");
         assert!(
-            ensure_owned(q.as_ref(), 2, &attrs(30), "ns/new")
+            ensure_owned(q.as_ref(), 2, &attrs(30), "ns/new", true)
                 .await
                 .is_err()
         );
@@ -373,7 +378,7 @@ macro_rules! all_cases {
             batch_delete_and_depth_counts,
             the_body_format_travels_with_the_message,
             an_owned_queue_is_never_changed_or_deleted_for_another_owner,
-            an_untagged_queue_is_adopted_by_the_first_owner,
+            an_untagged_queue_is_adopted_only_when_asked,
         );
     };
 }

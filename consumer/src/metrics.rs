@@ -35,6 +35,8 @@ pub struct Metrics {
     pub duplicates_dropped: Counter,
     /// Queue bodies that were not a TaskMessage.
     pub malformed: Counter,
+    /// Chat messages in queue bodies that break a rule the producer checks, dropped.
+    pub rejected: Counter,
     /// Failed receives.
     pub poll_errors: Counter,
     /// Failed or refused deletes.
@@ -61,6 +63,7 @@ impl Metrics {
             dropped_slow_subscribers: Counter::default(),
             duplicates_dropped: Counter::default(),
             malformed: Counter::default(),
+            rejected: Counter::default(),
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
             // Up to 65 s: a message held for the visibility timeout (30 s) stays measurable.
@@ -105,6 +108,11 @@ impl Metrics {
             "malformed",
             "Queue bodies that were not a TaskMessage",
             m.malformed.clone(),
+        );
+        r.register(
+            "rejected",
+            "Chat messages in queue bodies that break a rule the producer checks, dropped",
+            m.rejected.clone(),
         );
         r.register("poll_errors", "Failed receives", m.poll_errors.clone());
         r.register(

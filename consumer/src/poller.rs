@@ -124,6 +124,13 @@ pub async fn handle_batch(
         };
         receipts.push(msg.receipt);
         for (index, task) in (0u32..).zip(tasks) {
+            // Dropped, not redelivered: it would break the same rule every time. Its index is
+            // skipped, so the positions of the others stay those of their envelope.
+            if let Err(why) = task.recheck(room_id) {
+                m.rejected.inc();
+                tracing::error!(room = room_id, message_id = %msg.message_id, %why, "dropping a queued chat message that breaks the protocol's rules");
+                continue;
+            }
             let position = msg.sequence.map(|sequence| Position { sequence, index });
             if let Some(age) = broadcast(room, m, task, position) {
                 oldest = oldest.max(age);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatflow::auth::Deadline;
 use chatflow::protocol::{Position, RecoveryNotice};
-use chatflow::ws::{self, Check, Inbound, Liveness, Obligation};
+use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,8 +117,11 @@ pub async fn serve(
     }
     let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
     let gone = CancellationToken::new();
+    // A frame over MAX_INBOUND: the subscriber is told why (1009) before it is let go.
+    let too_big = CancellationToken::new();
     let read_task = tokio::spawn({
         let gone = gone.clone();
+        let too_big = too_big.clone();
         let liveness = liveness.clone();
         async move {
             let seen = || liveness.seen();
@@ -134,6 +137,7 @@ pub async fn serve(
                     _ = gone.cancelled() => return,
                     next = reader.next(&mut owe) => match next {
                         Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => seen(),
+                        Err(ReadError::TooLarge(_)) => { too_big.cancel(); return; }
                         Ok(Inbound::Close) | Err(_) => { gone.cancel(); return; }
                     },
                 }
@@ -150,6 +154,13 @@ pub async fn serve(
         loop {
             tokio::select! {
                 biased;
+                // Before the events: a busy room must not hold a deadline off.
+                _ = &mut expiry => {
+                    let d = deadline.expect("the timer fires only with a deadline");
+                    break Some((d.code, d.reason.to_owned()));
+                }
+                // Before the obligations: the reader, gone, has dropped their sender.
+                _ = too_big.cancelled() => break Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
                 ev = rx.recv() => match ev {
                     Some(ev) => {
                         if !already_seen(after, &ev) { sink.text(&ev.bytes); }
@@ -173,10 +184,6 @@ pub async fn serve(
                     None => break None,
                 },
                 _ = gone.cancelled() => break None,
-                _ = &mut expiry => {
-                    let d = deadline.expect("the timer fires only with a deadline");
-                    break Some((d.code, d.reason.to_owned()));
-                }
                 _ = ticker.tick() => match liveness.check() {
                     Check::Fine => {}
                     Check::Ping => {

@@ -26,6 +26,13 @@ fuzz_target!(|frame: &[u8]| {
                 matches!(m.timestamp.as_bytes().get(10), Some(b'T' | b't')),
                 "{m:?}"
             );
+            // At most nanoseconds, as Java reads them: a timestamp's length is bounded.
+            let fraction = m
+                .timestamp
+                .get(19..)
+                .and_then(|r| r.strip_prefix('.'))
+                .map_or(0, |f| f.bytes().take_while(u8::is_ascii_digit).count());
+            assert!(fraction <= 9 && m.timestamp.len() <= 64, "{m:?}");
             if let Some(id) = &m.client_message_id {
                 assert!(
                     (1..=CLIENT_MESSAGE_ID_MAX).contains(&id.len())

@@ -56,9 +56,19 @@ impl LocalSystem {
         owned_queues: bool,
         packing: Packing,
     ) -> Result<Self, LocalError> {
-        chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
         let mut producer_config = ProducerConfig::local(rooms.start(), rooms.end());
         producer_config.packing = packing;
+        Self::start_with(rooms, queues, owned_queues, producer_config).await
+    }
+
+    /// Starts both tiers for `rooms` on `queues` with the producer configured as given.
+    pub async fn start_with(
+        rooms: RoomRange,
+        queues: SharedQueues,
+        owned_queues: bool,
+        producer_config: ProducerConfig,
+    ) -> Result<Self, LocalError> {
+        chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
         let producer = chatflow_producer::start(producer_config, queues.clone())
             .await
             .map_err(LocalError::Producer)?;

@@ -179,6 +179,11 @@ pub struct QueuesSpec {
     /// sends one TaskMessage per SQS message. Consumers read both.
     #[serde(default)]
     pub packing: Packing,
+    /// Take a queue that exists without an owner tag (made by hand, or by another tool) as this
+    /// set's: it is then tagged, reconfigured and, under Delete, deleted with the set. Off, such
+    /// a queue is reported in status and left alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_untagged: bool,
 }
 
 impl Default for QueuesSpec {
@@ -192,6 +197,7 @@ impl Default for QueuesSpec {
             retention_seconds: default_retention(),
             deletion_policy: DeletionPolicy::Retain,
             packing: Packing::Envelope,
+            adopt_untagged: false,
         }
     }
 }

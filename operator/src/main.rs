@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chatflow_operator::desired::QueueLocation;
+use chatflow_operator::desired::ingress::IngressPolicy;
 use chatflow_operator::{OperatorConfig, start};
 use clap::Parser;
 
@@ -46,6 +47,18 @@ struct Args {
     /// (comma-separated); a set naming another one is refused.
     #[arg(long, env = "ALLOWED_SQS_ENDPOINTS", value_delimiter = ',')]
     allowed_sqs_endpoints: Vec<String>,
+    /// Hosts a set's spec.ingress may name (comma-separated: exact, `*.example.com`, or `*`).
+    #[arg(
+        long,
+        env = "ALLOWED_INGRESS_HOSTS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    allowed_ingress_hosts: Vec<String>,
+    /// Annotation keys a set's spec.ingress may carry (comma-separated: exact, or prefixes
+    /// ending in `/` or `-`); unset: timeouts, stickiness and TLS of ALB, nginx, cert-manager.
+    #[arg(long, env = "ALLOWED_INGRESS_ANNOTATIONS", value_delimiter = ',')]
+    allowed_ingress_annotations: Option<Vec<String>>,
 }
 
 #[tokio::main]
@@ -86,6 +99,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .filter(|e| !e.trim().is_empty())
             .collect(),
+        ingress_policy: IngressPolicy {
+            hosts: args.allowed_ingress_hosts,
+            annotations: args
+                .allowed_ingress_annotations
+                .unwrap_or_else(|| IngressPolicy::default().annotations),
+        },
     };
     let operator = start(config, client).await?;
     chatflow::telemetry::shutdown_signal().await;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::ChatRoomSet;
+use crate::desired::ingress::IngressPolicy;
 use crate::desired::{FIELD_MANAGER, QueueLocation};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Stores, error_policy, reconcile};
@@ -47,6 +48,8 @@ pub struct OperatorConfig {
     pub queue_concurrency: usize,
     /// SQS endpoints a spec may name besides the default one.
     pub allowed_endpoints: Vec<String>,
+    /// Hosts and annotations a spec's Ingress may use.
+    pub ingress_policy: IngressPolicy,
 }
 
 /// A running operator.
@@ -114,6 +117,7 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
         );
         c.queue_concurrency = config.queue_concurrency;
         c.allowed_endpoints = config.allowed_endpoints.clone();
+        c.ingress_policy = config.ingress_policy.clone();
         c
     });
     let task = tokio::spawn(lead_and_run(config, client, ctx, leading, shutdown.clone()));

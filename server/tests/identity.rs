@@ -257,3 +257,49 @@ async fn a_flooding_user_is_limited_while_others_are_served_and_every_ack_is_del
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_rotated_in_the_jwks_file_is_taken_without_a_restart() {
+    use base64::Engine;
+    let jwks = |secret: &[u8]| {
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        serde_json::json!({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]}).to_string()
+    };
+    let (old, new) = (
+        SECRET,
+        b"rotated-secret-rotated-secret-rotated-secret".as_slice(),
+    );
+    let path = secret_file("jwks").with_file_name("jwks.json");
+    std::fs::write(&path, jwks(old)).unwrap();
+    let srv = server("jwks", |c| {
+        c.producer.auth.jwt_secret_file = None;
+        c.producer.auth.jwks_file = Some(path.clone());
+        c.producer.auth.jwks_refresh_secs = 1;
+    })
+    .await;
+    let claims = Claims::new("5", 300, &["1"], &["1"]);
+    let addr = srv.addr;
+    let status = |token: String| async move {
+        let bearer = format!("Bearer {token}");
+        let head = upgrade_head(addr, "/subscribe/1", &[("authorization", &bearer)]).await;
+        head[9..12].to_owned()
+    };
+    assert_eq!(status(mint_hs256(old, &claims)).await, "101");
+    assert_eq!(status(mint_hs256(new, &claims)).await, "401");
+
+    std::fs::write(&path, jwks(new)).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while status(mint_hs256(new, &claims)).await != "101" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated key was never taken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        status(mint_hs256(old, &claims)).await,
+        "401",
+        "the retired key is refused"
+    );
+    srv.shutdown().await;
+}

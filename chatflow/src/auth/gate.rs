@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::claims::{Claims, RoomSet};
-use super::keys::{JwksFile, Key, KeyError, read_secret};
+use super::keys::{Key, KeyError, KeyFile, KeyFileKind};
 use super::{Access, AuthOptions, Deadline, Grant, Pass, TOKEN_PROTOCOL_PREFIX};
 use crate::http::{self, Body};
 use crate::rooms::RoomId;
@@ -120,8 +120,8 @@ impl Drop for IpSlot {
 
 /// Checks every upgrade of a server's WebSocket routes.
 pub struct Gate {
-    secret: Option<Key>,
-    jwks: Option<Arc<JwksFile>>,
+    secret: Option<Arc<KeyFile>>,
+    jwks: Option<Arc<KeyFile>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
@@ -143,24 +143,19 @@ impl Gate {
         trusted_proxies: Vec<IpAddr>,
         registry: &mut Registry,
     ) -> Result<Arc<Self>, KeyError> {
-        let secret = opts
-            .jwt_secret_file
-            .as_deref()
-            .map(read_secret)
-            .transpose()?;
-        let jwks = opts
-            .jwks_file
-            .as_deref()
-            .map(JwksFile::open)
-            .transpose()?
-            .map(Arc::new);
-        if let Some(jwks) = &jwks
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(refresh(
-                Arc::downgrade(jwks),
-                Duration::from_secs(opts.jwks_refresh_secs),
-            ));
+        let open = |kind, path: Option<&std::path::Path>| {
+            path.map(|p| KeyFile::open(kind, p).map(Arc::new))
+                .transpose()
+        };
+        let secret = open(KeyFileKind::Secret, opts.jwt_secret_file.as_deref())?;
+        let jwks = open(KeyFileKind::Jwks, opts.jwks_file.as_deref())?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            for file in secret.iter().chain(&jwks) {
+                rt.spawn(refresh(
+                    Arc::downgrade(file),
+                    Duration::from_secs(opts.jwks_refresh_secs),
+                ));
+            }
         }
         if !opts.checks_tokens() {
             tracing::warn!(
@@ -229,6 +224,10 @@ impl Gate {
         let grant = if self.checks_tokens() {
             let token = bearer(headers).ok_or(Denial::NoToken)?;
             let grant = self.verify(token).await.map_err(Denial::BadToken)?;
+            // Accepted within the leeway but past its grace: it would be closed at once.
+            if Duration::from_secs(grant.expires_at).saturating_add(self.grace) <= unix_now() {
+                return Err(Denial::BadToken("expired".into()));
+            }
             let opens = room
                 .parse::<RoomId>()
                 .is_ok_and(|r| grant.allows(access, r));
@@ -301,18 +300,23 @@ impl Gate {
     /// whichever comes first.
     fn deadline(&self, grant: Option<&Grant>) -> Option<Deadline> {
         let now = tokio::time::Instant::now();
-        let expiry = grant.map(|g| {
+        // An instant too far to represent is no deadline at all.
+        let expiry = grant.and_then(|g| {
             let left = Duration::from_secs(g.expires_at).saturating_sub(unix_now());
-            Deadline {
-                at: now + left + self.grace,
+            Some(Deadline {
+                at: now.checked_add(left.checked_add(self.grace)?)?,
                 code: super::CLOSE_TOKEN_EXPIRED,
                 reason: "token expired: reconnect with a fresh token",
-            }
+            })
         });
-        let aged = self.max_age.map(|age| Deadline {
-            at: now + age,
-            code: crate::ws::CLOSE_GOING_AWAY,
-            reason: "connection age limit: reconnect",
+        // Up to a fifth shorter, at random: connections opened together (after a deploy) do not
+        // all come back together, period after period.
+        let aged = self.max_age.and_then(|age| {
+            Some(Deadline {
+                at: now.checked_add(age.mul_f64(0.8 + 0.2 * random_unit()))?,
+                code: crate::ws::CLOSE_GOING_AWAY,
+                reason: "connection age limit: reconnect",
+            })
         });
         match (expiry, aged) {
             (Some(e), Some(a)) => Some(if e.at <= a.at { e } else { a }),
@@ -326,15 +330,20 @@ impl Gate {
             return Err(format!("longer than {MAX_TOKEN_BYTES} bytes"));
         }
         let header = decode_header(token).map_err(|e| format!("malformed: {e}"))?;
-        let mut keys = self.keys_for(header.kid.as_deref());
-        if keys.is_empty()
-            && let Some(jwks) = &self.jwks
-            && jwks.reload_for_unknown_kid().await
+        let kid = header.kid.as_deref();
+        let fits = |k: &Key| k.algorithms.contains(&header.alg);
+        // A kid the JWKS does not know (for this alg) may be a key just rotated in.
+        if let Some(jwks) = &self.jwks
+            && !jwks
+                .keys()
+                .iter()
+                .any(|k| fits(k) && (kid.is_none() || k.kid.as_deref() == kid))
         {
-            keys = self.keys_for(header.kid.as_deref());
+            jwks.reload_for_unknown_kid().await;
         }
+        let keys = self.keys_for(kid);
         let mut last = "no key for its kid and alg".to_owned();
-        for key in keys.iter().filter(|k| k.algorithms.contains(&header.alg)) {
+        for key in keys.iter().filter(|k| fits(k)) {
             match decode::<Claims>(token, &key.key, &self.validation(&key.algorithms)) {
                 Ok(data) => return Grant::from_claims(data.claims),
                 Err(e) => last = explain(e.kind()),
@@ -344,7 +353,11 @@ impl Gate {
     }
 
     fn keys_for(&self, kid: Option<&str>) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.secret.iter().cloned().collect();
+        let mut keys: Vec<Key> = self
+            .secret
+            .iter()
+            .flat_map(|s| s.keys().iter().cloned().collect::<Vec<_>>())
+            .collect();
         if let Some(jwks) = &self.jwks {
             keys.extend(
                 jwks.keys()
@@ -415,8 +428,15 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-/// Re-reads the JWKS file every `every` while the gate lives.
-async fn refresh(jwks: Weak<JwksFile>, every: Duration) {
+/// A number in [0, 1) from the process's random hasher keys: jitter needs no better.
+fn random_unit() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(unix_now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Re-reads a key file every `every` while the gate lives.
+async fn refresh(jwks: Weak<KeyFile>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;

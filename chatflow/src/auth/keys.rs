@@ -1,13 +1,13 @@
 //! The keys tokens are checked with: an HS256 secret from a file, and public keys (or `oct`
-//! secrets) from a JWKS document in a file, re-read while the server runs so a rotation needs
-//! no restart. Kubernetes updates a mounted Secret or ConfigMap in place, which is how keys
-//! reach pods.
+//! secrets) from a JWKS document in a file, both re-read while the server runs so a rotation
+//! needs no restart. Kubernetes updates a mounted Secret or ConfigMap in place, which is how
+//! keys reach pods.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Why keys could not be loaded.
@@ -43,12 +43,8 @@ pub(crate) struct Key {
     pub algorithms: Vec<Algorithm>,
 }
 
-/// The HS256 secret in `path` (trailing whitespace ignored).
-pub(crate) fn read_secret(path: &Path) -> Result<Key, KeyError> {
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+/// The HS256 secret in `bytes`, read from `path` (trailing whitespace ignored).
+fn secret_key(path: &Path, bytes: &[u8]) -> Result<Key, KeyError> {
     let secret = bytes.trim_ascii_end();
     if secret.len() < 32 {
         return Err(KeyError::ShortSecret(path.to_owned()));
@@ -86,10 +82,18 @@ pub(crate) fn parse_jwks(path: &Path, text: &[u8]) -> Result<Vec<Key>, KeyError>
 }
 
 fn key_of(jwk: &Jwk) -> Option<Key> {
+    // A key published for encryption is not one tokens are signed with.
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
     let algorithms = match (&jwk.algorithm, jwk.common.key_algorithm) {
         (_, Some(alg)) => vec![algorithm(alg)?],
         (AlgorithmParameters::RSA(_), None) => vec![Algorithm::RS256],
-        (AlgorithmParameters::EllipticCurve(_), None) => vec![Algorithm::ES256],
+        (AlgorithmParameters::EllipticCurve(ec), None) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
         (AlgorithmParameters::OctetKey(_), None) => vec![Algorithm::HS256],
         _ => return None,
     };
@@ -113,8 +117,25 @@ fn algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
-/// A JWKS file and the keys last read from it.
-pub(crate) struct JwksFile {
+/// Which document a key file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyFileKind {
+    /// An HS256 secret.
+    Secret,
+    /// A JWKS document.
+    Jwks,
+}
+
+fn parse(kind: KeyFileKind, path: &Path, bytes: &[u8]) -> Result<Vec<Key>, KeyError> {
+    match kind {
+        KeyFileKind::Secret => secret_key(path, bytes).map(|k| vec![k]),
+        KeyFileKind::Jwks => parse_jwks(path, bytes),
+    }
+}
+
+/// A key file (a secret or a JWKS document) and the keys last read from it.
+pub(crate) struct KeyFile {
+    kind: KeyFileKind,
     path: PathBuf,
     state: RwLock<Loaded>,
     /// Fewest seconds between two re-reads caused by an unknown `kid`, so a stream of tokens
@@ -128,15 +149,16 @@ struct Loaded {
     read_at: Instant,
 }
 
-impl JwksFile {
+impl KeyFile {
     /// Reads `path` now: a server does not start with keys it cannot read.
-    pub fn open(path: &Path) -> Result<Self, KeyError> {
+    pub fn open(kind: KeyFileKind, path: &Path) -> Result<Self, KeyError> {
         let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let keys = parse_jwks(path, &bytes)?;
-        Ok(JwksFile {
+        let keys = parse(kind, path, &bytes)?;
+        Ok(KeyFile {
+            kind,
             path: path.to_owned(),
             state: RwLock::new(Loaded {
                 bytes,
@@ -157,12 +179,13 @@ impl JwksFile {
     }
 
     /// Re-reads the file; a document that no longer parses keeps the keys in force (a key
-    /// rotation half written must not lock every user out). True when the keys changed.
+    /// rotation half written must not lock every user out). True when the keys changed. A
+    /// changed secret replaces the old one at once: overlapping keys are what a JWKS is for.
     pub async fn reload(&self) -> bool {
         let bytes = match tokio::fs::read(&self.path).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "JWKS file unreadable; keeping the keys in force");
+                tracing::warn!(path = %self.path.display(), error = %e, "key file unreadable; keeping the keys in force");
                 return false;
             }
         };
@@ -171,15 +194,15 @@ impl JwksFile {
         if bytes == state.bytes {
             return false;
         }
-        match parse_jwks(&self.path, &bytes) {
+        match parse(self.kind, &self.path, &bytes) {
             Ok(keys) => {
-                tracing::info!(path = %self.path.display(), keys = keys.len(), "JWKS keys rotated");
+                tracing::info!(path = %self.path.display(), keys = keys.len(), "token keys rotated");
                 state.keys = Arc::new(keys);
                 state.bytes = bytes;
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "JWKS file changed but does not parse; keeping the keys in force");
+                tracing::warn!(error = %e, "key file changed but does not parse; keeping the keys in force");
                 false
             }
         }

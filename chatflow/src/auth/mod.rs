@@ -9,7 +9,7 @@ mod options;
 
 use std::sync::Arc;
 
-pub use claims::{Claims, RoomClaims, RoomSet};
+pub use claims::{Claims, MAX_ROOM_ENTRIES, RoomClaims, RoomSet};
 pub use gate::{Denial, Gate, IpSlot, MAX_TOKEN_BYTES, bearer};
 pub use keys::KeyError;
 pub use options::AuthOptions;

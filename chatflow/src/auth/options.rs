@@ -13,7 +13,7 @@ pub struct AuthOptions {
     /// JWKS_REFRESH_SECS, and at once for a token whose `kid` is unknown.
     #[arg(long, env = "JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
-    /// Seconds between re-reads of the JWKS file.
+    /// Seconds between re-reads of the key files (the secret and the JWKS document).
     #[arg(long, env = "JWKS_REFRESH_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub jwks_refresh_secs: u64,
     /// The `iss` every token must carry (unchecked when unset).
@@ -27,7 +27,7 @@ pub struct AuthOptions {
     pub jwt_leeway_secs: u64,
     /// Seconds a connection stays open past its token's expiry before it is closed with 4401,
     /// so a client can fetch a fresh token and reconnect without a gap.
-    #[arg(long, env = "TOKEN_EXPIRY_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "TOKEN_EXPIRY_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub token_expiry_grace_secs: u64,
     /// Origins browsers may open WebSockets from (comma-separated, exact like
     /// `https://chat.example.com`, or `*`). Unset: only the origin of the server's own host.
@@ -39,8 +39,9 @@ pub struct AuthOptions {
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
     /// Seconds after which a connection is closed with 1001 so the client reconnects (and a
-    /// subscriber resumes with `?after=`), spreading load over new pods (0: no limit).
-    #[arg(long, env = "MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    /// subscriber resumes with `?after=`), spreading load over new pods; each connection's limit
+    /// is up to a fifth shorter, at random (0: no limit).
+    #[arg(long, env = "MAX_CONNECTION_AGE_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub max_connection_age_secs: u64,
 }
 

@@ -147,6 +147,46 @@ impl ConversationMessage {
     }
 }
 
+/// Longest `messageId`, `serverId`, `clientIp` and `receivedAt` a queue body may carry: the
+/// producer writes a UUID, a configured id, an address and a timestamp.
+const STAMP_MAX: usize = 256;
+
+impl TaskMessage {
+    /// Checks a queue body against the rules its producer applied, and that it belongs to
+    /// `room`'s queue: whoever else can write to the queues must not reach subscribers with what
+    /// a producer would have refused.
+    pub fn recheck(&self, room: u32) -> Result<(), String> {
+        if self.room_id != room {
+            return Err(format!("roomId {} on room {room}'s queue", self.room_id));
+        }
+        let user: u32 = self
+            .user_id
+            .trim()
+            .parse()
+            .map_err(|_| "userId is not an integer".to_owned())?;
+        if !(USER_ID_MIN..=USER_ID_MAX).contains(&user) {
+            return Err(format!("userId {user} out of range"));
+        }
+        let reason = |r: Rejection| r.reason;
+        validate_username(&self.username, None).map_err(reason)?;
+        validate_message(&self.message, None).map_err(reason)?;
+        validate_timestamp(&self.timestamp, None).map_err(reason)?;
+        if let Some(id) = &self.client_message_id {
+            validate_client_message_id(id).map_err(reason)?;
+        }
+        let stamps = [
+            ("messageId", &self.message_id),
+            ("serverId", &self.server_id),
+            ("clientIp", &self.client_ip),
+            ("receivedAt", &self.received_at),
+        ];
+        match stamps.iter().find(|(_, v)| v.len() > STAMP_MAX) {
+            Some((name, _)) => Err(format!("{name} longer than {STAMP_MAX} bytes")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A syntactically valid JSON object with a field of the wrong type is a validation error,
 /// anything else is not JSON we can read.
 fn classify_parse_error(frame: &[u8], err: serde_json::Error) -> Rejection {

@@ -339,3 +339,39 @@ fn escaped_strings_are_read_as_the_text_they_stand_for() {
     assert_eq!(m.message, "line one\nsays \"hi\" é😀");
     assert_eq!(m.message_type, MessageType::Text);
 }
+
+#[test]
+fn a_queue_body_is_held_to_the_producer_s_rules_and_its_room() {
+    let ok = TaskMessage {
+        message_id: "m-1".into(),
+        room_id: 3,
+        user_id: "42".into(),
+        username: "alice1".into(),
+        message: "hi".into(),
+        timestamp: "2026-11-27T10:00:00Z".into(),
+        message_type: MessageType::Text,
+        server_id: "p-1".into(),
+        client_ip: "10.0.0.1".into(),
+        received_at: "2026-11-27T10:00:00Z".into(),
+        client_message_id: Some("c-1".into()),
+    };
+    assert_eq!(ok.recheck(3), Ok(()));
+    assert!(ok.recheck(4).unwrap_err().contains("room 4"));
+    type Breaks = fn(&mut TaskMessage);
+    let broken: [(&str, Breaks); 6] = [
+        ("userId", |t| t.user_id = "100001".into()),
+        ("username", |t| t.username = "a b".into()),
+        ("message", |t| t.message = "x".repeat(501)),
+        ("timestamp", |t| t.timestamp = "yesterday".into()),
+        ("clientMessageId", |t| {
+            t.client_message_id = Some("x".repeat(129))
+        }),
+        ("serverId", |t| t.server_id = "s".repeat(300)),
+    ];
+    for (field, breaks) in broken {
+        let mut t = ok.clone();
+        breaks(&mut t);
+        let why = t.recheck(3).unwrap_err();
+        assert!(why.contains(field), "{field}: {why}");
+    }
+}

@@ -12,14 +12,17 @@ fn owner_tags(owner: &str) -> Tags {
     Tags::from([(OWNER_TAG.to_owned(), owner.to_owned())])
 }
 
-/// Ensures the room's queue for `owner`: creates it tagged, adopts one without an owner tag
-/// (made before queues carried one), and sets drifted attributes back. A queue tagged for
-/// another owner is left untouched: [`QueueError::OwnedByOther`].
+/// Ensures the room's queue for `owner`: creates it tagged, adopts one without an owner tag when
+/// `adopt_untagged` says so, and sets drifted attributes back. A queue tagged for another owner
+/// is left untouched ([`QueueError::OwnedByOther`]), and so is an untagged one otherwise
+/// ([`QueueError::Untagged`]): someone else's queue with a matching name is never taken over by
+/// default.
 pub async fn ensure_owned(
     queues: &dyn Queues,
     room: RoomId,
     attrs: &QueueAttributes,
     owner: &str,
+    adopt_untagged: bool,
 ) -> Result<Ensured, QueueError> {
     let mut created = false;
     let tags = match queues.queue_tags(room).await {
@@ -46,7 +49,8 @@ pub async fn ensure_owned(
                 owner: other.clone(),
             });
         }
-        None => queues.tag_queue(room, &owner_tags(owner)).await?,
+        None if adopt_untagged => queues.tag_queue(room, &owner_tags(owner)).await?,
+        None => return Err(QueueError::Untagged { room }),
     }
     if created && tags.get(OWNER_TAG).map(String::as_str) == Some(owner) {
         // A create succeeds only when the queue has exactly these attributes.

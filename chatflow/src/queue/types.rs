@@ -233,6 +233,13 @@ pub enum QueueError {
         /// The owner its tag names.
         owner: String,
     },
+    /// The queue has no owner tag and adopting such queues was not asked for: it is neither
+    /// tagged, changed nor deleted.
+    #[error("the queue of room {room} exists without an owner tag")]
+    Untagged {
+        /// The room whose queue it is.
+        room: RoomId,
+    },
     /// The call's arguments are wrong (empty or oversize batch, unknown attribute...).
     #[error("invalid queue request: {0}")]
     Invalid(String),

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod e2e;
 pub mod edge;
 pub mod fanout;
+pub mod flood;
 pub mod ingest;
 pub mod memory;
 pub mod pump;
@@ -24,6 +25,8 @@ pub enum Scenario {
     Edge(edge::Options),
     /// The whole pipeline over SQS (LocalStack) per packing, against plain SDK loops.
     E2e(e2e::Options),
+    /// Other users' latency while one user floods above its rate, against no flood.
+    Flood(flood::Options),
     /// Holds idle WebSocket connections open (used by the memory measurements).
     #[command(hide = true)]
     Hold(memory::HoldOptions),
@@ -36,6 +39,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Fanout(o) => fanout::run(o).await,
         Scenario::E2e(o) => e2e::run(o).await,
         Scenario::Edge(o) => edge::run(o).await,
+        Scenario::Flood(o) => flood::run(o).await,
         Scenario::Hold(o) => memory::hold(o).await,
     }
 }

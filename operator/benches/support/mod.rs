@@ -73,6 +73,7 @@ pub async fn operator(client: Client, ns: &str, endpoint: &str) -> anyhow::Resul
             },
             queue_concurrency: 32,
             allowed_endpoints: Vec::new(),
+            ingress_policy: Default::default(),
         },
         client,
     )

@@ -10,6 +10,73 @@ use kube::ResourceExt;
 use super::{PRODUCER_PORT, Plan, labels, meta};
 use crate::crd::{ChatRoomSet, IngressSpec};
 
+/// Annotation keys a set may put on its Ingress unless the operator's administrator says
+/// otherwise: timeouts, stickiness and TLS of the common controllers. Snippet annotations
+/// (`nginx.ingress.kubernetes.io/configuration-snippet` and the like) inject configuration into
+/// a controller that other tenants share, so they are not among them.
+pub const DEFAULT_ANNOTATIONS: &[&str] = &[
+    "alb.ingress.kubernetes.io/",
+    "nginx.ingress.kubernetes.io/proxy-",
+    "nginx.ingress.kubernetes.io/affinity",
+    "nginx.ingress.kubernetes.io/session-cookie-",
+    "nginx.ingress.kubernetes.io/ssl-redirect",
+    "nginx.ingress.kubernetes.io/backend-protocol",
+    "cert-manager.io/",
+];
+
+/// What the operator's administrator lets a set's `spec.ingress` say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IngressPolicy {
+    /// Hosts: exact names, `*.example.com` for its subdomains, or `*` for any.
+    pub hosts: Vec<String>,
+    /// Annotation keys: exact, or prefixes ending in `/` or `-`.
+    pub annotations: Vec<String>,
+}
+
+impl Default for IngressPolicy {
+    fn default() -> Self {
+        IngressPolicy {
+            hosts: vec!["*".into()],
+            annotations: DEFAULT_ANNOTATIONS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl IngressPolicy {
+    /// Why the set's Ingress is not one the operator may apply, if it is not.
+    pub fn refusal(&self, crs: &ChatRoomSet) -> Option<String> {
+        let spec = crs.spec.ingress.as_ref()?;
+        let host = spec.host.to_ascii_lowercase();
+        let host_ok = self.hosts.iter().any(|h| {
+            let h = h.trim().to_ascii_lowercase();
+            h == "*"
+                || h == host
+                || h.strip_prefix("*.")
+                    .is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
+        });
+        if !host_ok {
+            return Some(format!(
+                "spec.ingress.host {:?} is not one the operator may publish: its administrator                  lists allowed hosts in ALLOWED_INGRESS_HOSTS (chart value ingress.allowedHosts)",
+                spec.host
+            ));
+        }
+        let key_ok = |k: &str| {
+            self.annotations.iter().any(|a| {
+                let a = a.trim();
+                !a.is_empty()
+                    && (a == k || ((a.ends_with('/') || a.ends_with('-')) && k.starts_with(a)))
+            })
+        };
+        let refused = spec.annotations.keys().find(|k| !key_ok(k))?;
+        Some(format!(
+            "spec.ingress.annotations: {refused:?} is not allowed: its administrator lists allowed              annotations in ALLOWED_INGRESS_ANNOTATIONS (chart value ingress.allowedAnnotations)"
+        ))
+    }
+}
+
 /// Why the spec's Ingress cannot be made, in one sentence.
 pub fn check(spec: &IngressSpec) -> Result<(), String> {
     let host = spec.host.strip_prefix("*.").unwrap_or(&spec.host);
@@ -108,6 +175,43 @@ mod tests {
             .into(),
         });
         crs
+    }
+
+    #[test]
+    fn hosts_and_annotations_outside_the_policy_are_refused() {
+        let crs = with_ingress(false);
+        assert_eq!(IngressPolicy::default().refusal(&crs), None);
+        let mut snippet = crs.clone();
+        let ingress = snippet.spec.ingress.as_mut().unwrap();
+        ingress.annotations.insert(
+            "nginx.ingress.kubernetes.io/configuration-snippet".into(),
+            "more_set_headers x".into(),
+        );
+        let why = IngressPolicy::default().refusal(&snippet).unwrap();
+        assert!(why.contains("configuration-snippet"), "{why}");
+        let narrow = IngressPolicy {
+            hosts: vec!["*.chat.example.org".into(), "chat.example.net".into()],
+            ..IngressPolicy::default()
+        };
+        assert!(
+            narrow
+                .refusal(&crs)
+                .unwrap()
+                .contains("ALLOWED_INGRESS_HOSTS")
+        );
+        let mut sub = crs.clone();
+        sub.spec.ingress.as_mut().unwrap().host = "eu.chat.example.org".into();
+        assert_eq!(narrow.refusal(&sub), None);
+        sub.spec.ingress.as_mut().unwrap().host = "evilchat.example.org".into();
+        assert!(
+            narrow.refusal(&sub).is_some(),
+            "a suffix without its dot is not a subdomain"
+        );
+        assert_eq!(
+            narrow.refusal(&sample("demo", 1, 2, 1)),
+            None,
+            "no ingress, nothing to refuse"
+        );
     }
 
     #[test]

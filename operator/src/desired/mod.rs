@@ -52,6 +52,8 @@ pub struct Plan {
     pub routing: String,
     /// NetworkPolicy of the set's pods.
     pub network_policy: String,
+    /// Whether queues without an owner tag are taken as the set's.
+    pub adopt_untagged: bool,
 }
 
 /// Longest derived prefix: leaves room for `room-{id}.fifo` with any room id in SQS's 80.
@@ -162,6 +164,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         producer: format!("{name}-producer"),
         routing: format!("{name}-routing"),
         network_policy: format!("{name}-workloads"),
+        adopt_untagged: spec.queues.adopt_untagged,
     })
 }
 

@@ -11,6 +11,7 @@ use kube::{Client, Resource};
 use super::queues::QueueState;
 use super::{Error, Stores};
 use crate::crd::ChatRoomSet;
+use crate::desired::ingress::IngressPolicy;
 use crate::desired::{FIELD_MANAGER, QueueLocation};
 use crate::metrics::Metrics;
 
@@ -28,6 +29,8 @@ pub struct Context {
     pub resync: Duration,
     /// SQS endpoints a spec may name besides the default one.
     pub allowed_endpoints: Vec<String>,
+    /// Hosts and annotations a spec's Ingress may use.
+    pub ingress_policy: IngressPolicy,
     /// Event recorder.
     pub recorder: Recorder,
     pub(super) queues: QueueState,
@@ -58,6 +61,7 @@ impl Context {
             queue_concurrency: 32,
             resync: Duration::from_secs(60),
             allowed_endpoints: Vec::new(),
+            ingress_policy: IngressPolicy::default(),
             recorder,
             queues: QueueState::default(),
             stores: RwLock::new(None),

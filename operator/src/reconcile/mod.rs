@@ -104,7 +104,9 @@ async fn reconcile_inner(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Act
     let api: Api<ChatRoomSet> = Api::namespaced(ctx.client.clone(), &ns);
     if crs.meta().deletion_timestamp.is_none()
         && let Err(reason) = desired::plan(&crs).and_then(|_| {
-            match desired::endpoint_refusal(&crs, &ctx.defaults, &ctx.allowed_endpoints) {
+            match desired::endpoint_refusal(&crs, &ctx.defaults, &ctx.allowed_endpoints)
+                .or_else(|| ctx.ingress_policy.refusal(&crs))
+            {
                 Some(refusal) => Err(refusal),
                 None => Ok(()),
             }
@@ -160,8 +162,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         (Ok(_), Some(cached)) => cached,
         (Ok(q), None) => {
             let owner = desired::queue_owner(&crs);
-            let out =
-                queues::ensure(q, plan.rooms, &plan.attrs, &owner, ctx.queue_concurrency).await;
+            let out = queues::ensure(q, &plan, &owner, ctx.queue_concurrency).await;
             ctx.queues.record(&queue_key, &plan, &loc, &out);
             out
         }
@@ -268,6 +269,13 @@ fn conflict_note(plan: &desired::Plan, conflicts: &[(u32, String)]) -> Option<St
         .naming
         .queue_name(*room)
         .unwrap_or_else(|_| format!("of room {room}"));
+    if owner == queues::UNTAGGED {
+        return Some(format!(
+            "{} of {} queues exist without an owner tag (first: {queue}); set spec.queues.adoptUntagged: true to take them as this set's, or choose another spec.queues.prefix",
+            conflicts.len(),
+            plan.rooms.len()
+        ));
+    }
     Some(format!(
         "{} of {} queues belong to another ChatRoomSet (first: {queue}, owned by {owner}); choose another spec.queues.prefix",
         conflicts.len(),

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatflow::queue::{
-    Deletion, Ensured, QueueAttributes, QueueDepth, QueueError, SharedQueues, SqsConfig, SqsQueues,
-    delete_owned, ensure_owned,
+    Deletion, Ensured, QueueDepth, QueueError, SharedQueues, SqsConfig, SqsQueues, delete_owned,
+    ensure_owned,
 };
 use chatflow::rooms::{QueueNaming, RoomId, RoomRange};
 use futures::StreamExt;
@@ -29,7 +29,7 @@ pub struct Ensure {
     pub repaired: u32,
     /// The first failure, if any queue could not be ensured.
     pub error: Option<String>,
-    /// Rooms whose queue another set owns, with that owner, in room order.
+    /// Rooms whose queue another set owns, with that owner (or [`UNTAGGED`]), in room order.
     pub conflicts: Vec<(RoomId, String)>,
 }
 
@@ -166,18 +166,16 @@ impl QueueState {
     }
 }
 
-/// Ensures every room's queue for `owner`, `concurrency` calls at a time.
-pub async fn ensure(
-    queues: &SharedQueues,
-    rooms: RoomRange,
-    attrs: &QueueAttributes,
-    owner: &str,
-    concurrency: usize,
-) -> Ensure {
-    let results: Vec<_> = futures::stream::iter(rooms.iter())
+/// The owner of a conflict whose queue carries no owner tag.
+pub const UNTAGGED: &str = "";
+
+/// Ensures every room's queue of `plan` for `owner`, `concurrency` calls at a time.
+pub async fn ensure(queues: &SharedQueues, plan: &Plan, owner: &str, concurrency: usize) -> Ensure {
+    let adopt = plan.adopt_untagged;
+    let results: Vec<_> = futures::stream::iter(plan.rooms.iter())
         .map(|room| {
-            let (queues, attrs) = (queues.clone(), attrs.clone());
-            async move { ensure_owned(queues.as_ref(), room, &attrs, owner).await }
+            let (queues, attrs) = (queues.clone(), plan.attrs.clone());
+            async move { ensure_owned(queues.as_ref(), room, &attrs, owner, adopt).await }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -191,6 +189,7 @@ pub async fn ensure(
                 out.repaired += 1;
             }
             Err(QueueError::OwnedByOther { room, owner }) => out.conflicts.push((room, owner)),
+            Err(QueueError::Untagged { room }) => out.conflicts.push((room, UNTAGGED.into())),
             Err(e) => {
                 out.error.get_or_insert(e.to_string());
             }

@@ -95,6 +95,7 @@ pub async fn operator_allowing(
         },
         queue_concurrency: 32,
         allowed_endpoints: allowed,
+        ingress_policy: Default::default(),
     };
     start(config, client.clone()).await.unwrap()
 }

@@ -63,7 +63,7 @@ pub(super) async fn serve(
         let next = tokio::select! {
             biased;
             _ = stop_reading.cancelled() => None,
-            next = reader.next(&mut owe) => Some(next),
+            // Before the read: a client that keeps frames coming must not hold its deadline off.
             _ = &mut deadline => {
                 if let Some(d) = peer.pass.deadline() {
                     // Answers to what was read go out first: the writer sends in order.
@@ -71,6 +71,7 @@ pub(super) async fn serve(
                 }
                 break;
             }
+            next = reader.next(&mut owe) => Some(next),
         };
         let Some(next) = next else {
             if shared.shutdown.is_cancelled() {
