@@ -72,17 +72,6 @@ async fn events_and_notices(
 }
 
 /// A plain HTTP/1.0 GET of /metrics.
-async fn metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all("GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n".as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn subscribers_on_two_edges_get_every_message_in_order_over_one_upstream_per_edge() {
     let (c, queues) = setup(
@@ -106,12 +95,12 @@ async fn subscribers_on_two_edges_get_every_message_in_order_over_one_upstream_p
         assert!(notices.is_empty());
     }
     nothing_more(&mut subs[0]).await;
-    let shard = metrics(c.addr).await;
+    let shard = http_get(c.addr, "/metrics").await;
     assert!(
         shard.contains("chatflow_consumer_subscribers 2"),
         "one upstream per edge: {shard}"
     );
-    let edge_a = metrics(a.addr).await;
+    let edge_a = http_get(a.addr, "/metrics").await;
     assert!(edge_a.contains("chatflow_edge_subscribers 3"), "{edge_a}");
     assert!(edge_a.contains("chatflow_edge_upstreams 1"), "{edge_a}");
     assert!(
@@ -198,7 +187,7 @@ async fn a_shard_replaced_under_the_edge_loses_nothing_and_repeats_nothing() {
             (200..250).collect::<Vec<_>>()
         );
     }
-    let m = metrics(e.addr).await;
+    let m = http_get(e.addr, "/metrics").await;
     assert!(m.contains("chatflow_edge_upstream_connects_total 2"), "{m}");
     e.shutdown().await;
     new.shutdown().await;
@@ -340,7 +329,7 @@ async fn a_stalled_local_subscriber_is_dropped_while_the_others_and_the_upstream
     let (evs, notices) = reader.await.unwrap();
     assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>());
     assert!(notices.is_empty(), "the upstream kept up: no gap");
-    let m = metrics(e.addr).await;
+    let m = http_get(e.addr, "/metrics").await;
     assert!(
         m.contains("chatflow_edge_dropped_slow_subscribers_total 1"),
         "{m}"

@@ -268,17 +268,6 @@ async fn producer_queue_and_consumer_deliver_20_rooms_of_1000_exactly_once_in_or
     }
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    buf
-}
-
 #[tokio::test]
 async fn with_capped_pollers_a_busy_room_does_not_starve_a_quiet_one() {
     let mut config = ConsumerConfig::local(1, 10);

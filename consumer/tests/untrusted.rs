@@ -5,20 +5,9 @@
 use chatflow::queue::{BodyFormat, PublishEntry, QueueAttributes};
 use chatflow::ws::{ClientEvent, connect_split};
 use chatflow_consumer::ConsumerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::*;
-
-async fn metrics(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 #[tokio::test]
 async fn a_queued_message_that_breaks_the_rules_is_dropped_and_counted() {
@@ -55,7 +44,7 @@ async fn a_queued_message_that_breaks_the_rules_is_dropped_and_counted() {
 
     assert_eq!(seqs(&events(&mut s, 4).await), [0, 1, 2, 3]);
     nothing_more(&mut s).await;
-    let m = metrics(c.addr).await;
+    let m = http_get(c.addr, "/metrics").await;
     assert!(m.contains("chatflow_consumer_rejected_total 3"), "{m}");
     c.shutdown().await;
 }

@@ -98,3 +98,15 @@ pub fn seqs(evs: &[BroadcastEvent]) -> Vec<usize> {
         .map(|e| e.message[..6].parse().unwrap())
         .collect()
 }
+
+/// The whole answer (status line, headers, body) to a GET of `path`.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf
+}
