@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
@@ -62,18 +63,21 @@ impl MessageRates {
         })
     }
 
-    /// Takes one message from `user` at `ip`, or says which limit it is over. The address is
-    /// asked first, so a flood from one address cannot spend its users' budgets.
-    pub fn take(&self, user: u32, ip: IpAddr) -> Result<(), Exceeded> {
+    /// Takes one message from `user` at `ip`, or says which limit it is over and how long until
+    /// that limit takes one again. The address is asked first, so a flood from one address
+    /// cannot spend its users' budgets.
+    pub fn take(&self, user: u32, ip: IpAddr) -> Result<(), (Exceeded, Duration)> {
         if let Some((l, rate)) = &self.per_ip
-            && l.check_key(&ip).is_err()
+            && let Err(not_until) = l.check_key(&ip)
         {
-            return Err(Exceeded::Ip(*rate));
+            let wait = not_until.wait_time_from(l.clock().now());
+            return Err((Exceeded::Ip(*rate), wait));
         }
         if let Some((l, rate)) = &self.per_user
-            && l.check_key(&user).is_err()
+            && let Err(not_until) = l.check_key(&user)
         {
-            return Err(Exceeded::User(*rate));
+            let wait = not_until.wait_time_from(l.clock().now());
+            return Err((Exceeded::User(*rate), wait));
         }
         Ok(())
     }
@@ -109,7 +113,12 @@ mod tests {
         for _ in 0..10 {
             rates.take(1, ip).unwrap();
         }
-        assert_eq!(rates.take(1, ip), Err(Exceeded::User(5)));
+        let (over, wait) = rates.take(1, ip).unwrap_err();
+        assert_eq!(over, Exceeded::User(5));
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
         assert!(rates.take(2, ip).is_ok(), "another user has its own bucket");
     }
 
@@ -120,7 +129,7 @@ mod tests {
         for user in 1..=3 {
             rates.take(user, ip).unwrap();
         }
-        assert_eq!(rates.take(4, ip), Err(Exceeded::Ip(3)));
+        assert_eq!(rates.take(4, ip).map_err(|(e, _)| e), Err(Exceeded::Ip(3)));
         assert!(rates.take(4, "10.0.0.2".parse().unwrap()).is_ok());
         let none = MessageRates::new(0, 0, 0, 0);
         assert!(

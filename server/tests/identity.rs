@@ -224,6 +224,7 @@ async fn a_flooding_user_is_limited_while_others_are_served_and_every_ack_is_del
     let (mut calm_acks, mut calm) = open(addr, "/chat/2", &token(2, 300, &["2"])).await;
     let mut acked = Vec::new();
     let mut limited = 0;
+    let started = std::time::Instant::now();
     for i in 0..200 {
         send(&mut flood, 1, &format!("flood {i}")).await;
         if i % 20 == 0 {
@@ -243,7 +244,14 @@ async fn a_flooding_user_is_limited_while_others_are_served_and_every_ack_is_del
             }
         }
     }
-    assert!(limited >= 100, "only {limited} of 200 refused");
+    // The flooder is held to its burst and rate: a refused sender is not read again until its
+    // limit takes a message, so its refusals stay few too.
+    let flood_acked = 200 - limited;
+    let allowed = 20.0 + 20.0 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        limited > 0 && f64::from(flood_acked) <= allowed,
+        "{flood_acked} acked, {limited} refused"
+    );
     let mut delivered = Vec::new();
     while delivered.len() < acked.len() {
         let ev: BroadcastEvent = next_json(&mut sub, "broadcast").await;

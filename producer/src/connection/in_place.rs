@@ -119,6 +119,20 @@ pub(super) async fn serve(
                     break end;
                 }
                 taken.take(&frame);
+                if let Some(wait) = peer.take_pause() {
+                    // Over its rate: the refusal goes out now, and nothing more is read until
+                    // the limit takes a message again.
+                    taken.answer_into(&mut sink).await;
+                    if sink.flush_within(idle).await.is_err() {
+                        break End::Gone;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break 'reading End::Shutdown,
+                        _ = &mut deadline => break 'reading End::Deadline,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
             Ok(Inbound::Binary(_)) => {
                 if let Err(end) = taken.place(&mut sink, &stop, idle).await {

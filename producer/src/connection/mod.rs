@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chatflow::auth::Pass;
@@ -37,6 +39,10 @@ pub struct Peer {
     pub ip_text: String,
     /// What the gate let through: the token's grant, the address's place, the deadline.
     pub pass: Pass,
+    /// Nanoseconds the connection's reading waits before its next frame (0: none): a sender over
+    /// its rate is answered RATE_LIMITED, then not read until its limit takes a message again,
+    /// so a flood costs the server its TCP buffers rather than its CPU.
+    pause_ns: AtomicU64,
 }
 
 impl Peer {
@@ -46,7 +52,23 @@ impl Peer {
             ip,
             ip_text: ip.to_string(),
             pass,
+            pause_ns: AtomicU64::new(0),
         }
+    }
+
+    /// How long reading waits now, if a refusal asked it to; asking clears it.
+    pub fn take_pause(&self) -> Option<Duration> {
+        if self.pause_ns.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(
+            self.pause_ns.swap(0, Ordering::Relaxed),
+        ))
+    }
+
+    fn pause_for(&self, wait: Duration) {
+        let ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.pause_ns.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
@@ -87,7 +109,10 @@ fn refusal(shared: &Shared, peer: &Peer, msg: &ConversationMessage) -> Option<(E
     }
     match shared.rates.take(msg.user_id, peer.ip) {
         Ok(()) => None,
-        Err(over) => Some((ErrorCode::RateLimited, over.reason())),
+        Err((over, wait)) => {
+            peer.pause_for(wait);
+            Some((ErrorCode::RateLimited, over.reason()))
+        }
     }
 }
 

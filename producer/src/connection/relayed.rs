@@ -111,6 +111,13 @@ pub(super) async fn serve(
         if tx.send(out).await.is_err() || closing {
             break;
         }
+        if let Some(wait) = peer.take_pause() {
+            // Over its rate: nothing more is read until the limit takes a message again.
+            tokio::select! {
+                _ = stop_reading.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
     drop(tx);
     let _ = writer.await;
