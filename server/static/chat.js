@@ -251,4 +251,5 @@ $('compose').addEventListener('submit', (e) => {
   $('message').value = '';
 });
 
-if (params.has('room') && params.has('user')) connect();
+// A link that names the room and who is speaking (a user, or a token) joins at once.
+if (params.has('room') && (params.has('user') || claims)) connect();

@@ -7,7 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -25,9 +28,9 @@ async function freePort() {
   return port;
 }
 
-async function startServer(port) {
+async function startServer(port, env = {}) {
   const proc = spawn(bin, [], {
-    env: { ...process.env, LISTEN_ADDR: `127.0.0.1:${port}`, ROOMS_START: '1', ROOMS_END: '20', RUST_LOG: 'warn' },
+    env: { ...process.env, LISTEN_ADDR: `127.0.0.1:${port}`, ROOMS_START: '1', ROOMS_END: '20', RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const deadline = Date.now() + T;
@@ -69,15 +72,25 @@ async function expectShown(page, expected) {
 
 const status = (page, text) => page.waitForSelector(`#status:text-is("${text}")`, { timeout: T });
 
-test('two tabs chat in one room, see validation errors and keep chatting across a restart', async (t) => {
-  const port = await freePort();
-  let server = await startServer(port);
-  const browser = await chromium.launch({
+const launch = () =>
+  chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     // This machine's network is closed: Chromium's background services would only fail.
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
+
+// An HS256 token, as an identity provider would sign it.
+function hs256(secret, claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+test('two tabs chat in one room, see validation errors and keep chatting across a restart', async (t) => {
+  const port = await freePort();
+  let server = await startServer(port);
+  const browser = await launch();
   t.after(async () => {
     await browser.close();
     if (server.exitCode === null) server.kill('SIGKILL');
@@ -140,4 +153,35 @@ test('two tabs chat in one room, see validation errors and keep chatting across 
   });
 
   if (process.env.SCREENSHOT) await alice.screenshot({ path: process.env.SCREENSHOT });
+});
+
+test('with tokens checked, the page carries its token from the fragment and speaks as its user', async (t) => {
+  const secret = 'browser-test-secret-browser-test-secret';
+  const dir = mkdtempSync(`${tmpdir()}/chatflow-browser-`);
+  writeFileSync(`${dir}/secret`, secret);
+  const port = await freePort();
+  const server = await startServer(port, { JWT_SECRET_FILE: `${dir}/secret` });
+  const browser = await launch();
+  t.after(async () => {
+    await browser.close();
+    if (server.exitCode === null) server.kill('SIGKILL');
+  });
+  const page = await browser.newPage();
+  const token = hs256(secret, {
+    sub: '4242', name: 'carol', exp: Math.floor(Date.now() / 1000) + 600,
+    chatflow: { publish: ['3'], subscribe: ['3'] },
+  });
+  await page.goto(`http://127.0.0.1:${port}/?room=3#token=${token}`);
+  await status(page, 'connected');
+  assert.equal(await page.evaluate(() => location.hash), '', 'the token leaves the address bar');
+  await say(page, 'signed in');
+  await expectShown(page, ['signed in']);
+  assert.equal(await page.$eval('#username', (e) => e.value), 'carol');
+
+  // Without a token the same page cannot connect.
+  const anonymous = await browser.newPage();
+  await anonymous.goto(`http://127.0.0.1:${port}/?room=3&user=eve99`);
+  await anonymous.waitForTimeout(1500);
+  assert.equal(await anonymous.$eval('#status', (e) => e.textContent), 'reconnecting…');
+  await stopServer(server);
 });
