@@ -19,10 +19,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(t.message.chars().count() <= MESSAGE_MAX, "{t:?}");
             assert!(t.username.len() <= USERNAME_MAX, "{t:?}");
             assert!(t.timestamp.len() <= 64, "{t:?}");
-            assert!(t.client_message_id.as_ref().is_none_or(|c| c.len() <= CLIENT_MESSAGE_ID_MAX));
-            assert!([&t.message_id, &t.server_id, &t.client_ip, &t.received_at]
-                .iter()
-                .all(|s| s.len() <= 256));
+            assert!(
+                t.client_message_id
+                    .as_ref()
+                    .is_none_or(|c| c.len() <= CLIENT_MESSAGE_ID_MAX)
+            );
+            assert!(
+                [&t.message_id, &t.server_id, &t.client_ip, &t.received_at]
+                    .iter()
+                    .all(|s| s.len() <= 256)
+            );
         }
     }
 });

@@ -21,8 +21,12 @@ fn gate() -> &'static Gate {
             jwt_secret_file: Some(path),
             ..AuthOptions::default()
         };
-        Gate::new(&opts, Vec::new(), &mut prometheus_client::registry::Registry::default())
-            .unwrap()
+        Gate::new(
+            &opts,
+            Vec::new(),
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .unwrap()
     })
 }
 
