@@ -51,8 +51,10 @@ pub struct ProducerConfig {
     /// Messages a connection may have unacknowledged before its reading pauses.
     #[arg(long, env = "MAX_UNACKED", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_unacked: u64,
-    /// Messages read and not yet answered over all connections; at the bound every connection's
-    /// reading pauses until answers go out. Each costs about its frame plus 1 KiB.
+    /// Places for messages read and not yet answered over all connections, 4 KiB each: a message
+    /// takes one place per 4 KiB of its frame plus 1 KiB (most take one, a 16 KiB frame five),
+    /// so the bound holds in bytes however large the frames. At the bound every connection's
+    /// reading pauses until answers go out.
     #[arg(long, env = "MAX_UNANSWERED", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_unanswered: u64,
     /// Seconds without any frame from a client before it is pinged; twice that and it is closed.

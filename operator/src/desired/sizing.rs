@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Kept out of the bounds for the runtime, buffers and everything not counted.
 const RESERVE: u64 = 128 << 20;
-/// Budget per unanswered producer message: its frame (16 KiB at most, a few hundred bytes
-/// typically), the stamped entry and its reply.
+/// Budget per place under the producer's MAX_UNANSWERED: a message takes one per 4 KiB of its
+/// frame plus its stamped entry and reply, so a few hundred bytes take one and 16 KiB five.
 const PER_UNANSWERED: u64 = 4 << 10;
 /// Budget per history event: its JSON (a 500-character text and the other fields).
 const PER_HISTORY_EVENT: u64 = 2 << 10;

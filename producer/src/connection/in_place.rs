@@ -15,7 +15,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Peer, Target, answer, binary_refused, validate};
+use super::{Peer, Target, answer, binary_refused, places_for, validate};
 use crate::batcher::{self, Pending};
 use crate::ingest::Reply;
 use crate::server::Shared;
@@ -115,7 +115,7 @@ pub(super) async fn serve(
             .extend(obligations.into_iter().map(Answer::Owe));
         match next {
             Ok(Inbound::Text(frame)) => {
-                if let Err(end) = taken.place(&mut sink, &stop, idle).await {
+                if let Err(end) = taken.place(&mut sink, &stop, idle, frame.len()).await {
                     break end;
                 }
                 taken.take(&frame);
@@ -134,8 +134,8 @@ pub(super) async fn serve(
                     }
                 }
             }
-            Ok(Inbound::Binary(_)) => {
-                if let Err(end) = taken.place(&mut sink, &stop, idle).await {
+            Ok(Inbound::Binary(frame)) => {
+                if let Err(end) = taken.place(&mut sink, &stop, idle, frame.len()).await {
                     break end;
                 }
                 let refused = binary_refused(&shared);
@@ -223,17 +223,19 @@ impl<'a> Taken<'a> {
         }
     }
 
-    /// Takes a place for one more frame, first answering what was taken when the bound is
+    /// Takes the places of one more frame, first answering what was taken when the bound is
     /// reached (those hold places that come back only once answered).
     async fn place<W: AsyncWrite + Unpin>(
         &mut self,
         sink: &mut FrameSink<W>,
         stop: &tokio_util::sync::CancellationToken,
         idle: Duration,
+        frame_len: usize,
     ) -> Result<(), End> {
-        if let Ok(place) = self.shared.unanswered.try_acquire() {
+        let n = places_for(self.shared, frame_len);
+        if let Ok(place) = self.shared.unanswered.try_acquire_many(n) {
             place.forget();
-            self.places += 1;
+            self.places += n as usize;
             return Ok(());
         }
         self.answer_into(sink).await;
@@ -241,9 +243,9 @@ impl<'a> Taken<'a> {
         tokio::select! {
             biased;
             _ = stop.cancelled() => Err(End::Shutdown),
-            place = self.shared.unanswered.acquire() => {
+            place = self.shared.unanswered.acquire_many(n) => {
                 place.expect("never closed").forget();
-                self.places += 1;
+                self.places += n as usize;
                 Ok(())
             }
         }

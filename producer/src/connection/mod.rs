@@ -72,6 +72,25 @@ impl Peer {
     }
 }
 
+/// Bytes one place under MAX_UNANSWERED stands for: the operator sizes the bound from a pod's
+/// memory limit at this much per place.
+pub const PLACE_BYTES: usize = 4 * 1024;
+
+/// What a message holds besides its frame until it is answered: the stamped entry and its reply.
+const ANSWER_BYTES: usize = 1024;
+
+/// Places a frame of `len` bytes holds until answered, so the bound is one of bytes, not of
+/// messages: most messages take one, a 16 KiB frame five. Never more than the bound itself, or
+/// the frame could never be taken.
+pub(crate) fn places_for(shared: &Shared, len: usize) -> u32 {
+    places(len, shared.config.max_unanswered)
+}
+
+fn places(len: usize, bound: u64) -> u32 {
+    let places = (len + ANSWER_BYTES).div_ceil(PLACE_BYTES) as u64;
+    places.min(bound).min(u64::from(u32::MAX)) as u32
+}
+
 /// Serves one upgraded connection until either side closes, its deadline comes, or the
 /// producer shuts down.
 pub async fn serve(
@@ -192,5 +211,19 @@ fn answer<W: AsyncWrite + Unpin, E>(
             "the message was dropped before it was published",
             client_message_id,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_holds_places_by_its_size_within_the_bound() {
+        assert_eq!(places(300, 100_000), 1, "a chat message takes one place");
+        assert_eq!(places(3 * 1024, 100_000), 1);
+        assert_eq!(places(3 * 1024 + 1, 100_000), 2);
+        assert_eq!(places(16 * 1024, 100_000), 5);
+        assert_eq!(places(16 << 20, 3), 3, "never more than the whole bound");
     }
 }

@@ -87,13 +87,13 @@ pub(super) async fn serve(
         liveness.seen();
         let out = match next {
             Ok(Inbound::Text(frame)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+                let Some(place) = wait_for_place(&shared, &stop_reading, frame.len()).await else {
                     continue;
                 };
                 Out::Reply(accept(&shared, &target, &frame, &peer).await, place)
             }
-            Ok(Inbound::Binary(_)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading).await else {
+            Ok(Inbound::Binary(frame)) => {
+                let Some(place) = wait_for_place(&shared, &stop_reading, frame.len()).await else {
                     continue;
                 };
                 Out::Reply(Reply::Now(super::binary_refused(&shared)), place)
@@ -123,19 +123,21 @@ pub(super) async fn serve(
     let _ = writer.await;
 }
 
-/// A place under the producer-wide bound of unanswered messages; None when reading stops first
-/// (the loop then sees the stop and leaves).
+/// The places of a frame of `frame_len` bytes under the producer-wide bound of unanswered
+/// messages; None when reading stops first (the loop then sees the stop and leaves).
 async fn wait_for_place(
     shared: &Shared,
     stop_reading: &CancellationToken,
+    frame_len: usize,
 ) -> Option<OwnedSemaphorePermit> {
-    if let Ok(place) = shared.unanswered.clone().try_acquire_owned() {
+    let n = super::places_for(shared, frame_len);
+    if let Ok(place) = shared.unanswered.clone().try_acquire_many_owned(n) {
         return Some(place);
     }
     tokio::select! {
         biased;
         _ = stop_reading.cancelled() => None,
-        p = shared.unanswered.clone().acquire_owned() => Some(p.expect("never closed")),
+        p = shared.unanswered.clone().acquire_many_owned(n) => Some(p.expect("never closed")),
     }
 }
 
