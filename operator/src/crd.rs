@@ -35,6 +35,7 @@ pub struct ChatRoomSetSpec {
     pub consumer: ConsumerSpec,
     /// Prefix of the SERVER_ID given to each workload; defaults to the set's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub server_id_prefix: Option<String>,
     /// One public address for sending and subscribing: an Ingress in front of the producer
     /// Service, whose pods serve both `/chat/{roomId}` and `/subscribe/{roomId}` (the edge).

@@ -23,8 +23,9 @@ pub struct ProducerConfig {
     /// Serve `/metrics` here instead of on LISTEN_ADDR, away from the Service clients use.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// This instance's id, stamped on every message.
-    #[arg(long, env = "SERVER_ID", default_value = "producer-1")]
+    /// This instance's id, stamped on every message (at most 256 bytes: shards drop messages
+    /// whose stamps are longer).
+    #[arg(long, env = "SERVER_ID", default_value = "producer-1", value_parser = server_id)]
     pub server_id: String,
     /// Rooms and queue backend.
     #[command(flatten)]
@@ -97,6 +98,13 @@ pub struct ProducerConfig {
     /// `/subscribe/{roomId}` relayed from the shards (off unless a routing source is given).
     #[command(flatten)]
     pub edge: EdgeConfig,
+}
+
+fn server_id(s: &str) -> Result<String, String> {
+    match s.len() {
+        1..=256 => Ok(s.to_owned()),
+        n => Err(format!("must be 1 to 256 bytes, not {n}")),
+    }
 }
 
 impl ProducerConfig {

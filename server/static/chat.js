@@ -225,7 +225,12 @@ function connect() {
     },
     onclose: (ev) => {
       if (ev.code === 1008) showSystem('fell too far behind: resubscribed');
-      if (ev.code === 4401) showError('the token expired: open the page again with a fresh #token=');
+      if (ev.code === 4401) {
+        // The same token would only be refused again.
+        showError('the token expired: open the page again with a fresh #token=');
+        chat.stop();
+        feed.stop();
+      }
       setStatus();
     },
   });

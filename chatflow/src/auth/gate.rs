@@ -153,7 +153,7 @@ impl Gate {
             for file in secret.iter().chain(&jwks) {
                 rt.spawn(refresh(
                     Arc::downgrade(file),
-                    Duration::from_secs(opts.jwks_refresh_secs),
+                    Duration::from_secs(opts.jwks_refresh_secs.max(1)),
                 ));
             }
         }
@@ -334,10 +334,11 @@ impl Gate {
         let fits = |k: &Key| k.algorithms.contains(&header.alg);
         // A kid the JWKS does not know (for this alg) may be a key just rotated in.
         if let Some(jwks) = &self.jwks
+            && kid.is_some()
             && !jwks
                 .keys()
                 .iter()
-                .any(|k| fits(k) && (kid.is_none() || k.kid.as_deref() == kid))
+                .any(|k| fits(k) && k.kid.as_deref() == kid)
         {
             jwks.reload_for_unknown_kid().await;
         }

@@ -49,7 +49,8 @@ pub async fn ensure_owned(
                 owner: other.clone(),
             });
         }
-        None if adopt_untagged => queues.tag_queue(room, &owner_tags(owner)).await?,
+        // Just created: a read right after may not show the tags yet.
+        None if adopt_untagged || created => queues.tag_queue(room, &owner_tags(owner)).await?,
         None => return Err(QueueError::Untagged { room }),
     }
     if created && tags.get(OWNER_TAG).map(String::as_str) == Some(owner) {

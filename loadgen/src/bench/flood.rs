@@ -54,6 +54,17 @@ struct Flood {
     limited: AtomicU64,
 }
 
+impl Flood {
+    /// Counts one answer to the flooder.
+    fn count(&self, answer: &[u8]) {
+        if contains(answer, b"\"status\":\"OK\"") {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        } else if contains(answer, b"RATE_LIMITED") {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One measurement: the others' latency, whether their delivery was clean, and the flood.
 struct Measured {
     latency: Latency,
@@ -78,16 +89,20 @@ async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
     let mut targets = system.targets();
     targets.credentials = Some(credentials.clone());
 
+    // The flooder stops first and takes its last answers; the subscriber stops once it has
+    // what was acknowledged.
+    let stop_flood = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Flood::default());
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut listening = None;
+    let mut flooding = None;
     if flood {
         let sub = format!("ws://{}/subscribe/1", system.consumer.addr);
         let mut reader = connect_reader(&sub, Duration::from_secs(5)).await?;
         let delivered = delivered.clone();
         let stop_reading = stop.clone();
-        tasks.push(tokio::spawn(async move {
+        listening = Some(tokio::spawn(async move {
             let user = Credentials::user_of(FLOODER_SENDER);
             let needle = format!("\"userId\":\"{user}\"");
             while !stop_reading.load(Ordering::Relaxed) {
@@ -102,7 +117,12 @@ async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
         }));
         let url = format!("ws://{}/chat/1", system.producer.addr);
         let auth = credentials.sender_header(FLOODER_SENDER);
-        tasks.push(tokio::spawn(flooder(url, auth, seen.clone(), stop.clone())));
+        flooding = Some(tokio::spawn(flooder(
+            url,
+            auth,
+            seen.clone(),
+            stop_flood.clone(),
+        )));
         // The flood is under way before the others start.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -120,11 +140,21 @@ async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
         rate: Some(o.rate),
     };
     let result = run::execute(&targets, &workload, &Progress::new(false)).await?;
+    stop_flood.store(true, Ordering::Relaxed);
+    if let Some(f) = flooding {
+        let _ = f.await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < seen.acked.load(Ordering::Relaxed)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Linger, so a duplicate would be seen too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    // The flooder's last acks reach the subscriber shortly after.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for t in tasks {
-        let _ = t.await;
+    if let Some(l) = listening {
+        let _ = l.await;
     }
     system.stop().await;
     let mut rec = Recorder::default();
@@ -174,11 +204,17 @@ async fn flooder(url: String, auth: String, seen: Arc<Flood>, stop: Arc<AtomicBo
         match reader.next().await {
             Ok(ClientEvent::Text(b)) => {
                 outstanding -= 1;
-                if contains(&b, b"\"status\":\"OK\"") {
-                    seen.acked.fetch_add(1, Ordering::Relaxed);
-                } else if contains(&b, b"RATE_LIMITED") {
-                    seen.limited.fetch_add(1, Ordering::Relaxed);
-                }
+                seen.count(&b);
+            }
+            _ => return,
+        }
+    }
+    // Whatever is still owed an answer gets it before the count is final.
+    while outstanding > 0 {
+        match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
+            Ok(Ok(ClientEvent::Text(b))) => {
+                outstanding -= 1;
+                seen.count(&b);
             }
             _ => return,
         }

@@ -11,16 +11,29 @@ use super::{PRODUCER_PORT, Plan, labels, meta};
 use crate::crd::{ChatRoomSet, IngressSpec};
 
 /// Annotation keys a set may put on its Ingress unless the operator's administrator says
-/// otherwise: timeouts, stickiness and TLS of the common controllers. Snippet annotations
-/// (`nginx.ingress.kubernetes.io/configuration-snippet` and the like) inject configuration into
-/// a controller that other tenants share, so they are not among them.
+/// otherwise: timeouts, stickiness, health checks and TLS of the common controllers. Not among
+/// them: nginx's snippets (configuration injected into a controller other tenants share), its
+/// `proxy-ssl-*` (they name Secrets in other namespaces), and ALB groups, actions and conditions
+/// (a tenant could join another tenant's load balancer or rewrite its rules).
 pub const DEFAULT_ANNOTATIONS: &[&str] = &[
-    "alb.ingress.kubernetes.io/",
-    "nginx.ingress.kubernetes.io/proxy-",
+    "alb.ingress.kubernetes.io/scheme",
+    "alb.ingress.kubernetes.io/target-type",
+    "alb.ingress.kubernetes.io/listen-ports",
+    "alb.ingress.kubernetes.io/certificate-arn",
+    "alb.ingress.kubernetes.io/ssl-policy",
+    "alb.ingress.kubernetes.io/ssl-redirect",
+    "alb.ingress.kubernetes.io/load-balancer-attributes",
+    "alb.ingress.kubernetes.io/target-group-attributes",
+    "alb.ingress.kubernetes.io/healthcheck-",
+    "alb.ingress.kubernetes.io/success-codes",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout",
+    "nginx.ingress.kubernetes.io/proxy-connect-timeout",
+    "nginx.ingress.kubernetes.io/proxy-body-size",
     "nginx.ingress.kubernetes.io/affinity",
+    "nginx.ingress.kubernetes.io/affinity-mode",
     "nginx.ingress.kubernetes.io/session-cookie-",
     "nginx.ingress.kubernetes.io/ssl-redirect",
-    "nginx.ingress.kubernetes.io/backend-protocol",
     "cert-manager.io/",
 ];
 
@@ -59,7 +72,8 @@ impl IngressPolicy {
         });
         if !host_ok {
             return Some(format!(
-                "spec.ingress.host {:?} is not one the operator may publish: its administrator                  lists allowed hosts in ALLOWED_INGRESS_HOSTS (chart value ingress.allowedHosts)",
+                "spec.ingress.host {:?} is not one the operator may publish: its administrator \
+                 lists allowed hosts in ALLOWED_INGRESS_HOSTS (chart value ingress.allowedHosts)",
                 spec.host
             ));
         }
@@ -72,7 +86,8 @@ impl IngressPolicy {
         };
         let refused = spec.annotations.keys().find(|k| !key_ok(k))?;
         Some(format!(
-            "spec.ingress.annotations: {refused:?} is not allowed: its administrator lists allowed              annotations in ALLOWED_INGRESS_ANNOTATIONS (chart value ingress.allowedAnnotations)"
+            "spec.ingress.annotations: {refused:?} is not allowed: its administrator lists allowed \
+             annotations in ALLOWED_INGRESS_ANNOTATIONS (chart value ingress.allowedAnnotations)"
         ))
     }
 }
