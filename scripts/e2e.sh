@@ -252,10 +252,11 @@ refusal="$(k -n "$set_ns" get crs "$unsaid" -o jsonpath='{.status.conditions[?(@
 echo "  crs/$unsaid: $refusal"
 k -n "$set_ns" delete crs "$unsaid" --wait=true --timeout=60s
 jwt_secret_name="$(sed -n '/^    hmacSecretRef:/{n;s/^ *name: *//p}' "$E2E_EXAMPLE")"
+jwt_secret=""
 if [[ -n "$jwt_secret_name" ]]; then
     # A new secret each run: loadgen mints its users' tokens from the same Secret.
-    k -n "$set_ns" create secret generic "$jwt_secret_name" \
-        --from-literal=hs256="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+    jwt_secret="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    k -n "$set_ns" create secret generic "$jwt_secret_name" --from-literal=hs256="$jwt_secret" \
         --dry-run=client -o yaml | k apply -f -
 fi
 
@@ -287,6 +288,32 @@ shard_from="$(k -n "$set_ns" get networkpolicy "$set_name-workloads" -o \
 [[ "$shard_from" == *'"app.kubernetes.io/component":"producer"'* && "$shard_from" == *'chatflow.dev/shard-access'* ]] ||
     die "networkpolicy/$set_name-workloads admits to the shards: '$shard_from'"
 echo "  networkpolicy/$set_name-workloads: $policy"
+
+if [[ -n "$jwt_secret" ]]; then
+    step "identity on a producer pod: no token is HTTP 401, a token for another room 403"
+    producer_ip="$(k -n "$set_ns" get pods -l "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer" \
+        -o jsonpath='{.items[0].status.podIP}')"
+    upgrade_status() {
+        curl -s -o /dev/null -m 10 -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+            -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$@" || true
+    }
+    # A token for user 1 and room 1 only, signed as the set's identity provider would.
+    room1_token="$(python3 -c '
+import base64, hashlib, hmac, json, sys, time
+part = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+body = part({"alg": "HS256", "typ": "JWT"}) + "." + part(
+    {"sub": "1", "exp": int(time.time()) + 300, "chatflow": {"publish": ["1"], "subscribe": ["1"]}})
+sig = hmac.new(sys.argv[1].encode(), body.encode(), hashlib.sha256).digest()
+print(body + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode())
+' "$jwt_secret")"
+    code="$(upgrade_status "http://$producer_ip:8080/chat/1")"
+    [[ "$code" == 401 ]] || die "an upgrade without a token got HTTP $code from $producer_ip, not 401"
+    for path in /chat/2 /subscribe/2; do
+        code="$(upgrade_status -H "Authorization: Bearer $room1_token" "http://$producer_ip:8080$path")"
+        [[ "$code" == 403 ]] || die "a token for room 1 got HTTP $code on $path, not 403"
+    done
+    echo "  $producer_ip: 401 without a token, 403 for /chat/2 and /subscribe/2 with a token for room 1"
+fi
 
 step "running pods meet Pod Security \"restricted\" (no PodSecurity admission on this cluster)"
 k -n "$set_ns" get pods -l "app.kubernetes.io/instance=$set_name" -o json |
