@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::header::{AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL, WWW_AUTHENTICATE};
-use hyper::{HeaderMap, Response, StatusCode};
+use hyper::HeaderMap;
+use hyper::header::{AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,78 +19,11 @@ use prometheus_client::registry::Registry;
 
 use super::claims::{Claims, RoomSet};
 use super::keys::{Key, KeyError, KeyFile, KeyFileKind};
-use super::{Access, AuthOptions, Deadline, Grant, Pass, TOKEN_PROTOCOL_PREFIX};
-use crate::http::{self, Body};
+use super::{Access, AuthOptions, Deadline, Denial, Grant, Pass, TOKEN_PROTOCOL_PREFIX};
 use crate::rooms::RoomId;
 
 /// Longest token read: a token is parsed before it is trusted.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// Why an upgrade was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    /// A browser page from an origin not allowed.
-    Origin(String),
-    /// No token where one is required.
-    NoToken,
-    /// A token that does not verify, has expired, or says something malformed.
-    BadToken(String),
-    /// A valid token that does not open this room for this use.
-    Room {
-        /// Publish or subscribe.
-        access: Access,
-        /// The room asked for, as in the path.
-        room: String,
-    },
-    /// The client address holds its share of connections already.
-    PerIp(usize),
-}
-
-impl Denial {
-    /// The metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Denial::Origin(_) => "origin",
-            Denial::NoToken => "no_token",
-            Denial::BadToken(_) => "bad_token",
-            Denial::Room { .. } => "room",
-            Denial::PerIp(_) => "connections_per_ip",
-        }
-    }
-
-    /// The HTTP answer.
-    pub fn response(&self) -> Response<Body> {
-        let (status, text) = match self {
-            Denial::Origin(o) => (
-                StatusCode::FORBIDDEN,
-                format!("origin {o} may not open WebSockets here\n"),
-            ),
-            Denial::NoToken => (
-                StatusCode::UNAUTHORIZED,
-                "a token is required: send Authorization: Bearer <jwt>, or offer the WebSocket \
-                 subprotocols chatflow and chatflow.token.<jwt>\n"
-                    .to_owned(),
-            ),
-            Denial::BadToken(why) => (StatusCode::UNAUTHORIZED, format!("bad token: {why}\n")),
-            Denial::Room { access, room } => (
-                StatusCode::FORBIDDEN,
-                format!("the token does not allow {} room {room}\n", access.verb()),
-            ),
-            Denial::PerIp(cap) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("at most {cap} connections per client address, retry later\n"),
-            ),
-        };
-        let mut resp = http::text(status, text);
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer realm=\"chatflow\""),
-            );
-        }
-        resp
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -437,14 +370,14 @@ fn random_unit() -> f64 {
 }
 
 /// Re-reads a key file every `every` while the gate lives.
-async fn refresh(jwks: Weak<KeyFile>, every: Duration) {
+async fn refresh(file: Weak<KeyFile>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let Some(jwks) = jwks.upgrade() else { return };
-        jwks.reload().await;
+        let Some(file) = file.upgrade() else { return };
+        file.reload().await;
     }
 }
 

@@ -3,6 +3,7 @@
 //! rooms they may publish to and subscribe to; see `docs/security.md`.
 
 mod claims;
+mod denial;
 mod gate;
 mod keys;
 mod options;
@@ -10,7 +11,8 @@ mod options;
 use std::sync::Arc;
 
 pub use claims::{Claims, MAX_ROOM_ENTRIES, RoomClaims, RoomSet};
-pub use gate::{Denial, Gate, IpSlot, MAX_TOKEN_BYTES, bearer};
+pub use denial::Denial;
+pub use gate::{Gate, IpSlot, MAX_TOKEN_BYTES, bearer};
 pub use keys::KeyError;
 pub use options::AuthOptions;
 
