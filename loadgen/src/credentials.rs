@@ -54,6 +54,14 @@ impl Credentials {
     }
 }
 
+/// The request headers that carry `authorization`, if there is one.
+pub fn headers(authorization: Option<&str>) -> Vec<(&'static str, &str)> {
+    authorization
+        .map(|h| ("authorization", h))
+        .into_iter()
+        .collect()
+}
+
 /// `frame` as sent by `user`: its userId and username replaced.
 pub fn as_user(frame: &str, user: u32) -> String {
     let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(frame) else {

@@ -148,7 +148,7 @@ struct Conn {
 async fn open(spec: &SenderSpec) -> Result<Conn, ConnectError> {
     // A fresh token on every connect, so a reconnect after an expiry close is let in.
     let auth = spec.credentials.as_ref().map(|c| c.sender_header(spec.id));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    let headers = crate::credentials::headers(auth.as_deref());
     let (mut reader, writer) =
         connect_split_with(&spec.url, spec.connect_timeout, &headers).await?;
     let (tx, replies) = mpsc::channel(spec.window.max(1) * 2);

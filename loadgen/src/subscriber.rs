@@ -65,7 +65,7 @@ pub async fn connect(
     credentials: Option<&Credentials>,
 ) -> Result<ClientReader, ConnectError> {
     let auth = credentials.map(Credentials::subscriber_header);
-    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    let headers = crate::credentials::headers(auth.as_deref());
     connect_reader_with(url, timeout, &headers).await
 }
 

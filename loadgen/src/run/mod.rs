@@ -161,7 +161,7 @@ pub async fn execute(
 
     // Fail fast, with the URL in the message, when nothing listens.
     let auth = targets.credentials.as_ref().map(|c| c.sender_header(0));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|h| ("authorization", h.as_str())).collect();
+    let headers = crate::credentials::headers(auth.as_deref());
     chatflow::ws::connect_with(
         &fill(&targets.ingest, workload.rooms.start()),
         CONNECT_TIMEOUT,
