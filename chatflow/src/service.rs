@@ -30,6 +30,9 @@ pub enum StartError {
     /// Token keys could not be loaded.
     #[error("token keys: {0}")]
     Keys(#[from] crate::auth::KeyError),
+    /// Another setting is unusable (named in the message).
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// Binds `addr`, naming it in the error.

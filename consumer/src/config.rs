@@ -7,6 +7,8 @@ use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use clap::Parser;
 
+use crate::store::StoreOptions;
+
 /// Everything the consumer can be told at start-up.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "chatflow-consumer", version, about = "ChatFlow fan-out shard")]
@@ -26,6 +28,9 @@ pub struct ConsumerConfig {
     /// Tokens, origins and connection limits for subscribers.
     #[command(flatten)]
     pub auth: AuthOptions,
+    /// The history store beyond the shard's memory (Redis), when set.
+    #[command(flatten)]
+    pub store: StoreOptions,
     /// Longest wait of a room's long poll, in seconds. Shutdown lets the polls in flight finish
     /// (a remote poll cannot be withdrawn), so this stays well under SHUTDOWN_GRACE_SECS.
     #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=20))]

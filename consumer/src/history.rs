@@ -23,8 +23,8 @@ pub struct History {
 pub struct Replay {
     /// True when `events` are every message this room had after the subscriber's position.
     pub recovered: bool,
-    /// Held events after the subscriber's position, oldest first.
-    pub events: Vec<Bytes>,
+    /// Held events after the subscriber's position, oldest first, with their positions.
+    pub events: Vec<(Position, Bytes)>,
     /// The history's generation when the replay was taken.
     pub generation: u64,
 }
@@ -86,11 +86,7 @@ impl History {
         Replay {
             recovered,
             generation: self.generation,
-            events: self
-                .entries
-                .range(start..)
-                .map(|(_, e)| e.clone())
-                .collect(),
+            events: self.entries.range(start..).cloned().collect(),
         }
     }
 }
@@ -114,7 +110,7 @@ mod tests {
     fn bodies(r: &Replay) -> Vec<String> {
         r.events
             .iter()
-            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .map(|(_, e)| String::from_utf8(e.to_vec()).unwrap())
             .collect()
     }
 

@@ -6,8 +6,10 @@ pub mod edge;
 pub mod history;
 pub mod metrics;
 pub mod poller;
+pub mod resume;
 pub mod room;
 pub mod server;
+pub mod store;
 pub mod subscriber;
 
 pub use chatflow::service::StartError;

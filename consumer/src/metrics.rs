@@ -49,6 +49,23 @@ pub struct Metrics {
     pub resumes: Counter,
     /// Resumes whose gap the room's history could not cover.
     pub resumes_partial: Counter,
+    /// Resumes answered from the history store (the rest from the shard's memory).
+    pub resumes_from_store: Counter,
+    /// Seconds per append of a batch to the history store.
+    pub store_append: Histogram,
+    /// Failed history store calls, by operation (append, read).
+    pub store_errors: Family<OpLabel, Counter>,
+    /// 1 while the last call to the history store succeeded, 0 after a failure.
+    pub store_up: Gauge,
+    /// Per room: events in the history store after the last append.
+    pub history_length: Family<RoomLabel, Gauge>,
+}
+
+/// Label of a history store operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// `append` or `read`.
+    pub op: &'static str,
 }
 
 impl Metrics {
@@ -71,6 +88,11 @@ impl Metrics {
             queue_age: Family::default(),
             resumes: Counter::default(),
             resumes_partial: Counter::default(),
+            resumes_from_store: Counter::default(),
+            store_append: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            store_errors: Family::default(),
+            store_up: Gauge::default(),
+            history_length: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("chatflow_consumer");
         r.register(
@@ -140,7 +162,38 @@ impl Metrics {
             "Resumes whose gap the room's history could not cover",
             m.resumes_partial.clone(),
         );
+        r.register(
+            "resumes_from_store",
+            "Resumes answered from the history store",
+            m.resumes_from_store.clone(),
+        );
+        r.register(
+            "history_store_append_seconds",
+            "Seconds per append of a batch to the history store",
+            m.store_append.clone(),
+        );
+        r.register(
+            "history_store_errors",
+            "Failed history store calls, by operation",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "history_store_up",
+            "1 while the last call to the history store succeeded",
+            m.store_up.clone(),
+        );
+        r.register(
+            "history_length",
+            "Per room: events in the history store after the last append",
+            m.history_length.clone(),
+        );
         m
+    }
+
+    /// Records a failed history store call.
+    pub fn store_failed(&self, op: &'static str) {
+        self.store_errors.get_or_create(&OpLabel { op }).inc();
+        self.store_up.set(0);
     }
 
     /// Records the age of the oldest message `room` just received (0 when it received none).

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::room::{Event, Room};
+use crate::store::Store;
 
 /// What every room's poller shares.
 pub struct PollContext {
@@ -30,6 +31,8 @@ pub struct PollContext {
     pub stop: CancellationToken,
     /// How long a room without subscribers waits before its first poll.
     pub hold: Duration,
+    /// Where batches are made durable before they are deleted, when configured.
+    pub store: Option<Store>,
 }
 
 /// How long an idle room waits before queueing for its next turn when pollers are shared.
@@ -100,7 +103,9 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
     }
 }
 
-/// Broadcasts a received batch in order, then deletes all of it in one call.
+/// Broadcasts a received batch in order, makes it durable in the history store (when there is
+/// one), then deletes all of it in one call. A batch the store did not take by shutdown is left
+/// in the queue: it comes back to the next shard.
 pub async fn handle_batch(
     room_id: RoomId,
     room: &Room,
@@ -110,6 +115,7 @@ pub async fn handle_batch(
     let m = &ctx.metrics;
     m.messages_received.inc_by(msgs.len() as u64);
     let mut receipts = Vec::with_capacity(msgs.len());
+    let mut broadcast_events = Vec::new();
     let mut oldest = 0.0f64;
     for msg in msgs {
         let tasks = match envelope::unpack(&msg.format, &msg.body) {
@@ -132,23 +138,74 @@ pub async fn handle_batch(
                 continue;
             }
             let position = msg.sequence.map(|sequence| Position { sequence, index });
-            if let Some(age) = broadcast(room, m, task, position) {
+            let Some((age, bytes)) = broadcast(room, m, task, position) else {
+                continue;
+            };
+            if let Some(age) = age {
                 oldest = oldest.max(age);
+            }
+            if let Some(position) = position {
+                broadcast_events.push((position, bytes));
             }
         }
     }
     m.queue_age(room_id, oldest);
+    if let Some(store) = &ctx.store
+        && !broadcast_events.is_empty()
+        && !persist(room_id, store, ctx, &broadcast_events).await
+    {
+        tracing::info!(
+            room = room_id,
+            "stopping with a batch the history store has not taken: left in the queue"
+        );
+        return;
+    }
     delete_broadcast(room_id, ctx, receipts).await;
 }
 
+/// Appends a batch to the history store, retrying until it is taken or the shard stops (false).
+/// While the store is down the room's batch stays in flight, so its queue group stays locked:
+/// the room pauses rather than delete what no resume could get back.
+async fn persist(
+    room_id: RoomId,
+    store: &Store,
+    ctx: &PollContext,
+    events: &[(Position, Bytes)],
+) -> bool {
+    let m = &ctx.metrics;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        match store.append(room_id, events).await {
+            Ok(len) => {
+                m.store_append.observe(started.elapsed().as_secs_f64());
+                m.store_up.set(1);
+                m.history_length
+                    .get_or_create(&crate::metrics::RoomLabel { room: room_id })
+                    .set(len as i64);
+                return true;
+            }
+            Err(e) => {
+                m.store_failed("append");
+                tracing::warn!(room = room_id, error = %e, retry_in = ?backoff, "history store append failed; the batch stays in the queue until it is stored");
+            }
+        }
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Broadcasts one chat message unless this room has already broadcast its id; returns the
-/// seconds since the producer received it.
+/// seconds since the producer received it and the event as sent.
 fn broadcast(
     room: &Room,
     m: &Metrics,
     task: TaskMessage,
     position: Option<Position>,
-) -> Option<f64> {
+) -> Option<(Option<f64>, Bytes)> {
     let fresh = room
         .seen
         .lock()
@@ -164,7 +221,10 @@ fn broadcast(
         ..BroadcastEvent::from_task(task, now_rfc3339())
     };
     let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
-    let fanout = room.broadcast(Event { position, bytes });
+    let fanout = room.broadcast(Event {
+        position,
+        bytes: bytes.clone(),
+    });
     m.broadcasts.inc();
     if fanout.delivered == 0 {
         m.unheard.inc();
@@ -175,7 +235,7 @@ fn broadcast(
     if let Some(age) = age {
         m.latency.observe(age);
     }
-    age
+    Some((age, bytes))
 }
 
 /// Deletes what was broadcast. Failed receipts get one immediate second try: a message left

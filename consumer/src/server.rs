@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
 use crate::poller::{self, PollContext};
+use crate::resume::Backing;
 use crate::room::Room;
+use crate::store::Store;
 use crate::subscriber;
 
 struct Shared {
@@ -30,6 +32,8 @@ struct Shared {
     rooms: RoomRange,
     room_state: Vec<Arc<Room>>,
     metrics: Arc<Metrics>,
+    /// The history store, when history outlives the shard.
+    store: Option<Store>,
     /// One permit per subscriber: dropping a subscriber's permit frees its place.
     admission: Arc<Semaphore>,
     /// Fires when subscribers must go (after the pollers stopped).
@@ -55,6 +59,7 @@ impl Consumer {
         stopping: CancellationToken,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
+        let store = Store::open(&config.store).map_err(|e| StartError::Setting(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(registry));
         let (turns, wait) = config.poll_plan(rooms.len());
         let ctx = Arc::new(PollContext {
@@ -64,6 +69,7 @@ impl Consumer {
             turns: turns.map(|n| Arc::new(Semaphore::new(n))),
             stop: stopping.clone(),
             hold: Duration::from_secs(config.resume_hold_secs),
+            store: store.clone(),
         });
         let room_state: Vec<Arc<Room>> = rooms
             .iter()
@@ -82,13 +88,14 @@ impl Consumer {
         let admission = Arc::new(Semaphore::new(
             config.max_subscribers.min(Semaphore::MAX_PERMITS),
         ));
-        tracing::debug!(rooms = %rooms, pollers = ?turns, wait = ?wait, "consumer polling");
+        tracing::debug!(rooms = %rooms, pollers = ?turns, wait = ?wait, store = ?store, "consumer polling");
         Ok(Consumer {
             shared: Arc::new(Shared {
                 config,
                 rooms,
                 room_state,
                 metrics,
+                store,
                 admission,
                 closing: CancellationToken::new(),
                 stopping,
@@ -236,6 +243,11 @@ fn subscribe(
                     idle: Duration::from_secs(shared.config.idle_timeout_secs),
                     fetched: None,
                     deadline: pass.deadline(),
+                    backing: shared.store.clone().map(|store| Backing {
+                        store,
+                        room: room_id,
+                        metrics: shared.metrics.clone(),
+                    }),
                 },
                 subscriber::ResumeCounters {
                     resumed: &shared.metrics.resumes,

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatflow::auth::Deadline;
-use chatflow::protocol::{Position, RecoveryNotice};
+use chatflow::protocol::Position;
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::resume::{self, Backing};
 use crate::room::{Event, Room};
 use prometheus_client::metrics::counter::Counter;
 
@@ -35,6 +36,8 @@ pub struct Options {
     pub fetched: Option<Fetched>,
     /// When the subscription is closed whatever happens (token expiry, connection age).
     pub deadline: Option<Deadline>,
+    /// The history store, for a resume the room's memory does not reach back to.
+    pub backing: Option<Backing>,
 }
 
 /// Events of a resume that the room's history does not reach back to, fetched from where they
@@ -62,9 +65,10 @@ pub struct ResumeCounters<'a> {
 }
 
 /// Whether a live event is one a resuming subscriber already has: after a shard restart the
-/// queue redelivers what the old shard broadcast but could not delete.
-fn already_seen(after: Option<Position>, ev: &Event) -> bool {
-    matches!((after, ev.position), (Some(after), Some(p)) if p <= after)
+/// queue redelivers what the old shard broadcast but could not delete, and a replay from the
+/// store may reach past the join.
+fn already_seen(sent_upto: Option<Position>, ev: &Event) -> bool {
+    matches!((sent_upto, ev.position), (Some(upto), Some(p)) if p <= upto)
 }
 
 /// Serves one subscriber until it leaves, falls behind, or the consumer shuts down.
@@ -81,6 +85,7 @@ pub async fn serve(
         idle,
         fetched,
         deadline,
+        backing,
     } = opts;
     let expiry = Deadline::sleep(deadline);
     tokio::pin!(expiry);
@@ -91,29 +96,20 @@ pub async fn serve(
     let (tx, mut rx) = mpsc::channel::<Event>(buffer);
     let joined = room.join(tx, after);
     let (id, kicked) = (joined.id, joined.kick);
+    let mut sent_upto = after;
+    let mut recheck = None;
     if let (Some(after), Some(replay)) = (after, joined.replay) {
-        let (from, recovered, mut events) = match fetched {
-            Some(f) => {
-                let continuous = replay.recovered || replay.generation == f.generation;
-                (f.from, f.recovered && continuous, f.events)
-            }
-            None => (after, replay.recovered, Vec::new()),
-        };
-        events.extend(replay.events);
+        let plan = resume::plan(after, replay, fetched, backing.as_ref()).await;
         resumes.resumed.inc();
-        if !recovered {
+        if !plan.notice.recovered {
             resumes.partial.inc();
         }
-        let notice = RecoveryNotice {
-            status: "RECOVERY".to_owned(),
-            after: from,
-            recovered,
-            replayed: events.len() as u64,
-        };
-        sink.text(&serde_json::to_vec(&notice).expect("notices serialize"));
-        for ev in &events {
+        sink.text(&serde_json::to_vec(&plan.notice).expect("notices serialize"));
+        for ev in &plan.events {
             sink.text(ev);
         }
+        sent_upto = Some(plan.sent_upto);
+        recheck = plan.recheck;
     }
     let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
     let gone = CancellationToken::new();
@@ -163,10 +159,18 @@ pub async fn serve(
                 _ = too_big.cancelled() => break Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
                 ev = rx.recv() => match ev {
                     Some(ev) => {
-                        if !already_seen(after, &ev) { sink.text(&ev.bytes); }
+                        if let (Some(from), Some(next)) = (recheck, ev.position) && next > from {
+                            recheck = None;
+                            let backing = backing.as_ref().expect("a recheck comes from the store");
+                            match resume::gap(backing, from, next).await {
+                                Ok(missed) => for e in &missed { sink.text(e); },
+                                Err(e) => break Some((ws::CLOSE_TRY_AGAIN, format!("history store: {e}; resume again"))),
+                            }
+                        }
+                        if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
                         while sink.queued() < 64 * 1024 {
                             match rx.try_recv() {
-                                Ok(ev) if already_seen(after, &ev) => {}
+                                Ok(ev) if already_seen(sent_upto, &ev) => {}
                                 Ok(ev) => sink.text(&ev.bytes),
                                 Err(_) => break,
                             }
@@ -195,7 +199,7 @@ pub async fn serve(
                 _ = shutdown.cancelled() => {
                     // Deliver what is already queued for this subscriber before saying goodbye.
                     while let Ok(ev) = rx.try_recv() {
-                        if !already_seen(after, &ev) { sink.text(&ev.bytes); }
+                        if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
                     }
                     break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
                 }

@@ -20,6 +20,8 @@ pub const CLOSE_PROTOCOL: u16 = 1002;
 pub const CLOSE_POLICY: u16 = 1008;
 /// A message was larger than allowed.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// A service the server needs is unavailable for now: reconnect (and resume) later.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// The upgraded connection a server or client holds.
 pub type Stream = TokioIo<Upgraded>;

@@ -281,6 +281,7 @@ impl Edge {
                         idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
                         fetched,
                         deadline: pass.deadline(),
+                        backing: None,
                     },
                     ResumeCounters {
                         resumed: &shared.metrics.resumes,

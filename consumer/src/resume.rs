@@ -1,0 +1,146 @@
+//! What a resuming subscriber is sent before live events: from the room's memory, from a fetch
+//! made elsewhere (an edge asks the shard), or from the history store when the memory does not
+//! reach back to the subscriber's position.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatflow::protocol::{Position, RecoveryNotice};
+use chatflow::rooms::RoomId;
+
+use crate::history::Replay;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::subscriber::Fetched;
+
+/// The history store behind one room, for resumes its memory cannot answer.
+#[derive(Clone)]
+pub struct Backing {
+    /// The store.
+    pub store: Store,
+    /// The room.
+    pub room: RoomId,
+    /// Counts resumes served from the store and the store's failures.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backing")
+            .field("store", &self.store)
+            .field("room", &self.room)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A replay ready to send.
+#[derive(Debug)]
+pub struct Plan {
+    /// The notice that goes first.
+    pub notice: RecoveryNotice,
+    /// The events, oldest first.
+    pub events: Vec<Bytes>,
+    /// Live events at or before this position are already among `events` (or the subscriber's).
+    pub sent_upto: Position,
+    /// Set when the store answered while the room's memory held nothing after the position: the
+    /// events between this position and the first live one may have been stored only after the
+    /// read (by the shard that had the room before), so they are read again then.
+    pub recheck: Option<Position>,
+}
+
+/// The replay for a subscriber resuming after `after`, given what the room's memory held at
+/// the join (`replay`).
+pub async fn plan(
+    after: Position,
+    replay: Replay,
+    fetched: Option<Fetched>,
+    backing: Option<&Backing>,
+) -> Plan {
+    let notice = |after, recovered, events: &Vec<Bytes>| RecoveryNotice {
+        status: "RECOVERY".to_owned(),
+        after,
+        recovered,
+        replayed: events.len() as u64,
+    };
+    if let Some(f) = fetched {
+        let continuous = replay.recovered || replay.generation == f.generation;
+        let mut events = f.events;
+        events.extend(replay.events.into_iter().map(|(_, b)| b));
+        return Plan {
+            notice: notice(f.from, f.recovered && continuous, &events),
+            events,
+            sent_upto: after,
+            recheck: None,
+        };
+    }
+    let memory_upto = replay.events.last().map(|(p, _)| *p);
+    let backing = match backing {
+        Some(b) if !replay.recovered => b,
+        _ => {
+            let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
+            return Plan {
+                notice: notice(after, replay.recovered, &events),
+                events,
+                sent_upto: memory_upto.unwrap_or(after).max(after),
+                recheck: None,
+            };
+        }
+    };
+    let stored = match backing.store.since(backing.room, after).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            backing.metrics.store_failed("read");
+            tracing::warn!(room = backing.room, error = %e, "history store read failed; resume answered from memory");
+            let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
+            return Plan {
+                notice: notice(after, false, &events),
+                events,
+                sent_upto: memory_upto.unwrap_or(after).max(after),
+                recheck: None,
+            };
+        }
+    };
+    backing.metrics.resumes_from_store.inc();
+    // Every event before the first one in memory was stored before this shard received it
+    // (a batch is appended before it is deleted, and the queue hands a room's next batch out
+    // only after that), so the store and the memory join without a gap.
+    let reached = stored.reached(after);
+    let recheck = replay.events.is_empty().then_some(reached);
+    let mut events: Vec<Bytes> = stored.events.into_iter().map(|(_, b)| b).collect();
+    events.extend(
+        replay
+            .events
+            .into_iter()
+            .filter(|(p, _)| *p > reached)
+            .map(|(_, b)| b),
+    );
+    Plan {
+        notice: notice(after, stored.covered, &events),
+        events,
+        sent_upto: memory_upto.unwrap_or(reached).max(reached),
+        recheck,
+    }
+}
+
+/// The stored events after `from` and before `next` (the first live event), or an error when
+/// the store cannot vouch for them any more.
+pub async fn gap(
+    backing: &Backing,
+    from: Position,
+    next: Position,
+) -> Result<Vec<Bytes>, StoreError> {
+    let stored = backing
+        .store
+        .since(backing.room, from)
+        .await
+        .inspect_err(|_| backing.metrics.store_failed("read"))?;
+    if !stored.covered {
+        return Err(StoreError::Trimmed(from));
+    }
+    Ok(stored
+        .events
+        .into_iter()
+        .take_while(|(p, _)| *p < next)
+        .map(|(_, b)| b)
+        .collect())
+}

@@ -1,0 +1,8 @@
+-- Reads a room's stored events after a position, with what tells whether they are all of them.
+-- KEYS[1]: the stream; KEYS[2]: the floor. ARGV[1]: the exclusive start ('(' and an id, or '-');
+-- ARGV[2]: most entries returned.
+-- Returns {floor or '', the oldest entry's id or '', entries}, read at one instant.
+local floor = redis.call('GET', KEYS[2])
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+return {floor or '', oldest and oldest[1] or '', entries}

@@ -1,0 +1,224 @@
+//! History in a real Redis: what a shard broadcast outlives it, a resume on any shard is
+//! answered from the store, and a store that stops or restarts loses nothing.
+
+use std::time::{Duration, Instant};
+
+use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice};
+use chatflow::queue::{QueueAttributes, SharedQueues};
+use chatflow::ws::{ClientEvent, ClientReader, connect_split};
+use chatflow_consumer::store::{Store, StoreOptions};
+use chatflow_consumer::{ConsumerConfig, ConsumerHandle, start};
+
+mod support;
+use support::redis_server::RedisServer;
+use support::*;
+
+fn store_options(redis: &RedisServer) -> StoreOptions {
+    StoreOptions {
+        url: Some(redis.url()),
+        max_len: 10_000,
+        max_age_secs: 3600,
+        key_prefix: format!("test-{}", uuid::Uuid::new_v4()),
+        timeout_ms: 500,
+    }
+}
+
+fn config(store: &StoreOptions) -> ConsumerConfig {
+    let mut c = ConsumerConfig::local(1, 1);
+    c.store = store.clone();
+    c
+}
+
+async fn resume(c: &ConsumerHandle, after: Position) -> (RecoveryNotice, ClientReader) {
+    let mut r = connect_split(&format!("ws://{}/subscribe/1?after={after}", c.addr), T)
+        .await
+        .unwrap()
+        .0;
+    match tokio::time::timeout(T, r.next()).await.unwrap().unwrap() {
+        ClientEvent::Text(b) => (serde_json::from_slice(&b).expect("a recovery notice"), r),
+        other => panic!("expected the recovery notice, got {other:?}"),
+    }
+}
+
+fn last(evs: &[BroadcastEvent]) -> Position {
+    evs.last().and_then(|e| e.position).expect("positions")
+}
+
+/// Waits until the room's queue holds nothing, visible or in flight: all broadcast and deleted.
+async fn drained(queues: &SharedQueues) {
+    let due = Instant::now() + T;
+    loop {
+        let d = queues.depth(1).await.unwrap();
+        if d.visible == 0 && d.in_flight == 0 {
+            return;
+        }
+        assert!(Instant::now() < due, "queue not drained: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A first subscriber sees 0..5 and leaves; returns the position of the last.
+async fn first_five(c: &ConsumerHandle, queues: &SharedQueues) -> Position {
+    let mut s = subscribe(c, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(queues, 1, 0..5, 5).await;
+    last(&events(&mut s, 5).await)
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn what_a_shard_broadcast_to_nobody_is_resumed_on_a_new_shard() {
+    let redis = RedisServer::start();
+    let store = store_options(&redis);
+    let (old, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
+    let seen = first_five(&old, &queues).await;
+    // Nobody listens: the shard broadcasts these to nobody and deletes them.
+    publish(&queues, 1, 5..10, 5).await;
+    drained(&queues).await;
+    old.shutdown().await;
+
+    let new = start(config(&store), queues.clone()).await.unwrap();
+    let (n, mut back) = resume(&new, seen).await;
+    assert_eq!((n.recovered, n.replayed), (true, 5), "{n:?}");
+    assert_eq!(seqs(&events(&mut back, 5).await), [5, 6, 7, 8, 9]);
+    publish(&queues, 1, 10..12, 5).await;
+    assert_eq!(seqs(&events(&mut back, 2).await), [10, 11], "then live");
+    nothing_more(&mut back).await;
+    new.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn the_store_answers_what_the_shards_memory_let_go_of() {
+    let redis = RedisServer::start();
+    let store = store_options(&redis);
+    let mut c = config(&store);
+    c.history_size = 2;
+    let (c, queues) = setup(1..=1, QueueAttributes::default(), c).await;
+    let seen = first_five(&c, &queues).await;
+    let mut other = subscribe(&c, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&queues, 1, 5..15, 5).await;
+    events(&mut other, 10).await;
+    drained(&queues).await;
+
+    let (n, mut back) = resume(&c, seen).await;
+    assert_eq!((n.recovered, n.replayed), (true, 10), "{n:?}");
+    assert_eq!(
+        seqs(&events(&mut back, 10).await),
+        (5..15).collect::<Vec<_>>()
+    );
+    publish(&queues, 1, 15..16, 5).await;
+    assert_eq!(seqs(&events(&mut back, 1).await), [15]);
+    nothing_more(&mut back).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_trimmed_store_says_it_cannot_cover_the_gap() {
+    let redis = RedisServer::start();
+    let mut store = store_options(&redis);
+    store.max_len = 3;
+    let (old, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
+    let seen = first_five(&old, &queues).await;
+    publish(&queues, 1, 5..10, 5).await;
+    drained(&queues).await;
+    old.shutdown().await;
+
+    let new = start(config(&store), queues.clone()).await.unwrap();
+    let (n, mut back) = resume(&new, seen).await;
+    assert!(!n.recovered, "5 and 6 were trimmed: {n:?}");
+    assert_eq!(seqs(&events(&mut back, 3).await), [7, 8, 9]);
+    new.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_store_that_is_down_pauses_the_room_and_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let store = store_options(&redis);
+    let (c, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
+    let seen = first_five(&c, &queues).await;
+    let mut live = subscribe(&c, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    redis.stop(true);
+    publish(&queues, 1, 5..8, 5).await;
+    // Broadcast live as received, but not deleted: the store has not taken them.
+    let mut got = seqs(&events(&mut live, 1).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = queues.depth(1).await.unwrap();
+    assert!(
+        d.visible + d.in_flight > 0,
+        "nothing may be deleted while the store is down: {d:?}"
+    );
+
+    redis.resume();
+    publish(&queues, 1, 8..10, 5).await;
+    while got.len() < 5 {
+        got.extend(seqs(&events(&mut live, 1).await));
+    }
+    assert_eq!(got, [5, 6, 7, 8, 9], "in order, nothing twice");
+    drained(&queues).await;
+    nothing_more(&mut live).await;
+    c.shutdown().await;
+
+    let new = start(config(&store), queues.clone()).await.unwrap();
+    let (n, mut back) = resume(&new, seen).await;
+    assert_eq!((n.recovered, n.replayed), (true, 5), "{n:?}");
+    assert_eq!(seqs(&events(&mut back, 5).await), [5, 6, 7, 8, 9]);
+    new.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_redis_restart_loses_no_stored_event() {
+    let mut redis = RedisServer::start();
+    let store = store_options(&redis);
+    let (old, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
+    let seen = first_five(&old, &queues).await;
+    publish(&queues, 1, 5..10, 5).await;
+    drained(&queues).await;
+    redis.stop(false);
+    redis.resume();
+    publish(&queues, 1, 10..12, 5).await;
+    drained(&queues).await;
+    old.shutdown().await;
+
+    let new = start(config(&store), queues.clone()).await.unwrap();
+    let (n, mut back) = resume(&new, seen).await;
+    assert_eq!((n.recovered, n.replayed), (true, 7), "{n:?}");
+    assert_eq!(
+        seqs(&events(&mut back, 7).await),
+        (5..12).collect::<Vec<_>>()
+    );
+    new.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn appends_are_idempotent_and_reads_say_what_they_cover() {
+    let redis = RedisServer::start();
+    let store = Store::open(&store_options(&redis)).unwrap().unwrap();
+    let at = |sequence| Position { sequence, index: 0 };
+    let ev = |s: u128| (at(s), bytes::Bytes::from(format!("e{s}")));
+    assert_eq!(store.append(1, &[ev(10), ev(20)]).await.unwrap(), 2);
+    assert_eq!(
+        store.append(1, &[ev(20), ev(30)]).await.unwrap(),
+        3,
+        "20 once"
+    );
+    let s = store.since(1, at(10)).await.unwrap();
+    assert!(s.covered);
+    assert_eq!(s.events, [ev(20), ev(30)]);
+    assert!(
+        !store.since(1, at(5)).await.unwrap().covered,
+        "before the stream began"
+    );
+    assert!(
+        !store.since(2, at(5)).await.unwrap().covered,
+        "a room never stored"
+    );
+    assert!(store.since(1, at(30)).await.unwrap().events.is_empty());
+}
