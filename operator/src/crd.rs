@@ -45,6 +45,48 @@ pub struct ChatRoomSetSpec {
     /// Required, so that a set is never open to everyone by omission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Where room history for resumes is kept: each shard's memory (the default), or a Redis
+    /// store outside the pods that outlives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistorySpec>,
+}
+
+/// Room history: what a subscriber that reconnects with `?after=` gets back.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySpec {
+    /// `memory`: each shard keeps its rooms' recent events, lost with the pod; `redis`: the
+    /// shards append every batch to a Redis (or Valkey, ElastiCache, MemoryDB) stream per room
+    /// before deleting it from the queue, and answer resumes from it after any restart.
+    #[serde(default)]
+    pub store: HistoryStore,
+    /// The store's URL, `redis://HOST:PORT` or `rediss://HOST:PORT` (TLS), without a password;
+    /// a URL with credentials belongs in a Secret (`urlSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Secret key holding the store's URL (`rediss://:PASSWORD@HOST:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<KeyRef>,
+    /// Events kept per room in the store (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub max_length: Option<u32>,
+    /// Seconds an event is kept in the store (default 86400); a room quiet for longer is
+    /// forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2592000))]
+    pub max_age_seconds: Option<u32>,
+}
+
+/// Where room history lives.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStore {
+    /// Each shard's memory.
+    #[default]
+    Memory,
+    /// A Redis-protocol store.
+    Redis,
 }
 
 /// Token checking on the public routes (the producer pods: `/chat` and the edge's

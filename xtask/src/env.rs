@@ -16,6 +16,7 @@ use crate::docker::{self, Docker};
 use crate::localstack::{self, LocalStack};
 use crate::process;
 use crate::prometheus::{self, Prometheus};
+use crate::redis::{self, Redis};
 use crate::say;
 
 /// The environment a command inside the test environment gets: the servers' addresses and the
@@ -45,6 +46,7 @@ pub fn timeout(name: &str, default: u64) -> Duration {
 /// Installs (into the cache) everything the servers need.
 pub fn install() -> Result<()> {
     localstack::install()?;
+    redis::install()?;
     cluster::install()?;
     prometheus::install()
 }
@@ -53,6 +55,7 @@ pub fn install() -> Result<()> {
 #[derive(Debug, Default)]
 struct TestEnv {
     localstack: LocalStack,
+    redis: Redis,
     docker: Docker,
     cluster: Cluster,
     prometheus: Prometheus,
@@ -67,22 +70,27 @@ impl TestEnv {
         let (node_ip, bridge) = docker::bridge()?;
         // LocalStack takes a few seconds to answer: it starts while the cluster does.
         self.localstack.spawn(&[node_ip.into()])?;
+        self.redis.start(&[node_ip.into()], &mut self.exports)?;
         let kubeconfig = self.cluster.start(node_ip, &bridge, &mut self.exports)?;
         self.localstack.wait(&mut self.exports)?;
         self.prometheus
             .start(rules, &kubeconfig, &mut self.exports)?;
         let pod_endpoint = format!("http://{node_ip}:{}", localstack::PORT);
+        let pod_redis = format!("redis://{node_ip}:{}", redis::port());
         say!(
-            "test environment up in {} s (pods reach LocalStack at {pod_endpoint})",
+            "test environment up in {} s (pods reach LocalStack at {pod_endpoint}, Redis at {pod_redis})",
             start.elapsed().as_secs()
         );
         self.exports.set("CHATFLOW_POD_AWS_ENDPOINT", pod_endpoint);
+        self.exports.set("CHATFLOW_POD_REDIS_URL", pod_redis);
         Ok(())
     }
 
     fn up_sqs_only(&mut self) -> Result<()> {
         localstack::install()?;
+        redis::install()?;
         self.localstack.spawn(&[])?;
+        self.redis.start(&[], &mut self.exports)?;
         self.localstack.wait(&mut self.exports)
     }
 
@@ -93,6 +101,7 @@ impl TestEnv {
         self.localstack.begin_stop();
         self.prometheus.stop();
         self.cluster.stop();
+        self.redis.stop();
         self.localstack.stop();
         self.docker.stop();
     }

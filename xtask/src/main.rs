@@ -2,6 +2,7 @@
 //! servers for the test suite, installed from Debian's archive and PyPI and cached:
 //!
 //! - LocalStack (SQS) on 127.0.0.1:4566 and NODE_IP:4566;
+//! - Redis (the history store) on 127.0.0.1:6391 and NODE_IP:6391, with its append-only file;
 //! - the Docker daemon (started only if none answers, and then stopped again);
 //! - a single-node Kubernetes 1.20 cluster whose kubelet runs pods on Docker: etcd on
 //!   127.0.0.1:22379, kube-apiserver on https://NODE_IP:26443, controller-manager, scheduler, the
@@ -13,14 +14,15 @@
 //! NODE_IP is the Docker bridge's address (172.17.0.1 by default): the host and pods both reach
 //! the servers there. The command gets AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
 //! AWS_SECRET_ACCESS_KEY (LocalStack's static test credentials), CHATFLOW_LOCALSTACK=1,
-//! CHATFLOW_LOCALSTACK_PID, CHATFLOW_POD_AWS_ENDPOINT, KUBECONFIG (admin), CHATFLOW_KUBE=1,
+//! CHATFLOW_LOCALSTACK_PID, CHATFLOW_POD_AWS_ENDPOINT, CHATFLOW_REDIS_URL, CHATFLOW_REDIS_PID,
+//! CHATFLOW_POD_REDIS_URL, KUBECONFIG (admin), CHATFLOW_KUBE=1,
 //! CHATFLOW_CLUSTER=1, CHATFLOW_NODE_IP, CHATFLOW_POD_CIDR, CHATFLOW_SERVICE_CIDR, CHATFLOW_DOCKER
 //! and CHATFLOW_PROMETHEUS.
 //!
 //! Settings (environment): CHATFLOW_CACHE (default ~/.cache/chatflow; the first build of the
 //! Kubernetes binaries takes 5-10 min and leaves about 400 MB), CHATFLOW_PYTHON,
 //! CHATFLOW_LOCALSTACK_TIMEOUT (120 s), CHATFLOW_DOCKER_TIMEOUT (60 s), CHATFLOW_KUBE_TIMEOUT
-//! (180 s per step of the cluster's start), CHATFLOW_PROMETHEUS_PORT (9099),
+//! (180 s per step of the cluster's start), CHATFLOW_PROMETHEUS_PORT (9099), CHATFLOW_REDIS_PORT (6391),
 //! CHATFLOW_DEBIAN_MIRROR and CHATFLOW_DEBIAN_SECURITY_MIRROR (default: the ones apt on this
 //! machine is configured with).
 
@@ -34,6 +36,7 @@ mod kube_build;
 mod localstack;
 mod process;
 mod prometheus;
+mod redis;
 mod watch;
 
 use std::ffi::OsString;

@@ -130,6 +130,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         ingress::check(ingress)?;
     }
     auth::check(spec.auth.as_ref())?;
+    history::check(spec.history.as_ref())?;
     if spec.producer.image.trim().is_empty() || spec.consumer.image.trim().is_empty() {
         return Err(
             "spec.producer.image and spec.consumer.image must name container images".into(),
@@ -285,6 +286,7 @@ pub fn edge_template(crs: &ChatRoomSet, plan: &Plan) -> String {
 pub const ROUTING_DIR: &str = "/etc/chatflow/routing";
 
 pub mod auth;
+pub mod history;
 pub mod ingress;
 mod objects;
 pub mod restricted;

@@ -22,7 +22,7 @@ use kube::ResourceExt;
 
 use super::{
     CONSUMER_PORT, FIELD_MANAGER, METRICS_PORT, PRODUCER_PORT, Plan, QueueLocation, ROUTING_DIR,
-    Shard, auth, edge_template, ingest_template, labels, meta, sizing,
+    Shard, auth, edge_template, history, ingest_template, labels, meta, sizing,
 };
 use crate::crd::{ChatRoomSet, ConsumerSpec};
 
@@ -361,6 +361,7 @@ pub fn consumer_deployment(crs: &ChatRoomSet, shard: &Shard, loc: &QueueLocation
             sizing::history_size(limit, rooms).to_string(),
         ));
     }
+    env.extend(history::consumer_env(crs));
     let env = with_spec_env(env, &c.env);
     let container = container("consumer", &c.image, CONSUMER_PORT, env, resources);
     deployment(crs, &shard.name, "consumer", 1, true, container)

@@ -1,5 +1,8 @@
 use super::*;
-use crate::crd::{AuthSpec, ChatRoomSetSpec, ConsumerSpec, ProducerSpec, QueuesSpec, RoomsSpec};
+use crate::crd::{
+    AuthSpec, ChatRoomSetSpec, ConsumerSpec, HistorySpec, HistoryStore, KeyRef, ProducerSpec,
+    QueuesSpec, RoomsSpec,
+};
 
 pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRoomSet {
     let mut crs = ChatRoomSet::new(
@@ -26,6 +29,7 @@ pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRo
                 anonymous: true,
                 ..AuthSpec::default()
             }),
+            history: None,
         },
     );
     crs.metadata.namespace = Some("chat".into());
@@ -63,6 +67,53 @@ fn invalid_specs_are_explained() {
     assert!(e.contains("at most 10000"), "{e}");
     let e = plan(&sample(&"n".repeat(50), 1, 20, 5)).unwrap_err();
     assert!(e.contains("63 characters"), "{e}");
+}
+
+#[test]
+fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
+    let mut crs = sample("demo", 1, 20, 5);
+    crs.spec.history = Some(HistorySpec {
+        store: HistoryStore::Redis,
+        url_secret_ref: Some(KeyRef {
+            name: "chat-history".into(),
+            key: "url".into(),
+        }),
+        max_length: Some(500),
+        ..Default::default()
+    });
+    let p = plan(&crs).unwrap();
+    let d = consumer_deployment(&crs, &p.shards[0], &QueueLocation::default());
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let get = |name: &str| env.iter().find(|e| e.name == name).cloned();
+    let url = get("HISTORY_STORE_URL").expect("the store URL");
+    let from = url.value_from.unwrap().secret_key_ref.unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("chat-history", "url")
+    );
+    assert_eq!(get("HISTORY_MAX_LEN").unwrap().value.unwrap(), "500");
+    assert_eq!(
+        get("HISTORY_KEY_PREFIX").unwrap().value.unwrap(),
+        "chatflow:chat:demo",
+        "sets sharing a store keep apart"
+    );
+
+    crs.spec.history.as_mut().unwrap().url = Some("redis://:pw@cache:6379".into());
+    assert!(plan(&crs).unwrap_err().contains("spec.history"));
+    crs.spec.history = None;
+    let p = plan(&crs).unwrap();
+    let d = consumer_deployment(&crs, &p.shards[0], &QueueLocation::default());
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        !env.iter().any(|e| e.name.starts_with("HISTORY_STORE")),
+        "memory-only by default"
+    );
 }
 
 #[test]

@@ -1,0 +1,147 @@
+//! `spec.history` on the consumer pods: the history store's URL (inline or from a Secret), its
+//! limits, and a key prefix of the set's own, so sets sharing a store keep apart.
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use kube::ResourceExt;
+
+use crate::crd::{ChatRoomSet, HistorySpec, HistoryStore};
+
+/// Why a set's `spec.history` cannot be served, if it cannot.
+pub fn check(history: Option<&HistorySpec>) -> Result<(), String> {
+    let Some(h) = history else {
+        return Ok(());
+    };
+    match (h.store, &h.url, &h.url_secret_ref) {
+        (HistoryStore::Memory, None, None) => Ok(()),
+        (HistoryStore::Memory, _, _) => Err(
+            "spec.history names a store URL but spec.history.store is memory: set store: redis"
+                .into(),
+        ),
+        (HistoryStore::Redis, Some(_), Some(_)) => {
+            Err("spec.history: set url or urlSecretRef, not both".into())
+        }
+        (HistoryStore::Redis, None, None) => Err(
+            "spec.history.store is redis: set spec.history.url or spec.history.urlSecretRef".into(),
+        ),
+        (HistoryStore::Redis, Some(url), None) => check_url(url),
+        (HistoryStore::Redis, None, Some(_)) => Ok(()),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "spec.history.url {url:?} is not a redis:// or rediss:// URL"
+        ));
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(format!(
+            "spec.history.url: scheme {scheme:?} is not redis or rediss"
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        // The spec is readable by anyone who can list the set; a password belongs in a Secret.
+        return Err(
+            "spec.history.url carries credentials: put the URL in a Secret and name it with \
+             spec.history.urlSecretRef"
+                .into(),
+        );
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(format!("spec.history.url {url:?} names no host"));
+    }
+    Ok(())
+}
+
+/// The consumer's env for `spec.history` (none for memory-only history).
+pub fn consumer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
+    let Some(h) = crs
+        .spec
+        .history
+        .as_ref()
+        .filter(|h| h.store == HistoryStore::Redis)
+    else {
+        return Vec::new();
+    };
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    let url = match (&h.url, &h.url_secret_ref) {
+        (Some(url), _) => var("HISTORY_STORE_URL", url.clone()),
+        (None, Some(r)) => EnvVar {
+            name: "HISTORY_STORE_URL".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        },
+        (None, None) => return Vec::new(),
+    };
+    let ns = crs.namespace().unwrap_or_else(|| "default".into());
+    let mut env = vec![
+        url,
+        var(
+            "HISTORY_KEY_PREFIX",
+            format!("chatflow:{ns}:{}", crs.name_any()),
+        ),
+    ];
+    if let Some(n) = h.max_length {
+        env.push(var("HISTORY_MAX_LEN", n.to_string()));
+    }
+    if let Some(s) = h.max_age_seconds {
+        env.push(var("HISTORY_MAX_AGE_SECS", s.to_string()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::KeyRef;
+
+    fn redis(url: Option<&str>, secret: bool) -> HistorySpec {
+        HistorySpec {
+            store: HistoryStore::Redis,
+            url: url.map(str::to_owned),
+            url_secret_ref: secret.then(|| KeyRef {
+                name: "cache".into(),
+                key: "url".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_store_is_named_once_and_never_with_a_password_in_the_spec() {
+        assert!(check(None).is_ok());
+        assert!(check(Some(&HistorySpec::default())).is_ok());
+        assert!(check(Some(&redis(Some("redis://cache:6379"), false))).is_ok());
+        assert!(check(Some(&redis(Some("rediss://cache.example:6379/0"), false))).is_ok());
+        assert!(check(Some(&redis(None, true))).is_ok());
+        for (bad, why) in [
+            (redis(None, false), "urlSecretRef"),
+            (redis(Some("redis://c:1"), true), "not both"),
+            (redis(Some("http://cache:6379"), false), "scheme"),
+            (redis(Some("redis://:pw@cache:6379"), false), "Secret"),
+            (redis(Some("redis://:6379"), false), "no host"),
+            (
+                HistorySpec {
+                    url: Some("redis://c:1".into()),
+                    ..Default::default()
+                },
+                "store: redis",
+            ),
+        ] {
+            let e = check(Some(&bad)).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}
