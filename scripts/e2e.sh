@@ -36,6 +36,8 @@
 #                                  $CHATFLOW_POD_AWS_ENDPOINT from cargo xtask testenv run)
 #   E2E_HOST_AWS_ENDPOINT          --current: LocalStack as this script reaches it (default
 #                                  $AWS_ENDPOINT_URL)
+#   E2E_POD_REDIS_URL              --current: the history store as pods reach it (default
+#                                  $CHATFLOW_POD_REDIS_URL from cargo xtask testenv run)
 #   OPERATOR_NAMESPACE             chart release namespace (default chatflow-system)
 #   E2E_TIMEOUT                    seconds for each wait (default 600)
 set -euo pipefail
@@ -98,6 +100,7 @@ if [[ "$mode" == --kind ]]; then
     cluster="${KIND_CLUSTER:-chatflow-e2e}"
     context="kind-$cluster"
     pod_aws_endpoint=http://localstack.localstack.svc.cluster.local:4566
+    pod_redis_url=redis://redis.localstack.svc.cluster.local:6379
     command -v kind >/dev/null 2>&1 || die "kind not found on PATH"
 else
     context="$(kubectl config current-context)" || die "no current kubectl context"
@@ -105,6 +108,9 @@ else
     host_aws_endpoint="${E2E_HOST_AWS_ENDPOINT:-${AWS_ENDPOINT_URL:-}}"
     [[ -n "$pod_aws_endpoint" && -n "$host_aws_endpoint" ]] ||
         die "--current needs LocalStack: run inside cargo xtask testenv run, or set E2E_POD_AWS_ENDPOINT and E2E_HOST_AWS_ENDPOINT"
+    pod_redis_url="${E2E_POD_REDIS_URL:-${CHATFLOW_POD_REDIS_URL:-}}"
+    [[ -n "$pod_redis_url" ]] ||
+        die "--current needs Redis: run inside cargo xtask testenv run, or set E2E_POD_REDIS_URL"
 fi
 "$docker_cmd" info >/dev/null 2>&1 || die "docker is installed but the daemon does not answer"
 # The test environment's Prometheus, scraping this cluster's pods: the monitoring steps need it.
@@ -188,6 +194,7 @@ if [[ "$mode" == --kind ]]; then
     step "LocalStack in the cluster (examples/localstack.yaml)"
     k apply -f examples/localstack.yaml
     k -n localstack rollout status deploy/localstack --timeout="${timeout}s"
+    k -n localstack rollout status deploy/redis --timeout="${timeout}s"
 fi
 
 # shellcheck source=scripts/e2e/helpers.sh
@@ -257,6 +264,14 @@ if [[ -n "$jwt_secret_name" ]]; then
     # A new secret each run: loadgen mints its users' tokens from the same Secret.
     jwt_secret="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
     k -n "$set_ns" create secret generic "$jwt_secret_name" --from-literal=hs256="$jwt_secret" \
+        --dry-run=client -o yaml | k apply -f -
+fi
+
+history_secret_name="$(sed -n '/^    urlSecretRef:/{n;s/^ *name: *//p}' "$E2E_EXAMPLE")"
+if [[ -n "$history_secret_name" ]]; then
+    # The store as the pods reach it; a store left from an earlier run starts empty for this set
+    # (its keys carry the set's namespace and name, and the test environment's Redis is new).
+    k -n "$set_ns" create secret generic "$history_secret_name" --from-literal=url="$pod_redis_url" \
         --dry-run=client -o yaml | k apply -f -
 fi
 
@@ -367,6 +382,51 @@ subscribe_via=shards subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
 # shellcheck source=scripts/e2e/faults.sh
 source scripts/e2e/faults.sh
 
+if [[ "$mode" == --current && -n "$history_secret_name" ]]; then
+    step "a burst to a room nobody subscribes to, its shard restarted, a subscriber back 60 s later through an edge: all of it from the history store"
+    late_room="$room_count"
+    late_start=$(((late_room - 1) / per_shard * per_shard + 1))
+    late_end=$((late_start + per_shard - 1))
+    ((late_end <= room_count)) || late_end="$room_count"
+    late_shard="$set_name-consumer-$late_start-$late_end"
+    k -n "$set_ns" get deploy "$late_shard" >/dev/null || die "no shard Deployment $late_shard for room $late_room"
+    edge_ip="$(k -n "$set_ns" get pods -l "$producers" --field-selector=status.phase=Running \
+        -o jsonpath='{.items[0].status.podIP}')"
+    late_args=(late-resume --room "$late_room" --messages 200 --wait-secs 60
+        --ingest-url "ws://$edge_ip:8080/chat/{roomId}" --subscribe-url "ws://$edge_ip:8080/subscribe/{roomId}")
+    if [[ -n "$jwt_secret" ]]; then
+        printf '%s' "$jwt_secret" >"$workdir/jwt-secret"
+        late_args+=(--jwt-secret-file "$workdir/jwt-secret")
+    fi
+    host_loadgen "${late_args[@]}" >"$workdir/late-resume.log" 2>&1 &
+    late_pid=$!
+    late_due=$((SECONDS + 180))
+    until grep -q '^burst of' "$workdir/late-resume.log"; do
+        kill -0 "$late_pid" 2>/dev/null || { cat "$workdir/late-resume.log"; die "late-resume ended before its burst"; }
+        ((SECONDS < late_due)) || die "late-resume sent no burst in 180 s"
+        sleep 1
+    done
+    # Broadcast to nobody and deleted: from here on the burst exists only in the history store.
+    until [[ "$(backlog)" == 0 ]]; do
+        ((SECONDS < late_due)) || die "the burst stayed in room $late_room's queue"
+        sleep 1
+    done
+    late_pods() {
+        k -n "$set_ns" get pods -l "chatflow.dev/workload=$late_shard" -o \
+            jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready}{"\n"}{end}'
+    }
+    old_pod="$(late_pods | head -n 1 | cut -d' ' -f1)"
+    echo "  burst drained; restarting the room's shard: deleting pod/$old_pod"
+    k -n "$set_ns" delete pod "$old_pod" --wait=false
+    until late_pods | grep -v "^$old_pod " | grep -q ' true$'; do
+        ((SECONDS < late_due)) || die "no new pod of $late_shard became ready"
+        sleep 1
+    done
+    echo "  $(late_pods | grep -v "^$old_pod " | cut -d' ' -f1) ready"
+    wait "$late_pid" || { cat "$workdir/late-resume.log"; die "the late resume did not get the whole burst"; }
+    sed 's/^/  /' "$workdir/late-resume.log"
+fi
+
 step "reshard under load: roomsPerShard $per_shard -> $E2E_SCALED_ROOMS_PER_SHARD"
 old_shards="$(k -n "$set_ns" get deploy -l "$consumers" -o jsonpath='{.items[*].metadata.name}')"
 # One watch gives every pod event in the API server's own order, so "deleted before created"
@@ -396,7 +456,11 @@ assert_loadgen_clean chatflow-loadgen-e2e-under-load >/dev/null
 grep -E '^  (subscribers|throughput|end to end|delivery|resumes?) ' "$workdir/chatflow-loadgen-e2e-under-load.log"
 echo "job/chatflow-loadgen-e2e-under-load: delivery through the edge clean across the reshard"
 echo "  edge upstream resumes the new shards could not vouch for (chatflow_edge_upstream_gaps_total):"
-pods_metric "$producers" chatflow_edge_upstream_gaps_total
+gaps="$(pods_metric "$producers" chatflow_edge_upstream_gaps_total)"
+echo "$gaps"
+# The new shards answer the edges' resumes from the history store.
+[[ "$(tail -n 1 <<<"$gaps")" == "total 0" ]] ||
+    die "edges resumed on the new shards without recovery"
 # What the load run queued after its subscribers went is broadcast by the new shards; the next run
 # starts once they have worked through it, so its own messages are not waiting behind it.
 drain_started=$SECONDS

@@ -68,6 +68,11 @@ pub struct OpLabel {
     pub op: &'static str,
 }
 
+impl OpLabel {
+    /// Every operation counted in `history_store_errors`.
+    pub const OPS: [&'static str; 2] = ["append", "read"];
+}
+
 impl Metrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> Self {
@@ -94,6 +99,10 @@ impl Metrics {
             store_up: Gauge::default(),
             history_length: Family::default(),
         };
+        // Every operation's series exists from the start, so a rate over it reads 0, not "no data".
+        for op in OpLabel::OPS {
+            let _ = m.store_errors.get_or_create(&OpLabel { op });
+        }
         let r = registry.sub_registry_with_prefix("chatflow_consumer");
         r.register(
             "subscribers",

@@ -58,6 +58,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::monitoring::Action,
     },
+    /// Check that a room's history outlives its shard: a burst sent with nobody subscribed is
+    /// all there for a subscriber that resumes later.
+    LateResume(crate::late_resume::Options),
     /// Named benchmark scenarios, each with its baseline measured in the same run.
     Bench {
         /// Scenario.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chart;
 pub mod cli;
 pub mod credentials;
+pub mod late_resume;
 pub mod local;
 pub mod monitoring;
 pub mod progress;

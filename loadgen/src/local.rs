@@ -68,16 +68,32 @@ impl LocalSystem {
         owned_queues: bool,
         producer_config: ProducerConfig,
     ) -> Result<Self, LocalError> {
+        let consumer_config = ConsumerConfig::local(rooms.start(), rooms.end());
+        Self::start_configured(
+            rooms,
+            queues,
+            owned_queues,
+            producer_config,
+            consumer_config,
+        )
+        .await
+    }
+
+    /// Starts both tiers for `rooms` on `queues`, each configured as given.
+    pub async fn start_configured(
+        rooms: RoomRange,
+        queues: SharedQueues,
+        owned_queues: bool,
+        producer_config: ProducerConfig,
+        consumer_config: ConsumerConfig,
+    ) -> Result<Self, LocalError> {
         chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
         let producer = chatflow_producer::start(producer_config, queues.clone())
             .await
             .map_err(LocalError::Producer)?;
-        let consumer = chatflow_consumer::start(
-            ConsumerConfig::local(rooms.start(), rooms.end()),
-            queues.clone(),
-        )
-        .await
-        .map_err(LocalError::Consumer)?;
+        let consumer = chatflow_consumer::start(consumer_config, queues.clone())
+            .await
+            .map_err(LocalError::Consumer)?;
         Ok(LocalSystem {
             producer,
             consumer,

@@ -84,6 +84,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chatflow_loadgen::monitoring::run(action).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::LateResume(o) => {
+            chatflow_loadgen::late_resume::run(o).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { scenario } => {
             bench::run(scenario).await?;
             Ok(ExitCode::SUCCESS)

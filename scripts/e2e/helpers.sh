@@ -156,6 +156,17 @@ assert_loadgen_clean() {
     echo "job/$job: delivery clean"
 }
 
+# Fails unless every resume of job $1's subscribers was answered recovered: true (with the history
+# store, a resume on any shard after any restart is covered).
+assert_resumes_recovered() {
+    local job="$1" line
+    line="$(grep -E '^ *resumes ' "$workdir/$job.log")" ||
+        die "job/$job: no subscriber reconnected, so no resume was tested"
+    echo "$line"
+    [[ "$line" == *", 0 resumes the server could not fully cover"* ]] ||
+        die "job/$job: some resumes were answered recovered: false"
+}
+
 # Runs loadgen as Job $1 with $2 messages and fails unless delivery was clean.
 run_loadgen() {
     start_loadgen "$1" "$2"

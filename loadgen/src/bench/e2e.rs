@@ -13,6 +13,10 @@ use clap::Args;
 
 use super::counted::{Requests, counting};
 use super::{figure, sqs_loops};
+use chatflow_consumer::ConsumerConfig;
+use chatflow_consumer::store::StoreOptions;
+use chatflow_producer::ProducerConfig;
+
 use crate::local::{LocalSystem, run_queues};
 use crate::progress::Progress;
 use crate::report::Summary;
@@ -53,6 +57,10 @@ pub struct Options {
     /// network round trip to a remote SQS would.
     #[arg(long, default_value_t = 0)]
     pub proxy_delay_ms: u64,
+    /// A Redis to run the envelope pipeline a second time with its history there (spec.history
+    /// store redis), beside the same run without it, and to measure the store's memory per event.
+    #[arg(long, env = "CHATFLOW_REDIS_URL")]
+    pub history_store_url: Option<String>,
 }
 
 /// One pipeline run: its summary and the SQS requests it made.
@@ -61,10 +69,22 @@ struct PipelineRun {
     requests: Requests,
 }
 
-async fn pipeline(o: &Options, endpoint: &str, packing: Packing) -> anyhow::Result<PipelineRun> {
+async fn pipeline(
+    o: &Options,
+    endpoint: &str,
+    packing: Packing,
+    store: Option<&StoreOptions>,
+) -> anyhow::Result<PipelineRun> {
     let rooms = RoomRange::new(1, o.rooms)?;
     let counted = Arc::new(counting(Arc::new(run_queues(endpoint).await?)));
-    let system = LocalSystem::start_on(rooms, counted.clone(), true, packing).await?;
+    let mut producer = ProducerConfig::local(rooms.start(), rooms.end());
+    producer.packing = packing;
+    let mut consumer = ConsumerConfig::local(rooms.start(), rooms.end());
+    if let Some(store) = store {
+        consumer.store = store.clone();
+    }
+    let system =
+        LocalSystem::start_configured(rooms, counted.clone(), true, producer, consumer).await?;
     let w = Workload {
         messages: match packing {
             Packing::Single => o.single_messages,
@@ -160,9 +180,88 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "msg/s",
         None,
     );
+    let mut envelope = None;
     for packing in &o.packing {
-        let r = pipeline(&o, &endpoint, *packing).await?;
+        let r = pipeline(&o, &endpoint, *packing, None).await?;
         print_run(*packing, &r, (send_only, send_receive_delete));
+        if *packing == Packing::Envelope {
+            envelope = Some(r.summary);
+        }
+    }
+    if let Some(url) = &o.history_store_url {
+        let without = match envelope {
+            Some(s) => s,
+            None => {
+                pipeline(&o, &endpoint, Packing::Envelope, None)
+                    .await?
+                    .summary
+            }
+        };
+        with_store(
+            &o,
+            &endpoint,
+            url,
+            &without,
+            (send_only, send_receive_delete),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The envelope pipeline again with its history in Redis, against `without` (the same run with
+/// memory-only history), and the store's memory per 1,000 events.
+async fn with_store(
+    o: &Options,
+    endpoint: &str,
+    url: &str,
+    without: &Summary,
+    baselines: (f64, f64),
+) -> anyhow::Result<()> {
+    let store = StoreOptions {
+        url: Some(url.to_owned()),
+        max_len: 10_000,
+        max_age_secs: 3_600,
+        key_prefix: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        timeout_ms: 2_000,
+    };
+    println!("  with the history store at {url} (spec.history store redis):");
+    let r = pipeline(o, endpoint, Packing::Envelope, Some(&store)).await?;
+    print_run(Packing::Envelope, &r, baselines);
+    let ratio = r.summary.throughput_per_sec / without.throughput_per_sec.max(1e-9);
+    println!(
+        "    verdict: {ratio:.2}x the throughput of the same run without the store (p99 end to end {:.1} ms vs {:.1} ms)",
+        r.summary.e2e_latency_ms.p99, without.e2e_latency_ms.p99
+    );
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let (mut bytes, mut events) = (0u64, 0u64);
+    for room in 1..=o.rooms {
+        let key = format!("{}:{{{room}}}:history", store.key_prefix);
+        let used: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await?;
+        bytes += used.unwrap_or(0);
+        events += len;
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .arg(format!("{}:{{{room}}}:floor", store.key_prefix))
+            .query_async(&mut conn)
+            .await?;
+    }
+    if events > 0 {
+        println!(
+            "    store memory: {:.0} KiB per 1,000 events ({events} events in {} rooms, {:.1} MiB)",
+            bytes as f64 / events as f64 * 1000.0 / 1024.0,
+            o.rooms,
+            bytes as f64 / (1024.0 * 1024.0)
+        );
     }
     Ok(())
 }

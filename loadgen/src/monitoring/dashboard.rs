@@ -137,7 +137,13 @@ mod tests {
         let rows: std::collections::BTreeSet<&str> =
             panels.iter().map(|p| p.row.as_str()).collect();
         for row in [
-            "Ingest", "Fan-out", "Queues", "Latency", "Errors", "Operator",
+            "Ingest",
+            "Fan-out",
+            "Queues",
+            "Latency",
+            "Errors",
+            "Operator",
+            "History store",
         ] {
             assert!(rows.contains(row), "no {row} row: {rows:?}");
         }

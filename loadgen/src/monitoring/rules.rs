@@ -72,6 +72,7 @@ mod tests {
             "ChatFlowBacklogGrowing",
             "ChatFlowOldestMessageOld",
             "ChatFlowSubscriberDrops",
+            "ChatFlowHistoryStoreDown",
             "ChatFlowReconcileErrors",
             "ChatFlowShardNotReady",
         ] {
