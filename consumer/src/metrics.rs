@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use crate::store::StoreMetrics;
+
 /// Label for per-room series: a shard's rooms are a fixed range, so the cardinality is bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoomLabel {
@@ -49,33 +51,13 @@ pub struct Metrics {
     pub resumes: Counter,
     /// Resumes whose gap the room's history could not cover.
     pub resumes_partial: Counter,
-    /// Resumes answered from the history store (the rest from the shard's memory).
-    pub resumes_from_store: Counter,
-    /// Seconds per append of a batch to the history store.
-    pub store_append: Histogram,
-    /// Failed history store calls, by operation (append, read).
-    pub store_errors: Family<OpLabel, Counter>,
-    /// 1 while the last call to the history store succeeded, 0 after a failure.
-    pub store_up: Gauge,
-    /// Per room: events in the history store after the last append.
-    pub history_length: Family<RoomLabel, Gauge>,
-}
-
-/// Label of a history store operation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabel {
-    /// `append` or `read`.
-    pub op: &'static str,
-}
-
-impl OpLabel {
-    /// Every operation counted in `history_store_errors`.
-    pub const OPS: [&'static str; 2] = ["append", "read"];
+    /// The history store's, registered only when the shard has one.
+    pub store: StoreMetrics,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them.
-    pub fn new(registry: &mut Registry) -> Self {
+    /// Creates the metrics and registers them (the history store's with `with_store`).
+    pub fn new(registry: &mut Registry, with_store: bool) -> Self {
         let m = Metrics {
             subscribers: Gauge::default(),
             messages_received: Counter::default(),
@@ -93,16 +75,8 @@ impl Metrics {
             queue_age: Family::default(),
             resumes: Counter::default(),
             resumes_partial: Counter::default(),
-            resumes_from_store: Counter::default(),
-            store_append: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
-            store_errors: Family::default(),
-            store_up: Gauge::default(),
-            history_length: Family::default(),
+            store: StoreMetrics::default(),
         };
-        // Every operation's series exists from the start, so a rate over it reads 0, not "no data".
-        for op in OpLabel::OPS {
-            let _ = m.store_errors.get_or_create(&OpLabel { op });
-        }
         let r = registry.sub_registry_with_prefix("chatflow_consumer");
         r.register(
             "subscribers",
@@ -171,38 +145,10 @@ impl Metrics {
             "Resumes whose gap the room's history could not cover",
             m.resumes_partial.clone(),
         );
-        r.register(
-            "resumes_from_store",
-            "Resumes answered from the history store",
-            m.resumes_from_store.clone(),
-        );
-        r.register(
-            "history_store_append_seconds",
-            "Seconds per append of a batch to the history store",
-            m.store_append.clone(),
-        );
-        r.register(
-            "history_store_errors",
-            "Failed history store calls, by operation",
-            m.store_errors.clone(),
-        );
-        r.register(
-            "history_store_up",
-            "1 while the last call to the history store succeeded",
-            m.store_up.clone(),
-        );
-        r.register(
-            "history_length",
-            "Per room: events in the history store after the last append",
-            m.history_length.clone(),
-        );
+        if with_store {
+            m.store.register(r);
+        }
         m
-    }
-
-    /// Records a failed history store call.
-    pub fn store_failed(&self, op: &'static str) {
-        self.store_errors.get_or_create(&OpLabel { op }).inc();
-        self.store_up.set(0);
     }
 
     /// Records the age of the oldest message `room` just received (0 when it received none).

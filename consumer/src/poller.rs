@@ -178,15 +178,11 @@ async fn persist(
         let started = std::time::Instant::now();
         match store.append(room_id, events).await {
             Ok(len) => {
-                m.store_append.observe(started.elapsed().as_secs_f64());
-                m.store_up.set(1);
-                m.history_length
-                    .get_or_create(&crate::metrics::RoomLabel { room: room_id })
-                    .set(len as i64);
+                m.store.appended(room_id, started.elapsed(), len);
                 return true;
             }
             Err(e) => {
-                m.store_failed("append");
+                m.store.failed("append");
                 tracing::warn!(room = room_id, error = %e, retry_in = ?backoff, "history store append failed; the batch stays in the queue until it is stored");
             }
         }

@@ -89,7 +89,7 @@ pub async fn plan(
     let stored = match backing.store.since(backing.room, after).await {
         Ok(stored) => stored,
         Err(e) => {
-            backing.metrics.store_failed("read");
+            backing.metrics.store.failed("read");
             tracing::warn!(room = backing.room, error = %e, "history store read failed; resume answered from memory");
             let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
             return Plan {
@@ -100,7 +100,8 @@ pub async fn plan(
             };
         }
     };
-    backing.metrics.resumes_from_store.inc();
+    backing.metrics.store.answered();
+    backing.metrics.store.resumes.inc();
     // Every event before the first one in memory was stored before this shard received it
     // (a batch is appended before it is deleted, and the queue hands a room's next batch out
     // only after that), so the store and the memory join without a gap.
@@ -133,7 +134,7 @@ pub async fn gap(
         .store
         .since(backing.room, from)
         .await
-        .inspect_err(|_| backing.metrics.store_failed("read"))?;
+        .inspect_err(|_| backing.metrics.store.failed("read"))?;
     if !stored.covered {
         return Err(StoreError::Trimmed(from));
     }

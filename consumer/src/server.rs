@@ -60,7 +60,20 @@ impl Consumer {
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
         let store = Store::open(&config.store).map_err(|e| StartError::Setting(e.to_string()))?;
-        let metrics = Arc::new(Metrics::new(registry));
+        let metrics = Arc::new(Metrics::new(registry, store.is_some()));
+        if let Some(store) = store.clone() {
+            // Says at start-up whether the store answers, rather than at the first append.
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                match store.ping().await {
+                    Ok(_) => metrics.store.answered(),
+                    Err(e) => {
+                        metrics.store.up.set(0);
+                        tracing::warn!(error = %e, "the history store does not answer; rooms pause at their first batch until it does");
+                    }
+                }
+            });
+        }
         let (turns, wait) = config.poll_plan(rooms.len());
         let ctx = Arc::new(PollContext {
             queues,

@@ -4,6 +4,7 @@
 //! from it.
 
 mod ids;
+mod metrics;
 mod options;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 pub use ids::{Unstorable, entry_id, position};
+pub use metrics::{OpLabel, StoreMetrics};
 pub use options::StoreOptions;
 
 /// Why the store did not answer.
