@@ -235,3 +235,47 @@ async fn appends_are_idempotent_and_reads_say_what_they_cover() {
     );
     assert!(store.since(1, at(30)).await.unwrap().events.is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn length_and_age_caps_trim_the_oldest_and_say_what_is_gone() {
+    let redis = RedisServer::start();
+    let at = |sequence| Position { sequence, index: 0 };
+    let ev = |s: u128| (at(s), bytes::Bytes::from(format!("e{s}")));
+    let mut opts = store_options(&redis);
+    opts.max_len = 3;
+    let store = Store::open(&opts).unwrap().unwrap();
+    let all: Vec<_> = (1..=5).map(ev).collect();
+    assert_eq!(store.append(1, &all).await.unwrap(), 3);
+    assert!(
+        !store.since(1, at(1)).await.unwrap().covered,
+        "2 was let go"
+    );
+    let s = store.since(1, at(2)).await.unwrap();
+    assert!(
+        s.covered,
+        "2 was the newest let go: everything after it is held"
+    );
+    assert_eq!(s.events, [ev(3), ev(4), ev(5)]);
+
+    let mut opts = store_options(&redis);
+    opts.max_age_secs = 1;
+    let store = Store::open(&opts).unwrap().unwrap();
+    store.append(1, &[ev(10), ev(11)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.append(1, &[ev(12)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store.append(1, &[ev(20)]).await.unwrap(),
+        2,
+        "10 and 11 aged out"
+    );
+    assert!(!store.since(1, at(10)).await.unwrap().covered);
+    let s = store.since(1, at(11)).await.unwrap();
+    assert!(s.covered);
+    assert_eq!(s.events, [ev(12), ev(20)]);
+    // A room quiet for longer than the age cap is forgotten whole, and says so.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.append(1, &[ev(30)]).await.unwrap();
+    assert!(!store.since(1, at(20)).await.unwrap().covered);
+}

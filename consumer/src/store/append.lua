@@ -19,27 +19,51 @@ for i = 4, #ARGV, 2 do
   end
 end
 local len = redis.call('XLEN', KEYS[1])
--- Entries past the length cap go first, then those older than the age cap, oldest first; at
--- most 10,000 per call so one call stays short (the next append goes on).
+-- Entries past the length cap go first, then those older than the age cap, oldest first. Pages
+-- read only what may go and one entry more, so a stream under its caps costs one entry's read;
+-- at most 10,000 go per call, so a call stays short (the next append goes on).
 local excess = math.max(len - max_len, 0)
-local window = math.min(excess + 64, 10000)
-local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', window + 1)
-local drop = 0
-for k = 1, math.min(window, #oldest) do
-  if k <= excess or tonumber(oldest[k][2][2]) < now - max_age then
-    drop = k
-  else
+local cutoff = now - max_age
+local floor, keep_from = nil, nil
+local start, dropped = '-', 0
+while true do
+  local want = math.min(math.max(excess - dropped, 0), 1000)
+  local page = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', want + 1)
+  if #page == 0 then
     break
   end
+  local k = 0
+  for i = 1, #page do
+    -- Fields are written 't' first: page[i][2][2] is the append time.
+    if dropped + i <= excess or tonumber(page[i][2][2]) < cutoff then
+      k = i
+    else
+      break
+    end
+  end
+  if k > 0 then
+    floor = page[k][1]
+    dropped = dropped + k
+  end
+  if k < #page then
+    keep_from = page[k + 1][1]
+    break
+  end
+  if dropped >= 10000 then
+    local next_entry = redis.call('XRANGE', KEYS[1], '(' .. floor, '+', 'COUNT', 1)[1]
+    keep_from = next_entry and next_entry[1]
+    break
+  end
+  start = '(' .. page[#page][1]
 end
-if drop > 0 then
-  redis.call('SET', KEYS[2], oldest[drop][1])
-  if drop < #oldest then
-    redis.call('XTRIM', KEYS[1], 'MINID', oldest[drop + 1][1])
+if floor then
+  redis.call('SET', KEYS[2], floor)
+  if keep_from then
+    redis.call('XTRIM', KEYS[1], 'MINID', keep_from)
   else
     redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
   end
-  len = len - drop
+  len = redis.call('XLEN', KEYS[1])
 end
 -- A room quiet for longer than the age cap has nothing left worth keeping.
 redis.call('PEXPIRE', KEYS[1], max_age)
