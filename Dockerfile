@@ -34,6 +34,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY chatflow chatflow
 COPY producer producer
 COPY consumer consumer
+COPY fanout fanout
 COPY loadgen loadgen
 COPY operator operator
 COPY server server

@@ -7,7 +7,7 @@ use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use clap::Parser;
 
-use crate::store::StoreOptions;
+use chatflow_fanout::store::StoreOptions;
 
 /// Everything the consumer can be told at start-up.
 #[derive(Debug, Clone, Parser, serde::Serialize)]

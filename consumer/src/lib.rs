@@ -1,16 +1,11 @@
 //! ChatFlow consumer: long-polls the room queues of one shard and broadcasts each message, in
-//! queue order, to the room's WebSocket subscribers, deleting it only after the broadcast.
+//! queue order, to the room's WebSocket subscribers (with `chatflow-fanout`), deleting it only
+//! after the broadcast and, with a history store, after the store took it.
 
 pub mod config;
-pub mod edge;
-pub mod history;
 pub mod metrics;
 pub mod poller;
-pub mod resume;
-pub mod room;
 pub mod server;
-pub mod store;
-pub mod subscriber;
 
 pub use chatflow::service::StartError;
 pub use config::ConsumerConfig;

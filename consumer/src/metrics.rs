@@ -3,21 +3,13 @@
 use std::sync::atomic::AtomicU64;
 
 use chatflow::rooms::RoomId;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub use crate::store::StoreMetrics;
-
-/// Label for per-room series: a shard's rooms are a fixed range, so the cardinality is bounded.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RoomLabel {
-    /// Room id.
-    pub room: RoomId,
-}
+pub use chatflow_fanout::store::{RoomLabel, StoreMetrics};
 
 /// Every consumer metric.
 pub struct Metrics {

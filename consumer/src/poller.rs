@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::room::{Event, Room};
-use crate::store::Store;
+use chatflow_fanout::room::{Event, Room};
+use chatflow_fanout::store::Store;
 
 /// What every room's poller shares.
 pub struct PollContext {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chatflow::about::Info;
 use chatflow::auth::{Access, Gate, Pass};
 use chatflow::http::{self, Body};
-use chatflow::protocol::{BadPosition, Position};
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
 use chatflow::router::{self, Endpoint, Opening, Router};
@@ -22,10 +21,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
 use crate::poller::{self, PollContext};
-use crate::resume::Backing;
-use crate::room::Room;
-use crate::store::Store;
-use crate::subscriber;
+use chatflow_fanout::resume::{Backing, resume_position};
+use chatflow_fanout::room::Room;
+use chatflow_fanout::store::Store;
+use chatflow_fanout::subscriber;
 
 struct Shared {
     config: ConsumerConfig,
@@ -259,7 +258,7 @@ fn subscribe(
                     backing: shared.store.clone().map(|store| Backing {
                         store,
                         room: room_id,
-                        metrics: shared.metrics.clone(),
+                        metrics: shared.metrics.store.clone(),
                     }),
                 },
                 subscriber::ResumeCounters {
@@ -274,37 +273,4 @@ fn subscribe(
         drop((permit, pass));
     });
     http::switching(resp)
-}
-
-/// The `after` query parameter: the position of the last message the subscriber saw.
-pub(crate) fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
-    let Some(query) = query else {
-        return Ok(None);
-    };
-    query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("after="))
-        .next_back()
-        .map(str::parse)
-        .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_is_read_from_the_query_and_a_bad_one_is_refused() {
-        assert_eq!(resume_position(None), Ok(None));
-        assert_eq!(resume_position(Some("x=1")), Ok(None));
-        assert_eq!(
-            resume_position(Some("x=1&after=12-3")),
-            Ok(Some(Position {
-                sequence: 12,
-                index: 3
-            }))
-        );
-        assert!(resume_position(Some("after=twelve")).is_err());
-        assert!(resume_position(Some("after=")).is_err());
-    }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice};
 use chatflow::queue::{QueueAttributes, SharedQueues};
 use chatflow::ws::{ClientEvent, ClientReader, connect_split};
-use chatflow_consumer::store::{Store, StoreOptions};
 use chatflow_consumer::{ConsumerConfig, ConsumerHandle, start};
+use chatflow_fanout::store::{Store, StoreOptions};
 
 mod support;
 use support::redis_server::RedisServer;

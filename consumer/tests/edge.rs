@@ -9,9 +9,9 @@ use chatflow::queue::QueueAttributes;
 use chatflow::rooms::RoomRange;
 use chatflow::service::ServiceHandle;
 use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_split};
-use chatflow_consumer::edge::routes::Routes;
-use chatflow_consumer::edge::{self, EdgeConfig};
 use chatflow_consumer::{ConsumerConfig, start};
+use chatflow_fanout::edge::routes::Routes;
+use chatflow_fanout::edge::{self, EdgeConfig};
 use tokio::net::TcpListener;
 
 mod support;

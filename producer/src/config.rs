@@ -6,7 +6,7 @@ use std::time::Duration;
 use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use chatflow::envelope::Packing;
-use chatflow_consumer::edge::EdgeConfig;
+use chatflow_fanout::edge::EdgeConfig;
 use clap::Parser;
 
 /// Everything the producer can be told at start-up.

@@ -12,7 +12,7 @@ use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
 use chatflow::router::{self, Endpoint, Opening, Refusal, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
-use chatflow_consumer::edge::Edge;
+use chatflow_fanout::edge::Edge;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;

@@ -14,7 +14,7 @@ use clap::Args;
 use super::counted::{Requests, counting};
 use super::{figure, sqs_loops};
 use chatflow_consumer::ConsumerConfig;
-use chatflow_consumer::store::StoreOptions;
+use chatflow_fanout::store::StoreOptions;
 use chatflow_producer::ProducerConfig;
 
 use crate::local::{LocalSystem, run_queues};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chatflow::queue::{QueueAttributes, SharedQueues};
 use chatflow::rooms::RoomRange;
 use chatflow_consumer::ConsumerConfig;
-use chatflow_consumer::edge::routes::Routes;
-use chatflow_consumer::edge::{self, EdgeConfig};
+use chatflow_fanout::edge::routes::Routes;
+use chatflow_fanout::edge::{self, EdgeConfig};
 use clap::Args;
 use tokio::net::TcpListener;
 

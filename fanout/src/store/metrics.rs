@@ -10,7 +10,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::metrics::RoomLabel;
+/// Label for per-room series: a shard's rooms are a fixed range, so the cardinality is bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoomLabel {
+    /// Room id.
+    pub room: RoomId,
+}
 
 /// Label of a history store operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,8 +24,8 @@ pub struct OpLabel {
     pub op: &'static str,
 }
 
-/// Every history store metric.
-#[derive(Debug)]
+/// Every history store metric (clones count into the same series).
+#[derive(Debug, Clone)]
 pub struct StoreMetrics {
     /// Seconds per append of a batch.
     pub append: Histogram,

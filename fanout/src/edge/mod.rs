@@ -35,8 +35,8 @@ pub use config::EdgeConfig;
 pub use metrics::EdgeMetrics;
 use routes::Routes;
 
+use crate::resume::resume_position;
 use crate::room::Room;
-use crate::server::resume_position;
 use crate::subscriber::{self, ResumeCounters};
 
 /// How long a subscribe request waits for its room's first upstream subscription.
@@ -205,7 +205,7 @@ impl Edge {
         hub: &Hub,
         room: RoomId,
         after: Position,
-    ) -> Result<(subscriber::Fetched, Position), String> {
+    ) -> Result<(crate::resume::Fetched, Position), String> {
         let _turn = tokio::time::timeout(PRIME_WAIT, self.shared.fetches.acquire())
             .await
             .map_err(|_| "too many resumes being fetched".to_owned())?

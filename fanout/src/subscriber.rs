@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chatflow::auth::Deadline;
 use chatflow::protocol::Position;
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
@@ -12,7 +11,7 @@ use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::resume::{self, Backing};
+use crate::resume::{self, Backing, Fetched};
 use crate::room::{Event, Room};
 use prometheus_client::metrics::counter::Counter;
 
@@ -38,21 +37,6 @@ pub struct Options {
     pub deadline: Option<Deadline>,
     /// The history store, for a resume the room's memory does not reach back to.
     pub backing: Option<Backing>,
-}
-
-/// Events of a resume that the room's history does not reach back to, fetched from where they
-/// are still held (an edge asks the shard).
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// The position the subscriber resumed after.
-    pub from: Position,
-    /// Whether the source vouched for them being every message after `from`.
-    pub recovered: bool,
-    /// The events, oldest first.
-    pub events: Vec<Bytes>,
-    /// The room's history generation before they were fetched, while the room was already
-    /// receiving: if it is unchanged at the join, the room's events follow them without a gap.
-    pub generation: u64,
 }
 
 /// Counters a subscription bumps when it resumes from a position.

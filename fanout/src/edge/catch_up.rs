@@ -12,7 +12,7 @@ use chatflow::ws::{ClientEvent, ClientReader, connect_reader};
 use serde::Deserialize;
 
 use super::routes::Routes;
-use crate::subscriber::Fetched;
+use crate::resume::Fetched;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for each frame of the replay: the shard writes it at once.

@@ -2,16 +2,12 @@
 //! made elsewhere (an edge asks the shard), or from the history store when the memory does not
 //! reach back to the subscriber's position.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use chatflow::protocol::{Position, RecoveryNotice};
+use chatflow::protocol::{BadPosition, Position, RecoveryNotice};
 use chatflow::rooms::RoomId;
 
 use crate::history::Replay;
-use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
-use crate::subscriber::Fetched;
+use crate::store::{Store, StoreError, StoreMetrics};
 
 /// The history store behind one room, for resumes its memory cannot answer.
 #[derive(Clone)]
@@ -21,7 +17,7 @@ pub struct Backing {
     /// The room.
     pub room: RoomId,
     /// Counts resumes served from the store and the store's failures.
-    pub metrics: Arc<Metrics>,
+    pub metrics: StoreMetrics,
 }
 
 impl std::fmt::Debug for Backing {
@@ -31,6 +27,21 @@ impl std::fmt::Debug for Backing {
             .field("room", &self.room)
             .finish_non_exhaustive()
     }
+}
+
+/// Events of a resume that the room's history does not reach back to, fetched from where they
+/// are still held (an edge asks the shard).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The position the subscriber resumed after.
+    pub from: Position,
+    /// Whether the source vouched for them being every message after `from`.
+    pub recovered: bool,
+    /// The events, oldest first.
+    pub events: Vec<Bytes>,
+    /// The room's history generation before they were fetched, while the room was already
+    /// receiving: if it is unchanged at the join, the room's events follow them without a gap.
+    pub generation: u64,
 }
 
 /// A replay ready to send.
@@ -89,7 +100,7 @@ pub async fn plan(
     let stored = match backing.store.since(backing.room, after).await {
         Ok(stored) => stored,
         Err(e) => {
-            backing.metrics.store.failed("read");
+            backing.metrics.failed("read");
             tracing::warn!(room = backing.room, error = %e, "history store read failed; resume answered from memory");
             let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
             return Plan {
@@ -100,8 +111,8 @@ pub async fn plan(
             };
         }
     };
-    backing.metrics.store.answered();
-    backing.metrics.store.resumes.inc();
+    backing.metrics.answered();
+    backing.metrics.resumes.inc();
     // Every event before the first one in memory was stored before this shard received it
     // (a batch is appended before it is deleted, and the queue hands a room's next batch out
     // only after that), so the store and the memory join without a gap.
@@ -134,7 +145,7 @@ pub async fn gap(
         .store
         .since(backing.room, from)
         .await
-        .inspect_err(|_| backing.metrics.store.failed("read"))?;
+        .inspect_err(|_| backing.metrics.failed("read"))?;
     if !stored.covered {
         return Err(StoreError::Trimmed(from));
     }
@@ -144,4 +155,37 @@ pub async fn gap(
         .take_while(|(p, _)| *p < next)
         .map(|(_, b)| b)
         .collect())
+}
+
+/// The `after` query parameter: the position of the last message the subscriber saw.
+pub fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("after="))
+        .next_back()
+        .map(str::parse)
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_is_read_from_the_query_and_a_bad_one_is_refused() {
+        assert_eq!(resume_position(None), Ok(None));
+        assert_eq!(resume_position(Some("x=1")), Ok(None));
+        assert_eq!(
+            resume_position(Some("x=1&after=12-3")),
+            Ok(Some(Position {
+                sequence: 12,
+                index: 3
+            }))
+        );
+        assert!(resume_position(Some("after=twelve")).is_err());
+        assert!(resume_position(Some("after=")).is_err());
+    }
 }

@@ -16,7 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 pub use ids::{Unstorable, entry_id, position};
-pub use metrics::{OpLabel, StoreMetrics};
+pub use metrics::{OpLabel, RoomLabel, StoreMetrics};
 pub use options::StoreOptions;
 
 /// Why the store did not answer.
