@@ -24,7 +24,7 @@ use crate::poller::{self, PollContext};
 use chatflow_fanout::resume::{Backing, resume_position};
 use chatflow_fanout::room::Room;
 use chatflow_fanout::store::Store;
-use chatflow_fanout::subscriber;
+use chatflow_fanout::subscriber::{self, Membership};
 
 struct Shared {
     config: ConsumerConfig,
@@ -243,24 +243,26 @@ fn subscribe(
     };
     let room = shared.room_state[(room_id - shared.rooms.start()) as usize].clone();
     let pass = Pass::take(&mut req);
+    let opts = subscriber::Options {
+        buffer: shared.config.subscriber_buffer as usize,
+        after,
+        idle: Duration::from_secs(shared.config.idle_timeout_secs),
+        fetched: None,
+        deadline: pass.deadline(),
+        backing: shared.store.clone().map(|store| Backing {
+            store,
+            room: room_id,
+            metrics: shared.metrics.store.clone(),
+        }),
+    };
+    let membership = Membership::join(room, &opts);
     shared.metrics.subscribers.inc();
     conns.spawn(async move {
         if let Ok(ws) = fut.await {
             subscriber::serve(
                 ws,
-                room,
-                subscriber::Options {
-                    buffer: shared.config.subscriber_buffer as usize,
-                    after,
-                    idle: Duration::from_secs(shared.config.idle_timeout_secs),
-                    fetched: None,
-                    deadline: pass.deadline(),
-                    backing: shared.store.clone().map(|store| Backing {
-                        store,
-                        room: room_id,
-                        metrics: shared.metrics.store.clone(),
-                    }),
-                },
+                membership,
+                opts,
                 subscriber::ResumeCounters {
                     resumed: &shared.metrics.resumes,
                     partial: &shared.metrics.resumes_partial,

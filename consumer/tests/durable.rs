@@ -60,7 +60,6 @@ async fn drained(queues: &SharedQueues) {
 /// A first subscriber sees 0..5 and leaves; returns the position of the last.
 async fn first_five(c: &ConsumerHandle, queues: &SharedQueues) -> Position {
     let mut s = subscribe(c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(queues, 1, 0..5, 5).await;
     last(&events(&mut s, 5).await)
 }
@@ -97,7 +96,6 @@ async fn the_store_answers_what_the_shards_memory_let_go_of() {
     let (c, queues) = setup(1..=1, QueueAttributes::default(), c).await;
     let seen = first_five(&c, &queues).await;
     let mut other = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 5..15, 5).await;
     events(&mut other, 10).await;
     drained(&queues).await;
@@ -141,7 +139,6 @@ async fn a_store_that_is_down_pauses_the_room_and_loses_nothing() {
     let (c, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
     let seen = first_five(&c, &queues).await;
     let mut live = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     redis.stop(true);
     publish(&queues, 1, 5..8, 5).await;

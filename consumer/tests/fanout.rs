@@ -30,7 +30,6 @@ async fn every_subscriber_gets_every_message_once_in_order_and_rooms_are_isolate
         subscribe(&c, 1).await,
     ];
     let mut room2 = vec![subscribe(&c, 2).await, subscribe(&c, 2).await];
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..300, 10).await;
     publish(&queues, 2, 0..150, 10).await;
     for s in &mut room1 {
@@ -60,7 +59,6 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
     let (c, queues) = setup(1..=1, QueueAttributes::default(), config).await;
     let stalled = subscribe(&c, 1).await;
     let mut healthy = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // Enough bytes to fill the stalled peer's socket buffers and then its queue.
     const N: usize = 20_000;
     let reader = tokio::spawn(async move { events(&mut healthy, N).await });
@@ -125,7 +123,6 @@ async fn a_redelivered_message_is_not_broadcast_twice() {
         .await
         .unwrap();
     let mut s = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..3, 5).await;
     assert_eq!(seqs(&events(&mut s, 3).await), [0, 1, 2]);
     // The failed delete brings the batch back after a second; it must not reach anyone again.
@@ -276,7 +273,6 @@ async fn with_capped_pollers_a_busy_room_does_not_starve_a_quiet_one() {
     let (c, queues) = setup(1..=10, QueueAttributes::default(), config).await;
     let mut busy = subscribe(&c, 1).await;
     let mut quiet = subscribe(&c, 10).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let reader = tokio::spawn(async move { events(&mut busy, 3_000).await });
     publish(&queues, 1, 0..3_000, 10).await;
     let sent = Instant::now();

@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use chatflow::envelope::{Packer, Packing};
 use chatflow::queue::{BodyFormat, PublishEntry, QueueAttributes};
 use chatflow_consumer::ConsumerConfig;
@@ -38,7 +36,6 @@ async fn singles_and_envelopes_interleave_in_queue_order_and_unreadable_ones_are
     )
     .await;
     let mut sub = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut unknown = single(900);
     unknown.format = BodyFormat::Unknown("zstd".into());
     let mut broken = envelope(901..905);

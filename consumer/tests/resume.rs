@@ -43,7 +43,6 @@ async fn a_subscriber_that_reconnects_gets_exactly_what_it_missed() {
     )
     .await;
     let mut s = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..5, 5).await;
     let seen = events(&mut s, 5).await;
     let positions: Vec<Position> = seen.iter().map(|e| e.position.unwrap()).collect();
@@ -52,7 +51,6 @@ async fn a_subscriber_that_reconnects_gets_exactly_what_it_missed() {
 
     // Away while 5..10 are broadcast to the room (to another subscriber, so they are deleted).
     let mut other = subscribe(&c, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 5..10, 5).await;
     events(&mut other, 5).await;
 
@@ -74,7 +72,6 @@ async fn a_new_shard_holds_the_backlog_until_the_subscribers_are_back() {
     let attrs = QueueAttributes::default();
     let (old, queues) = setup(1..=1, attrs, ConsumerConfig::local(1, 1)).await;
     let mut s = subscribe(&old, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&queues, 1, 0..3, 5).await;
     let seen = events(&mut s, 3).await;
     old.shutdown().await;

@@ -11,6 +11,7 @@ use fastwebsockets::OpCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::history::Replay;
 use crate::resume::{self, Backing, Fetched};
 use crate::room::{Event, Room};
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +40,39 @@ pub struct Options {
     pub backing: Option<Backing>,
 }
 
+/// A subscriber's place in its room, taken before the upgrade is answered: the client counts
+/// itself subscribed from the 101, so nothing broadcast after it may pass the subscriber by.
+/// Dropped, it leaves the room.
+pub struct Membership {
+    room: Arc<Room>,
+    id: u64,
+    kick: CancellationToken,
+    replay: Option<Replay>,
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Membership {
+    /// Joins `room` with `opts.buffer` places and, resuming after `opts.after`, what the room's
+    /// memory holds since.
+    pub fn join(room: Arc<Room>, opts: &Options) -> Membership {
+        let (tx, rx) = mpsc::channel::<Event>(opts.buffer);
+        let joined = room.join(tx, opts.after);
+        Membership {
+            room,
+            id: joined.id,
+            kick: joined.kick,
+            replay: joined.replay,
+            rx,
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.room.leave(self.id);
+    }
+}
+
 /// Counters a subscription bumps when it resumes from a position.
 #[derive(Debug, Clone, Copy)]
 pub struct ResumeCounters<'a> {
@@ -55,10 +89,11 @@ fn already_seen(sent_upto: Option<Position>, ev: &Event) -> bool {
     matches!((sent_upto, ev.position), (Some(upto), Some(p)) if p <= upto)
 }
 
-/// Serves one subscriber until it leaves, falls behind, or the consumer shuts down.
+/// Serves one subscriber, already in its room, until it leaves, falls behind, or the consumer
+/// shuts down.
 pub async fn serve(
     socket: fastwebsockets::WebSocket<ws::Stream>,
-    room: Arc<Room>,
+    mut membership: Membership,
     opts: Options,
     resumes: ResumeCounters<'_>,
     shutdown: CancellationToken,
@@ -77,12 +112,10 @@ pub async fn serve(
     // forever: any frame from it (a pong, its own ping) shows it is still there.
     let mut liveness = Liveness::new(idle);
     let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
-    let (tx, mut rx) = mpsc::channel::<Event>(buffer);
-    let joined = room.join(tx, after);
-    let (id, kicked) = (joined.id, joined.kick);
+    let kicked = membership.kick.clone();
     let mut sent_upto = after;
     let mut recheck = None;
-    if let (Some(after), Some(replay)) = (after, joined.replay) {
+    if let (Some(after), Some(replay)) = (after, membership.replay.take()) {
         let plan = resume::plan(after, replay, fetched, backing.as_ref()).await;
         resumes.resumed.inc();
         if !plan.notice.recovered {
@@ -141,7 +174,7 @@ pub async fn serve(
                 }
                 // Before the obligations: the reader, gone, has dropped their sender.
                 _ = too_big.cancelled() => break Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
-                ev = rx.recv() => match ev {
+                ev = membership.rx.recv() => match ev {
                     Some(ev) => {
                         if let (Some(from), Some(next)) = (recheck, ev.position) && next > from {
                             recheck = None;
@@ -153,7 +186,7 @@ pub async fn serve(
                         }
                         if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
                         while sink.queued() < 64 * 1024 {
-                            match rx.try_recv() {
+                            match membership.rx.try_recv() {
                                 Ok(ev) if already_seen(sent_upto, &ev) => {}
                                 Ok(ev) => sink.text(&ev.bytes),
                                 Err(_) => break,
@@ -182,7 +215,7 @@ pub async fn serve(
                 },
                 _ = shutdown.cancelled() => {
                     // Deliver what is already queued for this subscriber before saying goodbye.
-                    while let Ok(ev) = rx.try_recv() {
+                    while let Ok(ev) = membership.rx.try_recv() {
                         if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
                     }
                     break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
@@ -190,7 +223,7 @@ pub async fn serve(
             }
         }
     };
-    room.leave(id);
+    drop(membership);
     if let Some((code, why)) = reason {
         sink.close(code, &why);
         // A stalled peer may never take the close frame: give it a moment, then hang up.

@@ -77,8 +77,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         })
         .to_string()
     };
-    // A subscriber may be let in a moment before it joins its room: markers go until one
-    // reaches it, and its position is where the resume starts.
+    // The subscriber is in its room from the 101 on; markers go until one reaches it (each
+    // given 2 s), and its position is where the resume starts.
     let mut after = None;
     for k in 0..10 {
         let f = frame(format!("{run} marker {k}"), format!("{run}-m{k}"));

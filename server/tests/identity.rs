@@ -71,10 +71,6 @@ async fn open(addr: SocketAddr, path: &str, token: &str) -> (ClientReader, Clien
     )
     .await
     .unwrap();
-    if path.starts_with("/subscribe/") {
-        // A subscriber joins its room just after the 101.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     pair
 }
 

@@ -37,7 +37,7 @@ use routes::Routes;
 
 use crate::resume::resume_position;
 use crate::room::Room;
-use crate::subscriber::{self, ResumeCounters};
+use crate::subscriber::{self, Membership, ResumeCounters};
 
 /// How long a subscribe request waits for its room's first upstream subscription.
 const PRIME_WAIT: Duration = Duration::from_secs(5);
@@ -269,20 +269,22 @@ impl Edge {
         };
         let shared = self.shared.clone();
         let pass = Pass::take(&mut req);
+        let opts = subscriber::Options {
+            buffer: shared.config.edge_subscriber_buffer as usize,
+            after,
+            idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
+            fetched,
+            deadline: pass.deadline(),
+            backing: None,
+        };
+        let membership = Membership::join(hub.0.room.clone(), &opts);
         shared.metrics.subscribers.inc();
         self.conns.spawn(async move {
             if let Ok(ws) = fut.await {
                 subscriber::serve(
                     ws,
-                    hub.0.room.clone(),
-                    subscriber::Options {
-                        buffer: shared.config.edge_subscriber_buffer as usize,
-                        after,
-                        idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
-                        fetched,
-                        deadline: pass.deadline(),
-                        backing: None,
-                    },
+                    membership,
+                    opts,
                     ResumeCounters {
                         resumed: &shared.metrics.resumes,
                         partial: &shared.metrics.resumes_partial,
