@@ -64,14 +64,13 @@ async fn upgrade_head(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 
 async fn open(addr: SocketAddr, path: &str, token: &str) -> (ClientReader, ClientWriter) {
     let bearer = format!("Bearer {token}");
-    let pair = connect_split_with(
+    connect_split_with(
         &format!("ws://{addr}{path}"),
         T,
         &[("authorization", &bearer)],
     )
     .await
-    .unwrap();
-    pair
+    .unwrap()
 }
 
 async fn next(reader: &mut ClientReader, what: &str) -> ClientEvent {
