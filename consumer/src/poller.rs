@@ -43,10 +43,20 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
     // A shard that just started (a restart, a reshard) lets the room's subscribers reconnect
     // before it takes the backlog: what it broadcast to nobody would be deleted, and lost to
     // every subscriber whose position is older than this shard's history.
+    let started = tokio::time::Instant::now();
+    // A shard with a predecessor (one that holds for its audience) lets the long-poll wait pass
+    // first: the pod it replaces may still have a poll in flight for this room, which would take
+    // the room's next batch, out of this shard's sight, once this shard deleted its first one.
+    if !ctx.hold.is_zero() {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            _ = tokio::time::sleep(ctx.wait) => {}
+        }
+    }
     tokio::select! {
         _ = ctx.stop.cancelled() => return,
         _ = room.audience() => {}
-        _ = tokio::time::sleep(ctx.hold) => {}
+        _ = tokio::time::sleep_until(started + ctx.hold) => {}
     }
     let mut backoff = Duration::from_millis(200);
     loop {

@@ -276,3 +276,64 @@ async fn length_and_age_caps_trim_the_oldest_and_say_what_is_gone() {
     store.append(1, &[ev(30)]).await.unwrap();
     assert!(!store.since(1, at(20)).await.unwrap().covered);
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_stream_evicted_apart_from_its_floor_vouches_for_nothing() {
+    let redis = RedisServer::start();
+    let at = |sequence| Position { sequence, index: 0 };
+    let ev = |s: u128| (at(s), bytes::Bytes::from(format!("e{s}")));
+    let mut opts = store_options(&redis);
+    opts.max_len = 2;
+    let store = Store::open(&opts).unwrap().unwrap();
+    store.append(1, &[ev(1), ev(2), ev(3)]).await.unwrap();
+    assert!(store.since(1, at(1)).await.unwrap().covered);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:{{1}}:history", opts.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !store.since(1, at(1)).await.unwrap().covered,
+        "the floor alone"
+    );
+    store.append(1, &[ev(10)]).await.unwrap();
+    assert!(
+        !store.since(1, at(5)).await.unwrap().covered,
+        "a new stream starts a history of its own"
+    );
+    assert!(store.since(1, at(10)).await.unwrap().covered);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_resume_far_behind_gets_the_newest_events_and_is_told_so() {
+    let redis = RedisServer::start();
+    let limit = chatflow_fanout::store::REPLAY_LIMIT as u128;
+    let at = |sequence| Position { sequence, index: 0 };
+    let mut opts = store_options(&redis);
+    opts.max_len = 20_000;
+    let store = Store::open(&opts).unwrap().unwrap();
+    let all: Vec<_> = (1..=limit + 5)
+        .map(|s| (at(s), bytes::Bytes::from(format!("e{s}"))))
+        .collect();
+    for chunk in all.chunks(1000) {
+        store.append(1, chunk).await.unwrap();
+    }
+    let s = store.since(1, at(1)).await.unwrap();
+    assert!(!s.covered, "more followed than one resume reads");
+    assert_eq!(s.events.len() as u128, limit);
+    assert_eq!(
+        s.events.first().unwrap().0,
+        at(6),
+        "the newest, oldest first"
+    );
+    assert_eq!(s.events.last().unwrap().0, at(limit + 5));
+    let s = store.since(1, at(5)).await.unwrap();
+    assert!(s.covered, "exactly the limit follows");
+}

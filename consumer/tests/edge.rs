@@ -167,6 +167,7 @@ async fn a_shard_replaced_under_the_edge_loses_nothing_and_repeats_nothing() {
     publish(&queues, 1, 100..200, 10).await;
     let mut config = ConsumerConfig::local(1, 1);
     config.resume_hold_secs = 15;
+    config.poll_wait_secs = 2;
     let new = start(config, queues.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     routing.point_at(new.addr);

@@ -80,6 +80,7 @@ async fn a_new_shard_holds_the_backlog_until_the_subscribers_are_back() {
     publish(&queues, 1, 3..8, 5).await;
     let mut config = ConsumerConfig::local(1, 1);
     config.resume_hold_secs = 60;
+    config.poll_wait_secs = 2;
     let new = start(config, queues.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -27,6 +27,8 @@ pub struct Replay {
     pub events: Vec<(Position, Bytes)>,
     /// The history's generation when the replay was taken.
     pub generation: u64,
+    /// The newest position the history let go of, if it let go of any.
+    pub floor: Option<Position>,
 }
 
 impl History {
@@ -86,6 +88,7 @@ impl History {
         Replay {
             recovered,
             generation: self.generation,
+            floor: self.floor,
             events: self.entries.range(start..).cloned().collect(),
         }
     }
@@ -171,7 +174,9 @@ mod tests {
     #[test]
     fn a_history_of_zero_holds_nothing_and_promises_nothing() {
         let h = filled(0, 1..=3);
-        assert_eq!(h.since(at(1)), Replay::default());
+        let r = h.since(at(1));
+        assert!(!r.recovered && r.events.is_empty());
+        assert_eq!(r.floor, Some(at(3)), "everything up to 3 was let go");
         assert!(
             h.since(at(3)).recovered,
             "caught up with the last broadcast"

@@ -117,7 +117,11 @@ pub async fn plan(
     // (a batch is appended before it is deleted, and the queue hands a room's next batch out
     // only after that), so the store and the memory join without a gap.
     let reached = stored.reached(after);
-    let recheck = replay.events.is_empty().then_some(reached);
+    // The memory joins the store only if it let go of nothing the store does not reach: a shard
+    // whose memory is shorter than a batch the store has not taken yet would leave a hole.
+    let joined = replay.floor.is_none_or(|floor| floor <= reached);
+    let covered = stored.covered && joined;
+    let recheck = (covered && replay.events.is_empty()).then_some(reached);
     let mut events: Vec<Bytes> = stored.events.into_iter().map(|(_, b)| b).collect();
     events.extend(
         replay
@@ -127,7 +131,7 @@ pub async fn plan(
             .map(|(_, b)| b),
     );
     Plan {
-        notice: notice(after, stored.covered, &events),
+        notice: notice(after, covered, &events),
         events,
         sent_upto: memory_upto.unwrap_or(reached).max(reached),
         recheck,
@@ -140,7 +144,7 @@ pub async fn gap(
     backing: &Backing,
     from: Position,
     next: Position,
-) -> Result<Vec<Bytes>, StoreError> {
+) -> Result<Vec<(Position, Bytes)>, StoreError> {
     let stored = backing
         .store
         .since(backing.room, from)
@@ -153,7 +157,6 @@ pub async fn gap(
         .events
         .into_iter()
         .take_while(|(p, _)| *p < next)
-        .map(|(_, b)| b)
         .collect())
 }
 

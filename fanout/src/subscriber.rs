@@ -8,12 +8,14 @@ use chatflow::auth::Deadline;
 use chatflow::protocol::Position;
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
+use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::Replay;
 use crate::resume::{self, Backing, Fetched};
 use crate::room::{Event, Room};
+use crate::store::StoreError;
 use prometheus_client::metrics::counter::Counter;
 
 /// A subscriber whose socket takes nothing for this long is gone, even if TCP says otherwise.
@@ -89,6 +91,50 @@ fn already_seen(sent_upto: Option<Position>, ev: &Event) -> bool {
     matches!((sent_upto, ev.position), (Some(upto), Some(p)) if p <= upto)
 }
 
+/// What a subscriber has been sent, so a live event it already has (a redelivery, or one a
+/// replay from the store reached) is not sent again.
+struct Forward {
+    /// The newest position sent, for a subscriber that resumed.
+    sent_upto: Option<Position>,
+    /// Set while the store must be read again at the first live event (see `resume::Plan`).
+    recheck: Option<Position>,
+    backing: Option<Backing>,
+}
+
+impl Forward {
+    /// Writes `ev` unless the subscriber has it; the first event past a pending recheck first
+    /// brings what the store took meanwhile.
+    async fn event(
+        &mut self,
+        sink: &mut ws::FrameSink<WriteHalf<ws::Stream>>,
+        ev: &Event,
+    ) -> Result<(), StoreError> {
+        if let (Some(from), Some(next)) = (self.recheck, ev.position)
+            && next > from
+        {
+            self.recheck = None;
+            let backing = self
+                .backing
+                .as_ref()
+                .expect("a recheck comes from the store");
+            for (p, e) in resume::gap(backing, from, next).await? {
+                if self.sent_upto.is_none_or(|upto| p > upto) {
+                    sink.text(&e);
+                    self.sent_upto = Some(p);
+                }
+            }
+        }
+        if already_seen(self.sent_upto, ev) {
+            return Ok(());
+        }
+        sink.text(&ev.bytes);
+        if let (Some(_), Some(p)) = (self.sent_upto, ev.position) {
+            self.sent_upto = Some(p);
+        }
+        Ok(())
+    }
+}
+
 /// Serves one subscriber, already in its room, until it leaves, falls behind, or the consumer
 /// shuts down.
 pub async fn serve(
@@ -113,10 +159,13 @@ pub async fn serve(
     let mut liveness = Liveness::new(idle);
     let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
     let kicked = membership.kick.clone();
-    let mut sent_upto = after;
-    let mut recheck = None;
+    let mut forward = Forward {
+        sent_upto: after,
+        recheck: None,
+        backing,
+    };
     if let (Some(after), Some(replay)) = (after, membership.replay.take()) {
-        let plan = resume::plan(after, replay, fetched, backing.as_ref()).await;
+        let plan = resume::plan(after, replay, fetched, forward.backing.as_ref()).await;
         resumes.resumed.inc();
         if !plan.notice.recovered {
             resumes.partial.inc();
@@ -125,8 +174,8 @@ pub async fn serve(
         for ev in &plan.events {
             sink.text(ev);
         }
-        sent_upto = Some(plan.sent_upto);
-        recheck = plan.recheck;
+        forward.sent_upto = Some(plan.sent_upto);
+        forward.recheck = plan.recheck;
     }
     let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
     let gone = CancellationToken::new();
@@ -176,21 +225,19 @@ pub async fn serve(
                 _ = too_big.cancelled() => break Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
                 ev = membership.rx.recv() => match ev {
                     Some(ev) => {
-                        if let (Some(from), Some(next)) = (recheck, ev.position) && next > from {
-                            recheck = None;
-                            let backing = backing.as_ref().expect("a recheck comes from the store");
-                            match resume::gap(backing, from, next).await {
-                                Ok(missed) => for e in &missed { sink.text(e); },
-                                Err(e) => break Some((ws::CLOSE_TRY_AGAIN, format!("history store: {e}; resume again"))),
+                        let mut next = Some(ev);
+                        let mut failed = None;
+                        while let Some(ev) = next.take() {
+                            if let Err(e) = forward.event(&mut sink, &ev).await {
+                                failed = Some(e);
+                                break;
+                            }
+                            if sink.queued() < 64 * 1024 {
+                                next = membership.rx.try_recv().ok();
                             }
                         }
-                        if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
-                        while sink.queued() < 64 * 1024 {
-                            match membership.rx.try_recv() {
-                                Ok(ev) if already_seen(sent_upto, &ev) => {}
-                                Ok(ev) => sink.text(&ev.bytes),
-                                Err(_) => break,
-                            }
+                        if let Some(e) = failed {
+                            break Some((ws::CLOSE_TRY_AGAIN, format!("history store: {e}; resume again")));
                         }
                         if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
                     }
@@ -216,7 +263,7 @@ pub async fn serve(
                 _ = shutdown.cancelled() => {
                     // Deliver what is already queued for this subscriber before saying goodbye.
                     while let Ok(ev) = membership.rx.try_recv() {
-                        if !already_seen(sent_upto, &ev) { sink.text(&ev.bytes); }
+                        if forward.event(&mut sink, &ev).await.is_err() { break; }
                     }
                     break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
                 }

@@ -7,6 +7,11 @@
 local max_len = tonumber(ARGV[1])
 local max_age = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+-- A stream gone (evicted, or expired apart from its floor) takes its floor with it: what
+-- follows starts a history of its own.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+end
 local added = 0
 for i = 4, #ARGV, 2 do
   local r = redis.pcall('XADD', KEYS[1], ARGV[i], 't', ARGV[3], 'e', ARGV[i + 1])

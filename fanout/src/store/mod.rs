@@ -7,6 +7,8 @@ mod ids;
 mod metrics;
 mod options;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,6 +20,13 @@ use redis::{Client, Script};
 pub use ids::{Unstorable, entry_id, position};
 pub use metrics::{OpLabel, RoomLabel, StoreMetrics};
 pub use options::StoreOptions;
+
+/// Most events one resume reads from the store; a resume further behind gets the newest ones
+/// and `recovered: false`.
+pub const REPLAY_LIMIT: u64 = 10_000;
+
+/// The entry id of the last position there is.
+const LAST_ID: &str = "18446744073709551615-18446744073709551615";
 
 /// Why the store did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +65,7 @@ impl Stored {
 /// The Redis history store shared by every room of a shard.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Connection,
     append: Script,
     since: Script,
     prefix: String,
@@ -94,7 +103,7 @@ impl Store {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let conn = Connection::new(client, config)?;
         Ok(Some(Store {
             conn,
             append: Script::new(include_str!("append.lua")),
@@ -140,29 +149,38 @@ impl Store {
                 Err(e) => tracing::error!(room, error = %e, "event left out of the history store"),
             }
         }
-        let (_added, len): (u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
+        let (_added, len): (u64, u64) = self
+            .conn
+            .outcome(call.invoke_async(&mut self.conn.get()).await)?;
         Ok(len)
     }
 
-    /// The stored events of `room` after `after`, at most `self.max_len` and a little (a stream
-    /// is trimmed after each append, so it may briefly hold a batch more).
+    /// The stored events of `room` after `after`: all of them, or the newest [`REPLAY_LIMIT`]
+    /// when more follow (then not covered).
     pub async fn since(&self, room: RoomId, after: Position) -> Result<Stored, StoreError> {
         let start = match entry_id(after) {
+            // Nothing can follow the last position there is; Redis would refuse to read past it.
+            Ok(id) if id == LAST_ID => {
+                return Ok(Stored {
+                    covered: true,
+                    events: Vec::new(),
+                });
+            }
             Ok(id) => format!("({id}"),
             Err(Unstorable(p)) if p.sequence == 0 && p.index == 0 => "-".to_owned(),
             Err(_) => return Ok(Stored::default()),
         };
-        let limit = self.max_len + 1024;
         let [stream, floor] = self.keys(room);
-        type Answer = (String, String, Vec<(String, Vec<Vec<u8>>)>);
-        let (floor, oldest, entries): Answer = self
+        type Answer = (String, String, Vec<(String, Vec<Vec<u8>>)>, u8);
+        let answer = self
             .since
             .key(stream)
             .key(floor)
             .arg(start)
-            .arg(limit)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(REPLAY_LIMIT)
+            .invoke_async(&mut self.conn.get())
+            .await;
+        let (floor, oldest, entries, truncated): Answer = self.conn.outcome(answer)?;
         let mut events = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             let p = position(&id).ok_or_else(|| StoreError::Shape(format!("entry id {id}")))?;
@@ -173,20 +191,73 @@ impl Store {
                 .ok_or_else(|| StoreError::Shape(format!("entry {id} has no event")))?;
             events.push((p, Bytes::from(event.clone())));
         }
-        // What bounds the stream from below: the newest entry let go, or else the oldest held.
+        // What bounds the stream from below: the newest entry let go, or else the oldest held. A
+        // stream that is gone while its floor stays (evicted) vouches for nothing.
         let bound = if floor.is_empty() { &oldest } else { &floor };
-        let covered = !bound.is_empty()
-            && position(bound).is_some_and(|b| after >= b)
-            && (events.len() as u64) < limit;
+        let covered =
+            !oldest.is_empty() && position(bound).is_some_and(|b| after >= b) && truncated == 0;
         Ok(Stored { covered, events })
     }
 
     /// A round trip to the store, for readiness and tests.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let pong = redis::cmd("PING").query_async(&mut self.conn.get()).await;
+        let _: String = self.conn.outcome(pong)?;
         Ok(started.elapsed())
+    }
+}
+
+/// The store's connection, made anew after calls keep failing: a timeout does not make the
+/// client reconnect by itself, and a store that moved (a failover behind a DNS name) or a
+/// connection dropped without a reset would otherwise be waited on for as long as the kernel
+/// keeps the socket.
+#[derive(Clone)]
+struct Connection {
+    client: Client,
+    config: ConnectionManagerConfig,
+    current: Arc<RwLock<ConnectionManager>>,
+    failures: Arc<AtomicU32>,
+}
+
+/// Failed calls in a row after which the connection is made anew.
+const RECONNECT_AFTER: u32 = 3;
+
+impl Connection {
+    fn new(client: Client, config: ConnectionManagerConfig) -> Result<Self, StoreError> {
+        let manager = client.get_connection_manager_lazy(config.clone())?;
+        Ok(Connection {
+            client,
+            config,
+            current: Arc::new(RwLock::new(manager)),
+            failures: Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    fn get(&self) -> ConnectionManager {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Passes `result` on, counting failures and reconnecting after [`RECONNECT_AFTER`].
+    fn outcome<T>(&self, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => {
+                self.failures.store(0, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures.is_multiple_of(RECONNECT_AFTER)
+                    && let Ok(fresh) = self.client.get_connection_manager_lazy(self.config.clone())
+                {
+                    tracing::info!(failures, "history store: connecting anew");
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                }
+                Err(e.into())
+            }
+        }
     }
 }

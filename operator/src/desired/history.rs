@@ -86,11 +86,14 @@ pub fn consumer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
         (None, None) => return Vec::new(),
     };
     let ns = crs.namespace().unwrap_or_else(|| "default".into());
+    // The uid too: a set deleted and made again under its name starts a history of its own,
+    // rather than one whose positions it may not continue.
+    let uid = crs.uid().unwrap_or_default();
     let mut env = vec![
         url,
         var(
             "HISTORY_KEY_PREFIX",
-            format!("chatflow:{ns}:{}", crs.name_any()),
+            format!("chatflow:{ns}:{}:{uid}", crs.name_any()),
         ),
     ];
     if let Some(n) = h.max_length {

@@ -97,7 +97,7 @@ fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
     assert_eq!(get("HISTORY_MAX_LEN").unwrap().value.unwrap(), "500");
     assert_eq!(
         get("HISTORY_KEY_PREFIX").unwrap().value.unwrap(),
-        "chatflow:chat:demo",
+        "chatflow:chat:demo:uid-1",
         "sets sharing a store keep apart"
     );
 
