@@ -390,10 +390,14 @@ if [[ "$mode" == --current && -n "$history_secret_name" ]]; then
     ((late_end <= room_count)) || late_end="$room_count"
     late_shard="$set_name-consumer-$late_start-$late_end"
     k -n "$set_ns" get deploy "$late_shard" >/dev/null || die "no shard Deployment $late_shard for room $late_room"
-    edge_ip="$(k -n "$set_ns" get pods -l "$producers" --field-selector=status.phase=Running \
-        -o jsonpath='{.items[0].status.podIP}')"
+    # The first subscriber on one edge pod, the resume on another, whose relay never held the room:
+    # only the shard, restarted meanwhile, can answer it, from the store.
+    read -r edge_ip other_edge_ip < <(k -n "$set_ns" get pods -l "$producers" \
+        --field-selector=status.phase=Running -o jsonpath='{.items[*].status.podIP}') || true
+    [[ -n "$edge_ip" && -n "${other_edge_ip:-}" ]] || die "the late resume needs two running producer pods"
     late_args=(late-resume --room "$late_room" --messages 200 --wait-secs 60
-        --ingest-url "ws://$edge_ip:8080/chat/{roomId}" --subscribe-url "ws://$edge_ip:8080/subscribe/{roomId}")
+        --ingest-url "ws://$edge_ip:8080/chat/{roomId}" --subscribe-url "ws://$edge_ip:8080/subscribe/{roomId}"
+        --resume-url "ws://$other_edge_ip:8080/subscribe/{roomId}")
     if [[ -n "$jwt_secret" ]]; then
         printf '%s' "$jwt_secret" >"$workdir/jwt-secret"
         late_args+=(--jwt-secret-file "$workdir/jwt-secret")

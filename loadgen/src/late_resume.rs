@@ -28,6 +28,10 @@ pub struct Options {
     /// Subscribe URL template, e.g. ws://producer:8080/subscribe/{roomId} (the edge).
     #[arg(long)]
     pub subscribe_url: String,
+    /// Subscribe URL template of the resume (default: --subscribe-url), e.g. another edge pod
+    /// than the first subscriber's, whose relay never held the room.
+    #[arg(long)]
+    pub resume_url: Option<String>,
     /// The room, one nobody else subscribes to during the check.
     #[arg(long)]
     pub room: RoomId,
@@ -105,7 +109,11 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(o.wait_secs)).await;
 
-    let url = format!("{subscribe}?after={after}");
+    let resume = o
+        .resume_url
+        .as_deref()
+        .map_or(subscribe.clone(), |u| u.replace("{roomId}", &room));
+    let url = format!("{resume}?after={after}");
     let mut back = connect_reader_with(&url, CONNECT, &headers(reader_auth.as_deref()))
         .await
         .context("resuming")?;

@@ -41,13 +41,17 @@ if [[ "$mode" == --current ]]; then
     fault_job=chatflow-loadgen-e2e-store-frozen
     start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
     echo "  kill -STOP -$redis_sid; sleep 10; kill -CONT -$redis_sid"
+    # The thaw is set off first, so Redis is thawed even if this script dies meanwhile.
+    (sleep 10 && kill -CONT -- "-$redis_sid") &
+    thaw_pid=$!
     kill -STOP -- "-$redis_sid"
-    sleep 10
-    kill -CONT -- "-$redis_sid"
+    wait "$thaw_pid"
     assert_loadgen_clean "$fault_job"
     grep -E '^ *(end to end|delivery) ' "$workdir/$fault_job.log" || true
     echo "  failed store calls while frozen (chatflow_consumer_history_store_errors_total):"
-    pods_metric "$consumers" 'chatflow_consumer_history_store_errors_total{op="append"}'
+    failed="$(pods_metric "$consumers" 'chatflow_consumer_history_store_errors_total{op="append"}')"
+    echo "$failed"
+    [[ "$(tail -n 1 <<<"$failed")" != "total 0" ]] || die "no append failed while Redis was frozen"
 
     step "LocalStack frozen for 10 s under load ($E2E_FAULT_RATE msg/s): senders retry, nothing acknowledged is lost"
     # The test environment's LocalStack session (cargo xtask testenv run).
