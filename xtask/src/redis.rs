@@ -32,8 +32,8 @@ pub struct Redis {
 
 impl Redis {
     /// Starts redis-server on 127.0.0.1 and each of ADDRS, on CHATFLOW_REDIS_PORT (6391), with
-    /// an append-only file fsynced every second (as ElastiCache's and MemoryDB's durability
-    /// options), and exports CHATFLOW_REDIS_URL and CHATFLOW_REDIS_PID.
+    /// an append-only file fsynced every second (Redis's recommended setting), and exports
+    /// CHATFLOW_REDIS_URL and CHATFLOW_REDIS_PID.
     pub fn start(&mut self, addrs: &[IpAddr], exports: &mut Exports) -> Result<()> {
         if self.session.is_some() {
             return Ok(());
