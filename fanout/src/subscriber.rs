@@ -258,7 +258,7 @@ pub async fn serve(
                         sink.frame(OpCode::Ping, b"chatflow");
                         if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
                     }
-                    Check::Gone => break Some((ws::CLOSE_GOING_AWAY, "no answer to pings".to_owned())),
+                    Check::Gone => break Some((ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1.to_owned())),
                 },
                 _ = shutdown.cancelled() => {
                     // Deliver what is already queued for this subscriber before saying goodbye.

@@ -22,6 +22,9 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// A service the server needs is unavailable for now: reconnect (and resume) later.
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
+/// How every server closes a peer that answered no ping for twice the idle time (a peer that
+/// vanished without closing): "going away", so clients reconnect as after any other loss.
+pub const CLOSE_IDLE: (u16, &str) = (CLOSE_GOING_AWAY, "idle: no answer to pings");
 
 /// The upgraded connection a server or client holds.
 pub type Stream = TokioIo<Upgraded>;

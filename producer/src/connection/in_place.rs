@@ -99,7 +99,8 @@ pub(super) async fn serve(
                                 }
                             }
                             Check::Gone => {
-                                let close = Answer::Close(ws::CLOSE_NORMAL, "idle timeout".into());
+                                let (code, why) = ws::CLOSE_IDLE;
+                                let close = Answer::Close(code, why.into());
                                 taken.answers.push(close);
                                 break 'reading End::Closed;
                             }

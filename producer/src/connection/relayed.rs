@@ -192,7 +192,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Check::Fine => {}
                     Check::Ping => sink.frame(OpCode::Ping, b"chatflow"),
                     Check::Gone => {
-                        sink.close(ws::CLOSE_NORMAL, "idle timeout");
+                        sink.close(ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1);
                         closed = true;
                         stop_reading.cancel();
                     }
