@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod http;
 pub mod protocol;
 pub mod queue;
+pub mod retry;
 pub mod rooms;
 #[cfg(feature = "server")]
 pub mod router;

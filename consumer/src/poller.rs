@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chatflow::envelope;
 use chatflow::protocol::{BroadcastEvent, Position, TaskMessage, now_rfc3339, parse_rfc3339};
 use chatflow::queue::{MAX_BATCH, ReceivedMessage, SharedQueues};
+use chatflow::retry::Backoff;
 use chatflow::rooms::RoomId;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -58,7 +59,7 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
         _ = room.audience() => {}
         _ = tokio::time::sleep_until(started + ctx.hold) => {}
     }
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         if ctx.stop.is_cancelled() {
             return;
@@ -85,7 +86,7 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
         drop(permit);
         match got {
             Ok(msgs) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 if !msgs.is_empty() {
                     handle_batch(room_id, &room, &ctx, msgs).await;
                     continue;
@@ -105,9 +106,8 @@ pub async fn run(room_id: RoomId, room: Arc<Room>, ctx: Arc<PollContext>) {
                 tracing::warn!(room = room_id, error = %e, "receive failed; retrying");
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -183,7 +183,7 @@ async fn persist(
     events: &[(Position, Bytes)],
 ) -> bool {
     let m = &ctx.metrics;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let started = std::time::Instant::now();
         match store.append(room_id, events).await {
@@ -193,14 +193,13 @@ async fn persist(
             }
             Err(e) => {
                 m.store.failed("append");
-                tracing::warn!(room = room_id, error = %e, retry_in = ?backoff, "history store append failed; the batch stays in the queue until it is stored");
+                tracing::warn!(room = room_id, error = %e, "history store append failed; the batch stays in the queue until it is stored");
             }
         }
         tokio::select! {
             _ = ctx.stop.cancelled() => return false,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -7,6 +7,7 @@
 //! time, so a stall delays and is charged to every message scheduled during it (coordinated
 //! omission corrected, as wrk2 does).
 
+use chatflow::retry::Backoff;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -136,8 +137,9 @@ struct Flight {
     first_order: Option<u64>,
 }
 
+/// The wait before retry `attempt`: 50 ms doubling to 3.2 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64 << attempt.min(6))
+    Backoff::new(Duration::from_millis(50), Duration::from_millis(3_200)).nth(attempt)
 }
 
 struct Conn {

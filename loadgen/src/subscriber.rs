@@ -2,6 +2,7 @@
 //! server goes away it reconnects and resumes after the last position it saw, as a chat client
 //! would.
 
+use chatflow::retry::Backoff;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -128,11 +129,11 @@ pub async fn listen(
             return out;
         };
         let down = Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         reader = loop {
             tokio::select! {
                 _ = stop.cancelled() => return out,
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(pause.next_delay()) => {}
             }
             let url = resume_url(&resume.url, last);
             match connect(&url, Duration::from_secs(5), resume.credentials.as_deref()).await {
@@ -141,7 +142,7 @@ pub async fn listen(
                     out.ended = Some(format!("{lost}; gave up reconnecting: {e}"));
                     return out;
                 }
-                Err(_) => pause = (pause * 2).min(Duration::from_secs(1)),
+                Err(_) => {}
             }
         };
         out.reconnects += 1;

@@ -5,13 +5,13 @@
 //! published by the connections themselves ([`publish_in_place`]), with the same packing,
 //! retries and answers.
 
+use chatflow::retry::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::envelope::{Packer, Packing};
 use chatflow::queue::{PublishEntry, SharedQueues};
 use chatflow::rooms::RoomId;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -45,14 +45,10 @@ pub struct BatchPolicy {
 }
 
 impl BatchPolicy {
-    /// Exponential backoff with full jitter for attempt `n` (1-based).
+    /// The wait before retry `n` (1-based): doubling from the base, with jitter, so producers
+    /// that failed together do not retry together.
     fn backoff(&self, n: u32) -> Duration {
-        let exp = self
-            .retry_base
-            .saturating_mul(1u32 << n.min(16))
-            .min(self.retry_max);
-        let ms = exp.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+        Backoff::jittered(self.retry_base, self.retry_max).nth(n)
     }
 }
 

@@ -3,6 +3,7 @@
 //! away (a roll, a reshard, this edge falling behind), so a reconnect loses nothing the shard
 //! still holds and repeats nothing already relayed.
 
+use chatflow::retry::Backoff;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ pub(super) async fn run(shared: Arc<Shared>, room: RoomId, hub: Arc<Hub>) {
         linger: shared.config.linger(),
     };
     let mut last: Option<Position> = None;
-    let mut pause = FIRST_PAUSE;
+    let mut pause = Backoff::new(FIRST_PAUSE, LONGEST_PAUSE);
     loop {
         if shared.relaying.is_cancelled() {
             return;
@@ -83,12 +84,12 @@ pub(super) async fn run(shared: Arc<Shared>, room: RoomId, hub: Arc<Hub>) {
             Ok(reader) => reader,
             Err(e) => {
                 shared.metrics.upstream_failures.inc();
-                tracing::warn!(room, error = %e, retry_in = ?pause, "edge upstream unavailable");
+                let wait = pause.next_delay();
+                tracing::warn!(room, error = %e, retry_in = ?wait, "edge upstream unavailable");
                 tokio::select! {
                     _ = shared.relaying.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                pause = (pause * 2).min(LONGEST_PAUSE);
                 continue;
             }
         };
@@ -105,14 +106,12 @@ pub(super) async fn run(shared: Arc<Shared>, room: RoomId, hub: Arc<Hub>) {
             }
             End::Lost(why) => {
                 tracing::info!(room, after = ?last, why, "edge upstream lost; resuming");
-                pause = if connected.elapsed() < SHORT_LIVED {
-                    (pause * 2).min(LONGEST_PAUSE)
-                } else {
-                    FIRST_PAUSE
-                };
+                if connected.elapsed() >= SHORT_LIVED {
+                    pause.reset();
+                }
                 tokio::select! {
                     _ = shared.relaying.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(pause.next_delay()) => {}
                 }
             }
         }
