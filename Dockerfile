@@ -35,6 +35,7 @@ COPY chatflow chatflow
 COPY producer producer
 COPY consumer consumer
 COPY fanout fanout
+COPY testkit testkit
 COPY loadgen loadgen
 COPY operator operator
 COPY server server

@@ -1,12 +1,10 @@
 //! ChatFlow core: the wire protocol, room ranges and the FIFO queue layer shared by the
 //! producer, the consumer, the operator and the load generator. The HTTP and WebSocket plumbing
-//! the services share, their options and logging, and test support are features (`http`,
-//! `server`, `cli`, `telemetry`, `testkit`), so each binary links only what it uses.
+//! the services share, their options and logging are features (`http`, `server`, `cli`,
+//! `telemetry`), so each binary links only what it uses. Test support is `chatflow-testkit`.
 
 #[cfg(feature = "http")]
 pub mod about;
-#[cfg(feature = "testkit")]
-pub mod alloc;
 #[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "http")]
@@ -26,7 +24,5 @@ pub mod router;
 pub mod service;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 #[cfg(feature = "server")]
 pub mod ws;

@@ -95,12 +95,12 @@ async fn subscribers_on_two_edges_get_every_message_in_order_over_one_upstream_p
         assert!(notices.is_empty());
     }
     nothing_more(&mut subs[0]).await;
-    let shard = http_get(c.addr, "/metrics").await;
+    let shard = http_get(c.addr, "/metrics").await.1;
     assert!(
         shard.contains("chatflow_consumer_subscribers 2"),
         "one upstream per edge: {shard}"
     );
-    let edge_a = http_get(a.addr, "/metrics").await;
+    let edge_a = http_get(a.addr, "/metrics").await.1;
     assert!(edge_a.contains("chatflow_edge_subscribers 3"), "{edge_a}");
     assert!(edge_a.contains("chatflow_edge_upstreams 1"), "{edge_a}");
     assert!(
@@ -188,7 +188,7 @@ async fn a_shard_replaced_under_the_edge_loses_nothing_and_repeats_nothing() {
             (200..250).collect::<Vec<_>>()
         );
     }
-    let m = http_get(e.addr, "/metrics").await;
+    let m = http_get(e.addr, "/metrics").await.1;
     assert!(m.contains("chatflow_edge_upstream_connects_total 2"), "{m}");
     e.shutdown().await;
     new.shutdown().await;
@@ -330,7 +330,7 @@ async fn a_stalled_local_subscriber_is_dropped_while_the_others_and_the_upstream
     let (evs, notices) = reader.await.unwrap();
     assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>());
     assert!(notices.is_empty(), "the upstream kept up: no gap");
-    let m = http_get(e.addr, "/metrics").await;
+    let m = http_get(e.addr, "/metrics").await.1;
     assert!(
         m.contains("chatflow_edge_dropped_slow_subscribers_total 1"),
         "{m}"

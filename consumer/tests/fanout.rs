@@ -69,7 +69,7 @@ async fn a_stalled_subscriber_is_dropped_while_the_others_keep_receiving() {
     }
     let evs = reader.await.unwrap();
     assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>());
-    let metrics = http_get(c.addr, "/metrics").await;
+    let metrics = http_get(c.addr, "/metrics").await.1;
     assert!(
         metrics.contains("chatflow_consumer_dropped_slow_subscribers_total 1"),
         "{metrics}"
@@ -128,7 +128,7 @@ async fn a_redelivered_message_is_not_broadcast_twice() {
     // The failed delete brings the batch back after a second; it must not reach anyone again.
     let deadline = Instant::now() + T;
     loop {
-        let m = http_get(c.addr, "/metrics").await;
+        let m = http_get(c.addr, "/metrics").await.1;
         if m.contains("chatflow_consumer_duplicates_dropped_total 3") {
             break;
         }
@@ -180,7 +180,7 @@ async fn shutdown_closes_subscribers_with_1001_and_only_owned_rooms_are_served()
             "room {bad}"
         );
     }
-    assert!(http_get(c.addr, "/ready").await.contains("ready"));
+    assert!(http_get(c.addr, "/ready").await.1.contains("ready"));
     let mut s = subscribe(&c, 5).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.shutdown().await;

@@ -44,7 +44,7 @@ async fn a_queued_message_that_breaks_the_rules_is_dropped_and_counted() {
 
     assert_eq!(seqs(&events(&mut s, 4).await), [0, 1, 2, 3]);
     nothing_more(&mut s).await;
-    let m = http_get(c.addr, "/metrics").await;
+    let m = http_get(c.addr, "/metrics").await.1;
     assert!(m.contains("chatflow_consumer_rejected_total 3"), "{m}");
     c.shutdown().await;
 }

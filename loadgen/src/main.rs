@@ -13,7 +13,7 @@ use chatflow_loadgen::{bench, report};
 use clap::Parser;
 
 #[global_allocator]
-static ALLOC: chatflow::alloc::Counting = chatflow::alloc::Counting;
+static ALLOC: chatflow_testkit::alloc::Counting = chatflow_testkit::alloc::Counting;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use support::{ROOMS, uid};
 
 #[global_allocator]
-static ALLOC: chatflow::alloc::Counting = chatflow::alloc::Counting;
+static ALLOC: chatflow_testkit::alloc::Counting = chatflow_testkit::alloc::Counting;
 
 async fn sqs(endpoint: &str, prefix: &str) -> SharedQueues {
     let config = SqsConfig {
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     // LocalStack answers from the same machine; a real SQS call crosses a network. The same
     // run through a proxy that adds 20 ms per response shows what concurrency buys there.
     let upstream = endpoint.trim_start_matches("http://").parse()?;
-    let proxy = chatflow::testkit::Proxy::with_delay(upstream, Duration::from_millis(20)).await?;
+    let proxy = chatflow_testkit::Proxy::with_delay(upstream, Duration::from_millis(20)).await?;
     println!("queues_ready: {ROOMS} rooms through a proxy adding 20 ms per response");
     scenario(&proxy.endpoint()).await
 }
@@ -76,7 +76,7 @@ async fn scenario(endpoint: &str) -> anyhow::Result<()> {
 
     let client = Client::try_default().await?;
     let ns = support::namespace(&client, "bench").await?;
-    let heap_before = chatflow::alloc::live_bytes();
+    let heap_before = chatflow_testkit::alloc::live_bytes();
     // Timed from a running, leading operator: start-up is not part of reaching QueuesReady.
     let operator = support::operator(client.clone(), &ns, &endpoint).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -84,7 +84,7 @@ async fn scenario(endpoint: &str) -> anyhow::Result<()> {
     let operator_time = support::big_set_ready(&api, &format!("b{}-", uid())).await?;
     // A resync later, what the operator holds while managing the set.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let heap = chatflow::alloc::live_bytes().saturating_sub(heap_before);
+    let heap = chatflow_testkit::alloc::live_bytes().saturating_sub(heap_before);
 
     println!(
         "  sequential CreateQueue loop (baseline)  {:>8.2} s",

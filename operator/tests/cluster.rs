@@ -5,9 +5,9 @@ mod support;
 use std::time::Duration;
 
 use chatflow::queue::QueueError;
-use chatflow::testkit::Proxy;
 use chatflow_operator::ChatRoomSet;
 use chatflow_operator::desired::restricted;
+use chatflow_testkit::Proxy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};

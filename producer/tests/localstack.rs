@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chatflow::protocol::{ErrorCode, Reply};
 use chatflow::queue::{SharedQueues, SqsConfig, SqsQueues};
 use chatflow::rooms::QueueNaming;
-use chatflow::testkit::Proxy;
 use chatflow_producer::{ProducerConfig, start};
+use chatflow_testkit::Proxy;
 use common::*;
 
 fn endpoint() -> String {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chatflow::envelope::Packing;
 use chatflow::rooms::RoomRange;
-use chatflow::testkit::Proxy;
+use chatflow_testkit::Proxy;
 use clap::Args;
 
 use super::counted::{Requests, counting};

@@ -68,7 +68,7 @@ pub struct PerConnection {
 pub async fn per_connection(url: &str, count: usize) -> anyhow::Result<PerConnection> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_bytes();
-    let heap_before = chatflow::alloc::live_bytes();
+    let heap_before = chatflow_testkit::alloc::live_bytes();
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut child = Command::new(exe)
         .args(["bench", "hold", "--url", url, "--count", &count.to_string()])
@@ -88,7 +88,7 @@ pub async fn per_connection(url: &str, count: usize) -> anyhow::Result<PerConnec
     // Let upgrades finish and per-connection tasks settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_bytes();
-    let heap_after = chatflow::alloc::live_bytes();
+    let heap_after = chatflow_testkit::alloc::live_bytes();
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     Ok(PerConnection {

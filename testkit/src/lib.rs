@@ -1,0 +1,10 @@
+//! ChatFlow's test and benchmark support, kept out of the crates that ship: a TCP proxy that
+//! can be cut or delayed (a queue service outage, a remote round trip), a global allocator that
+//! counts live heap bytes, and a plain HTTP probe for the services' routes.
+
+pub mod alloc;
+pub mod http;
+pub mod proxy;
+
+pub use http::http_get;
+pub use proxy::Proxy;
