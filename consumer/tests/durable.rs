@@ -138,6 +138,8 @@ async fn a_store_that_is_down_pauses_the_room_and_loses_nothing() {
     let store = store_options(&redis);
     let (c, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
     let seen = first_five(&c, &queues).await;
+    // Stored and deleted: the outage begins with nothing in hand.
+    drained(&queues).await;
     let mut live = subscribe(&c, 1).await;
 
     redis.stop(true);
