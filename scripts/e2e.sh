@@ -8,14 +8,16 @@
 #   3. loadgen runs as a Job from its image, through the Services: 0 lost, duplicated, reordered;
 #      the set gets an Ingress (spec.ingress) naming the edge Service, and loadgen runs again with
 #      its subscribers on that Service, spread over the producer pods' edges; then again at a steady rate while a consumer shard's pod is deleted: its subscribers
-#      reconnect and resume (?after=), and still nothing is lost, duplicated or reordered; and
-#      once more while a producer pod is deleted, the producers roll to a new tag and the
-#      operator's leader pod is deleted: senders resend what was unanswered, still clean; with
-#      --current also a consumer container SIGKILLed (no duplicates or reordering after the
-#      resume; loss reported), LocalStack frozen for 10 s (clean), and, with the test environment's
-#      Prometheus, LocalStack cut off from the pods until the breaker alert goes pending (clean);
+#      reconnect and resume (?after=) from the set's history store (Redis), every resume
+#      recovered: true, and still nothing is lost, duplicated or reordered; and once more while a
+#      producer pod is deleted, the producers roll to a new tag and the operator's leader pod is
+#      deleted: senders resend what was unanswered, still clean; with --current also a consumer
+#      container SIGKILLed (clean, every resume recovered: true), Redis frozen for 10 s (clean),
+#      LocalStack frozen for 10 s (clean), with the test environment's Prometheus LocalStack cut
+#      off from the pods until the breaker alert goes pending (clean), and a burst to a room
+#      nobody subscribes to, its shard restarted, resumed 60 s later on another edge pod: all of it;
 #   4. a reshard under load, subscribers through the edge, which follows the routing table to
-#      the new shards: clean; the removed shards' pods are gone before any new shard's pod
+#      the new shards: clean, and no edge resume the new shards could not vouch for; the removed shards' pods are gone before any new shard's pod
 #      exists, and a second loadgen run is clean;
 #   5. with the test environment's Prometheus (CHATFLOW_PROMETHEUS), every panel of the Grafana
 #      dashboard and every alert rule is evaluated over this run's scrapes: none without data
