@@ -57,6 +57,17 @@ async fn drained(queues: &SharedQueues) {
     }
 }
 
+/// A shard started anew on `queues`, and a subscriber resuming on it after `seen`.
+async fn resume_on_a_new_shard(
+    store: &StoreOptions,
+    queues: &SharedQueues,
+    seen: Position,
+) -> (ConsumerHandle, RecoveryNotice, ClientReader) {
+    let new = start(config(store), queues.clone()).await.unwrap();
+    let (notice, reader) = resume(&new, seen).await;
+    (new, notice, reader)
+}
+
 /// A first subscriber sees 0..5 and leaves; returns the position of the last.
 async fn first_five(c: &ConsumerHandle, queues: &SharedQueues) -> Position {
     let mut s = subscribe(c, 1).await;
@@ -76,8 +87,7 @@ async fn what_a_shard_broadcast_to_nobody_is_resumed_on_a_new_shard() {
     drained(&queues).await;
     old.shutdown().await;
 
-    let new = start(config(&store), queues.clone()).await.unwrap();
-    let (n, mut back) = resume(&new, seen).await;
+    let (new, n, mut back) = resume_on_a_new_shard(&store, &queues, seen).await;
     assert_eq!((n.recovered, n.replayed), (true, 5), "{n:?}");
     assert_eq!(seqs(&events(&mut back, 5).await), [5, 6, 7, 8, 9]);
     publish(&queues, 1, 10..12, 5).await;
@@ -124,8 +134,7 @@ async fn a_trimmed_store_says_it_cannot_cover_the_gap() {
     drained(&queues).await;
     old.shutdown().await;
 
-    let new = start(config(&store), queues.clone()).await.unwrap();
-    let (n, mut back) = resume(&new, seen).await;
+    let (new, n, mut back) = resume_on_a_new_shard(&store, &queues, seen).await;
     assert!(!n.recovered, "5 and 6 were trimmed: {n:?}");
     assert_eq!(seqs(&events(&mut back, 3).await), [7, 8, 9]);
     new.shutdown().await;
@@ -163,8 +172,7 @@ async fn a_store_that_is_down_pauses_the_room_and_loses_nothing() {
     nothing_more(&mut live).await;
     c.shutdown().await;
 
-    let new = start(config(&store), queues.clone()).await.unwrap();
-    let (n, mut back) = resume(&new, seen).await;
+    let (new, n, mut back) = resume_on_a_new_shard(&store, &queues, seen).await;
     assert_eq!((n.recovered, n.replayed), (true, 5), "{n:?}");
     assert_eq!(seqs(&events(&mut back, 5).await), [5, 6, 7, 8, 9]);
     new.shutdown().await;
@@ -197,8 +205,7 @@ async fn a_redis_restart_under_load_loses_nothing() {
     drained(&queues).await;
     old.shutdown().await;
 
-    let new = start(config(&store), queues.clone()).await.unwrap();
-    let (n, mut back) = resume(&new, seen).await;
+    let (new, n, mut back) = resume_on_a_new_shard(&store, &queues, seen).await;
     assert_eq!((n.recovered, n.replayed), (true, 35), "{n:?}");
     assert_eq!(
         seqs(&events(&mut back, 35).await),

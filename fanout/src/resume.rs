@@ -67,12 +67,6 @@ pub async fn plan(
     fetched: Option<Fetched>,
     backing: Option<&Backing>,
 ) -> Plan {
-    let notice = |after, recovered, events: &Vec<Bytes>| RecoveryNotice {
-        status: "RECOVERY".to_owned(),
-        after,
-        recovered,
-        replayed: events.len() as u64,
-    };
     if let Some(f) = fetched {
         let continuous = replay.recovered || replay.generation == f.generation;
         let mut events = f.events;
@@ -84,17 +78,11 @@ pub async fn plan(
             recheck: None,
         };
     }
-    let memory_upto = replay.events.last().map(|(p, _)| *p);
     let backing = match backing {
         Some(b) if !replay.recovered => b,
         _ => {
-            let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
-            return Plan {
-                notice: notice(after, replay.recovered, &events),
-                events,
-                sent_upto: memory_upto.unwrap_or(after).max(after),
-                recheck: None,
-            };
+            let recovered = replay.recovered;
+            return from_memory(after, replay, recovered);
         }
     };
     let stored = match backing.store.since(backing.room, after).await {
@@ -102,15 +90,10 @@ pub async fn plan(
         Err(e) => {
             backing.metrics.failed("read");
             tracing::warn!(room = backing.room, error = %e, "history store read failed; resume answered from memory");
-            let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
-            return Plan {
-                notice: notice(after, false, &events),
-                events,
-                sent_upto: memory_upto.unwrap_or(after).max(after),
-                recheck: None,
-            };
+            return from_memory(after, replay, false);
         }
     };
+    let memory_upto = replay.events.last().map(|(p, _)| *p);
     backing.metrics.answered();
     backing.metrics.resumes.inc();
     // Every event before the first one in memory was stored before this shard received it
@@ -135,6 +118,28 @@ pub async fn plan(
         events,
         sent_upto: memory_upto.unwrap_or(reached).max(reached),
         recheck,
+    }
+}
+
+/// The notice that opens a replay of `events`.
+fn notice(after: Position, recovered: bool, events: &[Bytes]) -> RecoveryNotice {
+    RecoveryNotice {
+        status: "RECOVERY".to_owned(),
+        after,
+        recovered,
+        replayed: events.len() as u64,
+    }
+}
+
+/// A replay of what the room's memory holds after `after`, vouched for as `recovered`.
+fn from_memory(after: Position, replay: Replay, recovered: bool) -> Plan {
+    let sent_upto = replay.events.last().map_or(after, |(p, _)| (*p).max(after));
+    let events: Vec<Bytes> = replay.events.into_iter().map(|(_, b)| b).collect();
+    Plan {
+        notice: notice(after, recovered, &events),
+        events,
+        sent_upto,
+        recheck: None,
     }
 }
 

@@ -69,6 +69,16 @@ fn invalid_specs_are_explained() {
     assert!(e.contains("63 characters"), "{e}");
 }
 
+/// The environment of the set's first shard.
+fn first_shard_env(crs: &ChatRoomSet) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let p = plan(crs).unwrap();
+    let d = consumer_deployment(crs, &p.shards[0], &QueueLocation::default());
+    d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+}
+
 #[test]
 fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
     let mut crs = sample("demo", 1, 20, 5);
@@ -81,12 +91,7 @@ fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
         max_length: Some(500),
         ..Default::default()
     });
-    let p = plan(&crs).unwrap();
-    let d = consumer_deployment(&crs, &p.shards[0], &QueueLocation::default());
-    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
+    let env = first_shard_env(&crs);
     let get = |name: &str| env.iter().find(|e| e.name == name).cloned();
     let url = get("HISTORY_STORE_URL").expect("the store URL");
     let from = url.value_from.unwrap().secret_key_ref.unwrap();
@@ -104,12 +109,7 @@ fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
     crs.spec.history.as_mut().unwrap().url = Some("redis://:pw@cache:6379".into());
     assert!(plan(&crs).unwrap_err().contains("spec.history"));
     crs.spec.history = None;
-    let p = plan(&crs).unwrap();
-    let d = consumer_deployment(&crs, &p.shards[0], &QueueLocation::default());
-    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
+    let env = first_shard_env(&crs);
     assert!(
         !env.iter().any(|e| e.name.starts_with("HISTORY_STORE")),
         "memory-only by default"
