@@ -4,20 +4,25 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long requests in progress at shutdown have to be answered.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
 /// Response body of every route.
 pub type Body = Full<Bytes>;
@@ -75,52 +80,55 @@ pub fn ready(result: Result<(), String>) -> Response<Body> {
 }
 
 /// Accepts HTTP/1.1 connections (with upgrades) until `shutdown` fires, handing each request
-/// and its peer address to `handler`.
+/// and its peer address to `handler`. Then connections between requests (metrics scrapes kept
+/// alive) close at once, and requests in progress get [`IN_FLIGHT_GRACE`] to be answered, so the
+/// service's own drain is not held up by a client.
 pub async fn serve<H, Fut>(listener: TcpListener, shutdown: CancellationToken, handler: H)
 where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        // A client that never finishes its headers must not hold a connection forever.
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let shutdown = shutdown.clone();
+        let svc = service_fn(move |req| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let fut = handler(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = http1::Builder::new()
-                // A client that never finishes its headers must not hold a connection forever.
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = shutdown.cancelled() => {
-                    // Idle keep-alive connections (metrics scrapes) close now, so the service's
-                    // shared state is released and shutdown does not wait out its grace period.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
         });
+    }
+    if tokio::time::timeout(IN_FLIGHT_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in progress when the listener closed");
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod envelope;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod lifecycle;
 pub mod protocol;
 pub mod queue;
 pub mod retry;

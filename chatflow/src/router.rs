@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::about::Info;
 use crate::auth::{self, Access, Gate};
 use crate::http::{self, Body};
+use crate::lifecycle::Lifecycle;
 
 /// The answer to a request on an endpoint's route, once it is known.
 pub type Opening = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -67,19 +68,37 @@ impl Refusal {
 /// not stopping, and a free place, taken before the upgrade so a burst cannot overshoot it.
 pub fn admit<B>(
     req: &Request<B>,
-    stopping: &CancellationToken,
+    life: &Lifecycle,
     places: &Arc<Semaphore>,
 ) -> Result<OwnedSemaphorePermit, Refusal> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Err(Refusal::NotUpgrade);
     }
-    if stopping.is_cancelled() {
+    if life.is_stopping() {
         return Err(Refusal::Stopping);
     }
     places
         .clone()
         .try_acquire_owned()
         .map_err(|_| Refusal::Full)
+}
+
+/// Takes the WebSocket upgrade: the 101 to answer and the connection to come, or a 400 naming
+/// what is wrong with the request.
+#[expect(
+    clippy::result_large_err,
+    reason = "the 400 is returned to the router at once, never carried further"
+)]
+pub fn upgrade(
+    req: &mut Request<Incoming>,
+) -> Result<(Response<Body>, fastwebsockets::upgrade::UpgradeFut), Response<Body>> {
+    match fastwebsockets::upgrade::upgrade(req) {
+        Ok((resp, fut)) => Ok((http::switching(resp), fut)),
+        Err(e) => Err(http::text(
+            StatusCode::BAD_REQUEST,
+            format!("bad WebSocket upgrade: {e}\n"),
+        )),
+    }
 }
 
 /// Whether a request offers the `chatflow` subprotocol.
@@ -92,11 +111,14 @@ fn offers_protocol(headers: &hyper::HeaderMap) -> bool {
         .any(|p| p.trim() == auth::PROTOCOL)
 }
 
-/// A static file served at a fixed path.
-struct Page {
+/// The answer to a GET on a fixed path, made at each request (a page, or a state such as the
+/// operator's `/leader`).
+type Answer = Box<dyn Fn() -> Response<Body> + Send + Sync>;
+
+/// A route at a fixed path.
+struct Route {
     path: &'static str,
-    content_type: &'static str,
-    body: Bytes,
+    answer: Answer,
 }
 
 /// One server's routes: the endpoints' WebSocket routes, health, readiness, metrics and pages.
@@ -105,7 +127,7 @@ pub struct Router {
     registry: Arc<Registry>,
     serves_metrics: bool,
     info: Arc<str>,
-    pages: Vec<Page>,
+    routes: Vec<Route>,
     gate: Option<Arc<Gate>>,
 }
 
@@ -119,7 +141,7 @@ impl Router {
             registry: Arc::new(registry),
             serves_metrics: true,
             info: info.to_json().into(),
-            pages: Vec::new(),
+            routes: Vec::new(),
             gate: None,
         }
     }
@@ -133,7 +155,7 @@ impl Router {
             registry: self.registry.clone(),
             serves_metrics: true,
             info: self.info.clone(),
-            pages: Vec::new(),
+            routes: Vec::new(),
             gate: None,
         };
         self.serves_metrics = false;
@@ -153,16 +175,26 @@ impl Router {
     }
 
     /// Serves `body` at exactly `path`.
-    pub fn page(
+    pub fn page(self, path: &'static str, content_type: &'static str, body: &'static [u8]) -> Self {
+        let body = Bytes::from_static(body);
+        self.route(path, move || {
+            Response::builder()
+                .header(hyper::header::CONTENT_TYPE, content_type)
+                .header(hyper::header::CACHE_CONTROL, "no-cache")
+                .body(Full::new(body.clone()))
+                .expect("static response parts are valid")
+        })
+    }
+
+    /// Answers a GET on exactly `path` with what `answer` makes at that moment.
+    pub fn route(
         mut self,
         path: &'static str,
-        content_type: &'static str,
-        body: &'static [u8],
+        answer: impl Fn() -> Response<Body> + Send + Sync + 'static,
     ) -> Self {
-        self.pages.push(Page {
+        self.routes.push(Route {
             path,
-            content_type,
-            body: Bytes::from_static(body),
+            answer: Box::new(answer),
         });
         self
     }
@@ -207,18 +239,14 @@ impl Router {
             }
             return resp;
         }
-        if let Some(page) = self.pages.iter().find(|p| p.path == path) {
-            return Response::builder()
-                .header(hyper::header::CONTENT_TYPE, page.content_type)
-                .header(hyper::header::CACHE_CONTROL, "no-cache")
-                .body(Full::new(page.body.clone()))
-                .expect("static response parts are valid");
+        if let Some(route) = self.routes.iter().find(|r| r.path == path) {
+            return (route.answer)();
         }
         let routes: Vec<String> = self
             .endpoints
             .iter()
             .map(|e| format!("{}{{roomId}}", e.prefix()))
-            .chain(self.pages.iter().map(|p| p.path.to_owned()))
+            .chain(self.routes.iter().map(|r| r.path.to_owned()))
             .chain(["/health", "/ready"].map(str::to_owned))
             .chain(self.serves_metrics.then(|| "/metrics, /info".to_owned()))
             .collect();

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::QueueOptions;
+use crate::lifecycle::Lifecycle;
 use crate::queue::SharedQueues;
 use crate::rooms::RoomError;
 use crate::router::Router;
@@ -76,11 +77,6 @@ impl ServiceHandle {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
-
-    /// The token that stops this service.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }
 
 /// Listeners of a service: the one clients use and, when metrics are kept apart, theirs.
@@ -113,16 +109,17 @@ impl From<TcpListener> for Listeners {
     }
 }
 
-/// Serves `router` until `shutdown` fires, then runs `drain` (the services' own shutdown:
+/// Serves `router` until `life` stops, then runs `drain` (the services' own shutdown:
 /// answering what they accepted); the handle's `shutdown` waits for all of it.
 pub fn spawn(
     name: &'static str,
     listeners: Listeners,
     configured: SocketAddr,
     router: Router,
-    shutdown: CancellationToken,
+    life: &Lifecycle,
     drain: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServiceHandle, StartError> {
+    let shutdown = life.stopping().clone();
     let Listeners {
         main: listener,
         metrics,

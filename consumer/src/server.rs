@@ -7,6 +7,7 @@ use std::time::Duration;
 use chatflow::about::Info;
 use chatflow::auth::{Access, Gate, Pass};
 use chatflow::http::{self, Body};
+use chatflow::lifecycle::Lifecycle;
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
 use chatflow::router::{self, Endpoint, Opening, Router};
@@ -15,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ConsumerConfig;
@@ -35,9 +35,8 @@ struct Shared {
     store: Option<Store>,
     /// One permit per subscriber: dropping a subscriber's permit frees its place.
     admission: Arc<Semaphore>,
-    /// Fires when subscribers must go (after the pollers stopped).
-    closing: CancellationToken,
-    stopping: CancellationToken,
+    /// Stops the pollers, then closes the subscribers.
+    life: Lifecycle,
 }
 
 /// The consumer without a listener: its `/subscribe/{roomId}` route and its room pollers, served
@@ -45,17 +44,16 @@ struct Shared {
 #[derive(Clone)]
 pub struct Consumer {
     shared: Arc<Shared>,
-    conns: TaskTracker,
     pollers: TaskTracker,
 }
 
 impl Consumer {
-    /// Starts polling the configured rooms until `stopping` fires.
+    /// Starts polling the configured rooms until `life` stops.
     pub fn new(
         config: ConsumerConfig,
         queues: SharedQueues,
         registry: &mut Registry,
-        stopping: CancellationToken,
+        life: Lifecycle,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
         let store = Store::open(&config.store).map_err(|e| StartError::Setting(e.to_string()))?;
@@ -79,7 +77,7 @@ impl Consumer {
             metrics: metrics.clone(),
             wait,
             turns: turns.map(|n| Arc::new(Semaphore::new(n))),
-            stop: stopping.clone(),
+            stop: life.stopping().clone(),
             hold: Duration::from_secs(config.resume_hold_secs),
             store: store.clone(),
         });
@@ -109,10 +107,8 @@ impl Consumer {
                 metrics,
                 store,
                 admission,
-                closing: CancellationToken::new(),
-                stopping,
+                life,
             }),
-            conns: TaskTracker::new(),
             pollers,
         })
     }
@@ -122,7 +118,7 @@ impl Consumer {
         self.shared.rooms
     }
 
-    /// After `stopping`: lets the pollers finish the batches in hand, so subscribers get them,
+    /// After the stop began: lets the pollers finish the batches in hand, so subscribers get them,
     /// then closes the subscribers; each wait bounded by the configured grace period.
     pub async fn drain(self) {
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_secs);
@@ -132,12 +128,10 @@ impl Consumer {
         {
             tracing::warn!("shutdown grace period over with broadcasts in progress");
         }
-        self.shared.closing.cancel();
         for room in &self.shared.room_state {
             room.close_all();
         }
-        self.conns.close();
-        let _ = tokio::time::timeout(grace, self.conns.wait()).await;
+        self.shared.life.close(grace).await;
     }
 }
 
@@ -150,7 +144,6 @@ impl Endpoint for Consumer {
         Box::pin(std::future::ready(subscribe(
             req,
             self.shared.clone(),
-            self.conns.clone(),
             room,
         )))
     }
@@ -160,11 +153,7 @@ impl Endpoint for Consumer {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if self.shared.stopping.is_cancelled() {
-            Err("consumer shutting down".into())
-        } else {
-            Ok(())
-        }
+        self.shared.life.ready("consumer")
     }
 }
 
@@ -188,13 +177,13 @@ pub fn start_on(
 ) -> Result<ConsumerHandle, StartError> {
     let configured = config.listen_addr;
     let mut registry = Registry::default();
-    let stopping = CancellationToken::new();
+    let life = Lifecycle::new();
     let info = Info::new(
         "consumer",
         serde_json::to_value(&config).expect("config serializes"),
     );
     let gate = Gate::new(&config.auth, Vec::new(), &mut registry)?;
-    let consumer = Consumer::new(config, queues, &mut registry, stopping.clone())?;
+    let consumer = Consumer::new(config, queues, &mut registry, life.clone())?;
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
     let router = Router::new(registry, info)
         .gate(gate)
@@ -204,17 +193,12 @@ pub fn start_on(
         listeners.into(),
         configured,
         router,
-        stopping,
+        &life,
         consumer.drain(),
     )
 }
 
-fn subscribe(
-    mut req: Request<Incoming>,
-    shared: Arc<Shared>,
-    conns: TaskTracker,
-    room: &str,
-) -> Response<Body> {
+fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Response<Body> {
     let room_id = match shared.rooms.parse_room(room) {
         Ok(r) => r,
         Err(e) => {
@@ -228,18 +212,13 @@ fn subscribe(
         Ok(after) => after,
         Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
     };
-    let permit = match router::admit(&req, &shared.stopping, &shared.admission) {
+    let permit = match router::admit(&req, &shared.life, &shared.admission) {
         Ok(permit) => permit,
         Err(refusal) => return refusal.response("subscriber"),
     };
-    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let (resp, fut) = match router::upgrade(&mut req) {
         Ok(pair) => pair,
-        Err(e) => {
-            return http::text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket upgrade: {e}\n"),
-            );
-        }
+        Err(bad) => return bad,
     };
     let room = shared.room_state[(room_id - shared.rooms.start()) as usize].clone();
     let pass = Pass::take(&mut req);
@@ -257,7 +236,8 @@ fn subscribe(
     };
     let membership = Membership::join(room, &opts);
     shared.metrics.subscribers.inc();
-    conns.spawn(async move {
+    let life = shared.life.clone();
+    life.spawn(async move {
         if let Ok(ws) = fut.await {
             subscriber::serve(
                 ws,
@@ -267,12 +247,12 @@ fn subscribe(
                     resumed: &shared.metrics.resumes,
                     partial: &shared.metrics.resumes_partial,
                 },
-                shared.closing.clone(),
+                shared.life.closing().clone(),
             )
             .await;
         }
         shared.metrics.subscribers.dec();
         drop((permit, pass));
     });
-    http::switching(resp)
+    resp
 }

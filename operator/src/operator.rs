@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use chatflow::about::Info;
 use chatflow::http;
+use chatflow::router::Router;
 use futures::{FutureExt, StreamExt};
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -78,36 +79,22 @@ pub async fn start(config: OperatorConfig, client: Client) -> anyhow::Result<Ope
         "operator",
         serde_json::to_value(&config).expect("config serializes"),
     );
-    info.register(&mut registry);
-    let info: Arc<str> = info.to_json().into();
     let listener = TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let leading = Arc::new(AtomicBool::new(!config.leader_election));
-    let registry = Arc::new(registry);
-    tokio::spawn(http::serve(listener, shutdown.clone(), {
-        let (registry, leading) = (registry.clone(), leading.clone());
-        move |req, _| {
-            let (registry, leading, info) = (registry.clone(), leading.clone(), info.clone());
-            async move {
-                if req.method() != Method::GET {
-                    return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
-                }
-                match req.uri().path() {
-                    "/health" => http::text(StatusCode::OK, "ok\n"),
-                    // A standby replica is ready: it serves its endpoints and waits for the lease.
-                    "/ready" => http::ready(Ok(())),
-                    "/leader" => http::text(
-                        StatusCode::OK,
-                        format!("{}\n", leading.load(Ordering::Relaxed)),
-                    ),
-                    "/metrics" => http::metrics(&registry),
-                    "/info" => http::json(StatusCode::OK, info.as_bytes().to_vec()),
-                    _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
-                }
-            }
+    // A standby replica is ready (the router's `/ready` with no endpoints): it serves its
+    // endpoints and waits for the lease.
+    let router = Router::new(registry, info).route("/leader", {
+        let leading = leading.clone();
+        move || {
+            http::text(
+                StatusCode::OK,
+                format!("{}\n", leading.load(Ordering::Relaxed)),
+            )
         }
-    }));
+    });
+    tokio::spawn(router.serve(listener, shutdown.clone()));
     let ctx = Arc::new({
         let mut c = Context::new(
             client.clone(),

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use chatflow::about::Info;
 use chatflow::auth::{Access, Gate, Pass};
-use chatflow::http::{self, Body};
+use chatflow::http::Body;
+use chatflow::lifecycle::Lifecycle;
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::{RoomId, RoomRange};
 use chatflow::router::{self, Endpoint, Opening, Refusal, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use chatflow_fanout::edge::Edge;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batcher::{self, BatchContext, BatchPolicy, Pending};
@@ -40,8 +40,8 @@ pub struct Shared {
     pub rooms: RoomRange,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Fires on shutdown.
-    pub shutdown: CancellationToken,
+    /// Connections stop reading when it stops, answer what they read, and close.
+    pub life: Lifecycle,
     /// One per room, in room order; none when connections publish in place.
     batchers: Vec<mpsc::Sender<Pending>>,
     /// What publishing needs, for connections that publish in place.
@@ -70,17 +70,17 @@ impl Shared {
 #[derive(Clone)]
 pub struct Producer {
     shared: Arc<Shared>,
-    connections: TaskTracker,
     batchers: TaskTracker,
 }
 
 impl Producer {
-    /// Starts a batcher per room of the configured range; `shutdown` stops the senders' reading.
+    /// Starts a batcher per room of the configured range; when `life` stops, senders stop
+    /// being read.
     pub fn new(
         config: ProducerConfig,
         queues: SharedQueues,
         registry: &mut Registry,
-        shutdown: CancellationToken,
+        life: Lifecycle,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
         let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
@@ -117,7 +117,7 @@ impl Producer {
             rooms.start(),
             batch.clone(),
             Duration::from_millis(config.breaker_cooldown_ms),
-            shutdown.clone(),
+            life.stopping().clone(),
         ));
         let unanswered = (config.max_unanswered as usize).min(Semaphore::MAX_PERMITS);
         let rates = MessageRates::new(
@@ -126,13 +126,13 @@ impl Producer {
             config.ip_message_rate,
             config.ip_message_burst,
         );
-        tokio::spawn(rates.clone().sweep(shutdown.clone()));
+        tokio::spawn(rates.clone().sweep(life.stopping().clone()));
         Ok(Producer {
             shared: Arc::new(Shared {
                 config,
                 rooms,
                 metrics,
-                shutdown,
+                life,
                 batchers: senders,
                 batch,
                 in_place,
@@ -140,7 +140,6 @@ impl Producer {
                 unanswered: Arc::new(Semaphore::new(unanswered)),
                 rates,
             }),
-            connections: TaskTracker::new(),
             batchers,
         })
     }
@@ -154,11 +153,7 @@ impl Producer {
     /// batchers flush and stop, each wait bounded by the configured grace period.
     pub async fn drain(self) {
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_secs);
-        self.connections.close();
-        if tokio::time::timeout(grace, self.connections.wait())
-            .await
-            .is_err()
-        {
+        if !self.shared.life.finish(grace).await {
             tracing::warn!("shutdown grace period over with connections still open");
         }
         // The batchers stop once the last sender is gone: this handle's and the connections'.
@@ -177,7 +172,6 @@ impl Endpoint for Producer {
             req,
             peer,
             self.shared.clone(),
-            self.connections.clone(),
             room,
         )))
     }
@@ -187,9 +181,7 @@ impl Endpoint for Producer {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if self.shared.shutdown.is_cancelled() {
-            return Err("producer shutting down".into());
-        }
+        self.shared.life.ready("producer")?;
         if self.shared.batch.breaker.is_open() {
             return Err("queue service unavailable (circuit breaker open)".into());
         }
@@ -217,14 +209,14 @@ pub fn start_on(
 ) -> Result<ProducerHandle, StartError> {
     let configured = config.listen_addr;
     let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
+    let life = Lifecycle::new();
     let info = Info::new(
         "producer",
         serde_json::to_value(&config).expect("config serializes"),
     );
     let edge_config = config.edge.clone();
     let gate = Gate::new(&config.auth, config.trusted_proxies.clone(), &mut registry)?;
-    let producer = Producer::new(config, queues, &mut registry, shutdown.clone())?;
+    let producer = Producer::new(config, queues, &mut registry, life.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let edge = edge_config.routes().map(|routes| {
         tracing::info!(?routes, "edge serving /subscribe/{{roomId}}");
@@ -233,7 +225,7 @@ pub fn start_on(
             routes,
             producer.rooms(),
             &mut registry,
-            shutdown.clone(),
+            life.alongside(),
         )
     });
     let mut router = Router::new(registry, info)
@@ -255,7 +247,7 @@ pub fn start_on(
         listeners.into(),
         configured,
         router,
-        shutdown,
+        &life,
         drain,
     )
 }
@@ -264,10 +256,9 @@ fn upgrade(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    connections: TaskTracker,
     room: &str,
 ) -> Response<Body> {
-    let permit = match router::admit(&req, &shared.shutdown, &shared.admission) {
+    let permit = match router::admit(&req, &shared.life, &shared.admission) {
         Ok(permit) => permit,
         Err(refusal) => {
             if refusal == Refusal::Full {
@@ -282,17 +273,13 @@ fn upgrade(
     };
     let ip = client_ip::resolve(peer, req.headers(), &shared.config.trusted_proxies);
     let pass = Pass::take(&mut req);
-    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let (resp, fut) = match router::upgrade(&mut req) {
         Ok(pair) => pair,
-        Err(e) => {
-            return http::text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket upgrade: {e}\n"),
-            );
-        }
+        Err(bad) => return bad,
     };
     shared.metrics.connections.inc();
-    connections.spawn(async move {
+    let life = shared.life.clone();
+    life.spawn(async move {
         match fut.await {
             Ok(ws) => connection::serve(ws, shared.clone(), target, Peer::new(ip, pass)).await,
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
@@ -300,5 +287,5 @@ fn upgrade(
         shared.metrics.connections.dec();
         drop(permit);
     });
-    http::switching(resp)
+    resp
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chatflow::about::Info;
 use chatflow::auth::Gate;
+use chatflow::lifecycle::Lifecycle;
 use chatflow::queue::SharedQueues;
 use chatflow::router::Router;
 use chatflow::service::{self, ServiceHandle, StartError};
@@ -15,7 +16,6 @@ use chatflow_consumer::Consumer;
 use chatflow_producer::Producer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::ServerConfig;
 
@@ -40,7 +40,7 @@ pub fn start_on(
 ) -> Result<ServiceHandle, StartError> {
     let configured = config.producer.listen_addr;
     let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
+    let life = Lifecycle::new();
     let info = Info::new(
         "server",
         serde_json::json!({"producer": config.producer, "consumer": config.consumer}),
@@ -51,20 +51,15 @@ pub fn start_on(
         config.producer.trusted_proxies.clone(),
         &mut registry,
     )?;
-    let producer = Producer::new(
-        config.producer,
-        queues.clone(),
-        &mut registry,
-        shutdown.clone(),
-    )?;
+    let producer = Producer::new(config.producer, queues.clone(), &mut registry, life.clone())?;
     // The consumer stops after the producer has drained, so what the producer acknowledged
     // while draining is still broadcast.
-    let consumer_stop = CancellationToken::new();
+    let consumer_life = Lifecycle::new();
     let consumer = Consumer::new(
         config.consumer,
         queues,
         &mut registry,
-        consumer_stop.clone(),
+        consumer_life.clone(),
     )?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
     let router = Router::new(registry, info)
@@ -76,7 +71,7 @@ pub fn start_on(
         .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);
     let drain = async move {
         producer.drain().await;
-        consumer_stop.cancel();
+        consumer_life.stop();
         consumer.drain().await;
     };
     service::spawn(
@@ -84,7 +79,7 @@ pub fn start_on(
         listener.into(),
         configured,
         router,
-        shutdown,
+        &life,
         drain,
     )
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use chatflow::about::Info;
 use chatflow::auth::{Access, Pass};
 use chatflow::http::{self, Body};
+use chatflow::lifecycle::Lifecycle;
 use chatflow::protocol::Position;
 use chatflow::rooms::{RoomId, RoomRange};
 use chatflow::router::{self, Endpoint, Opening, Router};
@@ -77,12 +78,10 @@ struct Shared {
     /// Resumes whose gap is being fetched from a shard now: after an edge pod goes, its clients
     /// resume here at once, and each fetch holds a shard connection and its replay.
     fetches: Semaphore,
-    /// Fires when shutdown begins: new subscribers are refused.
-    stopping: CancellationToken,
+    /// Refuses new subscribers from the stop on; closes local subscribers after the upstreams.
+    life: Lifecycle,
     /// Fires once the producer has answered its senders: the upstreams stop.
     relaying: CancellationToken,
-    /// Fires when local subscribers must go (after the upstreams stopped).
-    closing: CancellationToken,
     upstreams: TaskTracker,
 }
 
@@ -135,17 +134,16 @@ impl Drop for Use {
 #[derive(Clone)]
 pub struct Edge {
     shared: Arc<Shared>,
-    conns: TaskTracker,
 }
 
 impl Edge {
-    /// An edge for `rooms` relaying from `routes` until `stopping` fires.
+    /// An edge for `rooms` relaying from `routes` until `life` stops.
     pub fn new(
         config: EdgeConfig,
         routes: Routes,
         rooms: RoomRange,
         registry: &mut Registry,
-        stopping: CancellationToken,
+        life: Lifecycle,
     ) -> Self {
         let admission = Arc::new(Semaphore::new(
             config.edge_max_subscribers.min(Semaphore::MAX_PERMITS),
@@ -159,12 +157,10 @@ impl Edge {
                 metrics: EdgeMetrics::new(registry),
                 admission,
                 fetches: Semaphore::new(MAX_FETCHES),
-                stopping,
+                life,
                 relaying: CancellationToken::new(),
-                closing: CancellationToken::new(),
                 upstreams: TaskTracker::new(),
             }),
-            conns: TaskTracker::new(),
         }
     }
 
@@ -177,13 +173,12 @@ impl Edge {
             .len()
     }
 
-    /// After `stopping`: ends the upstream subscriptions, lets local subscribers take what they
+    /// After the stop began: ends the upstream subscriptions, lets local subscribers take what they
     /// were handed, then closes them (1001) so they resume on another edge.
     pub async fn drain(self) {
         self.shared.relaying.cancel();
         self.shared.upstreams.close();
         let _ = tokio::time::timeout(DRAIN_GRACE, self.shared.upstreams.wait()).await;
-        self.shared.closing.cancel();
         let hubs: Vec<Arc<Hub>> = self
             .shared
             .hubs
@@ -195,8 +190,7 @@ impl Edge {
         for hub in hubs {
             hub.room.close_all();
         }
-        self.conns.close();
-        let _ = tokio::time::timeout(DRAIN_GRACE, self.conns.wait()).await;
+        self.shared.life.close(DRAIN_GRACE).await;
     }
 
     /// The shard's answer to a resume from `after`, one of at most [`MAX_FETCHES`] at a time.
@@ -228,7 +222,7 @@ impl Edge {
             Ok(after) => after,
             Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
         };
-        let permit = match router::admit(&req, &shared.stopping, &shared.admission) {
+        let permit = match router::admit(&req, &shared.life, &shared.admission) {
             Ok(permit) => permit,
             Err(refusal) => return refusal.response("subscriber"),
         };
@@ -258,14 +252,9 @@ impl Edge {
             },
             _ => (after, None),
         };
-        let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        let (resp, fut) = match router::upgrade(&mut req) {
             Ok(pair) => pair,
-            Err(e) => {
-                return http::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad WebSocket upgrade: {e}\n"),
-                );
-            }
+            Err(bad) => return bad,
         };
         let shared = self.shared.clone();
         let pass = Pass::take(&mut req);
@@ -279,7 +268,7 @@ impl Edge {
         };
         let membership = Membership::join(hub.0.room.clone(), &opts);
         shared.metrics.subscribers.inc();
-        self.conns.spawn(async move {
+        self.shared.life.spawn(async move {
             if let Ok(ws) = fut.await {
                 subscriber::serve(
                     ws,
@@ -289,7 +278,7 @@ impl Edge {
                         resumed: &shared.metrics.resumes,
                         partial: &shared.metrics.resumes_partial,
                     },
-                    shared.closing.clone(),
+                    shared.life.closing().clone(),
                 )
                 .await;
             }
@@ -297,7 +286,7 @@ impl Edge {
             drop(hub);
             drop((permit, pass));
         });
-        http::switching(resp)
+        resp
     }
 }
 
@@ -315,11 +304,7 @@ impl Endpoint for Edge {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if self.shared.stopping.is_cancelled() {
-            Err("edge shutting down".into())
-        } else {
-            Ok(())
-        }
+        self.shared.life.ready("edge")
     }
 }
 
@@ -333,19 +318,19 @@ pub fn start_on(
 ) -> Result<ServiceHandle, StartError> {
     let configured = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut registry = Registry::default();
-    let stopping = CancellationToken::new();
+    let life = Lifecycle::new();
     let info = Info::new(
         "edge",
         serde_json::to_value(&config).expect("config serializes"),
     );
-    let edge = Edge::new(config, routes, rooms, &mut registry, stopping.clone());
+    let edge = Edge::new(config, routes, rooms, &mut registry, life.clone());
     let router = Router::new(registry, info).endpoint(Arc::new(edge.clone()));
     service::spawn(
         "edge",
         listener.into(),
         configured,
         router,
-        stopping,
+        &life,
         edge.drain(),
     )
 }

@@ -66,7 +66,7 @@ pub(super) async fn serve(
         std::future::ready(())
     };
     // Its own token, so waiting on it registers with no lock shared by other connections.
-    let stop = shared.shutdown.child_token();
+    let stop = shared.life.stopping().child_token();
     let mut liveness = Liveness::new(idle);
     let mut ticker = tokio::time::interval_at(Instant::now() + idle, idle);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -38,7 +38,7 @@ pub(super) async fn serve(
     let cfg = &shared.config;
     let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
     let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
-    let stop_reading = shared.shutdown.child_token();
+    let stop_reading = shared.life.stopping().child_token();
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let liveness = Liveness::new(idle);
     let writer = tokio::spawn(write_loop(
@@ -74,7 +74,7 @@ pub(super) async fn serve(
             next = reader.next(&mut owe) => Some(next),
         };
         let Some(next) = next else {
-            if shared.shutdown.is_cancelled() {
+            if shared.life.is_stopping() {
                 let _ = tx
                     .send(Out::Close(
                         ws::CLOSE_GOING_AWAY,
