@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatflow::envelope;
-use chatflow::protocol::{BroadcastEvent, Position, TaskMessage, now_rfc3339, parse_rfc3339};
+use chatflow::protocol::{
+    BroadcastEvent, Position, SubscriberFrame, TaskMessage, now_rfc3339, parse_rfc3339,
+};
 use chatflow::queue::{MAX_BATCH, ReceivedMessage, SharedQueues};
 use chatflow::retry::Backoff;
 use chatflow::rooms::RoomId;
@@ -225,7 +227,7 @@ fn broadcast(
         position,
         ..BroadcastEvent::from_task(task, now_rfc3339())
     };
-    let bytes: Bytes = serde_json::to_vec(&event).expect("events serialize").into();
+    let bytes: Bytes = SubscriberFrame::Event(event).to_json().into();
     let fanout = room.broadcast(Event {
         position,
         bytes: bytes.clone(),

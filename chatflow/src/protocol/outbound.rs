@@ -113,6 +113,38 @@ pub struct TaskMessage {
     pub client_message_id: Option<String>,
 }
 
+/// One frame a subscriber receives, told apart by its `status`: a room's message (`"OK"`), or
+/// the notice that opens a resumed subscription (`"RECOVERY"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status")]
+pub enum SubscriberFrame {
+    /// A message of the room.
+    #[serde(rename = "OK")]
+    Event(BroadcastEvent),
+    /// What a resume could replay; the replayed events follow it.
+    #[serde(rename = "RECOVERY")]
+    Recovery(RecoveryNotice),
+}
+
+impl SubscriberFrame {
+    /// The frame's JSON text, as subscribers receive it.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("subscriber frames serialize")
+    }
+}
+
+impl From<BroadcastEvent> for SubscriberFrame {
+    fn from(event: BroadcastEvent) -> Self {
+        SubscriberFrame::Event(event)
+    }
+}
+
+impl From<RecoveryNotice> for SubscriberFrame {
+    fn from(notice: RecoveryNotice) -> Self {
+        SubscriberFrame::Recovery(notice)
+    }
+}
+
 /// What subscribers of a room receive for each message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -133,8 +165,6 @@ pub struct BroadcastEvent {
     pub message_type: MessageType,
     /// When the consumer broadcast it.
     pub server_timestamp: String,
-    /// Always "OK".
-    pub status: String,
     /// The client's idempotency key, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_message_id: Option<String>,
@@ -147,8 +177,6 @@ pub struct BroadcastEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryNotice {
-    /// Always "RECOVERY".
-    pub status: String,
     /// The position the subscriber resumed after.
     pub after: Position,
     /// True when the events that follow are every message after `after`; false when the
@@ -171,7 +199,6 @@ impl BroadcastEvent {
             timestamp: task.timestamp,
             message_type: task.message_type,
             server_timestamp,
-            status: "OK".to_owned(),
             client_message_id: task.client_message_id,
             position: None,
         }

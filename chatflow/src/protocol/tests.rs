@@ -306,9 +306,36 @@ fn wire_names_match_the_design() {
         assert!(v.get(key).is_some(), "TaskMessage lacks {key}");
     }
     assert_eq!(v["messageType"], "JOIN");
-    let event = serde_json::to_value(BroadcastEvent::from_task(task, "now".into())).unwrap();
-    assert_eq!(event["status"], "OK");
-    assert_eq!(event["serverTimestamp"], "now");
+    let event = BroadcastEvent::from_task(task, "now".into());
+    let json: serde_json::Value =
+        serde_json::from_slice(&SubscriberFrame::from(event.clone()).to_json()).unwrap();
+    assert_eq!(json["status"], "OK");
+    assert_eq!(json["serverTimestamp"], "now");
+    let notice = RecoveryNotice {
+        after: Position {
+            sequence: 7,
+            index: 0,
+        },
+        recovered: false,
+        replayed: 2,
+    };
+    let text = SubscriberFrame::from(notice.clone()).to_json();
+    assert!(
+        text.starts_with(br#"{"status":"RECOVERY""#),
+        "clients may tell a notice by its first bytes"
+    );
+    for (bytes, frame) in [
+        (text, SubscriberFrame::Recovery(notice)),
+        (
+            SubscriberFrame::from(event.clone()).to_json(),
+            SubscriberFrame::Event(event),
+        ),
+    ] {
+        assert_eq!(
+            serde_json::from_slice::<SubscriberFrame>(&bytes).unwrap(),
+            frame
+        );
+    }
 
     let err = ErrorReply {
         status: "ERROR".into(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::protocol::{BroadcastEvent, MessageType, TaskMessage};
+use chatflow::protocol::{BroadcastEvent, MessageType, SubscriberFrame, TaskMessage};
 use chatflow::queue::{BodyFormat, EmbeddedQueues, PublishEntry, QueueAttributes, SharedQueues};
 use chatflow::rooms::RoomId;
 use chatflow::ws::{ClientEvent, ClientReader, connect_split};
@@ -74,6 +74,7 @@ pub async fn subscribe(c: &ConsumerHandle, room: RoomId) -> ClientReader {
         .0
 }
 
+/// The next `n` frames, each a room's message (an `"OK"` frame, not a notice).
 pub async fn events(r: &mut ClientReader, n: usize) -> Vec<BroadcastEvent> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -82,7 +83,10 @@ pub async fn events(r: &mut ClientReader, n: usize) -> Vec<BroadcastEvent> {
             .expect("event in time")
             .expect("open")
         {
-            ClientEvent::Text(b) => out.push(serde_json::from_slice(&b).unwrap()),
+            ClientEvent::Text(b) => match serde_json::from_slice(&b) {
+                Ok(SubscriberFrame::Event(e)) => out.push(e),
+                other => panic!("expected an event, got {other:?}"),
+            },
             other => panic!("expected an event, got {other:?}"),
         }
     }

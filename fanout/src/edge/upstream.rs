@@ -9,10 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatflow::protocol::{Position, RecoveryNotice};
+use chatflow::protocol::{Position, RecoveryNotice, SubscriberFrame};
 use chatflow::rooms::RoomId;
 use chatflow::ws::{ClientEvent, ClientReader, connect_reader};
-use serde::Deserialize;
 
 use super::{Hub, Shared};
 use crate::room::Event;
@@ -22,19 +21,6 @@ const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 /// How often an idle room checks whether its linger is over.
 const TICK: Duration = Duration::from_secs(1);
-
-/// The fields of a shard's frame the edge reads; the bytes are relayed as they came.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(default)]
-    position: Option<Position>,
-    #[serde(default, borrow)]
-    status: Option<&'a str>,
-    #[serde(default)]
-    recovered: Option<bool>,
-    #[serde(default)]
-    replayed: Option<u64>,
-}
 
 /// Why a connection to the shard ended.
 enum End {
@@ -180,28 +166,29 @@ async fn relay(
             }
             Err(e) => return End::Lost(e.to_string()),
         };
-        let Ok(frame) = serde_json::from_slice::<Frame>(&bytes) else {
-            tracing::warn!(room, "edge upstream sent a frame that is not JSON; skipped");
-            continue;
-        };
-        if frame.status == Some("RECOVERY") {
-            if let (Some(after), Some(false)) = (*last, frame.recovered) {
-                gap(shared, hub, after, frame.replayed.unwrap_or(0));
+        // The bytes are relayed as they came; the edge reads only where they stand.
+        let position = match serde_json::from_slice::<SubscriberFrame>(&bytes) {
+            Ok(SubscriberFrame::Event(event)) => event.position,
+            Ok(SubscriberFrame::Recovery(notice)) => {
+                if let (Some(after), false) = (*last, notice.recovered) {
+                    gap(shared, hub, after, notice.replayed);
+                }
+                continue;
             }
-            continue;
-        }
+            Err(e) => {
+                tracing::warn!(room, error = %e, "edge upstream sent a frame it cannot read; skipped");
+                continue;
+            }
+        };
         // A resume never repeats what it was asked to skip, but a shard's redelivery after its
         // own restart could: the position says.
-        if let (Some(p), Some(l)) = (frame.position, *last)
+        if let (Some(p), Some(l)) = (position, *last)
             && p <= l
         {
             continue;
         }
-        *last = frame.position.or(*last);
-        let fanout = hub.room.broadcast(Event {
-            position: frame.position,
-            bytes,
-        });
+        *last = position.or(*last);
+        let fanout = hub.room.broadcast(Event { position, bytes });
         shared.metrics.broadcasts.inc();
         shared.metrics.deliveries.inc_by(fanout.delivered);
         shared
@@ -217,14 +204,13 @@ fn gap(shared: &Shared, hub: &Hub, after: Position, replayed: u64) {
     shared.metrics.upstream_gaps.inc();
     tracing::warn!(after = %after, "edge upstream resumed with a gap the shard cannot vouch for");
     hub.room.restart_history();
-    let notice = RecoveryNotice {
-        status: "RECOVERY".to_owned(),
+    let notice = SubscriberFrame::Recovery(RecoveryNotice {
         after,
         recovered: false,
         replayed,
-    };
+    });
     hub.room.broadcast(Event {
         position: None,
-        bytes: Bytes::from(serde_json::to_vec(&notice).expect("notices serialize")),
+        bytes: Bytes::from(notice.to_json()),
     });
 }

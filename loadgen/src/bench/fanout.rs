@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatflow::protocol::{MessageType, TaskMessage, now_rfc3339, parse_rfc3339};
+use chatflow::protocol::{
+    BroadcastEvent, MessageType, SubscriberFrame, TaskMessage, now_rfc3339, parse_rfc3339,
+};
 use chatflow::queue::{BodyFormat, PublishEntry, QueueAttributes, SharedQueues};
 use chatflow::ws::ClientEvent;
 use chatflow_consumer::ConsumerConfig;
@@ -133,12 +135,9 @@ impl Audience {
 
 fn event_bytes(seq: u64) -> Bytes {
     let t = task(seq);
-    serde_json::to_vec(&chatflow::protocol::BroadcastEvent::from_task(
-        t,
-        now_rfc3339(),
-    ))
-    .expect("events serialize")
-    .into()
+    SubscriberFrame::Event(BroadcastEvent::from_task(t, now_rfc3339()))
+        .to_json()
+        .into()
 }
 
 fn task(seq: u64) -> TaskMessage {
