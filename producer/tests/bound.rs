@@ -25,14 +25,6 @@ impl Intercept for Gate {
     }
 }
 
-fn received(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("chatflow_producer_messages_received_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no received counter in:\n{metrics}"))
-}
-
 #[tokio::test]
 async fn at_the_bound_reading_pauses_everywhere_and_resumes_as_answers_go_out() {
     let gated = Arc::new(Intercepted::new(

@@ -1,4 +1,6 @@
-//! The producer end to end on the embedded queue: validation, acks, ordering, limits, shutdown.
+//! The producer end to end over an in-memory queue, each behaviour on both connection engines
+//! (publishing in place, and through batchers as over SQS): validation, acks, ordering, limits,
+//! shutdown.
 
 mod common;
 
@@ -10,9 +12,8 @@ use chatflow_producer::ProducerConfig;
 use common::*;
 use fastwebsockets::{Frame, OpCode, Payload};
 
-#[tokio::test]
-async fn a_valid_message_is_acked_and_queued_with_every_field() {
-    let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
+async fn a_valid_message_is_acked_and_queued_with_every_field(engine: Engine) {
+    let (p, queues) = producer_on(engine, ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "7").await;
     send(&mut w, &message(42, "hello é", Some("c-1"))).await;
     let Reply::Ok(ok) = next_reply(&mut r).await else {
@@ -38,9 +39,8 @@ async fn a_valid_message_is_acked_and_queued_with_every_field() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn invalid_messages_get_the_right_error_code_and_reason() {
-    let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
+async fn invalid_messages_get_the_right_error_code_and_reason(engine: Engine) {
+    let (p, queues) = producer_on(engine, ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "1").await;
     let bad_user = message(0, "hi", None);
     let bad_name = message(5, "hi", None).replace("user5", "u5");
@@ -113,11 +113,10 @@ async fn invalid_messages_get_the_right_error_code_and_reason() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn oversize_and_binary_frames_are_refused_and_the_server_keeps_serving() {
+async fn oversize_and_binary_frames_are_refused_and_the_server_keeps_serving(engine: Engine) {
     let mut config = ProducerConfig::local(1, 2);
     config.max_frame_bytes = 1024;
-    let (p, _queues) = embedded_producer(config).await;
+    let (p, _queues) = producer_on(engine, config).await;
 
     let (mut r, mut w) = client(&p, "1").await;
     w.binary(b"\x00\x01").await.unwrap();
@@ -183,9 +182,8 @@ async fn oversize_and_binary_frames_are_refused_and_the_server_keeps_serving() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order() {
-    let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
+async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order(engine: Engine) {
+    let (p, queues) = producer_on(engine, ProducerConfig::local(1, 20)).await;
     const CONNS: usize = 4;
     const PER_CONN: usize = 2500;
     let mut tasks = Vec::new();
@@ -240,9 +238,8 @@ async fn ten_thousand_pipelined_messages_are_acked_and_queued_in_order() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_burst_mixing_valid_and_invalid_frames_is_answered_in_order() {
-    let (p, queues) = embedded_producer(ProducerConfig::local(1, 2)).await;
+async fn a_burst_mixing_valid_and_invalid_frames_is_answered_in_order(engine: Engine) {
+    let (p, queues) = producer_on(engine, ProducerConfig::local(1, 2)).await;
     let (mut r, mut w) = client(&p, "1").await;
     // One write, so the producer reads the whole burst at once and publishes it together.
     for i in 0..200u32 {
@@ -286,9 +283,8 @@ async fn a_burst_mixing_valid_and_invalid_frames_is_answered_in_order() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn messages_sent_before_a_close_are_answered_before_its_echo() {
-    let (p, _queues) = embedded_producer(ProducerConfig::local(1, 1)).await;
+async fn messages_sent_before_a_close_are_answered_before_its_echo(engine: Engine) {
+    let (p, _queues) = producer_on(engine, ProducerConfig::local(1, 1)).await;
     let (mut r, mut w) = client(&p, "1").await;
     for i in 0..50u32 {
         w.text(message(1 + i, "bye", Some(&format!("c{i}"))).as_bytes())
@@ -314,9 +310,8 @@ async fn messages_sent_before_a_close_are_answered_before_its_echo() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_resend_with_the_same_client_message_id_is_queued_once() {
-    let (p, queues) = embedded_producer(ProducerConfig::local(1, 20)).await;
+async fn a_resend_with_the_same_client_message_id_is_queued_once(engine: Engine) {
+    let (p, queues) = producer_on(engine, ProducerConfig::local(1, 20)).await;
     let (mut r, mut w) = client(&p, "3").await;
     for _ in 0..3 {
         send(&mut w, &message(9, "once", Some("retry-me"))).await;
@@ -409,11 +404,10 @@ async fn with_a_metrics_address_metrics_leave_the_client_port() {
     p.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_answers_pending_messages_and_closes_with_1001() {
+async fn shutdown_answers_pending_messages_and_closes_with_1001(engine: Engine) {
     let mut config = ProducerConfig::local(1, 1);
     config.batch_linger_us = 200_000;
-    let (p, queues) = embedded_producer(config).await;
+    let (p, queues) = producer_on(engine, config).await;
     let (mut r, mut w) = client(&p, "1").await;
     for i in 0..5 {
         w.text(message(1, "in flight", Some(&format!("s{i}"))).as_bytes())
@@ -421,7 +415,9 @@ async fn shutdown_answers_pending_messages_and_closes_with_1001() {
             .unwrap();
     }
     w.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Read and held by the batcher's linger (relayed) or published (in place) when the stop
+    // begins.
+    read_by_producer(&p, 5).await;
     let stopping = tokio::spawn(p.shutdown());
     for _ in 0..5 {
         assert!(
@@ -436,3 +432,14 @@ async fn shutdown_answers_pending_messages_and_closes_with_1001() {
     stopping.await.unwrap();
     assert_eq!(drain(&queues, 1).await.len(), 5);
 }
+
+on_both_engines!(
+    a_valid_message_is_acked_and_queued_with_every_field,
+    invalid_messages_get_the_right_error_code_and_reason,
+    oversize_and_binary_frames_are_refused_and_the_server_keeps_serving,
+    ten_thousand_pipelined_messages_are_acked_and_queued_in_order,
+    a_burst_mixing_valid_and_invalid_frames_is_answered_in_order,
+    messages_sent_before_a_close_are_answered_before_its_echo,
+    a_resend_with_the_same_client_message_id_is_queued_once,
+    shutdown_answers_pending_messages_and_closes_with_1001,
+);

@@ -7,18 +7,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chatflow::queue::{EmbeddedQueues, Intercept, Intercepted, SharedQueues};
+use chatflow::queue::{EmbeddedQueues, SharedQueues};
 use chatflow::ws::{ClientEvent, connect, connect_reader, connect_split};
 use chatflow_producer::{ProducerConfig, start};
 use common::*;
 use fastwebsockets::{Frame, OpCode, Payload};
-
-/// Changes nothing but hides the queue being in memory, so the producer uses its batchers.
-struct Batched;
-
-#[async_trait]
-impl Intercept for Batched {}
 
 async fn silent_closed_answering_kept(queues: SharedQueues) {
     ensure_rooms(&queues, 1..=1).await;
@@ -80,13 +73,6 @@ async fn pinged_answers_pong(queues: SharedQueues) {
     p.shutdown().await;
 }
 
-fn batched() -> SharedQueues {
-    Arc::new(Intercepted::new(
-        Arc::new(EmbeddedQueues::default()),
-        Batched,
-    ))
-}
-
 #[tokio::test]
 async fn idle_on_the_embedded_queue() {
     silent_closed_answering_kept(Arc::new(EmbeddedQueues::default())).await;
@@ -94,7 +80,7 @@ async fn idle_on_the_embedded_queue() {
 
 #[tokio::test]
 async fn idle_behind_batchers() {
-    silent_closed_answering_kept(batched()).await;
+    silent_closed_answering_kept(batched(Arc::new(EmbeddedQueues::default()))).await;
 }
 
 #[tokio::test]
@@ -104,5 +90,5 @@ async fn ping_on_the_embedded_queue() {
 
 #[tokio::test]
 async fn ping_behind_batchers() {
-    pinged_answers_pong(batched()).await;
+    pinged_answers_pong(batched(Arc::new(EmbeddedQueues::default()))).await;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatflow::protocol::{Reply, TaskMessage};
-use chatflow::queue::{EmbeddedQueues, QueueAttributes, SharedQueues};
+use chatflow::queue::{EmbeddedQueues, Intercept, Intercepted, QueueAttributes, SharedQueues};
 use chatflow::ws::{ClientEvent, ClientReader, ClientWriter, connect_split};
 use chatflow_producer::{ProducerConfig, ProducerHandle, start};
 
@@ -21,9 +21,79 @@ pub async fn ensure_rooms(queues: &SharedQueues, rooms: std::ops::RangeInclusive
 }
 
 pub async fn embedded_producer(config: ProducerConfig) -> (ProducerHandle, SharedQueues) {
+    producer_on(Engine::InPlace, config).await
+}
+
+/// How a producer's connections publish.
+#[derive(Debug, Clone, Copy)]
+pub enum Engine {
+    /// Each connection publishes what it read itself (a queue in memory).
+    InPlace,
+    /// Connections hand messages to their room's batcher (a queue behind a network, as SQS).
+    Relayed,
+}
+
+/// Changes nothing but hides the queue being in memory, so the producer uses its batchers.
+pub struct Batched;
+
+#[async_trait::async_trait]
+impl Intercept for Batched {}
+
+/// An in-memory queue that the producer treats as remote: its connections go through batchers.
+pub fn batched(inner: SharedQueues) -> SharedQueues {
+    Arc::new(Intercepted::new(inner, Batched))
+}
+
+/// A producer over an in-memory queue, publishing with `engine`; the queue is returned to read
+/// what was published.
+pub async fn producer_on(engine: Engine, config: ProducerConfig) -> (ProducerHandle, SharedQueues) {
     let queues: SharedQueues = Arc::new(EmbeddedQueues::default());
     ensure_rooms(&queues, config.queue.rooms_start..=config.queue.rooms_end).await;
-    (start(config, queues.clone()).await.unwrap(), queues)
+    let served = match engine {
+        Engine::InPlace => queues.clone(),
+        Engine::Relayed => batched(queues.clone()),
+    };
+    (start(config, served).await.unwrap(), queues)
+}
+
+/// Runs each named `async fn(Engine)` as two tests, `in_place::NAME` and `relayed::NAME`, so
+/// every behaviour holds on both connection engines.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod in_place {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::InPlace).await
+            })*
+        }
+        mod relayed {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::Relayed).await
+            })*
+        }
+    };
+}
+
+/// The producer's count of messages read, from its `/metrics`.
+pub fn received(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chatflow_producer_messages_received_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no received counter in:\n{metrics}"))
+}
+
+/// Waits until the producer has read `n` messages.
+pub async fn read_by_producer(p: &ProducerHandle, n: u64) {
+    tokio::time::timeout(T, async {
+        while received(&http_get(p.addr, "/metrics").await.1) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the producer reads what was sent");
 }
 
 pub async fn client(p: &ProducerHandle, room: &str) -> (ClientReader, ClientWriter) {
