@@ -8,7 +8,7 @@ use chatflow::auth::Deadline;
 use chatflow::protocol::{Position, SubscriberFrame};
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
-use tokio::io::WriteHalf;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -104,11 +104,7 @@ struct Forward {
 impl Forward {
     /// Writes `ev` unless the subscriber has it; the first event past a pending recheck first
     /// brings what the store took meanwhile.
-    async fn event(
-        &mut self,
-        sink: &mut ws::FrameSink<WriteHalf<ws::Stream>>,
-        ev: &Event,
-    ) -> Result<(), StoreError> {
+    async fn event(&mut self, sink: &mut Sink, ev: &Event) -> Result<(), StoreError> {
         if let (Some(from), Some(next)) = (self.recheck, ev.position)
             && next > from
         {
@@ -135,37 +131,80 @@ impl Forward {
     }
 }
 
+type Sink = ws::FrameSink<WriteHalf<ws::Stream>>;
+
+/// Why a subscription ends: the close to send, or none when the peer is gone or stalled.
+type Ending = Option<(u16, String)>;
+
+/// The subscriber's side of the socket, read on a task of its own: it only answers pings and
+/// notices the peer going.
+struct Peer {
+    /// Pongs and the close echo owed to the peer.
+    owed: mpsc::Receiver<Obligation>,
+    /// Fires when the peer closed or the socket failed (and, cancelled by us, ends the reader).
+    gone: CancellationToken,
+    /// Fires when the peer sent a frame over [`MAX_INBOUND`].
+    too_big: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    fn read(mut reader: ws::MessageReader<ReadHalf<ws::Stream>>, liveness: Liveness) -> Peer {
+        let (owed_tx, owed) = mpsc::channel::<Obligation>(4);
+        let gone = CancellationToken::new();
+        let too_big = CancellationToken::new();
+        let task = tokio::spawn({
+            let (gone, too_big) = (gone.clone(), too_big.clone());
+            async move {
+                let seen = || liveness.seen();
+                let mut owe = |ob: Obligation| {
+                    seen();
+                    let owed_tx = owed_tx.clone();
+                    async move {
+                        let _ = owed_tx.send(ob).await;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = gone.cancelled() => return,
+                        next = reader.next(&mut owe) => match next {
+                            Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => seen(),
+                            Err(ReadError::TooLarge(_)) => { too_big.cancel(); return; }
+                            Ok(Inbound::Close) | Err(_) => { gone.cancel(); return; }
+                        },
+                    }
+                }
+            }
+        });
+        Peer {
+            owed,
+            gone,
+            too_big,
+            task,
+        }
+    }
+}
+
 /// Serves one subscriber, already in its room, until it leaves, falls behind, or the consumer
 /// shuts down.
 pub async fn serve(
     socket: fastwebsockets::WebSocket<ws::Stream>,
     mut membership: Membership,
-    opts: Options,
+    mut opts: Options,
     resumes: ResumeCounters<'_>,
     shutdown: CancellationToken,
 ) {
-    let Options {
-        buffer,
-        after,
-        idle,
-        fetched,
-        deadline,
-        backing,
-    } = opts;
-    let expiry = Deadline::sleep(deadline);
-    tokio::pin!(expiry);
     // A quiet room sends nothing, so a peer that vanished without a FIN would hold its place
     // forever: any frame from it (a pong, its own ping) shows it is still there.
-    let mut liveness = Liveness::new(idle);
-    let (mut reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
-    let kicked = membership.kick.clone();
+    let liveness = Liveness::new(opts.idle);
+    let (reader, mut sink) = ws::split_server(socket, MAX_INBOUND);
     let mut forward = Forward {
-        sent_upto: after,
+        sent_upto: opts.after,
         recheck: None,
-        backing,
+        backing: opts.backing.take(),
     };
-    if let (Some(after), Some(replay)) = (after, membership.replay.take()) {
-        let plan = resume::plan(after, replay, fetched, forward.backing.as_ref()).await;
+    if let (Some(after), Some(replay)) = (opts.after, membership.replay.take()) {
+        let plan = resume::plan(after, replay, opts.fetched.take(), forward.backing.as_ref()).await;
         resumes.resumed.inc();
         if !plan.notice.recovered {
             resumes.partial.inc();
@@ -177,105 +216,117 @@ pub async fn serve(
         forward.sent_upto = Some(plan.sent_upto);
         forward.recheck = plan.recheck;
     }
-    let (owed_tx, mut owed_rx) = mpsc::channel::<Obligation>(4);
-    let gone = CancellationToken::new();
-    // A frame over MAX_INBOUND: the subscriber is told why (1009) before it is let go.
-    let too_big = CancellationToken::new();
-    let read_task = tokio::spawn({
-        let gone = gone.clone();
-        let too_big = too_big.clone();
-        let liveness = liveness.clone();
-        async move {
-            let seen = || liveness.seen();
-            let mut owe = |ob: Obligation| {
-                seen();
-                let owed_tx = owed_tx.clone();
-                async move {
-                    let _ = owed_tx.send(ob).await;
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = gone.cancelled() => return,
-                    next = reader.next(&mut owe) => match next {
-                        Ok(Inbound::Text(_) | Inbound::Binary(_) | Inbound::Pong) => seen(),
-                        Err(ReadError::TooLarge(_)) => { too_big.cancel(); return; }
-                        Ok(Inbound::Close) | Err(_) => { gone.cancel(); return; }
-                    },
-                }
-            }
-        }
-    });
-    let mut ticker = tokio::time::interval(idle);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut peer = Peer::read(reader, liveness.clone());
     // Replayed events go out before the first live one arrives, however long that takes.
-    let reason = if sink.flush_within(STALL_LIMIT).await.is_err() {
+    let ending = if sink.flush_within(STALL_LIMIT).await.is_err() {
         None
     } else {
-        loop {
-            tokio::select! {
-                biased;
-                // Before the events: a busy room must not hold a deadline off.
-                _ = &mut expiry => {
-                    let d = deadline.expect("the timer fires only with a deadline");
-                    break Some((d.code, d.reason.to_owned()));
-                }
-                // Before the obligations: the reader, gone, has dropped their sender.
-                _ = too_big.cancelled() => break Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
-                ev = membership.rx.recv() => match ev {
-                    Some(ev) => {
-                        let mut next = Some(ev);
-                        let mut failed = None;
-                        while let Some(ev) = next.take() {
-                            if let Err(e) = forward.event(&mut sink, &ev).await {
-                                failed = Some(e);
-                                break;
-                            }
-                            if sink.queued() < 64 * 1024 {
-                                next = membership.rx.try_recv().ok();
-                            }
-                        }
-                        if let Some(e) = failed {
-                            break Some((ws::CLOSE_TRY_AGAIN, format!("history store: {e}; resume again")));
-                        }
-                        if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
-                    }
-                    // The room let go of us: either we fell behind or the consumer is stopping.
-                    None if kicked.is_cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
-                    None => break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
-                },
-                _ = kicked.cancelled() => break Some((ws::CLOSE_POLICY, format!("too slow: more than {buffer} messages behind"))),
-                ob = owed_rx.recv() => match ob {
-                    Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
-                    Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; break None; }
-                    None => break None,
-                },
-                _ = gone.cancelled() => break None,
-                _ = ticker.tick() => match liveness.check() {
-                    Check::Fine => {}
-                    Check::Ping => {
-                        sink.frame(OpCode::Ping, b"chatflow");
-                        if sink.flush_within(STALL_LIMIT).await.is_err() { break None; }
-                    }
-                    Check::Gone => break Some((ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1.to_owned())),
-                },
-                _ = shutdown.cancelled() => {
-                    // Deliver what is already queued for this subscriber before saying goodbye.
-                    while let Ok(ev) = membership.rx.try_recv() {
-                        if forward.event(&mut sink, &ev).await.is_err() { break; }
-                    }
-                    break Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
-                }
-            }
-        }
+        relay(
+            &mut sink,
+            &mut membership,
+            &mut forward,
+            &mut peer,
+            liveness,
+            &opts,
+            &shutdown,
+        )
+        .await
     };
     drop(membership);
-    if let Some((code, why)) = reason {
+    if let Some((code, why)) = ending {
         sink.close(code, &why);
         // A stalled peer may never take the close frame: give it a moment, then hang up.
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
     }
-    gone.cancel();
-    let _ = read_task.await;
+    peer.gone.cancel();
+    let _ = peer.task.await;
+}
+
+/// Writes the room's live events to the subscriber until the subscription ends, answering its
+/// pings and pinging it when it is quiet.
+async fn relay(
+    sink: &mut Sink,
+    membership: &mut Membership,
+    forward: &mut Forward,
+    peer: &mut Peer,
+    mut liveness: Liveness,
+    opts: &Options,
+    shutdown: &CancellationToken,
+) -> Ending {
+    let expiry = Deadline::sleep(opts.deadline);
+    tokio::pin!(expiry);
+    let kicked = membership.kick.clone();
+    let too_slow = || {
+        let buffer = opts.buffer;
+        Some((
+            ws::CLOSE_POLICY,
+            format!("too slow: more than {buffer} messages behind"),
+        ))
+    };
+    let mut ticker = tokio::time::interval(opts.idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            // Before the events: a busy room must not hold a deadline off.
+            _ = &mut expiry => {
+                let d = opts.deadline.expect("the timer fires only with a deadline");
+                return Some((d.code, d.reason.to_owned()));
+            }
+            // Before the obligations: the reader, gone, has dropped their sender.
+            _ = peer.too_big.cancelled() => return Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
+            ev = membership.rx.recv() => match ev {
+                Some(ev) => {
+                    if let Err(e) = burst(sink, membership, forward, ev).await {
+                        return Some((ws::CLOSE_TRY_AGAIN, format!("history store: {e}; resume again")));
+                    }
+                    if sink.flush_within(STALL_LIMIT).await.is_err() { return None; }
+                }
+                // The room let go of us: either we fell behind or the consumer is stopping.
+                None if kicked.is_cancelled() => return too_slow(),
+                None => return Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
+            },
+            _ = kicked.cancelled() => return too_slow(),
+            ob = peer.owed.recv() => match ob {
+                Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
+                Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; return None; }
+                None => return None,
+            },
+            _ = peer.gone.cancelled() => return None,
+            _ = ticker.tick() => match liveness.check() {
+                Check::Fine => {}
+                Check::Ping => {
+                    sink.frame(OpCode::Ping, b"chatflow");
+                    if sink.flush_within(STALL_LIMIT).await.is_err() { return None; }
+                }
+                Check::Gone => return Some((ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1.to_owned())),
+            },
+            _ = shutdown.cancelled() => {
+                // Deliver what is already queued for this subscriber before saying goodbye.
+                while let Ok(ev) = membership.rx.try_recv() {
+                    if forward.event(sink, &ev).await.is_err() { break; }
+                }
+                return Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned()));
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is already queued, up to 64 KiB unflushed, so a busy room
+/// costs one flush per burst rather than one per event.
+async fn burst(
+    sink: &mut Sink,
+    membership: &mut Membership,
+    forward: &mut Forward,
+    first: Event,
+) -> Result<(), StoreError> {
+    let mut next = Some(first);
+    while let Some(ev) = next.take() {
+        forward.event(sink, &ev).await?;
+        if sink.queued() < 64 * 1024 {
+            next = membership.rx.try_recv().ok();
+        }
+    }
+    Ok(())
 }

@@ -41,122 +41,115 @@ fn brief(e: &str) -> String {
     format!("{cut}…")
 }
 
+/// Conditions of one status, keeping the transition times of the previous one.
+struct Conditions<'a> {
+    generation: Option<i64>,
+    previous: &'a [Condition],
+}
+
+impl Conditions<'_> {
+    fn make(&self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+        condition(type_, ok, reason, message, self.generation, self.previous)
+    }
+
+    fn queues(&self, observed: &Observed, desired: u32) -> Condition {
+        let ready = observed.queues_ready;
+        let counted = format!("{ready} of {desired} queues ready");
+        match (&observed.queue_error, &observed.queue_conflict) {
+            (_, Some(conflict)) => self.make(
+                "QueuesReady",
+                false,
+                "QueueOwnedByAnotherSet",
+                conflict.clone(),
+            ),
+            (None, None) if ready == desired => {
+                self.make("QueuesReady", true, "QueuesEnsured", counted)
+            }
+            (None, None) => self.make("QueuesReady", false, "QueuesPending", counted),
+            (Some(e), None) => self.make(
+                "QueuesReady",
+                false,
+                "QueueServiceUnavailable",
+                format!("{counted}: {}", brief(e)),
+            ),
+        }
+    }
+
+    fn producer(&self, observed: &Observed, wanted: i32) -> Condition {
+        let ok = observed.producer_ready >= wanted;
+        let reason = if ok { "Available" } else { "ReplicasNotReady" };
+        let message = format!("{} of {wanted} replicas ready", observed.producer_ready);
+        self.make("ProducerReady", ok, reason, message)
+    }
+
+    fn consumers(&self, observed: &Observed) -> Condition {
+        if observed.lingering_shards > 0 {
+            let message = format!(
+                "waiting for {} removed shards to stop before starting new shards",
+                observed.lingering_shards
+            );
+            return self.make("ConsumersReady", false, "Resharding", message);
+        }
+        let shards = observed.shards.len();
+        let ready = observed
+            .shards
+            .iter()
+            .filter(|s| s.ready_replicas >= 1)
+            .count();
+        let ok = ready == shards;
+        let reason = if ok { "Available" } else { "ShardsNotReady" };
+        self.make(
+            "ConsumersReady",
+            ok,
+            reason,
+            format!("{ready} of {shards} shards ready"),
+        )
+    }
+
+    /// `Ready`: true when every part is; otherwise the first part that is not says why.
+    fn ready(&self, parts: [&Condition; 3]) -> Condition {
+        match parts.iter().find(|c| c.status != "True") {
+            None => self.make(
+                "Ready",
+                true,
+                "Ready",
+                "queues, producer and consumers are ready",
+            ),
+            Some(c) => {
+                let reason = match c.type_.as_str() {
+                    "QueuesReady" => "QueuesNotReady",
+                    "ProducerReady" => "ProducerNotReady",
+                    _ => "ConsumersNotReady",
+                };
+                self.make("Ready", false, reason, c.message.clone())
+            }
+        }
+    }
+}
+
 /// The status of `crs` for `plan` as `observed`, keeping transition times from the previous one.
 pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomSetStatus {
-    let gen_ = crs.metadata.generation;
-    let prev: Vec<Condition> = crs
+    let previous: Vec<Condition> = crs
         .status
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
+    let conditions = Conditions {
+        generation: crs.metadata.generation,
+        previous: &previous,
+    };
     let desired_queues = plan.rooms.len() as u32;
-    let ready = observed.queues_ready;
-    let queues_cond = match (&observed.queue_error, &observed.queue_conflict) {
-        (_, Some(conflict)) => condition(
-            "QueuesReady",
-            false,
-            "QueueOwnedByAnotherSet",
-            conflict.clone(),
-            gen_,
-            &prev,
-        ),
-        (None, None) if ready == desired_queues => condition(
-            "QueuesReady",
-            true,
-            "QueuesEnsured",
-            format!("{ready} of {desired_queues} queues ready"),
-            gen_,
-            &prev,
-        ),
-        (None, None) => condition(
-            "QueuesReady",
-            false,
-            "QueuesPending",
-            format!("{ready} of {desired_queues} queues ready"),
-            gen_,
-            &prev,
-        ),
-        (Some(e), None) => condition(
-            "QueuesReady",
-            false,
-            "QueueServiceUnavailable",
-            format!("{ready} of {desired_queues} queues ready: {}", brief(e)),
-            gen_,
-            &prev,
-        ),
-    };
-    let wanted = crs.spec.producer.replicas;
-    let producer_ok = observed.producer_ready >= wanted;
-    let producer_cond = condition(
-        "ProducerReady",
-        producer_ok,
-        if producer_ok {
-            "Available"
-        } else {
-            "ReplicasNotReady"
-        },
-        format!("{} of {wanted} replicas ready", observed.producer_ready),
-        gen_,
-        &prev,
-    );
-    let shards_ready = observed
-        .shards
-        .iter()
-        .filter(|s| s.ready_replicas >= 1)
-        .count();
-    let consumers_ok = shards_ready == observed.shards.len();
-    let consumers_cond = if observed.lingering_shards > 0 {
-        condition(
-            "ConsumersReady",
-            false,
-            "Resharding",
-            format!(
-                "waiting for {} removed shards to stop before starting new shards",
-                observed.lingering_shards
-            ),
-            gen_,
-            &prev,
-        )
-    } else {
-        condition(
-            "ConsumersReady",
-            consumers_ok,
-            if consumers_ok {
-                "Available"
-            } else {
-                "ShardsNotReady"
-            },
-            format!("{shards_ready} of {} shards ready", observed.shards.len()),
-            gen_,
-            &prev,
-        )
-    };
-    let parts = [&queues_cond, &producer_cond, &consumers_cond];
-    let ready_cond = match parts.iter().find(|c| c.status != "True") {
-        None => condition(
-            "Ready",
-            true,
-            "Ready",
-            "queues, producer and consumers are ready",
-            gen_,
-            &prev,
-        ),
-        Some(c) => {
-            let reason = match c.type_.as_str() {
-                "QueuesReady" => "QueuesNotReady",
-                "ProducerReady" => "ProducerNotReady",
-                _ => "ConsumersNotReady",
-            };
-            condition("Ready", false, reason, c.message.clone(), gen_, &prev)
-        }
-    };
+    let queues = conditions.queues(observed, desired_queues);
+    let producer = conditions.producer(observed, crs.spec.producer.replicas);
+    let consumers = conditions.consumers(observed);
+    let ready = conditions.ready([&queues, &producer, &consumers]);
     ChatRoomSetStatus {
-        observed_generation: gen_,
-        conditions: vec![ready_cond, queues_cond, producer_cond, consumers_cond],
+        observed_generation: crs.metadata.generation,
+        conditions: vec![ready, queues, producer, consumers],
         rooms: Some(plan.rooms.to_string()),
         queues: QueueCounts {
             desired: desired_queues,
-            ready,
+            ready: observed.queues_ready,
         },
         shard_count: observed.shards.len() as u32,
         shards: observed.shards.clone(),
@@ -164,17 +157,22 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             service: plan.producer.clone(),
             ready_replicas: observed.producer_ready,
         }),
-        endpoints: Some(Endpoints {
-            ingest: desired::ingest_template(crs, plan),
-            subscribe: desired::subscribe_template(crs),
-            edge: desired::edge_template(crs, plan),
-            public: crs
-                .spec
-                .ingress
-                .as_ref()
-                .map(desired::ingress::public_urls)
-                .unwrap_or_default(),
-        }),
+        endpoints: Some(endpoints(crs, plan)),
+    }
+}
+
+/// Where clients of the set connect.
+fn endpoints(crs: &ChatRoomSet, plan: &Plan) -> Endpoints {
+    Endpoints {
+        ingest: desired::ingest_template(crs, plan),
+        subscribe: desired::subscribe_template(crs),
+        edge: desired::edge_template(crs, plan),
+        public: crs
+            .spec
+            .ingress
+            .as_ref()
+            .map(desired::ingress::public_urls)
+            .unwrap_or_default(),
     }
 }
 

@@ -1,4 +1,7 @@
 //! The operator against a real kube-apiserver and LocalStack, both started by scripts/test.
+// A scenario on real servers reads top to bottom, as its steps happen; the length bound is
+// for the code under test.
+#![allow(clippy::too_many_lines)]
 
 mod support;
 

@@ -1,4 +1,7 @@
 //! The producer against LocalStack: the ack round trip, and an outage of the queue service.
+// A scenario on real servers reads top to bottom, as its steps happen; the length bound is
+// for the code under test.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 

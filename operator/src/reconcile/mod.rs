@@ -19,7 +19,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
 
-use crate::crd::{ChatRoomSet, DeletionPolicy};
+use chatflow::queue::SharedQueues;
+
+use crate::crd::{ChatRoomSet, DeletionPolicy, ShardStatus};
 use crate::desired::{self, FIELD_MANAGER, QueueLocation};
 use crate::status::{self, Observed};
 pub use workloads::{Stores, lingering_shards};
@@ -158,27 +160,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
 
     // Queues first: workloads without their queues would only fail readiness.
     let client = ctx.queues.client(&loc, &plan.naming).await;
-    let ensured = match (&client, ctx.queues.cached(&queue_key, &plan, &loc)) {
-        (Ok(_), Some(cached)) => cached,
-        (Ok(q), None) => {
-            let owner = desired::queue_owner(&crs);
-            let out = queues::ensure(q, &plan, &owner, ctx.queue_concurrency).await;
-            ctx.queues.record(&queue_key, &plan, &loc, &out);
-            out
-        }
-        (Err(e), _) => queues::Ensure {
-            error: Some(e.to_string()),
-            ..Default::default()
-        },
-    };
-    if ensured.repaired > 0 {
-        let note = format!(
-            "{} queues had drifted attributes, set back",
-            ensured.repaired
-        );
-        ctx.event(&crs, EventType::Normal, "QueuesRepaired", note)
-            .await;
-    }
+    let ensured = ensure_queues(&crs, &ctx, &plan, &loc, &queue_key, &client).await;
 
     let conflict = conflict_note(&plan, &ensured.conflicts);
     if let Some(note) = &conflict {
@@ -208,15 +190,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         ctx.queues.forget(&queue_key);
     }
     ctx.metrics.record_depths(&set, &backlog.depths);
-    let replicas: Vec<(String, &'static str, i32)> =
-        std::iter::once((plan.producer.clone(), "producer", applied.producer_ready))
-            .chain(
-                shards
-                    .iter()
-                    .map(|s| (s.name.clone(), "consumer", s.ready_replicas)),
-            )
-            .collect();
-    ctx.metrics.record_replicas(&set, &replicas);
+    record_replicas(&ctx, &set, &plan, applied.producer_ready, &shards);
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -240,10 +214,76 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         ctx.event(&crs, EventType::Normal, "QueuesReady", note)
             .await;
     }
+    let settled = ctx.queues.cached(&queue_key, &plan, &loc).is_some();
+    next(&crs, &ctx, ensured, applied.lingering_shards, settled).await
+}
+
+/// The set's queues as ensured now, or as a recent reconcile left them (queue calls cost a
+/// round trip per room); drifted attributes set back are announced.
+async fn ensure_queues(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    plan: &desired::Plan,
+    loc: &QueueLocation,
+    queue_key: &str,
+    client: &Result<SharedQueues, Error>,
+) -> queues::Ensure {
+    let ensured = match (client, ctx.queues.cached(queue_key, plan, loc)) {
+        (Ok(_), Some(cached)) => cached,
+        (Ok(q), None) => {
+            let owner = desired::queue_owner(crs);
+            let out = queues::ensure(q, plan, &owner, ctx.queue_concurrency).await;
+            ctx.queues.record(queue_key, plan, loc, &out);
+            out
+        }
+        (Err(e), _) => queues::Ensure {
+            error: Some(e.to_string()),
+            ..Default::default()
+        },
+    };
+    if ensured.repaired > 0 {
+        let note = format!(
+            "{} queues had drifted attributes, set back",
+            ensured.repaired
+        );
+        ctx.event(crs, EventType::Normal, "QueuesRepaired", note)
+            .await;
+    }
+    ensured
+}
+
+/// Ready replicas per Deployment of the set, as metrics.
+fn record_replicas(
+    ctx: &Context,
+    set: &str,
+    plan: &desired::Plan,
+    producer_ready: i32,
+    shards: &[ShardStatus],
+) {
+    let replicas: Vec<(String, &'static str, i32)> =
+        std::iter::once((plan.producer.clone(), "producer", producer_ready))
+            .chain(
+                shards
+                    .iter()
+                    .map(|s| (s.name.clone(), "consumer", s.ready_replicas)),
+            )
+            .collect();
+    ctx.metrics.record_replicas(set, &replicas);
+}
+
+/// When to look again: at once (with backoff) after a queue error, soon while the set is
+/// settling, otherwise at the resync period.
+async fn next(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    ensured: queues::Ensure,
+    lingering_shards: usize,
+    settled: bool,
+) -> Result<Action, Error> {
     match ensured.error {
         Some(e) => {
             ctx.event(
-                &crs,
+                crs,
                 EventType::Warning,
                 "QueueServiceUnavailable",
                 e.clone(),
@@ -254,10 +294,8 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         // Another set's queues change only when a set goes away, which is not watched here.
         None if !ensured.conflicts.is_empty() => Ok(Action::requeue(ctx.resync)),
         // Pods are not watched by the controller: look again soon while removed shards stop.
-        None if applied.lingering_shards > 0 => Ok(Action::requeue(Duration::from_secs(2))),
-        None if ctx.queues.cached(&queue_key, &plan, &loc).is_none() => {
-            Ok(Action::requeue(Duration::from_secs(2)))
-        }
+        None if lingering_shards > 0 => Ok(Action::requeue(Duration::from_secs(2))),
+        None if !settled => Ok(Action::requeue(Duration::from_secs(2))),
         None => Ok(Action::requeue(ctx.resync)),
     }
 }

@@ -13,7 +13,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
 use crate::crd::{ChatRoomSet, ShardStatus};
-use crate::desired::{self, CONSUMER_PORT, FIELD_MANAGER, PRODUCER_PORT, Plan, QueueLocation};
+use crate::desired::{
+    self, CONSUMER_PORT, FIELD_MANAGER, PRODUCER_PORT, Plan, QueueLocation, Shard,
+};
 
 /// Watch caches of the objects the operator owns, so a reconcile reads them without a LIST.
 #[derive(Clone)]
@@ -111,20 +113,21 @@ impl Applied {
     pub fn withheld(plan: &Plan) -> Self {
         Applied {
             producer_ready: 0,
-            shards: plan
-                .shards
-                .iter()
-                .map(|shard| ShardStatus {
-                    name: shard.name.clone(),
-                    rooms: shard.rooms.to_string(),
-                    service: shard.name.clone(),
-                    ready_replicas: 0,
-                    backlog: None,
-                })
-                .collect(),
+            shards: plan.shards.iter().map(unready).collect(),
             lingering_shards: 0,
             pruned: Vec::new(),
         }
+    }
+}
+
+/// A planned shard as reported before its Deployment says anything.
+fn unready(shard: &Shard) -> ShardStatus {
+    ShardStatus {
+        name: shard.name.clone(),
+        rooms: shard.rooms.to_string(),
+        service: shard.name.clone(),
+        ready_replicas: 0,
+        backlog: None,
     }
 }
 
@@ -192,34 +195,10 @@ pub async fn apply(
     let existing = &view.deployments;
     let mut shards = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
-        let mut status = ShardStatus {
-            name: shard.name.clone(),
-            rooms: shard.rooms.to_string(),
-            service: shard.name.clone(),
-            ready_replicas: 0,
-            backlog: None,
-        };
+        let mut status = unready(shard);
         if lingering == 0 || existing.contains(&shard.name) {
-            let d = deployments
-                .patch(
-                    &shard.name,
-                    &pp,
-                    &Patch::Apply(desired::consumer_deployment(crs, shard, loc)),
-                )
-                .await?;
-            services
-                .patch(
-                    &shard.name,
-                    &pp,
-                    &Patch::Apply(desired::service(
-                        crs,
-                        &shard.name,
-                        "consumer",
-                        CONSUMER_PORT,
-                    )),
-                )
-                .await?;
-            status.ready_replicas = ready_replicas(&d);
+            let objects = (&deployments, &services, &pp);
+            status.ready_replicas = apply_shard(objects, crs, shard, loc).await?;
         }
         shards.push(status);
     }
@@ -229,6 +208,27 @@ pub async fn apply(
         lingering_shards: lingering,
         pruned,
     })
+}
+
+/// Applies a shard's Deployment and Service; its ready replicas.
+async fn apply_shard(
+    (deployments, services, pp): (&Api<Deployment>, &Api<Service>, &PatchParams),
+    crs: &ChatRoomSet,
+    shard: &Shard,
+    loc: &QueueLocation,
+) -> Result<i32, Error> {
+    let d = deployments
+        .patch(
+            &shard.name,
+            pp,
+            &Patch::Apply(desired::consumer_deployment(crs, shard, loc)),
+        )
+        .await?;
+    let service = desired::service(crs, &shard.name, "consumer", CONSUMER_PORT);
+    services
+        .patch(&shard.name, pp, &Patch::Apply(service))
+        .await?;
+    Ok(ready_replicas(&d))
 }
 
 /// Applies the Ingress the spec asks for; removes the one a previous spec asked for (the

@@ -3,6 +3,8 @@
 //! before it waits for more. Nothing is handed to another task, so an ack leaves in the same
 //! turn that read its message.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -11,9 +13,10 @@ use bytes::Bytes;
 use chatflow::auth::Deadline;
 use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, WriteHalf};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use super::{Peer, Target, answer, binary_refused, places_for, validate};
 use crate::batcher::{self, Pending};
@@ -44,6 +47,8 @@ enum End {
     Deadline,
 }
 
+type Sink = FrameSink<WriteHalf<ws::Stream>>;
+
 /// Serves one upgraded connection until either side closes, its deadline comes, or the
 /// producer shuts down.
 pub(super) async fn serve(
@@ -54,10 +59,20 @@ pub(super) async fn serve(
 ) {
     let cfg = &shared.config;
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
-    let (mut reader, mut sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
-    let mut taken = Taken::new(&shared, &target, &peer);
-    let deadline = Deadline::sleep(peer.pass.deadline());
-    tokio::pin!(deadline);
+    let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
+    let mut ticker = tokio::time::interval_at(Instant::now() + idle, idle);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn = Conn {
+        taken: Taken::new(&shared, &target, &peer),
+        sink,
+        // Its own token, so waiting on it registers with no lock shared by other connections.
+        stop: shared.life.stopping().child_token(),
+        deadline: Box::pin(Deadline::sleep(peer.pass.deadline())),
+        liveness: Liveness::new(idle),
+        ticker,
+        idle,
+        peer: &peer,
+    };
     // Pongs and the echo of a close, owed while a read was under way; they go out behind the
     // answers to what was read before them.
     let owed = Mutex::new(Vec::new());
@@ -65,13 +80,7 @@ pub(super) async fn serve(
         owed.lock().unwrap_or_else(|e| e.into_inner()).push(ob);
         std::future::ready(())
     };
-    // Its own token, so waiting on it registers with no lock shared by other connections.
-    let stop = shared.life.stopping().child_token();
-    let mut liveness = Liveness::new(idle);
-    let mut ticker = tokio::time::interval_at(Instant::now() + idle, idle);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let end = 'reading: loop {
+    let end = loop {
         let read = reader.next(&mut owe);
         tokio::pin!(read);
         // Polled once before anything else: a frame already received is taken at once, and only
@@ -79,113 +88,163 @@ pub(super) async fn serve(
         // dropped half done, as the WebSocket reader loses its place if it is.
         let next = match futures::poll!(read.as_mut()) {
             Poll::Ready(next) => next,
-            Poll::Pending => {
-                taken.answer_into(&mut sink).await;
-                if sink.flush_within(idle).await.is_err() {
-                    break 'reading End::Gone;
-                }
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => break 'reading End::Shutdown,
-                        next = &mut read => break next,
-                        _ = &mut deadline => break 'reading End::Deadline,
-                        _ = ticker.tick() => match liveness.check() {
-                            Check::Fine => {}
-                            Check::Ping => {
-                                sink.frame(OpCode::Ping, b"chatflow");
-                                if sink.flush_within(idle).await.is_err() {
-                                    break 'reading End::Gone;
-                                }
-                            }
-                            Check::Gone => {
-                                let (code, why) = ws::CLOSE_IDLE;
-                                let close = Answer::Close(code, why.into());
-                                taken.answers.push(close);
-                                break 'reading End::Closed;
-                            }
-                        },
-                    }
-                }
-            }
+            Poll::Pending => match conn.wait(read).await {
+                Ok(next) => next,
+                Err(end) => break end,
+            },
         };
-        liveness.seen();
+        conn.liveness.seen();
         let obligations = std::mem::take(&mut *owed.lock().unwrap_or_else(|e| e.into_inner()));
-        taken
+        conn.taken
             .answers
             .extend(obligations.into_iter().map(Answer::Owe));
+        if let Err(end) = conn.on_frame(next).await {
+            break end;
+        }
+        if let Err(end) = conn.answer_if_full().await {
+            break end;
+        }
+    };
+    conn.finish(end).await;
+}
+
+/// One connection's state between reads.
+struct Conn<'a> {
+    taken: Taken<'a>,
+    sink: Sink,
+    stop: CancellationToken,
+    deadline: Pin<Box<Sleep>>,
+    liveness: Liveness,
+    ticker: Interval,
+    idle: Duration,
+    peer: &'a Peer,
+}
+
+impl Conn<'_> {
+    /// Answers what was taken, then waits for the read to complete, pinging a quiet client;
+    /// or says why reading ends first.
+    async fn wait<F>(&mut self, mut read: Pin<&mut F>) -> Result<F::Output, End>
+    where
+        F: Future,
+    {
+        self.taken.answer_into(&mut self.sink).await;
+        self.sink
+            .flush_within(self.idle)
+            .await
+            .map_err(|_| End::Gone)?;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Err(End::Shutdown),
+                next = &mut read => return Ok(next),
+                _ = &mut self.deadline => return Err(End::Deadline),
+                _ = self.ticker.tick() => match self.liveness.check() {
+                    Check::Fine => {}
+                    Check::Ping => {
+                        self.sink.frame(OpCode::Ping, b"chatflow");
+                        self.sink.flush_within(self.idle).await.map_err(|_| End::Gone)?;
+                    }
+                    Check::Gone => {
+                        let (code, why) = ws::CLOSE_IDLE;
+                        self.taken.answers.push(Answer::Close(code, why.into()));
+                        return Err(End::Closed);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Takes what was read: a message to publish, or the answer to a frame that is not one.
+    async fn on_frame(&mut self, next: Result<Inbound, ReadError>) -> Result<(), End> {
+        let (stop, idle) = (&self.stop, self.idle);
         match next {
             Ok(Inbound::Text(frame)) => {
-                if let Err(end) = taken.place(&mut sink, &stop, idle, frame.len()).await {
-                    break end;
-                }
-                taken.take(&frame);
-                if let Some(wait) = peer.take_pause() {
+                self.taken
+                    .place(&mut self.sink, stop, idle, frame.len())
+                    .await?;
+                self.taken.take(&frame);
+                if let Some(wait) = self.peer.take_pause() {
                     // Over its rate: the refusal goes out now, and nothing more is read until
                     // the limit takes a message again.
-                    taken.answer_into(&mut sink).await;
-                    if sink.flush_within(idle).await.is_err() {
-                        break End::Gone;
-                    }
+                    self.taken.answer_into(&mut self.sink).await;
+                    self.sink.flush_within(idle).await.map_err(|_| End::Gone)?;
                     tokio::select! {
                         biased;
-                        _ = stop.cancelled() => break 'reading End::Shutdown,
-                        _ = &mut deadline => break 'reading End::Deadline,
+                        _ = stop.cancelled() => return Err(End::Shutdown),
+                        _ = &mut self.deadline => return Err(End::Deadline),
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
+                Ok(())
             }
             Ok(Inbound::Binary(frame)) => {
-                if let Err(end) = taken.place(&mut sink, &stop, idle, frame.len()).await {
-                    break end;
-                }
-                let refused = binary_refused(&shared);
-                taken.answers.push(Answer::Reply(Reply::Now(refused)));
+                self.taken
+                    .place(&mut self.sink, stop, idle, frame.len())
+                    .await?;
+                let refused = binary_refused(self.taken.shared);
+                self.taken.answers.push(Answer::Reply(Reply::Now(refused)));
+                Ok(())
             }
-            Ok(Inbound::Pong) => {}
-            Ok(Inbound::Close) | Err(ReadError::Closed) => break End::Closed,
+            Ok(Inbound::Pong) => Ok(()),
+            Ok(Inbound::Close) | Err(ReadError::Closed) => Err(End::Closed),
             Err(ReadError::TooLarge(limit)) => {
                 let why = format!("message larger than {limit} bytes");
-                taken.answers.push(Answer::Close(ws::CLOSE_TOO_BIG, why));
-                break End::Closed;
+                self.taken
+                    .answers
+                    .push(Answer::Close(ws::CLOSE_TOO_BIG, why));
+                Err(End::Closed)
             }
             Err(ReadError::Protocol(why)) => {
-                taken.answers.push(Answer::Close(ws::CLOSE_PROTOCOL, why));
-                break End::Closed;
+                self.taken
+                    .answers
+                    .push(Answer::Close(ws::CLOSE_PROTOCOL, why));
+                Err(End::Closed)
             }
         }
-        // A client that never pauses is answered every GATHER_MAX frames all the same.
-        if taken.answers.len() >= GATHER_MAX {
-            taken.answer_into(&mut sink).await;
-            if sink.flush_within(idle).await.is_err() {
-                break End::Gone;
-            }
-            if stop.is_cancelled() {
-                break End::Shutdown;
-            }
-            // The timer is polled only while a read waits: a client that never pauses meets
-            // its deadline here.
-            if peer.pass.deadline().is_some_and(|d| Instant::now() >= d.at) {
-                break End::Deadline;
-            }
-        }
-    };
+    }
 
-    // What was read before reading ended is still published and answered.
-    taken.answer_into(&mut sink).await;
-    if end == End::Gone {
-        return;
+    /// A client that never pauses is answered every [`GATHER_MAX`] frames all the same, and
+    /// meets its stop and its deadline here (the timer is polled only while a read waits).
+    async fn answer_if_full(&mut self) -> Result<(), End> {
+        if self.taken.answers.len() < GATHER_MAX {
+            return Ok(());
+        }
+        self.taken.answer_into(&mut self.sink).await;
+        self.sink
+            .flush_within(self.idle)
+            .await
+            .map_err(|_| End::Gone)?;
+        if self.stop.is_cancelled() {
+            return Err(End::Shutdown);
+        }
+        if self
+            .peer
+            .pass
+            .deadline()
+            .is_some_and(|d| Instant::now() >= d.at)
+        {
+            return Err(End::Deadline);
+        }
+        Ok(())
     }
-    let close = match end {
-        End::Shutdown => Some((ws::CLOSE_GOING_AWAY, "server shutting down")),
-        End::Deadline => peer.pass.deadline().map(|d| (d.code, d.reason)),
-        End::Closed | End::Gone => None,
-    };
-    if let Some((code, reason)) = close {
-        taken.answers.push(Answer::Close(code, reason.into()));
-        taken.answer_into(&mut sink).await;
+
+    /// Publishes and answers what was read before reading ended, then closes as `end` says.
+    async fn finish(mut self, end: End) {
+        self.taken.answer_into(&mut self.sink).await;
+        if end == End::Gone {
+            return;
+        }
+        let close = match end {
+            End::Shutdown => Some((ws::CLOSE_GOING_AWAY, "server shutting down")),
+            End::Deadline => self.peer.pass.deadline().map(|d| (d.code, d.reason)),
+            End::Closed | End::Gone => None,
+        };
+        if let Some((code, reason)) = close {
+            self.taken.answers.push(Answer::Close(code, reason.into()));
+            self.taken.answer_into(&mut self.sink).await;
+        }
+        let _ = tokio::time::timeout(self.idle, self.sink.shutdown()).await;
     }
-    let _ = tokio::time::timeout(idle, sink.shutdown()).await;
 }
 
 /// What was read and not yet answered: the messages to publish and, in order, what goes back
@@ -229,7 +288,7 @@ impl<'a> Taken<'a> {
     async fn place<W: AsyncWrite + Unpin>(
         &mut self,
         sink: &mut FrameSink<W>,
-        stop: &tokio_util::sync::CancellationToken,
+        stop: &CancellationToken,
         idle: Duration,
         frame_len: usize,
     ) -> Result<(), End> {

@@ -2,6 +2,7 @@
 //! and hands them over, and a writer that answers them in the order they were sent, each once
 //! its batch is published.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,26 +86,10 @@ pub(super) async fn serve(
             break;
         };
         liveness.seen();
-        let out = match next {
-            Ok(Inbound::Text(frame)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading, frame.len()).await else {
-                    continue;
-                };
-                Out::Reply(accept(&shared, &target, &frame, &peer).await, place)
-            }
-            Ok(Inbound::Binary(frame)) => {
-                let Some(place) = wait_for_place(&shared, &stop_reading, frame.len()).await else {
-                    continue;
-                };
-                Out::Reply(Reply::Now(super::binary_refused(&shared)), place)
-            }
-            Ok(Inbound::Pong) => continue,
-            Ok(Inbound::Close) | Err(ReadError::Closed) => break,
-            Err(ReadError::TooLarge(limit)) => Out::Close(
-                ws::CLOSE_TOO_BIG,
-                format!("message larger than {limit} bytes"),
-            ),
-            Err(ReadError::Protocol(why)) => Out::Close(ws::CLOSE_PROTOCOL, why),
+        let out = match out_for(next, &shared, &target, &peer, &stop_reading).await {
+            ControlFlow::Continue(Some(out)) => out,
+            ControlFlow::Continue(None) => continue,
+            ControlFlow::Break(()) => break,
         };
         let closing = matches!(out, Out::Close(..));
         // A full channel means max_unacked replies are outstanding: reading waits here.
@@ -121,6 +106,36 @@ pub(super) async fn serve(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// What the writer is handed for what was read: nothing for a pong or for a frame still
+/// waiting for its places when reading stopped; a break when the client closed.
+async fn out_for(
+    next: Result<Inbound, ReadError>,
+    shared: &Shared,
+    target: &Target,
+    peer: &Peer,
+    stop_reading: &CancellationToken,
+) -> ControlFlow<(), Option<Out>> {
+    ControlFlow::Continue(match next {
+        Ok(Inbound::Text(frame)) => match wait_for_place(shared, stop_reading, frame.len()).await {
+            Some(place) => Some(Out::Reply(
+                accept(shared, target, &frame, peer).await,
+                place,
+            )),
+            None => None,
+        },
+        Ok(Inbound::Binary(frame)) => wait_for_place(shared, stop_reading, frame.len())
+            .await
+            .map(|place| Out::Reply(Reply::Now(super::binary_refused(shared)), place)),
+        Ok(Inbound::Pong) => None,
+        Ok(Inbound::Close) | Err(ReadError::Closed) => return ControlFlow::Break(()),
+        Err(ReadError::TooLarge(limit)) => Some(Out::Close(
+            ws::CLOSE_TOO_BIG,
+            format!("message larger than {limit} bytes"),
+        )),
+        Err(ReadError::Protocol(why)) => Some(Out::Close(ws::CLOSE_PROTOCOL, why)),
+    })
 }
 
 /// The places of a frame of `frame_len` bytes under the producer-wide bound of unanswered
