@@ -49,6 +49,10 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the metrics and registers them (the history store's with `with_store`).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one registration per metric, in the order of the struct"
+    )]
     pub fn new(registry: &mut Registry, with_store: bool) -> Self {
         let m = Metrics {
             subscribers: Gauge::default(),

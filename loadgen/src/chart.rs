@@ -16,7 +16,15 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), String> {
     let root = SVGBackend::new(path, (1000, 760)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(380);
+    draw_throughput(&top, s)?;
+    draw_percentiles(&bottom, s)?;
+    root.present().map_err(|e| e.to_string())
+}
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Acknowledgements per second over the run, with the offered rate as a line.
+fn draw_throughput(area: &Area<'_>, s: &Summary) -> Result<(), String> {
     // Per 100 ms: bursts and stalls a per-second average would smooth away stay visible.
     let rate: Vec<(f64, f64)> = s
         .per_100ms
@@ -29,7 +37,7 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), String> {
         Some(r) => format!("Throughput (acks/s in 100 ms buckets; {r:.0} msg/s offered)"),
         None => "Throughput (acks/s in 100 ms buckets)".to_owned(),
     };
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(35)
@@ -53,7 +61,11 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), String> {
             ))
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
 
+/// The ack and end-to-end latency at each percentile, the tail spread out by decades.
+fn draw_percentiles(area: &Area<'_>, s: &Summary) -> Result<(), String> {
     let curves = [(&s.ack_percentiles, BLUE), (&s.e2e_percentiles, RED)];
     let axis = |p: &PercentilePoint| percentile_axis(p.quantile);
     let needed = curves
@@ -67,7 +79,7 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), String> {
         .flat_map(|(c, _)| c.iter().map(|p| p.ms))
         .fold(1.0, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&bottom)
+    let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
                 "Latency by percentile (ms): ack (blue), end to end (red); {}",
@@ -108,5 +120,5 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), String> {
             ))
             .map_err(|e| e.to_string())?;
     }
-    root.present().map_err(|e| e.to_string())
+    Ok(())
 }

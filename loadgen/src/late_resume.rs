@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use chatflow::protocol::{BroadcastEvent, ErrorCode, RecoveryNotice, Reply};
+use chatflow::protocol::{BroadcastEvent, ErrorCode, Position, Reply, SubscriberFrame};
 use chatflow::rooms::RoomId;
 use chatflow::ws::{
     ClientEvent, ClientReader, ClientWriter, connect_reader_with, connect_split_with,
@@ -46,6 +46,114 @@ pub struct Options {
     pub jwt_secret_file: Option<PathBuf>,
 }
 
+/// One run of the check: who it is, where it sends and subscribes.
+struct Check {
+    run: String,
+    user: u32,
+    ingest: String,
+    subscribe: String,
+    sender_auth: Option<String>,
+    reader_auth: Option<String>,
+}
+
+impl Check {
+    /// A chat message of this run.
+    fn frame(&self, text: String, id: String) -> String {
+        serde_json::json!({
+            "userId": self.user.to_string(),
+            "username": format!("user{}", self.user),
+            "message": text,
+            "timestamp": chatflow::protocol::now_rfc3339(),
+            "messageType": "TEXT",
+            "clientMessageId": id,
+        })
+        .to_string()
+    }
+
+    async fn sender(&self) -> anyhow::Result<(ClientReader, ClientWriter)> {
+        connect_split_with(&self.ingest, CONNECT, &headers(self.sender_auth.as_deref()))
+            .await
+            .context("connecting to the producer")
+    }
+
+    async fn subscriber(&self, url: &str) -> anyhow::Result<ClientReader> {
+        Ok(connect_reader_with(url, CONNECT, &headers(self.reader_auth.as_deref())).await?)
+    }
+
+    /// A subscriber sees one marker and leaves; its position is where the resume starts.
+    async fn mark(&self) -> anyhow::Result<Position> {
+        let mut first = self
+            .subscriber(&self.subscribe)
+            .await
+            .context("subscribing")?;
+        let (mut replies, mut sender) = self.sender().await?;
+        // The subscriber is in its room from the 101 on; markers go until one reaches it (each
+        // given 2 s).
+        for k in 0..10 {
+            let run = &self.run;
+            let f = self.frame(format!("{run} marker {k}"), format!("{run}-m{k}"));
+            send(&mut sender, &mut replies, &f).await?;
+            if let Ok(seen) = tokio::time::timeout(Duration::from_secs(2), event(&mut first)).await
+            {
+                return seen?.position.context(
+                    "the event carries no position: the room is not on a queue with positions",
+                );
+            }
+        }
+        bail!("no marker reached the subscriber")
+    }
+
+    /// Sends the burst, every message acknowledged, with nobody subscribed.
+    async fn burst(&self, messages: u64) -> anyhow::Result<()> {
+        let (mut replies, mut sender) = self.sender().await?;
+        for seq in 1..=messages {
+            let run = &self.run;
+            let f = self.frame(format!("{run} {seq:06}"), format!("{run}-{seq}"));
+            send(&mut sender, &mut replies, &f).await?;
+        }
+        Ok(())
+    }
+
+    /// Resumes after `after` at `url`: recovered, then the whole burst in order.
+    async fn resume(&self, url: &str, after: Position, messages: u64) -> anyhow::Result<()> {
+        let mut back = self
+            .subscriber(&format!("{url}?after={after}"))
+            .await
+            .context("resuming")?;
+        let SubscriberFrame::Recovery(notice) = serde_json::from_slice(&text(&mut back).await?)?
+        else {
+            bail!("the first frame of a resume is not its recovery notice");
+        };
+        println!(
+            "resume after {after}: recovered {}, replayed {}",
+            notice.recovered, notice.replayed
+        );
+        ensure!(notice.recovered, "the resume was answered recovered: false");
+        let (mut expect, mut last) = (1, after);
+        while expect <= messages {
+            let ev = event(&mut back).await?;
+            let position = ev.position.context("a replayed event without a position")?;
+            ensure!(
+                position > last,
+                "event at {position} after {last}: out of order"
+            );
+            last = position;
+            let run = &self.run;
+            if ev.message.starts_with(&format!("{run} marker")) {
+                continue;
+            }
+            let seq = ev
+                .message
+                .strip_prefix(&format!("{run} "))
+                .and_then(|s| s.parse::<u64>().ok())
+                .with_context(|| format!("an event of another run: {:?}", ev.message))?;
+            ensure!(seq == expect, "got message {seq} where {expect} was due");
+            expect += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the check; an error says what the resume got wrong.
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let creds = o
@@ -54,97 +162,28 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .map(Credentials::from_file)
         .transpose()
         .context("reading --jwt-secret-file")?;
-    let sender_auth = creds.as_ref().map(|c| c.sender_header(0));
-    let reader_auth = creds.as_ref().map(|c| c.subscriber_header());
-    let user = Credentials::user_of(0);
     let room = o.room.to_string();
-    let ingest = o.ingest_url.replace("{roomId}", &room);
-    let subscribe = o.subscribe_url.replace("{roomId}", &room);
-    let run = format!("late-{}", uuid::Uuid::new_v4().simple());
-
-    let mut first = connect_reader_with(&subscribe, CONNECT, &headers(reader_auth.as_deref()))
-        .await
-        .context("subscribing")?;
-    // The subscriber is in the room once its connection is up; a message sent now reaches it.
-    let (mut replies, mut sender) =
-        connect_split_with(&ingest, CONNECT, &headers(sender_auth.as_deref()))
-            .await
-            .context("connecting to the producer")?;
-    let frame = |text: String, id: String| {
-        serde_json::json!({
-            "userId": user.to_string(),
-            "username": format!("user{user}"),
-            "message": text,
-            "timestamp": chatflow::protocol::now_rfc3339(),
-            "messageType": "TEXT",
-            "clientMessageId": id,
-        })
-        .to_string()
+    let check = Check {
+        run: format!("late-{}", uuid::Uuid::new_v4().simple()),
+        user: Credentials::user_of(0),
+        ingest: o.ingest_url.replace("{roomId}", &room),
+        subscribe: o.subscribe_url.replace("{roomId}", &room),
+        sender_auth: creds.as_ref().map(|c| c.sender_header(0)),
+        reader_auth: creds.as_ref().map(|c| c.subscriber_header()),
     };
-    // The subscriber is in its room from the 101 on; markers go until one reaches it (each
-    // given 2 s), and its position is where the resume starts.
-    let mut after = None;
-    for k in 0..10 {
-        let f = frame(format!("{run} marker {k}"), format!("{run}-m{k}"));
-        send(&mut sender, &mut replies, &f).await?;
-        if let Ok(seen) = tokio::time::timeout(Duration::from_secs(2), event(&mut first)).await {
-            after = Some(seen?.position.context(
-                "the event carries no position: the room is not on a queue with positions",
-            )?);
-            break;
-        }
-    }
-    let after = after.context("no marker reached the subscriber")?;
-    drop(first);
+    let after = check.mark().await?;
     println!("saw a marker at position {after}; the subscriber left");
-
-    for seq in 1..=o.messages {
-        let f = frame(format!("{run} {seq:06}"), format!("{run}-{seq}"));
-        send(&mut sender, &mut replies, &f).await?;
-    }
-    drop((replies, sender));
+    check.burst(o.messages).await?;
     println!(
         "burst of {} acknowledged with nobody subscribed; resuming in {} s",
         o.messages, o.wait_secs
     );
     tokio::time::sleep(Duration::from_secs(o.wait_secs)).await;
-
     let resume = o
         .resume_url
         .as_deref()
-        .map_or(subscribe.clone(), |u| u.replace("{roomId}", &room));
-    let url = format!("{resume}?after={after}");
-    let mut back = connect_reader_with(&url, CONNECT, &headers(reader_auth.as_deref()))
-        .await
-        .context("resuming")?;
-    let notice: RecoveryNotice = serde_json::from_slice(&text(&mut back).await?)
-        .context("the first frame of a resume is its recovery notice")?;
-    println!(
-        "resume after {after}: recovered {}, replayed {}",
-        notice.recovered, notice.replayed
-    );
-    ensure!(notice.recovered, "the resume was answered recovered: false");
-    let mut expect = 1;
-    let mut last = after;
-    while expect <= o.messages {
-        let ev = event(&mut back).await?;
-        let position = ev.position.context("a replayed event without a position")?;
-        ensure!(
-            position > last,
-            "event at {position} after {last}: out of order"
-        );
-        last = position;
-        if ev.message.starts_with(&format!("{run} marker")) {
-            continue;
-        }
-        let seq = ev
-            .message
-            .strip_prefix(&format!("{run} "))
-            .and_then(|s| s.parse::<u64>().ok())
-            .with_context(|| format!("an event of another run: {:?}", ev.message))?;
-        ensure!(seq == expect, "got message {seq} where {expect} was due");
-        expect += 1;
-    }
+        .map_or(check.subscribe.clone(), |u| u.replace("{roomId}", &room));
+    check.resume(&resume, after, o.messages).await?;
     println!(
         "late resume: all {} messages of the burst, in order",
         o.messages
@@ -172,7 +211,10 @@ async fn send(
 }
 
 async fn event(r: &mut ClientReader) -> anyhow::Result<BroadcastEvent> {
-    serde_json::from_slice(&text(r).await?).context("an event that is not a broadcast")
+    match serde_json::from_slice(&text(r).await?).context("a frame that is not a subscriber's")? {
+        SubscriberFrame::Event(e) => Ok(e),
+        SubscriberFrame::Recovery(_) => bail!("a recovery notice where an event was due"),
+    }
 }
 
 async fn text(r: &mut ClientReader) -> anyhow::Result<bytes::Bytes> {

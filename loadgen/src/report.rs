@@ -9,8 +9,9 @@ use chatflow::protocol::MessageType;
 use serde::Serialize;
 
 use crate::run::RunResult;
-use crate::sender::Status;
+use crate::sender::{SendRecord, Status};
 use crate::stats::{self, Latency, PercentilePoint, Recorder};
+use crate::subscriber::Received;
 use crate::verify::Verdict;
 
 /// Per-room figures.
@@ -104,50 +105,96 @@ pub struct Resumes {
     pub longest_outage_ms: u64,
 }
 
+/// What the senders' records add up to.
+#[derive(Default)]
+struct Tally {
+    ack: Recorder,
+    lag: Recorder,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    rooms: BTreeMap<u32, RoomFigures>,
+    types: BTreeMap<String, u64>,
+    /// When each message was sent (or due), by sequence number.
+    sent_at: HashMap<u64, u64>,
+}
+
+impl Tally {
+    fn of(records: &[SendRecord]) -> Self {
+        let mut t = Tally {
+            types: MessageType::ALL
+                .iter()
+                .map(|t| (t.as_str().to_owned(), 0))
+                .collect(),
+            sent_at: HashMap::with_capacity(records.len()),
+            ..Tally::default()
+        };
+        for rec in records {
+            t.lag.record_us(rec.lag_us);
+            *t.types
+                .entry(rec.message_type.as_str().to_owned())
+                .or_default() += 1;
+            t.sent_at.insert(rec.seq, rec.sent_us);
+            match rec.status {
+                Status::Ok => {
+                    t.ok += 1;
+                    t.ack.record_us(rec.latency_us);
+                    t.rooms
+                        .entry(rec.room)
+                        .or_insert(RoomFigures {
+                            ok: 0,
+                            per_sec: 0.0,
+                        })
+                        .ok += 1;
+                }
+                other => *t.errors.entry(other.code().to_owned()).or_default() += 1,
+            }
+        }
+        t
+    }
+
+    /// End-to-end latencies: from each message's send (or due) time to its delivery.
+    fn e2e(&self, streams: &[Received]) -> Recorder {
+        let mut e2e = Recorder::default();
+        for s in streams {
+            for (seq, at) in s.seqs.iter().zip(&s.at_us) {
+                if let Some(sent) = self.sent_at.get(seq) {
+                    e2e.record_us(at.saturating_sub(*sent));
+                }
+            }
+        }
+        e2e
+    }
+}
+
+/// How the subscribers came back after losing their connections.
+fn resumes(streams: &[Received]) -> Resumes {
+    Resumes {
+        reconnects: streams.iter().map(|s| u64::from(s.reconnects)).sum(),
+        partial: streams.iter().map(|s| u64::from(s.partial_resumes)).sum(),
+        longest_outage_ms: streams
+            .iter()
+            .map(|s| s.longest_outage_us / 1000)
+            .max()
+            .unwrap_or(0),
+    }
+}
+
 /// Computes the summary of a run.
 pub fn summarize(r: &RunResult) -> Summary {
-    let mut ack = Recorder::default();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut rooms: BTreeMap<u32, RoomFigures> = BTreeMap::new();
-    let mut types: BTreeMap<String, u64> = MessageType::ALL
-        .iter()
-        .map(|t| (t.as_str().to_owned(), 0))
-        .collect();
-    let mut sent_at: HashMap<u64, u64> = HashMap::with_capacity(r.records.len());
-    let mut ok = 0;
-    let mut lag = Recorder::default();
-    for rec in &r.records {
-        lag.record_us(rec.lag_us);
-        *types
-            .entry(rec.message_type.as_str().to_owned())
-            .or_default() += 1;
-        sent_at.insert(rec.seq, rec.sent_us);
-        match rec.status {
-            Status::Ok => {
-                ok += 1;
-                ack.record_us(rec.latency_us);
-                rooms
-                    .entry(rec.room)
-                    .or_insert(RoomFigures {
-                        ok: 0,
-                        per_sec: 0.0,
-                    })
-                    .ok += 1;
-            }
-            other => *errors.entry(other.code().to_owned()).or_default() += 1,
-        }
-    }
+    let tally = Tally::of(&r.records);
+    let e2e = tally.e2e(&r.streams);
+    let Tally {
+        ack,
+        lag,
+        ok,
+        errors,
+        mut rooms,
+        types,
+        ..
+    } = tally;
     let wall = r.wall.as_secs_f64().max(1e-9);
     for f in rooms.values_mut() {
         f.per_sec = f.ok as f64 / wall;
-    }
-    let mut e2e = Recorder::default();
-    for s in &r.streams {
-        for (seq, at) in s.seqs.iter().zip(&s.at_us) {
-            if let Some(sent) = sent_at.get(seq) {
-                e2e.record_us(at.saturating_sub(*sent));
-            }
-        }
     }
     let ack_summary = ack.summary();
     let in_flight =
@@ -193,16 +240,7 @@ pub fn summarize(r: &RunResult) -> Summary {
             measured_per_sec: throughput,
         },
         delivery: r.verdict,
-        resumes: Resumes {
-            reconnects: r.streams.iter().map(|s| u64::from(s.reconnects)).sum(),
-            partial: r.streams.iter().map(|s| u64::from(s.partial_resumes)).sum(),
-            longest_outage_ms: r
-                .streams
-                .iter()
-                .map(|s| s.longest_outage_us / 1000)
-                .max()
-                .unwrap_or(0),
-        },
+        resumes: resumes(&r.streams),
         warmup_sent: r.warmup.len() as u64,
         warmup_ok: r.warmup.iter().filter(|x| x.status == Status::Ok).count() as u64,
     }
@@ -222,6 +260,15 @@ fn latency_line(name: &str, l: &Latency) -> String {
 pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "ChatFlow load report (run {})", s.run_id);
+    render_counts(&mut o, s);
+    render_latency(&mut o, s);
+    render_delivery(&mut o, s);
+    render_tables(&mut o, s);
+    o
+}
+
+/// What was sent and how it was answered.
+fn render_counts(o: &mut String, s: &Summary) {
     let _ = writeln!(
         o,
         "  warm-up        {} sent, {} OK",
@@ -245,6 +292,10 @@ pub fn render(s: &Summary) -> String {
     if let Some(subscribers) = &s.subscribers {
         let _ = writeln!(o, "  subscribers    {subscribers}");
     }
+}
+
+/// Throughput, latencies and what Little's law makes of them.
+fn render_latency(o: &mut String, s: &Summary) {
     match s.offered_per_sec {
         Some(offered) => {
             let _ = writeln!(
@@ -287,6 +338,10 @@ pub fn render(s: &Summary) -> String {
             l.measured_in_flight
         );
     }
+}
+
+/// What the subscribers got, and how they came back after losing their connections.
+fn render_delivery(o: &mut String, s: &Summary) {
     match &s.delivery {
         Some(v) => {
             let _ = writeln!(
@@ -312,6 +367,10 @@ pub fn render(s: &Summary) -> String {
             s.resumes.reconnects, s.resumes.longest_outage_ms, s.resumes.partial
         );
     }
+}
+
+/// The message mix, the rate per room and the acks per second.
+fn render_tables(o: &mut String, s: &Summary) {
     let total: u64 = s.message_types.values().sum();
     let mix: Vec<String> = s
         .message_types
@@ -335,7 +394,6 @@ pub fn render(s: &Summary) -> String {
             .collect();
         let _ = writeln!(o, "    {}", line.join(" "));
     }
-    o
 }
 
 /// Writes `messages.csv`, `summary.json` and `chart.svg` into `dir`; returns their paths.

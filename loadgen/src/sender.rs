@@ -137,6 +137,20 @@ struct Flight {
     first_order: Option<u64>,
 }
 
+impl Flight {
+    /// A message's first attempt, due at `first_sent_us` and `lag_us` late.
+    fn first(out: Outgoing, first_sent_us: u64, lag_us: u64) -> Self {
+        Flight {
+            out,
+            first_sent_us,
+            lag_us,
+            attempt: 0,
+            order: 0,
+            first_order: None,
+        }
+    }
+}
+
 /// The wait before retry `attempt`: 50 ms doubling to 3.2 s.
 fn backoff(attempt: u32) -> Duration {
     Backoff::new(Duration::from_millis(50), Duration::from_millis(3_200)).nth(attempt)
@@ -173,152 +187,244 @@ async fn open(spec: &SenderSpec) -> Result<Conn, ConnectError> {
     Ok(Conn { writer, replies })
 }
 
-/// Sends everything `source` yields; returns one record per message.
-pub async fn run(
+/// Where the messages to send come from: the source, and in open loop the next one, held until
+/// its intended time.
+struct Source {
+    rx: mpsc::Receiver<Outgoing>,
+    done: bool,
+    pending: Option<(Outgoing, u64)>,
+    /// Messages taken from `rx` so far (the index of the next one).
+    taken: u64,
+}
+
+impl Source {
+    /// Everything not sent yet, with its index, to be recorded as lost.
+    async fn unsent(&mut self) -> Vec<(Outgoing, u64)> {
+        let mut unsent: Vec<(Outgoing, u64)> = self.pending.take().into_iter().collect();
+        while let Some(out) = self.rx.recv().await {
+            unsent.push((out, self.taken));
+            self.taken += 1;
+        }
+        unsent
+    }
+}
+
+/// One sender's connection and what it has in flight.
+struct Sending {
     spec: SenderSpec,
-    mut source: mpsc::Receiver<Outgoing>,
-) -> Result<Vec<SendRecord>, ConnectError> {
-    let mut conn = open(&spec).await?;
-    let user = spec
-        .credentials
-        .as_ref()
-        .map(|_| Credentials::user_of(spec.id));
-    let mut records = Vec::new();
-    let mut inflight: VecDeque<Flight> = VecDeque::new();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Flight>();
-    let mut waiting_retries = 0usize;
-    let mut next_order = 0u64;
-    let mut source_done = false;
-    // Open loop: the next message from the source, held until its intended time.
-    let mut pending: Option<(Outgoing, u64)> = None;
-    let mut taken = 0u64;
-    let schedule = spec.schedule;
-    let due = |i: u64| match &schedule {
-        Some(s) => spec.t0 + Duration::from_micros(s.intended_us(i)),
-        None => Instant::now(),
-    };
-    let now_us = |t0: Instant| t0.elapsed().as_micros() as u64;
-    let record = |records: &mut Vec<SendRecord>, f: &Flight, status: Status, t0: Instant| {
-        spec.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        records.push(SendRecord {
+    conn: Conn,
+    user: Option<u32>,
+    records: Vec<SendRecord>,
+    inflight: VecDeque<Flight>,
+    retry_tx: mpsc::UnboundedSender<Flight>,
+    waiting_retries: usize,
+    next_order: u64,
+}
+
+impl Sending {
+    fn new(spec: SenderSpec, conn: Conn, retry_tx: mpsc::UnboundedSender<Flight>) -> Self {
+        // With tokens the connection is one user, whose id its messages carry.
+        let user = spec
+            .credentials
+            .as_ref()
+            .map(|_| Credentials::user_of(spec.id));
+        Sending {
+            spec,
+            conn,
+            user,
+            records: Vec::new(),
+            inflight: VecDeque::new(),
+            retry_tx,
+            waiting_retries: 0,
+            next_order: 0,
+        }
+    }
+
+    /// Whether everything taken was answered and nothing more will come.
+    fn finished(&self, source: &Source) -> bool {
+        source.done
+            && source.pending.is_none()
+            && self.inflight.is_empty()
+            && self.waiting_retries == 0
+    }
+
+    fn now_us(&self) -> u64 {
+        self.spec.t0.elapsed().as_micros() as u64
+    }
+
+    /// When message `i` may go: its intended time in open loop, now in closed loop.
+    fn due(&self, i: u64) -> Instant {
+        match &self.spec.schedule {
+            Some(s) => self.spec.t0 + Duration::from_micros(s.intended_us(i)),
+            None => Instant::now(),
+        }
+    }
+
+    fn record(&mut self, f: &Flight, status: Status) {
+        self.spec
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.records.push(SendRecord {
             seq: f.out.seq,
             room: f.out.room,
             message_type: f.out.message_type,
             sent_us: f.first_sent_us,
-            latency_us: latency_us(f.first_sent_us, now_us(t0)),
+            latency_us: latency_us(f.first_sent_us, self.now_us()),
             lag_us: f.lag_us,
             status,
             retries: f.attempt,
-            sender: spec.id,
+            sender: self.spec.id,
             order: f.order,
             first_order: f.first_order.unwrap_or(f.order),
-        })
-    };
-    loop {
-        if source_done && pending.is_none() && inflight.is_empty() && waiting_retries == 0 {
-            break;
+        });
+    }
+
+    async fn send(&mut self, f: Flight) {
+        let (writer, inflight) = (&mut self.conn.writer, &mut self.inflight);
+        send(writer, inflight, f, &mut self.next_order, self.user).await;
+    }
+
+    /// Matches a reply with the oldest message in flight; a retryable error sends it again
+    /// after a pause.
+    fn on_reply(&mut self, bytes: &[u8]) {
+        let Some(flight) = self.inflight.pop_front() else {
+            return;
+        };
+        match serde_json::from_slice::<Reply>(bytes) {
+            Ok(Reply::Ok(_)) => self.record(&flight, Status::Ok),
+            Ok(Reply::Error(e))
+                if retryable(e.error_code) && flight.attempt < self.spec.max_retries =>
+            {
+                self.waiting_retries += 1;
+                let tx = self.retry_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff(flight.attempt)).await;
+                    let _ = tx.send(Flight {
+                        attempt: flight.attempt + 1,
+                        ..flight
+                    });
+                });
+            }
+            Ok(Reply::Error(e)) => self.record(&flight, Status::Error(e.error_code)),
+            Err(_) => self.record(&flight, Status::Error(ErrorCode::InvalidJson)),
         }
-        let room_for_more = inflight.len() < spec.window;
-        let next_due = pending.as_ref().map_or_else(Instant::now, |(_, i)| due(*i));
+    }
+
+    /// After a lost connection: connects again and resends what was unanswered, in order.
+    /// False when the retry budget ran out: everything left is then recorded as lost.
+    async fn reconnect(&mut self, source: &mut Source) -> bool {
+        let mut attempt = 0;
+        self.conn = loop {
+            attempt += 1;
+            tokio::time::sleep(backoff(attempt)).await;
+            match open(&self.spec).await {
+                Ok(c) => break c,
+                Err(e) if attempt >= self.spec.max_retries => {
+                    tracing::warn!(url = %self.spec.url, error = %e, "giving up on the connection");
+                    self.give_up(source).await;
+                    return false;
+                }
+                Err(_) => continue,
+            }
+        };
+        let resend: Vec<Flight> = self.inflight.drain(..).collect();
+        for mut f in resend {
+            f.attempt += 1;
+            if f.attempt > self.spec.max_retries {
+                self.record(&f, Status::Lost);
+                continue;
+            }
+            self.send(f).await;
+        }
+        true
+    }
+
+    async fn give_up(&mut self, source: &mut Source) {
+        for f in std::mem::take(&mut self.inflight) {
+            self.record(&f, Status::Lost);
+        }
+        for (out, i) in source.unsent().await {
+            let at = self
+                .spec
+                .schedule
+                .map_or_else(|| self.now_us(), |s| s.intended_us(i));
+            self.record(&Flight::first(out, at, 0), Status::Lost);
+        }
+    }
+}
+
+/// Sends everything `source` yields; returns one record per message.
+pub async fn run(
+    spec: SenderSpec,
+    source: mpsc::Receiver<Outgoing>,
+) -> Result<Vec<SendRecord>, ConnectError> {
+    let conn = open(&spec).await?;
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Flight>();
+    let schedule = spec.schedule;
+    let mut s = Sending::new(spec, conn, retry_tx);
+    let mut source = Source {
+        rx: source,
+        done: false,
+        pending: None,
+        taken: 0,
+    };
+    while !s.finished(&source) {
+        let room_for_more = s.inflight.len() < s.spec.window;
+        let next_due = source
+            .pending
+            .as_ref()
+            .map_or_else(Instant::now, |(_, i)| s.due(*i));
         let mut sent = false;
         tokio::select! {
             biased;
-            reply = conn.replies.recv() => match reply.flatten() {
-                Some(bytes) => {
-                    let Some(flight) = inflight.pop_front() else { continue };
-                    match serde_json::from_slice::<Reply>(&bytes) {
-                        Ok(Reply::Ok(_)) => record(&mut records, &flight, Status::Ok, spec.t0),
-                        Ok(Reply::Error(e)) if retryable(e.error_code) && flight.attempt < spec.max_retries => {
-                            waiting_retries += 1;
-                            let tx = retry_tx.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(backoff(flight.attempt)).await;
-                                let _ = tx.send(Flight { attempt: flight.attempt + 1, ..flight });
-                            });
-                        }
-                        Ok(Reply::Error(e)) => record(&mut records, &flight, Status::Error(e.error_code), spec.t0),
-                        Err(_) => record(&mut records, &flight, Status::Error(ErrorCode::InvalidJson), spec.t0),
-                    }
-                }
+            reply = s.conn.replies.recv() => match reply.flatten() {
+                Some(bytes) => s.on_reply(&bytes),
                 None => {
-                    // Lost connection: reconnect and resend what was unanswered, in order.
-                    let mut attempt = 0;
-                    conn = loop {
-                        attempt += 1;
-                        tokio::time::sleep(backoff(attempt)).await;
-                        match open(&spec).await {
-                            Ok(c) => break c,
-                            Err(e) if attempt >= spec.max_retries => {
-                                tracing::warn!(url = %spec.url, error = %e, "giving up on the connection");
-                                for f in inflight.drain(..) {
-                                    record(&mut records, &f, Status::Lost, spec.t0);
-                                }
-                                let mut unsent: Vec<(Outgoing, u64)> = pending.take().into_iter().collect();
-                                while let Some(out) = source.recv().await {
-                                    unsent.push((out, taken));
-                                    taken += 1;
-                                }
-                                for (out, i) in unsent {
-                                    let at = schedule.map_or_else(|| now_us(spec.t0), |s| s.intended_us(i));
-                                    let f = Flight { out, first_sent_us: at, lag_us: 0, attempt: 0, order: 0, first_order: None };
-                                    record(&mut records, &f, Status::Lost, spec.t0);
-                                }
-                                return Ok(records);
-                            }
-                            Err(_) => continue,
-                        }
-                    };
-                    let resend: Vec<Flight> = inflight.drain(..).collect();
-                    for mut f in resend {
-                        f.attempt += 1;
-                        if f.attempt > spec.max_retries {
-                            record(&mut records, &f, Status::Lost, spec.t0);
-                            continue;
-                        }
-                        send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
-                        sent = true;
+                    if !s.reconnect(&mut source).await {
+                        return Ok(s.records);
                     }
+                    sent = !s.inflight.is_empty();
                 }
             },
-            f = retry_rx.recv(), if waiting_retries > 0 && room_for_more => {
-                waiting_retries -= 1;
+            f = retry_rx.recv(), if s.waiting_retries > 0 && room_for_more => {
+                s.waiting_retries -= 1;
                 if let Some(f) = f {
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
+                    s.send(f).await;
                     sent = true;
                 }
             }
             // Open loop: a full window holds the message back, but its intended time stands.
-            _ = tokio::time::sleep_until(next_due.into()), if room_for_more && pending.is_some() => {
-                if let (Some((out, i)), Some(s)) = (pending.take(), schedule) {
-                    let intended = s.intended_us(i);
-                    let lag_us = now_us(spec.t0).saturating_sub(intended);
-                    let f = Flight { out, first_sent_us: intended, lag_us, attempt: 0, order: 0, first_order: None };
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
+            _ = tokio::time::sleep_until(next_due.into()), if room_for_more && source.pending.is_some() => {
+                if let (Some((out, i)), Some(sch)) = (source.pending.take(), schedule) {
+                    let intended = sch.intended_us(i);
+                    let lag_us = s.now_us().saturating_sub(intended);
+                    s.send(Flight::first(out, intended, lag_us)).await;
                     sent = true;
                 }
             }
-            out = source.recv(), if !source_done && pending.is_none() && (room_for_more || schedule.is_some()) => match out {
+            out = source.rx.recv(), if !source.done && source.pending.is_none() && (room_for_more || schedule.is_some()) => match out {
                 Some(out) if schedule.is_some() => {
-                    pending = Some((out, taken));
-                    taken += 1;
+                    source.pending = Some((out, source.taken));
+                    source.taken += 1;
                 }
                 Some(out) => {
-                    let f = Flight { out, first_sent_us: now_us(spec.t0), lag_us: 0, attempt: 0, order: 0, first_order: None };
-                    send(&mut conn.writer, &mut inflight, f, &mut next_order, user).await;
+                    let now = s.now_us();
+                    s.send(Flight::first(out, now, 0)).await;
                     sent = true;
                 }
-                None => source_done = true,
+                None => source.done = true,
             },
         }
         // Flush once nothing more is ready to go (open loop: nothing more due), so a backlog or
         // catching up goes out in batches.
-        let more_ready = !source.is_empty() && (schedule.is_none() || due(taken) <= Instant::now());
-        if sent && (!more_ready || inflight.len() >= spec.window) {
+        let more_ready =
+            !source.rx.is_empty() && (schedule.is_none() || s.due(source.taken) <= Instant::now());
+        if sent && (!more_ready || s.inflight.len() >= s.spec.window) {
             // A failed flush shows up as a closed reply channel and is handled there.
-            let _ = conn.writer.flush().await;
+            let _ = s.conn.writer.flush().await;
         }
     }
-    Ok(records)
+    Ok(s.records)
 }
 
 /// Errors a client tries again after a pause: the queue service failing, or its own rate.

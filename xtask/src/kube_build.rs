@@ -115,14 +115,48 @@ fn build() -> Result<()> {
     Ok(())
 }
 
+/// The build's places under its work directory.
+struct Tree {
+    work: PathBuf,
+    /// The private apt state.
+    apt: PathBuf,
+    /// Downloads: the source package and the .debs.
+    dl: PathBuf,
+    /// The .debs unpacked: Go, etcd, Debian's reflect2.
+    root: PathBuf,
+    /// The kubernetes sources.
+    src: PathBuf,
+    /// Commands the build expects that the machine may lack.
+    shim: PathBuf,
+}
+
 fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
-    let (apt, dl, root, src, shim) = (
-        work.join("apt"),
-        work.join("dl"),
-        work.join("root"),
-        work.join("src"),
-        work.join("shim"),
-    );
+    let tree = Tree {
+        work: work.to_owned(),
+        apt: work.join("apt"),
+        dl: work.join("dl"),
+        root: work.join("root"),
+        src: work.join("src"),
+        shim: work.join("shim"),
+    };
+    download(&tree, log)?;
+    let (debs, dsc) = unpack(&tree, log)?;
+    make(&tree, log)?;
+    save(&tree, bin, log, &debs, &dsc)
+}
+
+/// A private apt state under the work directory, with Debian's archive as its sources, and the
+/// options that point apt-get at it: nothing is installed system-wide and the machine's own
+/// lists and pins stay untouched, while apt.conf.d (proxies, snapshot-mirror date checks) still
+/// applies.
+fn private_apt(tree: &Tree) -> Result<(Vec<String>, String, String)> {
+    let Tree {
+        apt,
+        dl,
+        root,
+        shim,
+        ..
+    } = tree;
     for dir in [
         "etc/sources.list.d",
         "etc/preferences.d",
@@ -131,7 +165,7 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
     ] {
         fs::create_dir_all(apt.join(dir))?;
     }
-    for dir in [&dl, &root, &shim] {
+    for dir in [dl, root, shim] {
         fs::create_dir_all(dir)?;
     }
     fs::write(apt.join("state/status"), "")?;
@@ -149,9 +183,6 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
              deb {signed}{security} bookworm-security main\ndeb-src {signed}{security} bookworm-security main\n"
         ),
     )?;
-
-    // A private apt state: nothing is installed system-wide and the machine's own lists and pins
-    // stay untouched, while apt.conf.d (proxies, snapshot-mirror date checks) still applies.
     let a = |p: &str| apt.join(p).display().to_string();
     let mut aptopts = vec![
         format!("Dir::Etc::SourceList={}", a("etc/sources.list")),
@@ -168,6 +199,13 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         aptopts.push("APT::Sandbox::User=root".into());
     }
+    Ok((aptopts, main, security))
+}
+
+/// Downloads the kubernetes source package and the .debs.
+fn download(tree: &Tree, log: &Path) -> Result<()> {
+    let Tree { work, dl, .. } = tree;
+    let (aptopts, main, security) = private_apt(tree)?;
     let apt_get = |dir: &Path, args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.current_dir(dir);
@@ -177,7 +215,6 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
         cmd.arg("-q").args(args);
         cmd
     };
-
     step(
         log,
         &format!("apt-get update (Debian bookworm from {main} and {security})"),
@@ -187,7 +224,7 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
         log,
         &format!("downloading the kubernetes {SOURCE_VERSION} source package"),
         &mut apt_get(
-            &dl,
+            dl,
             &[
                 "source",
                 "--download-only",
@@ -200,10 +237,15 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
     step(
         log,
         &format!("downloading {}", DEBS.join(" ")),
-        &mut apt_get(&dl, &download),
+        &mut apt_get(dl, &download),
     )?;
+    Ok(())
+}
 
-    let mut debs: Vec<PathBuf> = fs::read_dir(&dl)?
+/// Unpacks the .debs and the sources, then patches the sources; the .debs and the .dsc used.
+fn unpack(tree: &Tree, log: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
+    let Tree { dl, root, src, .. } = tree;
+    let mut debs: Vec<PathBuf> = fs::read_dir(dl)?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -214,7 +256,7 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
         step(
             log,
             &format!("unpacking {name}"),
-            Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root),
+            Command::new("dpkg-deb").arg("-x").arg(deb).arg(root),
         )?;
     }
     // apt-get source already checked the files against the signed archive index.
@@ -225,14 +267,25 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
         Command::new("dpkg-source")
             .args(["--no-check", "-x"])
             .arg(&dsc)
-            .arg(&src),
+            .arg(src),
     )?;
 
     say!("  replacing the vendored reflect2 with 1.0.2");
-    swap_reflect2(&root, &src)?;
+    swap_reflect2(root, src)?;
     say!("  patching the kubelet to leave oom_score_adj non-negative");
-    patch_oom_score_adj(&src)?;
+    patch_oom_score_adj(src)?;
+    Ok((debs, dsc))
+}
 
+/// Builds the kubernetes commands with the Go from the .debs.
+fn make(tree: &Tree, log: &Path) -> Result<()> {
+    let Tree {
+        work,
+        root,
+        src,
+        shim,
+        ..
+    } = tree;
     // The build only ever calls `rsync -pc FILE DIR` to place binaries; CI images have no rsync.
     fs::write(
         shim.join("rsync"),
@@ -256,7 +309,7 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
         log,
         &format!("make WHAT=\"{what}\" (the long part)"),
         Command::new("make")
-            .current_dir(&src)
+            .current_dir(src)
             .env("PATH", path)
             .env("GOROOT", &goroot)
             .env("GOCACHE", work.join("gocache"))
@@ -267,7 +320,12 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
             .arg(format!("WHAT={what}"))
             .arg("GOLDFLAGS=-s -w"),
     )?;
+    Ok(())
+}
 
+/// Compiles pause, keeps the binaries in `bin` and checks that each runs.
+fn save(tree: &Tree, bin: &Path, log: &Path, debs: &[PathBuf], dsc: &Path) -> Result<()> {
+    let Tree { root, src, .. } = tree;
     fs::create_dir_all(bin)?;
     // Static, so the image needs nothing but the binary (FROM scratch).
     step(
@@ -304,7 +362,7 @@ fn build_in(work: &Path, bin: &Path, log: &Path) -> Result<()> {
     }
     step(log, "pause -v", Command::new(bin.join("pause")).arg("-v"))?;
     // What the binaries were built from, for whoever wonders later.
-    let _ = fs::copy(&dsc, bin.join(dsc.file_name().unwrap_or_default()));
+    let _ = fs::copy(dsc, bin.join(dsc.file_name().unwrap_or_default()));
     let names: Vec<String> = debs
         .iter()
         .filter_map(|d| Some(d.file_name()?.to_string_lossy().into_owned()))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chatflow::queue::{EmbeddedQueues, SharedQueues};
 use chatflow::rooms::RoomRange;
-use chatflow::ws::{ClientEvent, connect_reader, connect_split_with};
+use chatflow::ws::{ClientEvent, ClientReader, connect_reader, connect_split_with};
 use chatflow_producer::ProducerConfig;
 use clap::Args;
 
@@ -74,6 +74,42 @@ struct Measured {
     flood_delivered: u64,
 }
 
+/// The others' load: open loop at `o.rate` over every room.
+fn workload(o: &Options, rooms: RoomRange) -> Workload {
+    Workload {
+        messages: o.messages,
+        warmup_connections: 4,
+        warmup_messages: 50,
+        rooms,
+        connections_per_room: 4,
+        window: 64,
+        subscribers_per_room: 1,
+        max_retries: 5,
+        seed: 7,
+        drain_timeout: Duration::from_secs(10),
+        rate: Some(o.rate),
+    }
+}
+
+/// Counts the flooder's messages a subscriber of its room gets, until `stop`.
+async fn count_flooders(
+    mut reader: ClientReader,
+    delivered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let user = Credentials::user_of(FLOODER_SENDER);
+    let needle = format!("\"userId\":\"{user}\"");
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), reader.next()).await {
+            Ok(Ok(ClientEvent::Text(b))) if contains(&b, needle.as_bytes()) => {
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Ok(ClientEvent::Text(_))) | Err(_) => {}
+            Ok(_) => return,
+        }
+    }
+}
+
 async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
     let rooms = RoomRange::new(1, o.rooms)?;
     let queues: SharedQueues = Arc::new(EmbeddedQueues::default());
@@ -99,22 +135,12 @@ async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
     let mut flooding = None;
     if flood {
         let sub = format!("ws://{}/subscribe/1", system.consumer.addr);
-        let mut reader = connect_reader(&sub, Duration::from_secs(5)).await?;
-        let delivered = delivered.clone();
-        let stop_reading = stop.clone();
-        listening = Some(tokio::spawn(async move {
-            let user = Credentials::user_of(FLOODER_SENDER);
-            let needle = format!("\"userId\":\"{user}\"");
-            while !stop_reading.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(200), reader.next()).await {
-                    Ok(Ok(ClientEvent::Text(b))) if contains(&b, needle.as_bytes()) => {
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Ok(ClientEvent::Text(_))) | Err(_) => {}
-                    Ok(_) => return,
-                }
-            }
-        }));
+        let reader = connect_reader(&sub, Duration::from_secs(5)).await?;
+        listening = Some(tokio::spawn(count_flooders(
+            reader,
+            delivered.clone(),
+            stop.clone(),
+        )));
         let url = format!("ws://{}/chat/1", system.producer.addr);
         let auth = credentials.sender_header(FLOODER_SENDER);
         flooding = Some(tokio::spawn(flooder(
@@ -126,20 +152,7 @@ async fn measure(o: &Options, flood: bool) -> anyhow::Result<Measured> {
         // The flood is under way before the others start.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let workload = Workload {
-        messages: o.messages,
-        warmup_connections: 4,
-        warmup_messages: 50,
-        rooms,
-        connections_per_room: 4,
-        window: 64,
-        subscribers_per_room: 1,
-        max_retries: 5,
-        seed: 7,
-        drain_timeout: Duration::from_secs(10),
-        rate: Some(o.rate),
-    };
-    let result = run::execute(&targets, &workload, &Progress::new(false)).await?;
+    let result = run::execute(&targets, &workload(o, rooms), &Progress::new(false)).await?;
     stop_flood.store(true, Ordering::Relaxed);
     if let Some(f) = flooding {
         let _ = f.await;

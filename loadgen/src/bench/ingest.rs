@@ -118,103 +118,92 @@ impl Paced {
     }
 }
 
-/// Runs the scenario and prints its figures.
-pub async fn run(o: Options) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
-    let rooms = RoomRange::new(1, 20)?;
-    let echo = baseline::echo_server(stop.clone()).await?;
-    let embedded = Arc::new(chatflow::queue::EmbeddedQueues::default());
-    let queues: SharedQueues = embedded.clone();
-    chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
-    tokio::spawn(keep_drained(embedded, rooms, stop.clone()));
-    let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
-    let echo_urls = vec![format!("ws://{echo}/echo")];
-    let producer_urls: Vec<String> = rooms
-        .iter()
-        .map(|r| format!("ws://{}/chat/{r}", producer.addr))
-        .collect();
-    let spec = |urls: &Vec<String>, rate: Option<f64>| PumpSpec {
-        urls: urls.clone(),
-        connections: o.connections,
-        window: o.window,
-        duration: Duration::from_secs(o.seconds),
-        rate,
-        frames: frames(4096),
-    };
+/// The two servers measured side by side: the raw echo and the producer.
+struct Targets<'a> {
+    o: &'a Options,
+    echo: Vec<String>,
+    producer: Vec<String>,
+}
 
-    println!(
-        "bench ingest: {} connections x window {}, {} s per measurement",
-        o.connections, o.window, o.seconds
-    );
-    let echo_peak = pump(spec(&echo_urls, None)).await?;
-    let peak = pump(spec(&producer_urls, None)).await?;
-    if peak.ok != peak.replies {
-        anyhow::bail!(
-            "{} of {} replies were not OK",
-            peak.replies - peak.ok,
-            peak.replies
+impl Targets<'_> {
+    fn spec(&self, urls: &[String], rate: Option<f64>) -> PumpSpec {
+        PumpSpec {
+            urls: urls.to_vec(),
+            connections: self.o.connections,
+            window: self.o.window,
+            duration: Duration::from_secs(self.o.seconds),
+            rate,
+            frames: frames(4096),
+        }
+    }
+
+    /// Closed loop: the most each takes; the producer's rate, every reply OK.
+    async fn peaks(&self) -> anyhow::Result<f64> {
+        let echo_peak = pump(self.spec(&self.echo, None)).await?;
+        let peak = pump(self.spec(&self.producer, None)).await?;
+        if peak.ok != peak.replies {
+            anyhow::bail!(
+                "{} of {} replies were not OK",
+                peak.replies - peak.ok,
+                peak.replies
+            );
+        }
+        figure(
+            "raw echo (baseline), frames/s",
+            echo_peak.rate(),
+            "msg/s",
+            None,
         );
+        figure(
+            "producer acked, msg/s",
+            peak.rate(),
+            "msg/s",
+            Some(("echo", echo_peak.rate())),
+        );
+        Ok(peak.rate())
     }
-    figure(
-        "raw echo (baseline), frames/s",
-        echo_peak.rate(),
-        "msg/s",
-        None,
-    );
-    figure(
-        "producer acked, msg/s",
-        peak.rate(),
-        "msg/s",
-        Some(("echo", echo_peak.rate())),
-    );
 
-    let half = o.latency_rate.unwrap_or(peak.rate() / 2.0);
-    match o.latency_rate {
-        Some(_) => println!(
-            "  at the rate asked for ({half:.0} msg/s offered), {} rounds:",
-            o.rounds
-        ),
-        None => println!(
-            "  at half the producer's peak ({half:.0} msg/s offered), {} rounds:",
-            o.rounds
-        ),
-    }
-    let mut echo = Paced::default();
-    let mut prod = Paced::default();
-    let mut ratios = Vec::new();
-    for round in 1..=o.rounds {
-        // Whichever goes second meets what the first left behind (a busier allocator, timers
-        // still draining), so the order alternates.
-        let (e, p) = if round % 2 == 1 {
-            let e = echo.measure(spec(&echo_urls, Some(half))).await?;
-            (e, prod.measure(spec(&producer_urls, Some(half))).await?)
-        } else {
-            let p = prod.measure(spec(&producer_urls, Some(half))).await?;
-            (echo.measure(spec(&echo_urls, Some(half))).await?, p)
-        };
-        let ratio = p / e.max(1e-9);
-        ratios.push(ratio);
+    /// Open loop at `rate`: the p99 of each, in rounds of alternating order.
+    async fn paced(&self, rate: f64) -> anyhow::Result<()> {
+        let mut echo = Paced::default();
+        let mut prod = Paced::default();
+        let mut ratios = Vec::new();
+        for round in 1..=self.o.rounds {
+            // Whichever goes second meets what the first left behind (a busier allocator,
+            // timers still draining), so the order alternates.
+            let (e, p) = if round % 2 == 1 {
+                let e = echo.measure(self.spec(&self.echo, Some(rate))).await?;
+                (
+                    e,
+                    prod.measure(self.spec(&self.producer, Some(rate))).await?,
+                )
+            } else {
+                let p = prod.measure(self.spec(&self.producer, Some(rate))).await?;
+                (echo.measure(self.spec(&self.echo, Some(rate))).await?, p)
+            };
+            let ratio = p / e.max(1e-9);
+            ratios.push(ratio);
+            println!(
+                "    round {round}: p99 raw echo {e:>7.2} ms, producer ack {p:>7.2} ms ({ratio:.2}x)"
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!("    all rounds:");
+        echo.print("raw echo     ");
+        prod.print("producer ack ");
         println!(
-            "    round {round}: p99 raw echo {e:>7.2} ms, producer ack {p:>7.2} ms ({ratio:.2}x)"
+            "    producer ack p99: median of the rounds {median:.2}x the echo's; CPU per message {:.2}x",
+            prod.cpu_per_message() / echo.cpu_per_message().max(1e-9)
         );
+        Ok(())
     }
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
-    println!("    all rounds:");
-    echo.print("raw echo     ");
-    prod.print("producer ack ");
-    println!(
-        "    producer ack p99: median of the rounds {median:.2}x the echo's; CPU per message {:.2}x",
-        prod.cpu_per_message() / echo.cpu_per_message().max(1e-9)
-    );
 
-    if o.idle_connections > 0 {
-        let echo_mem = memory::per_connection(&echo_urls[0], o.idle_connections).await?;
-        let prod_mem = memory::per_connection(&producer_urls[0], o.idle_connections).await?;
-        println!(
-            "  memory per idle connection at {} connections (heap, exact / RSS growth):",
-            o.idle_connections
-        );
+    /// Heap and RSS per idle connection at `n` connections.
+    async fn idle_memory(&self, n: usize) -> anyhow::Result<()> {
+        let echo_mem = memory::per_connection(&self.echo[0], n).await?;
+        let prod_mem = memory::per_connection(&self.producer[0], n).await?;
+        println!("  memory per idle connection at {n} connections (heap, exact / RSS growth):");
         println!(
             "    raw echo      {:>8.1} KiB / {:>6.1} KiB",
             echo_mem.heap / 1024.0,
@@ -225,6 +214,47 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             prod_mem.heap / 1024.0,
             prod_mem.rss / 1024.0
         );
+        Ok(())
+    }
+}
+
+/// Runs the scenario and prints its figures.
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let rooms = RoomRange::new(1, 20)?;
+    let echo = baseline::echo_server(stop.clone()).await?;
+    let embedded = Arc::new(chatflow::queue::EmbeddedQueues::default());
+    let queues: SharedQueues = embedded.clone();
+    chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
+    tokio::spawn(keep_drained(embedded, rooms, stop.clone()));
+    let producer = chatflow_producer::start(ProducerConfig::local(1, 20), queues).await?;
+    let targets = Targets {
+        o: &o,
+        echo: vec![format!("ws://{echo}/echo")],
+        producer: rooms
+            .iter()
+            .map(|r| format!("ws://{}/chat/{r}", producer.addr))
+            .collect(),
+    };
+    println!(
+        "bench ingest: {} connections x window {}, {} s per measurement",
+        o.connections, o.window, o.seconds
+    );
+    let peak = targets.peaks().await?;
+    let rate = o.latency_rate.unwrap_or(peak / 2.0);
+    match o.latency_rate {
+        Some(_) => println!(
+            "  at the rate asked for ({rate:.0} msg/s offered), {} rounds:",
+            o.rounds
+        ),
+        None => println!(
+            "  at half the producer's peak ({rate:.0} msg/s offered), {} rounds:",
+            o.rounds
+        ),
+    }
+    targets.paced(rate).await?;
+    if o.idle_connections > 0 {
+        targets.idle_memory(o.idle_connections).await?;
     }
     producer.shutdown().await;
     stop.cancel();

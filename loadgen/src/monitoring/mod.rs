@@ -8,7 +8,7 @@ pub mod prom;
 pub mod render;
 pub mod rules;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -119,82 +119,101 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
     match action {
         Action::Check {
             prometheus,
-            dashboard: dash,
-            rules: rules_path,
+            dashboard,
+            rules,
             since,
-        } => {
-            let prom = Prometheus::new(&prometheus)?;
-            let panels = dashboard::load(&dash)?;
-            let rules = rules::load(&rules_path)?;
-            let end = now();
-            let findings = check::check(&prom, &panels, &rules, end - since as f64, end)
-                .await
-                .context("querying Prometheus")?;
-            for f in &findings {
-                let said = match &f.outcome {
-                    Ok(n) => format!("{n} series"),
-                    Err(e) => format!("error: {e}"),
-                };
-                let mark = if f.alive() { "ok  " } else { "DEAD" };
-                println!("{mark} {} -> {said}", f.what);
-            }
-            let dead = findings.iter().filter(|f| !f.alive()).count();
-            println!(
-                "dashboard check: {} panels, {} rules, {} queries, {dead} without data",
-                panels.len(),
-                rules.len(),
-                findings.len()
-            );
-            if dead > 0 {
-                bail!("{dead} dashboard or alert queries gave no data over the last {since} s");
-            }
-            Ok(())
-        }
+        } => check_queries(&prometheus, &dashboard, &rules, since).await,
         Action::WaitAlert {
             prometheus,
             name,
             timeout,
             gone,
-        } => {
-            let prom = Prometheus::new(&prometheus)?;
-            let started = std::time::Instant::now();
-            let timeout_d = Duration::from_secs(timeout);
-            let took = || started.elapsed().as_secs_f64();
-            if gone {
-                if !check::wait_alert_gone(&prom, &name, timeout_d).await? {
-                    bail!("alert {name} was still pending or firing after {timeout} s");
-                }
-                println!("alert {name} inactive after {:.0} s", took());
-                return Ok(());
-            }
-            match check::wait_alert(&prom, &name, &["pending", "firing"], timeout_d).await? {
-                Some(state) => {
-                    println!("alert {name} {state} after {:.0} s", took());
-                    Ok(())
-                }
-                None => bail!("alert {name} was neither pending nor firing within {timeout} s"),
-            }
-        }
+        } => wait_alert(&prometheus, &name, timeout, gone).await,
         Action::Render {
             prometheus,
-            dashboard: dash,
+            dashboard,
             since,
             out,
-        } => {
-            let prom = Prometheus::new(&prometheus)?;
-            let panels = dashboard::load(&dash)?;
-            let end = now();
-            let drawn = render::fetch(&prom, &panels, end - since as f64, end)
-                .await
-                .context("querying Prometheus")?;
-            let title = format!(
-                "ChatFlow dashboard: the last {} minutes (x axis: minutes) from {prometheus}",
-                since.div_ceil(60)
-            );
-            render::draw(&out, &title, &drawn, since as f64 / 60.0)
-                .map_err(|e| anyhow::anyhow!("drawing {}: {e}", out.display()))?;
-            println!("wrote {} ({} panels)", out.display(), drawn.len());
+        } => render_dashboard(&prometheus, &dashboard, since, &out).await,
+    }
+}
+
+/// Every dashboard panel's and alert rule's query has data over the last `since` seconds.
+async fn check_queries(
+    prometheus: &str,
+    dash: &Path,
+    rules_path: &Path,
+    since: u64,
+) -> anyhow::Result<()> {
+    let prom = Prometheus::new(prometheus)?;
+    let panels = dashboard::load(dash)?;
+    let rules = rules::load(rules_path)?;
+    let end = now();
+    let findings = check::check(&prom, &panels, &rules, end - since as f64, end)
+        .await
+        .context("querying Prometheus")?;
+    for f in &findings {
+        let said = match &f.outcome {
+            Ok(n) => format!("{n} series"),
+            Err(e) => format!("error: {e}"),
+        };
+        let mark = if f.alive() { "ok  " } else { "DEAD" };
+        println!("{mark} {} -> {said}", f.what);
+    }
+    let dead = findings.iter().filter(|f| !f.alive()).count();
+    println!(
+        "dashboard check: {} panels, {} rules, {} queries, {dead} without data",
+        panels.len(),
+        rules.len(),
+        findings.len()
+    );
+    if dead > 0 {
+        bail!("{dead} dashboard or alert queries gave no data over the last {since} s");
+    }
+    Ok(())
+}
+
+/// Waits until alert `name` is pending or firing (or, with `gone`, neither).
+async fn wait_alert(prometheus: &str, name: &str, timeout: u64, gone: bool) -> anyhow::Result<()> {
+    let prom = Prometheus::new(prometheus)?;
+    let started = std::time::Instant::now();
+    let timeout_d = Duration::from_secs(timeout);
+    let took = || started.elapsed().as_secs_f64();
+    if gone {
+        if !check::wait_alert_gone(&prom, name, timeout_d).await? {
+            bail!("alert {name} was still pending or firing after {timeout} s");
+        }
+        println!("alert {name} inactive after {:.0} s", took());
+        return Ok(());
+    }
+    match check::wait_alert(&prom, name, &["pending", "firing"], timeout_d).await? {
+        Some(state) => {
+            println!("alert {name} {state} after {:.0} s", took());
             Ok(())
         }
+        None => bail!("alert {name} was neither pending nor firing within {timeout} s"),
     }
+}
+
+/// Draws the dashboard's panels over the last `since` seconds into `out`.
+async fn render_dashboard(
+    prometheus: &str,
+    dash: &Path,
+    since: u64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let prom = Prometheus::new(prometheus)?;
+    let panels = dashboard::load(dash)?;
+    let end = now();
+    let drawn = render::fetch(&prom, &panels, end - since as f64, end)
+        .await
+        .context("querying Prometheus")?;
+    let title = format!(
+        "ChatFlow dashboard: the last {} minutes (x axis: minutes) from {prometheus}",
+        since.div_ceil(60)
+    );
+    render::draw(out, &title, &drawn, since as f64 / 60.0)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", out.display()))?;
+    println!("wrote {} ({} panels)", out.display(), drawn.len());
+    Ok(())
 }

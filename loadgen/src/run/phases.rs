@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::rooms::RoomId;
+use chatflow::rooms::{RoomId, RoomRange};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::mpsc;
@@ -111,23 +111,14 @@ pub(super) async fn measured(run: &Run<'_>, last_seq: u64) -> Result<Measured, R
         }
     }
     let generator = w.rate.is_none().then(|| {
-        let run_id = run.id.clone();
-        let messages = w.messages;
-        let seed = w.seed ^ 0x5eed;
-        tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let mut turn: HashMap<RoomId, usize> = HashMap::new();
-            for i in 0..messages {
-                let room = workload::draw_room(rooms, &mut rng);
-                let msg = workload::make(&run_id, last_seq + 1 + i, room, &mut rng);
-                let t = turn.entry(room).or_default();
-                let senders = &txs[&room];
-                *t = (*t + 1) % senders.len();
-                if senders[*t].send(msg).await.is_err() {
-                    return;
-                }
-            }
-        })
+        tokio::spawn(generate_closed(
+            run.id.clone(),
+            w.messages,
+            last_seq + 1,
+            w.seed ^ 0x5eed,
+            rooms,
+            txs,
+        ))
     });
     let records = gather(tasks).await?;
     if let Some(g) = generator {
@@ -146,6 +137,30 @@ pub(super) async fn measured(run: &Run<'_>, last_seq: u64) -> Result<Measured, R
         wall: Duration::from_micros(end_us.saturating_sub(start_us)),
         start_us,
     })
+}
+
+/// Closed loop: draws each message's room and hands it to that room's senders in turn, each
+/// channel's bound holding the generator back while the senders' windows are full.
+async fn generate_closed(
+    run_id: Arc<str>,
+    messages: u64,
+    first_seq: u64,
+    seed: u64,
+    rooms: RoomRange,
+    txs: HashMap<RoomId, Vec<mpsc::Sender<workload::Outgoing>>>,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut turn: HashMap<RoomId, usize> = HashMap::new();
+    for i in 0..messages {
+        let room = workload::draw_room(rooms, &mut rng);
+        let msg = workload::make(&run_id, first_seq + i, room, &mut rng);
+        let t = turn.entry(room).or_default();
+        let senders = &txs[&room];
+        *t = (*t + 1) % senders.len();
+        if senders[*t].send(msg).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn spec(run: &Run<'_>, room: RoomId, id: u32, schedule: Option<Schedule>) -> SenderSpec {
