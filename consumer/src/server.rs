@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use chatflow::about::Info;
 use chatflow::auth::{Access, Gate, Pass};
-use chatflow::http::{self, Body};
+use chatflow::http::Body;
 use chatflow::lifecycle::Lifecycle;
 use chatflow::queue::SharedQueues;
 use chatflow::rooms::RoomRange;
 use chatflow::router::{self, Endpoint, Opening, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
 use crate::poller::{self, PollContext};
-use chatflow_fanout::resume::{Backing, resume_position};
+use chatflow_fanout::admission::{Admitted, Door};
+use chatflow_fanout::resume::Backing;
 use chatflow_fanout::room::Room;
 use chatflow_fanout::store::Store;
 use chatflow_fanout::subscriber::{self, Membership};
@@ -199,22 +200,19 @@ pub fn start_on(
 }
 
 fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Response<Body> {
-    let room_id = match shared.rooms.parse_room(room) {
-        Ok(r) => r,
-        Err(e) => {
-            return http::text(
-                StatusCode::NOT_FOUND,
-                format!("this shard does not serve that room: {e}\n"),
-            );
-        }
+    let door = Door {
+        rooms: shared.rooms,
+        life: &shared.life,
+        places: &shared.admission,
+        not_served: "this shard does not serve that room",
     };
-    let after = match resume_position(req.uri().query()) {
-        Ok(after) => after,
-        Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
-    };
-    let permit = match router::admit(&req, &shared.life, &shared.admission) {
-        Ok(permit) => permit,
-        Err(refusal) => return refusal.response("subscriber"),
+    let Admitted {
+        room: room_id,
+        after,
+        permit,
+    } = match door.admit(&req, room) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
     let (resp, fut) = match router::upgrade(&mut req) {
         Ok(pair) => pair,

@@ -2,6 +2,7 @@
 //! subscribers and history, the subscriber loop with its resume from a position, the history
 //! store outside the pods, and the edge that relays a shard's rooms.
 
+pub mod admission;
 pub mod edge;
 pub mod history;
 pub mod resume;

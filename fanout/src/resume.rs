@@ -3,7 +3,7 @@
 //! reach back to the subscriber's position.
 
 use bytes::Bytes;
-use chatflow::protocol::{BadPosition, Position, RecoveryNotice};
+use chatflow::protocol::{Position, RecoveryNotice};
 use chatflow::rooms::RoomId;
 
 use crate::history::Replay;
@@ -162,37 +162,4 @@ pub async fn gap(
         .into_iter()
         .take_while(|(p, _)| *p < next)
         .collect())
-}
-
-/// The `after` query parameter: the position of the last message the subscriber saw.
-pub fn resume_position(query: Option<&str>) -> Result<Option<Position>, BadPosition> {
-    let Some(query) = query else {
-        return Ok(None);
-    };
-    query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("after="))
-        .next_back()
-        .map(str::parse)
-        .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_is_read_from_the_query_and_a_bad_one_is_refused() {
-        assert_eq!(resume_position(None), Ok(None));
-        assert_eq!(resume_position(Some("x=1")), Ok(None));
-        assert_eq!(
-            resume_position(Some("x=1&after=12-3")),
-            Ok(Some(Position {
-                sequence: 12,
-                index: 3
-            }))
-        );
-        assert!(resume_position(Some("after=twelve")).is_err());
-        assert!(resume_position(Some("after=")).is_err());
-    }
 }

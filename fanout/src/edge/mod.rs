@@ -36,7 +36,7 @@ pub use config::EdgeConfig;
 pub use metrics::EdgeMetrics;
 use routes::Routes;
 
-use crate::resume::resume_position;
+use crate::admission::{Admitted, Door};
 use crate::room::Room;
 use crate::subscriber::{self, Membership, ResumeCounters};
 
@@ -212,19 +212,19 @@ impl Edge {
 
     async fn subscribe(self, mut req: Request<Incoming>, room: String) -> Response<Body> {
         let shared = &self.shared;
-        let room_id = match shared.rooms.parse_room(&room) {
-            Ok(r) => r,
-            Err(e) => {
-                return http::text(StatusCode::NOT_FOUND, format!("no such room: {e}\n"));
-            }
+        let door = Door {
+            rooms: shared.rooms,
+            life: &shared.life,
+            places: &shared.admission,
+            not_served: "no such room",
         };
-        let after = match resume_position(req.uri().query()) {
-            Ok(after) => after,
-            Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("after: {e}\n")),
-        };
-        let permit = match router::admit(&req, &shared.life, &shared.admission) {
-            Ok(permit) => permit,
-            Err(refusal) => return refusal.response("subscriber"),
+        let Admitted {
+            room: room_id,
+            after,
+            permit,
+        } = match door.admit(&req, &room) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
         };
         let hub = Use(shared.hub(room_id));
         // The client counts itself subscribed from the 101: answer only once events flow to us,
