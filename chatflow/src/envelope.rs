@@ -57,12 +57,20 @@ impl FromStr for Packing {
     }
 }
 
-/// Most chat messages one envelope carries.
-pub const ENVELOPE_MAX_MESSAGES: usize = 100;
+/// Most chat messages one envelope carries. A consumer's receive takes at most
+/// [`RECEIVE_MAX_MESSAGES`] at once, and broadcasts them as one burst: subscriber buffers hold at
+/// least that many.
+pub const ENVELOPE_MAX_MESSAGES: usize = 400;
 
-/// Most body bytes of one envelope. Ten of them stay under the 256 KiB SQS allows for a whole
-/// batch request, attributes included.
-pub const ENVELOPE_MAX_BYTES: usize = 24 * 1024;
+/// Most chat messages one receive brings: ten envelopes.
+pub const RECEIVE_MAX_MESSAGES: usize = MAX_BATCH * ENVELOPE_MAX_MESSAGES;
+
+/// Most body bytes of one batch, all its entries together: under the 256 KiB SQS allows for a
+/// whole batch request, with room for attributes and ids. One envelope may take all of it, so
+/// a backlog travels in few, full queue messages: a consumer's receive (at most ten queue
+/// messages) then takes up to ten batches' worth, and a room's throughput is not capped at ten
+/// small envelopes per receive and delete.
+pub const BATCH_MAX_BYTES: usize = 240 * 1024;
 
 const HEAD: &str = r#"{"v":1,"messages":["#;
 const TAIL: &str = "]}";
@@ -78,10 +86,13 @@ struct Parcel {
 }
 
 /// Collects one batch of a room's chat messages, in order, and lays them out in at most
-/// [`MAX_BATCH`] queue entries.
+/// [`MAX_BATCH`] queue entries of at most [`BATCH_MAX_BYTES`] together, filling each envelope
+/// before it opens the next.
 pub struct Packer {
     packing: Packing,
     parcels: Vec<Parcel>,
+    /// Body bytes of all parcels.
+    bytes: usize,
 }
 
 impl Packer {
@@ -90,30 +101,33 @@ impl Packer {
         Packer {
             packing,
             parcels: Vec::with_capacity(MAX_BATCH),
+            bytes: 0,
         }
     }
 
     /// Appends one chat message (an entry in the single format); hands it back when the batch
     /// is full.
     pub fn push(&mut self, entry: PublishEntry) -> Result<(), PublishEntry> {
-        let fits = |p: &Parcel| {
-            p.members.len() < ENVELOPE_MAX_MESSAGES
-                && p.bytes + 1 + entry.body.len() <= ENVELOPE_MAX_BYTES
-        };
+        let added = 1 + entry.body.len();
         if self.packing == Packing::Envelope
+            && self.bytes + added <= BATCH_MAX_BYTES
             && let Some(last) = self.parcels.last_mut()
-            && fits(last)
+            && last.members.len() < ENVELOPE_MAX_MESSAGES
         {
-            last.bytes += 1 + entry.body.len();
+            last.bytes += added;
+            self.bytes += added;
             last.members.push(entry);
             return Ok(());
         }
-        if self.parcels.len() == MAX_BATCH {
+        let opened = HEAD.len() + TAIL.len() + entry.body.len();
+        // A message larger than the budget still travels, alone in a batch of its own.
+        let fits = self.parcels.is_empty() || self.bytes + opened <= BATCH_MAX_BYTES;
+        if self.parcels.len() == MAX_BATCH || !fits {
             return Err(entry);
         }
-        // A message larger than an envelope's byte budget still travels, alone.
+        self.bytes += opened;
         self.parcels.push(Parcel {
-            bytes: HEAD.len() + TAIL.len() + entry.body.len(),
+            bytes: opened,
             members: vec![entry],
         });
         Ok(())
@@ -133,6 +147,7 @@ impl Packer {
     /// empty afterwards.
     pub fn take(&mut self) -> Vec<(PublishEntry, usize)> {
         let packing = self.packing;
+        self.bytes = 0;
         self.parcels
             .drain(..)
             .map(|p| {

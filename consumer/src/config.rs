@@ -38,8 +38,9 @@ pub struct ConsumerConfig {
     /// Concurrent long polls; 0 gives every room its own (lowest latency).
     #[arg(long, env = "CONSUMER_POLLERS", default_value_t = 0)]
     pub pollers: usize,
-    /// Messages a subscriber may fall behind before it is disconnected.
-    #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// Messages a subscriber may fall behind before it is disconnected; at least what one
+    /// receive brings (4,000 with envelopes), or a burst disconnects subscribers that keep up.
+    #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscriber_buffer: u64,
     /// Seconds without any frame from a subscriber before it is pinged; twice that and it is
     /// closed (1001), so subscribers that vanished without closing do not hold their places.
@@ -100,5 +101,13 @@ mod tests {
         assert_eq!(c.poll_plan(100), (None, Duration::from_secs(10)));
         c.pollers = 20;
         assert_eq!(c.poll_plan(100), (Some(20), Duration::ZERO));
+    }
+
+    #[test]
+    fn a_subscriber_that_keeps_up_is_not_disconnected_by_the_burst_of_one_receive() {
+        let c = ConsumerConfig::local(1, 1);
+        assert!(c.subscriber_buffer as usize >= chatflow::envelope::RECEIVE_MAX_MESSAGES);
+        let edge = chatflow_fanout::edge::EdgeConfig::default();
+        assert!(edge.edge_subscriber_buffer as usize >= chatflow::envelope::RECEIVE_MAX_MESSAGES);
     }
 }

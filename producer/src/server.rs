@@ -28,9 +28,9 @@ use crate::limits::MessageRates;
 use crate::metrics::Metrics;
 use chatflow::client_ip;
 
-/// Messages a room's batcher holds before senders wait: one full batch of envelopes, so the
-/// next batch fills while one is in flight.
-const BATCHER_QUEUE: usize = chatflow::queue::MAX_BATCH * chatflow::envelope::ENVELOPE_MAX_MESSAGES;
+/// Messages a room's batcher holds before senders wait: about a full batch of chat-sized
+/// messages, so the next batch fills while one is in flight.
+const BATCHER_QUEUE: usize = chatflow::envelope::ENVELOPE_MAX_MESSAGES;
 
 /// State every connection shares.
 pub struct Shared {

@@ -33,6 +33,15 @@ fn fill(packer: &mut Packer, n: usize, text: &str) -> usize {
         .count()
 }
 
+fn tiny(n: usize) -> PublishEntry {
+    PublishEntry {
+        body: "1".into(),
+        group_id: "7".into(),
+        dedup_id: format!("t{n}"),
+        format: BodyFormat::Task,
+    }
+}
+
 #[test]
 fn envelopes_carry_every_message_in_order_and_unpack_to_them() {
     let mut p = Packer::new(Packing::Envelope);
@@ -41,52 +50,80 @@ fn envelopes_carry_every_message_in_order_and_unpack_to_them() {
     assert!(p.is_empty());
     assert_eq!(
         entries.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-        [100, 100, 50]
+        [250],
+        "a backlog fills one envelope before it opens another"
     );
-    let mut all = Vec::new();
-    for (e, n) in &entries {
-        assert_eq!(e.format, BodyFormat::Envelope);
-        assert_eq!(e.group_id, "7");
-        let got = unpack(&e.format, &e.body).unwrap();
-        assert_eq!(got.len(), *n);
-        all.extend(got);
-    }
+    let (e, _) = &entries[0];
+    assert_eq!(e.format, BodyFormat::Envelope);
+    assert_eq!(e.group_id, "7");
+    let all = unpack(&e.format, &e.body).unwrap();
     assert_eq!(all, (0..250).map(|i| task(i, "hello")).collect::<Vec<_>>());
 }
 
 #[test]
-fn a_batch_holds_ten_envelopes_and_hands_back_the_next_message() {
+fn a_batch_is_full_at_its_byte_budget_and_hands_back_the_next_message() {
     let mut p = Packer::new(Packing::Envelope);
-    assert_eq!(fill(&mut p, 2000, "x"), 10 * ENVELOPE_MAX_MESSAGES);
-    assert_eq!(p.messages(), 1000);
-    let back = p.push(single(1000, "x")).unwrap_err();
-    assert_eq!(back.dedup_id, "m1000");
+    let n = fill(&mut p, 5000, "x");
+    let back = p.push(single(n, "x")).unwrap_err();
+    assert_eq!(back.dedup_id, format!("m{n}"));
+    let entries = p.take();
+    let sizes: Vec<usize> = entries.iter().map(|(_, n)| *n).collect();
+    assert!(
+        sizes[..sizes.len() - 1]
+            .iter()
+            .all(|n| *n == ENVELOPE_MAX_MESSAGES),
+        "each envelope full before the next opens: {sizes:?}"
+    );
+    assert!(
+        sizes.len() < MAX_BATCH,
+        "the bytes ran out first: {sizes:?}"
+    );
+    let total: usize = entries.iter().map(|(e, _)| e.body.len()).sum();
+    assert!(total <= BATCH_MAX_BYTES, "{total}");
+    assert!(
+        total + back.body.len() > BATCH_MAX_BYTES - 64,
+        "refused only when the budget is spent: {total}"
+    );
+    // The next batch starts empty.
+    assert!(p.push(back).is_ok());
 }
 
 #[test]
-fn envelopes_stay_within_their_byte_budget_and_the_batch_within_sqs_limits() {
+fn a_batch_holds_ten_envelopes_of_their_most_messages() {
+    let mut p = Packer::new(Packing::Envelope);
+    let pushed = (0..20_000).take_while(|i| p.push(tiny(*i)).is_ok()).count();
+    assert_eq!(pushed, MAX_BATCH * ENVELOPE_MAX_MESSAGES);
+    let entries = p.take();
+    assert_eq!(
+        entries.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [ENVELOPE_MAX_MESSAGES; MAX_BATCH]
+    );
+}
+
+#[test]
+fn a_batch_stays_within_its_byte_budget_and_sqs_limits() {
     let long = "é".repeat(500);
     let mut p = Packer::new(Packing::Envelope);
     let n = fill(&mut p, 1000, &long);
     let entries = p.take();
-    assert_eq!(entries.len(), MAX_BATCH);
     assert_eq!(entries.iter().map(|(_, n)| n).sum::<usize>(), n);
-    for (e, _) in &entries {
-        assert!(e.body.len() <= ENVELOPE_MAX_BYTES, "{}", e.body.len());
-    }
     let total: usize = entries.iter().map(|(e, _)| e.body.len()).sum();
+    assert!(total <= BATCH_MAX_BYTES, "{total}");
     assert!(total < 256 * 1024 - 4096, "{total}");
+    assert!(n > 150, "the budget is used, not a fraction of it: {n}");
 }
 
 #[test]
-fn a_message_larger_than_an_envelope_still_travels_alone() {
+fn a_message_larger_than_the_budget_still_travels_alone() {
     let mut p = Packer::new(Packing::Envelope);
-    let huge = "y".repeat(ENVELOPE_MAX_BYTES);
+    let huge = "y".repeat(BATCH_MAX_BYTES);
     p.push(single(0, "a")).unwrap();
-    p.push(single(1, &huge)).unwrap();
-    p.push(single(2, "b")).unwrap();
+    let back = p.push(single(1, &huge)).unwrap_err();
+    assert_eq!(p.take().len(), 1);
+    p.push(back).unwrap();
+    assert!(p.push(single(2, "b")).is_err());
     let sizes: Vec<usize> = p.take().iter().map(|(_, n)| *n).collect();
-    assert_eq!(sizes, [1, 1, 1]);
+    assert_eq!(sizes, [1]);
 }
 
 #[test]

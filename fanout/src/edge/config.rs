@@ -23,7 +23,7 @@ pub struct EdgeConfig {
     #[arg(long, env = "EDGE_LINGER_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub edge_linger_secs: u64,
     /// Messages a local subscriber may fall behind before it is disconnected.
-    #[arg(long, env = "EDGE_SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "EDGE_SUBSCRIBER_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub edge_subscriber_buffer: u64,
     /// Relayed events kept per room for local subscribers that resume with `?after=`.
     #[arg(long, env = "EDGE_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -43,7 +43,7 @@ impl Default for EdgeConfig {
             edge_routing_file: None,
             edge_upstream: None,
             edge_linger_secs: 30,
-            edge_subscriber_buffer: 1024,
+            edge_subscriber_buffer: 4096,
             edge_history_size: 1000,
             edge_max_subscribers: 50_000,
             edge_idle_timeout_secs: 30,

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod memory;
 pub mod pump;
 pub mod sqs_loops;
+pub mod sustained;
 
 use clap::Subcommand;
 
@@ -27,6 +28,9 @@ pub enum Scenario {
     E2e(e2e::Options),
     /// Other users' latency while one user floods above its rate, against no flood.
     Flood(flood::Options),
+    /// Open loop over SQS: the offered rate stepped up until the end-to-end p99 passes a bound,
+    /// against a plain SDK loop.
+    Sustained(sustained::Options),
     /// Holds idle WebSocket connections open (used by the memory measurements).
     #[command(hide = true)]
     Hold(memory::HoldOptions),
@@ -40,6 +44,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::E2e(o) => e2e::run(o).await,
         Scenario::Edge(o) => edge::run(o).await,
         Scenario::Flood(o) => flood::run(o).await,
+        Scenario::Sustained(o) => sustained::run(o).await,
         Scenario::Hold(o) => memory::hold(o).await,
     }
 }
