@@ -369,6 +369,29 @@ echo "  ingress/$set_name-producer: $backend"
 k -n "$set_ns" wait "crs/$set_name" --timeout="${timeout}s" \
     --for=jsonpath='{.status.endpoints.public[1]}=ws://chat.e2e.test/subscribe/{roomId}'
 
+step "kubectl scale crs/$set_name: the scale subresource sizes the producer tier"
+replicas_before="$(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.spec.producer.replicas}')"
+scaled=$((replicas_before + 1))
+k -n "$set_ns" scale "crs/$set_name" --replicas="$scaled"
+k -n "$set_ns" wait "deploy/$set_name-producer" --timeout="${timeout}s" \
+    --for=jsonpath='{.status.readyReplicas}'="$scaled"
+k -n "$set_ns" wait "crs/$set_name" --timeout="${timeout}s" \
+    --for=jsonpath='{.status.producer.replicas}'="$scaled"
+scale="$(k get --raw "/apis/chatflow.dev/v1alpha1/namespaces/$set_ns/chatroomsets/$set_name/scale")"
+python3 - "$scale" "$scaled" "$set_name" <<'PY' || die "the scale subresource says: $scale"
+import json, sys
+s = json.loads(sys.argv[1])
+want, name = int(sys.argv[2]), sys.argv[3]
+assert s["spec"]["replicas"] == want and s["status"]["replicas"] == want, s
+assert f"app.kubernetes.io/instance={name}" in s["status"]["selector"], s
+assert "app.kubernetes.io/component=producer" in s["status"]["selector"], s
+PY
+echo "  crs/$set_name scaled to $scaled producers through /scale, selector $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["selector"])' "$scale")"
+k -n "$set_ns" scale "crs/$set_name" --replicas="$replicas_before"
+k -n "$set_ns" rollout status "deploy/$set_name-producer" --timeout="${timeout}s"
+k -n "$set_ns" wait "crs/$set_name" --timeout="${timeout}s" \
+    --for=jsonpath='{.status.producer.replicas}'="$replicas_before"
+
 step "loadgen through the edge: $E2E_EDGE_SUBSCRIBERS_PER_ROOM subscribers per room on the producer Service"
 subscribe_via=edge subscribers_per_room="$E2E_EDGE_SUBSCRIBERS_PER_ROOM"
 run_loadgen chatflow-loadgen-e2e-edge "$E2E_MESSAGES"

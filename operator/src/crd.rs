@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
     namespaced,
     shortname = "crs",
     status = "ChatRoomSetStatus",
+    // `kubectl scale crs/NAME --replicas=N`, an HPA or a KEDA ScaledObject size the producer tier.
+    scale(
+        spec_replicas_path = ".spec.producer.replicas",
+        status_replicas_path = ".status.producer.replicas",
+        label_selector_path = ".status.producer.selector"
+    ),
     printcolumn = r#"{"name":"Rooms","type":"string","jsonPath":".status.rooms"}"#,
     printcolumn = r#"{"name":"Shards","type":"integer","jsonPath":".status.shardCount"}"#,
     printcolumn = r#"{"name":"Queues","type":"integer","jsonPath":".status.queues.ready"}"#,
@@ -365,6 +371,12 @@ pub struct ProducerStatus {
     pub service: String,
     /// Ready replicas of the Deployment.
     pub ready_replicas: i32,
+    /// Replicas of the Deployment, ready or not (the scale subresource's current count).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Label selector of the producer pods, for autoscalers reading the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
 
 /// Connection templates; `{roomId}` is the room.

@@ -21,6 +21,8 @@ pub struct Observed {
     pub queue_conflict: Option<String>,
     /// Ready replicas of the producer Deployment.
     pub producer_ready: i32,
+    /// Replicas of the producer Deployment, ready or not.
+    pub producer_replicas: i32,
     /// One entry per planned shard, in plan order.
     pub shards: Vec<ShardStatus>,
     /// Consumer pods of removed shards that have not stopped yet.
@@ -156,6 +158,8 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
         producer: Some(ProducerStatus {
             service: plan.producer.clone(),
             ready_replicas: observed.producer_ready,
+            replicas: observed.producer_replicas,
+            selector: Some(desired::producer_selector(&crs.name_any(), &plan.producer)),
         }),
         endpoints: Some(endpoints(crs, plan)),
     }

@@ -74,6 +74,39 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let producer = deployments.get("demo-producer").await.unwrap();
     assert_eq!(producer.spec.unwrap().replicas, Some(2));
+
+    // `kubectl scale crs/demo --replicas=3` (and an HPA) go through the scale subresource.
+    let to = |n: i32| Patch::Merge(json!({"spec": {"replicas": n}}));
+    api.patch_scale("demo", &PatchParams::default(), &to(3))
+        .await
+        .unwrap();
+    wait(
+        "the producer scaled to 3",
+        Duration::from_secs(30),
+        || async {
+            (deployments.get("demo-producer").await.ok()?.spec?.replicas == Some(3)).then_some(())
+        },
+    )
+    .await;
+    let scale = api.get_scale("demo").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(3));
+    let selector = scale.status.unwrap().selector.unwrap_or_default();
+    assert!(
+        selector.contains("app.kubernetes.io/instance=demo")
+            && selector.contains("app.kubernetes.io/component=producer"),
+        "{selector}"
+    );
+    api.patch_scale("demo", &PatchParams::default(), &to(2))
+        .await
+        .unwrap();
+    wait(
+        "the producer back at 2",
+        Duration::from_secs(30),
+        || async {
+            (deployments.get("demo-producer").await.ok()?.spec?.replicas == Some(2)).then_some(())
+        },
+    )
+    .await;
     let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let routing = cm.get("demo-routing").await.unwrap();
     assert!(routing.data.unwrap()["routing.json"].contains("demo-consumer-16-20"));

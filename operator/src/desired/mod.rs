@@ -183,6 +183,13 @@ pub fn labels(instance: &str, component: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// Label selector of a set's producer pods (`workload` is the producer Deployment's name).
+pub fn producer_selector(instance: &str, workload: &str) -> String {
+    format!(
+        "app.kubernetes.io/instance={instance},app.kubernetes.io/component=producer,chatflow.dev/workload={workload}"
+    )
+}
+
 /// Label selector of a set's consumer shards.
 pub fn consumer_selector(instance: &str) -> String {
     format!(

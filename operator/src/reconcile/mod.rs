@@ -197,6 +197,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         queue_error: ensured.error.clone(),
         queue_conflict: conflict_note(&plan, &ensured.conflicts),
         producer_ready: applied.producer_ready,
+        producer_replicas: applied.producer_replicas,
         shards,
         lingering_shards: applied.lingering_shards,
     };

@@ -100,6 +100,8 @@ impl Consumers {
 pub struct Applied {
     /// Ready replicas of the producer Deployment.
     pub producer_ready: i32,
+    /// Replicas of the producer Deployment, ready or not.
+    pub producer_replicas: i32,
     /// One entry per planned shard, in plan order (backlog not yet filled).
     pub shards: Vec<ShardStatus>,
     /// Removed shards whose Deployment (so whose pods) is not gone yet; new shards wait.
@@ -113,6 +115,7 @@ impl Applied {
     pub fn withheld(plan: &Plan) -> Self {
         Applied {
             producer_ready: 0,
+            producer_replicas: 0,
             shards: plan.shards.iter().map(unready).collect(),
             lingering_shards: 0,
             pruned: Vec::new(),
@@ -204,6 +207,11 @@ pub async fn apply(
     }
     Ok(Applied {
         producer_ready: ready_replicas(&producer),
+        producer_replicas: producer
+            .status
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(0),
         shards,
         lingering_shards: lingering,
         pruned,

@@ -19,6 +19,7 @@ fn all_ready() -> Observed {
         queue_error: None,
         queue_conflict: None,
         producer_ready: 2,
+        producer_replicas: 3,
         shards: vec![
             shard("demo-consumer-1-10", "1-10", 1),
             shard("demo-consumer-11-20", "11-20", 1),
@@ -51,7 +52,13 @@ fn everything_ready_makes_the_set_ready_with_counts_and_endpoints() {
         (20, 20, 2)
     );
     assert_eq!(s.rooms.as_deref(), Some("1-20"));
-    assert_eq!(s.producer.unwrap().ready_replicas, 2);
+    let producer = s.producer.unwrap();
+    assert_eq!((producer.ready_replicas, producer.replicas), (2, 3));
+    // What an autoscaler reading the scale subresource counts pods with.
+    assert_eq!(
+        producer.selector.as_deref().unwrap_or_default(),
+        "app.kubernetes.io/instance=demo,app.kubernetes.io/component=producer,chatflow.dev/workload=demo-producer"
+    );
     assert!(
         s.endpoints
             .unwrap()
