@@ -140,7 +140,8 @@ fn event_bytes(seq: u64) -> Bytes {
         .into()
 }
 
-fn task(seq: u64) -> TaskMessage {
+/// Message `seq` of a bench run, its text the time it was made.
+pub(super) fn task(seq: u64) -> TaskMessage {
     TaskMessage {
         message_id: format!("bench-{seq}"),
         room_id: 1,

@@ -1,5 +1,6 @@
 //! Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
 
+pub mod audience;
 pub mod baseline;
 pub mod counted;
 pub mod cpu;
@@ -22,6 +23,9 @@ pub enum Scenario {
     Ingest(ingest::Options),
     /// Consumer fan-out of one room to many subscribers, against a raw broadcast loop.
     Fanout(fanout::Options),
+    /// One room's huge audience over edges: the last subscriber's delivery time and memory per
+    /// subscriber, against a raw tokio broadcast server.
+    Audience(audience::Options),
     /// One room's subscribers on one consumer, against the same spread over edges.
     Edge(edge::Options),
     /// The whole pipeline over SQS (LocalStack) per packing, against plain SDK loops.
@@ -41,6 +45,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
     match scenario {
         Scenario::Ingest(o) => ingest::run(o).await,
         Scenario::Fanout(o) => fanout::run(o).await,
+        Scenario::Audience(o) => audience::run(o).await,
         Scenario::E2e(o) => e2e::run(o).await,
         Scenario::Edge(o) => edge::run(o).await,
         Scenario::Flood(o) => flood::run(o).await,
