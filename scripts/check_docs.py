@@ -36,13 +36,18 @@ def anchors(path: pathlib.Path) -> set[str]:
     return out
 
 
-def links(path: pathlib.Path):
+def prose(path: pathlib.Path):
+    """The numbered lines of a page outside its code blocks."""
     fence = False
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.startswith("```"):
             fence = not fence
-        if fence:
-            continue
+        if not fence:
+            yield number, line
+
+
+def links(path: pathlib.Path):
+    for number, line in prose(path):
         for target in LINK.findall(line):
             yield number, target
 
@@ -58,12 +63,7 @@ def top_dirs() -> set[str]:
 def named_paths(path: pathlib.Path, tops: set[str]):
     """Backticked spans outside code blocks that are paths into the repository; templates
     (`{roomId}`, globs, placeholders) are not paths."""
-    fence = False
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.startswith("```"):
-            fence = not fence
-        if fence:
-            continue
+    for number, line in prose(path):
         for span in SPAN.findall(line):
             if "/" not in span or span.split("/")[0] not in tops:
                 continue

@@ -1,26 +1,20 @@
 //! `bench e2e`: the whole pipeline over SQS (LocalStack), once per packing, beside plain SDK
 //! loops against the same service in the same run, with the SQS requests each run made.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chatflow::envelope::Packing;
 use chatflow::rooms::RoomRange;
-use chatflow_testkit::Proxy;
 use clap::Args;
 
-use super::counted::{Requests, counting};
+use super::over_sqs::{self, Endpoint, PipelineRun};
 use super::{figure, sqs_loops};
 use chatflow_consumer::ConsumerConfig;
 use chatflow_fanout::store::StoreOptions;
 use chatflow_producer::ProducerConfig;
 
-use crate::local::{LocalSystem, run_queues};
-use crate::progress::Progress;
 use crate::report::Summary;
-use crate::run::{self, Workload};
+use crate::run::Workload;
 
 /// Options of `bench e2e`.
 #[derive(Debug, Clone, Args)]
@@ -63,12 +57,6 @@ pub struct Options {
     pub history_store_url: Option<String>,
 }
 
-/// One pipeline run: its summary and the SQS requests it made.
-struct PipelineRun {
-    summary: Summary,
-    requests: Requests,
-}
-
 async fn pipeline(
     o: &Options,
     endpoint: &str,
@@ -76,15 +64,12 @@ async fn pipeline(
     store: Option<&StoreOptions>,
 ) -> anyhow::Result<PipelineRun> {
     let rooms = RoomRange::new(1, o.rooms)?;
-    let counted = Arc::new(counting(Arc::new(run_queues(endpoint).await?)));
     let mut producer = ProducerConfig::local(rooms.start(), rooms.end());
     producer.packing = packing;
     let mut consumer = ConsumerConfig::local(rooms.start(), rooms.end());
     if let Some(store) = store {
         consumer.store = store.clone();
     }
-    let system =
-        LocalSystem::start_configured(rooms, counted.clone(), true, producer, consumer).await?;
     let w = Workload {
         messages: match packing {
             Packing::Single => o.single_messages,
@@ -97,14 +82,7 @@ async fn pipeline(
         window: o.window,
         ..Workload::default()
     };
-    let before = counted.hooks().requests();
-    let result = run::execute(&system.targets(), &w, &Progress::new(true)).await;
-    let requests = counted.hooks().requests().since(&before);
-    system.stop().await;
-    Ok(PipelineRun {
-        summary: crate::report::summarize(&result?),
-        requests,
-    })
+    over_sqs::pipeline(endpoint, rooms, producer, consumer, &w, true).await
 }
 
 fn print_run(packing: Packing, r: &PipelineRun, baselines: (f64, f64)) {
@@ -145,34 +123,17 @@ fn print_run(packing: Packing, r: &PipelineRun, baselines: (f64, f64)) {
 
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    let proxy = match o.proxy_delay_ms {
-        0 => None,
-        ms => {
-            let upstream: SocketAddr = o
-                .sqs_endpoint
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .parse()
-                .context("--proxy-delay-ms needs an http://IP:PORT endpoint")?;
-            Some(Proxy::with_delay(upstream, Duration::from_millis(ms)).await?)
-        }
-    };
-    let endpoint = proxy
-        .as_ref()
-        .map_or(o.sqs_endpoint.clone(), Proxy::endpoint);
+    let sqs = Endpoint::new(&o.sqs_endpoint, o.proxy_delay_ms).await?;
+    let endpoint = sqs.url.as_str();
     println!(
-        "bench e2e: {} rooms through producer -> SQS at {}{} -> consumer",
+        "bench e2e: {} rooms through producer -> SQS at {} -> consumer",
         o.rooms,
-        o.sqs_endpoint,
-        match o.proxy_delay_ms {
-            0 => String::new(),
-            ms => format!(" (+{ms} ms per response)"),
-        }
+        Endpoint::describe(&o.sqs_endpoint, o.proxy_delay_ms)
     );
     let rooms = RoomRange::new(1, o.rooms)?;
     let seconds = Duration::from_secs(o.seconds);
-    let send_only = sqs_loops::send_only(&endpoint, rooms, seconds).await?;
-    let send_receive_delete = sqs_loops::send_receive_delete(&endpoint, rooms, seconds).await?;
+    let send_only = sqs_loops::send_only(endpoint, rooms, seconds).await?;
+    let send_receive_delete = sqs_loops::send_receive_delete(endpoint, rooms, seconds).await?;
     figure("SDK loop: SendMessageBatch only", send_only, "msg/s", None);
     figure(
         "SDK loop: send + receive + delete",
@@ -182,7 +143,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     let mut envelope = None;
     for packing in &o.packing {
-        let r = pipeline(&o, &endpoint, *packing, None).await?;
+        let r = pipeline(&o, endpoint, *packing, None).await?;
         print_run(*packing, &r, (send_only, send_receive_delete));
         if *packing == Packing::Envelope {
             envelope = Some(r.summary);
@@ -192,14 +153,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let without = match envelope {
             Some(s) => s,
             None => {
-                pipeline(&o, &endpoint, Packing::Envelope, None)
+                pipeline(&o, endpoint, Packing::Envelope, None)
                     .await?
                     .summary
             }
         };
         with_store(
             &o,
-            &endpoint,
+            endpoint,
             url,
             &without,
             (send_only, send_receive_delete),

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod flood;
 pub mod ingest;
 pub mod memory;
+pub mod over_sqs;
 pub mod pump;
 pub mod sqs_loops;
 pub mod sustained;

@@ -5,23 +5,18 @@
 //! beside a plain SDK send + receive + delete loop's ceiling against the same service in the
 //! same run.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chatflow::rooms::RoomRange;
 use chatflow_consumer::ConsumerConfig;
 use chatflow_producer::ProducerConfig;
-use chatflow_testkit::Proxy;
 use clap::Args;
 
-use super::counted::{Requests, counting};
+use super::counted::Requests;
+use super::over_sqs::{self, Endpoint};
 use super::sqs_loops;
-use crate::local::{LocalSystem, run_queues};
-use crate::progress::Progress;
 use crate::report::Summary;
-use crate::run::{self, Workload};
+use crate::run::Workload;
 
 /// Options of `bench sustained`.
 #[derive(Debug, Clone, Args)]
@@ -121,15 +116,6 @@ impl Step {
 /// One step on a fresh pipeline (new queues, producer and consumer with their defaults).
 async fn step(o: &Options, endpoint: &str, rate: f64) -> anyhow::Result<Step> {
     let rooms = RoomRange::new(1, o.rooms)?;
-    let counted = Arc::new(counting(Arc::new(run_queues(endpoint).await?)));
-    let system = LocalSystem::start_configured(
-        rooms,
-        counted.clone(),
-        true,
-        ProducerConfig::local(rooms.start(), rooms.end()),
-        ConsumerConfig::local(rooms.start(), rooms.end()),
-    )
-    .await?;
     let w = Workload {
         messages: (rate * o.seconds as f64).round() as u64,
         rooms,
@@ -140,48 +126,30 @@ async fn step(o: &Options, endpoint: &str, rate: f64) -> anyhow::Result<Step> {
         rate: Some(rate),
         ..Workload::default()
     };
-    let before = counted.hooks().requests();
-    let result = run::execute(&system.targets(), &w, &Progress::new(false)).await;
-    let requests = counted.hooks().requests().since(&before);
-    system.stop().await;
+    let producer = ProducerConfig::local(rooms.start(), rooms.end());
+    let consumer = ConsumerConfig::local(rooms.start(), rooms.end());
+    let run = over_sqs::pipeline(endpoint, rooms, producer, consumer, &w, false).await?;
     Ok(Step {
         offered: rate,
-        summary: crate::report::summarize(&result?),
-        requests,
+        summary: run.summary,
+        requests: run.requests,
     })
 }
 
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    let proxy = match o.proxy_delay_ms {
-        0 => None,
-        ms => {
-            let upstream: SocketAddr = o
-                .sqs_endpoint
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .parse()
-                .context("--proxy-delay-ms needs an http://IP:PORT endpoint")?;
-            Some(Proxy::with_delay(upstream, Duration::from_millis(ms)).await?)
-        }
-    };
-    let endpoint = proxy
-        .as_ref()
-        .map_or(o.sqs_endpoint.clone(), Proxy::endpoint);
+    let sqs = Endpoint::new(&o.sqs_endpoint, o.proxy_delay_ms).await?;
+    let endpoint = sqs.url.as_str();
     println!(
-        "bench sustained: {} room(s), open loop, {} s per step, held = all delivered once in order and e2e p99 <= {:.0} ms; SQS at {}{}",
+        "bench sustained: {} room(s), open loop, {} s per step, held = all delivered once in order and e2e p99 <= {:.0} ms; SQS at {}",
         o.rooms,
         o.seconds,
         o.p99_bound_ms,
-        o.sqs_endpoint,
-        match o.proxy_delay_ms {
-            0 => String::new(),
-            ms => format!(" (+{ms} ms per response)"),
-        }
+        Endpoint::describe(&o.sqs_endpoint, o.proxy_delay_ms)
     );
     let rooms = RoomRange::new(1, o.rooms)?;
     let ceiling =
-        sqs_loops::send_receive_delete(&endpoint, rooms, Duration::from_secs(o.baseline_seconds))
+        sqs_loops::send_receive_delete(endpoint, rooms, Duration::from_secs(o.baseline_seconds))
             .await?;
     println!(
         "  SDK loop baseline: send + receive + delete, one queue message each: {ceiling:.0} queue messages/s"
@@ -192,7 +160,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     let mut best: Option<Step> = None;
     for &rate in &o.rates {
-        let s = step(&o, &endpoint, rate).await?;
+        let s = step(&o, endpoint, rate).await?;
         s.print(o.p99_bound_ms);
         if !s.held(o.p99_bound_ms) {
             break;
