@@ -389,6 +389,12 @@ PY
 echo "  crs/$set_name scaled to $scaled producers through /scale, selector $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["selector"])' "$scale")"
 k -n "$set_ns" scale "crs/$set_name" --replicas="$replicas_before"
 k -n "$set_ns" rollout status "deploy/$set_name-producer" --timeout="${timeout}s"
+# The pod scaled away drains for a while; later steps count and probe every producer pod.
+deadline=$((SECONDS + timeout))
+until (($(k -n "$set_ns" get pods -l "$producers" --no-headers 2>/dev/null | wc -l) == replicas_before)); do
+    ((SECONDS < deadline)) || die "the producer pod scaled away was still there after ${timeout}s"
+    sleep 1
+done
 k -n "$set_ns" wait "crs/$set_name" --timeout="${timeout}s" \
     --for=jsonpath='{.status.producer.replicas}'="$replicas_before"
 
