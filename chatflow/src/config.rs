@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::queue::{EmbeddedQueues, QueueError, SharedQueues, SqsConfig, SqsQueues};
-use crate::rooms::{QueueNaming, RoomError, RoomRange};
+use crate::rooms::{Layout, QueueNaming, RoomError, RoomRange};
 
 /// Which queue service holds the room queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -39,6 +39,12 @@ pub struct QueueOptions {
     /// AWS region; the default AWS chain otherwise.
     #[arg(long, env = "AWS_REGION")]
     pub aws_region: Option<String>,
+    /// Rooms per FIFO queue: 0 or 1 gives every room a queue of its own; N lays blocks of N
+    /// consecutive rooms, counted from ROOMS_START, onto one queue (each room its own message
+    /// group), so quiet rooms share sends, receives and deletes. Producers and consumers of a
+    /// set must agree on it, and consumers must start on a bucket boundary.
+    #[arg(long, env = "QUEUE_BUCKET_ROOMS", default_value_t = 0)]
+    pub queue_bucket_rooms: u32,
     /// Upper bound on one queue call (long polls get their wait on top), in milliseconds.
     #[arg(long, env = "QUEUE_CALL_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub queue_call_timeout_ms: u64,
@@ -63,8 +69,12 @@ impl QueueOptions {
 
     /// The validated queue naming; every room of the range gets a valid name.
     pub fn naming(&self) -> Result<QueueNaming, RoomError> {
-        let naming = QueueNaming::parse(&self.queue_prefix)?;
-        naming.check_range(self.rooms()?)?;
+        let rooms = self.rooms()?;
+        let naming = QueueNaming::parse(&self.queue_prefix)?.with_layout(
+            Layout::with_bucket_rooms(self.queue_bucket_rooms),
+            rooms.start(),
+        );
+        naming.check_range(rooms)?;
         Ok(naming)
     }
 

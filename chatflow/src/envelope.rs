@@ -79,56 +79,71 @@ const TAIL: &str = "]}";
 const ENVELOPE_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6368_6174_666c_6f77_2d65_6e76_6c70_0001);
 
-/// One queue entry being filled: its chat messages as single-message entries.
-struct Parcel {
+/// One queue entry being filled: its chat messages as single-message entries, each with its
+/// tag.
+struct Parcel<T> {
     members: Vec<PublishEntry>,
+    tags: Vec<T>,
     bytes: usize,
 }
 
-/// Collects one batch of a room's chat messages, in order, and lays them out in at most
-/// [`MAX_BATCH`] queue entries of at most [`BATCH_MAX_BYTES`] together, filling each envelope
-/// before it opens the next.
-pub struct Packer {
+/// Collects one batch of chat messages of a queue's rooms, in order, and lays them out in at
+/// most [`MAX_BATCH`] queue entries of at most [`BATCH_MAX_BYTES`] together, filling each
+/// envelope before it opens the next. Each message carries a tag (where its answer goes), handed
+/// back with the entry that carries it.
+pub struct TaggedPacker<T> {
     packing: Packing,
-    parcels: Vec<Parcel>,
+    parcels: Vec<Parcel<T>>,
     /// Body bytes of all parcels.
     bytes: usize,
 }
 
-impl Packer {
+/// A packer whose messages carry no tag.
+pub type Packer = TaggedPacker<()>;
+
+impl<T> TaggedPacker<T> {
     /// An empty batch.
     pub fn new(packing: Packing) -> Self {
-        Packer {
+        TaggedPacker {
             packing,
             parcels: Vec::with_capacity(MAX_BATCH),
             bytes: 0,
         }
     }
 
-    /// Appends one chat message (an entry in the single format); hands it back when the batch
-    /// is full.
-    pub fn push(&mut self, entry: PublishEntry) -> Result<(), PublishEntry> {
+    /// Appends one chat message (an entry in the single format) with its tag; hands both back
+    /// when the batch is full.
+    pub fn push_tagged(&mut self, entry: PublishEntry, tag: T) -> Result<(), (PublishEntry, T)> {
         let added = 1 + entry.body.len();
+        // Rooms sharing a queue (buckets) share a batch, each in envelopes of its own: a message
+        // joins the last envelope of its room, which keeps the room's order, since a queue keeps
+        // the order of a batch's entries within each message group.
         if self.packing == Packing::Envelope
             && self.bytes + added <= BATCH_MAX_BYTES
-            && let Some(last) = self.parcels.last_mut()
+            && let Some(last) = self
+                .parcels
+                .iter_mut()
+                .rev()
+                .find(|p| p.members[0].group_id == entry.group_id)
             && last.members.len() < ENVELOPE_MAX_MESSAGES
         {
             last.bytes += added;
             self.bytes += added;
             last.members.push(entry);
+            last.tags.push(tag);
             return Ok(());
         }
         let opened = HEAD.len() + TAIL.len() + entry.body.len();
         // A message larger than the budget still travels, alone in a batch of its own.
         let fits = self.parcels.is_empty() || self.bytes + opened <= BATCH_MAX_BYTES;
         if self.parcels.len() == MAX_BATCH || !fits {
-            return Err(entry);
+            return Err((entry, tag));
         }
         self.bytes += opened;
         self.parcels.push(Parcel {
             bytes: opened,
             members: vec![entry],
+            tags: vec![tag],
         });
         Ok(())
     }
@@ -143,34 +158,51 @@ impl Packer {
         self.parcels.iter().map(|p| p.members.len()).sum()
     }
 
-    /// The queue entries in order, each with how many chat messages it carries; the packer is
-    /// empty afterwards.
-    pub fn take(&mut self) -> Vec<(PublishEntry, usize)> {
+    /// The queue entries in order, each with the tags of the chat messages it carries; the
+    /// packer is empty afterwards.
+    pub fn take_tagged(&mut self) -> Vec<(PublishEntry, Vec<T>)> {
         let packing = self.packing;
         self.bytes = 0;
         self.parcels
             .drain(..)
-            .map(|p| {
-                let n = p.members.len();
+            .map(|mut p| {
+                let tags = std::mem::take(&mut p.tags);
                 // A lone message travels in the single format: the same bytes without the
                 // wrapping, deduplicated by its own id, and consumers read both formats.
                 let entry = match packing {
-                    Packing::Envelope if n > 1 => seal(p),
+                    Packing::Envelope if tags.len() > 1 => seal(p),
                     Packing::Single | Packing::Envelope => p
                         .members
                         .into_iter()
                         .next()
                         .expect("parcels are never empty"),
                 };
-                (entry, n)
+                (entry, tags)
             })
+            .collect()
+    }
+}
+
+impl Packer {
+    /// Appends one chat message (an entry in the single format); hands it back when the batch
+    /// is full.
+    pub fn push(&mut self, entry: PublishEntry) -> Result<(), PublishEntry> {
+        self.push_tagged(entry, ()).map_err(|(entry, ())| entry)
+    }
+
+    /// The queue entries in order, each with how many chat messages it carries; the packer is
+    /// empty afterwards.
+    pub fn take(&mut self) -> Vec<(PublishEntry, usize)> {
+        self.take_tagged()
+            .into_iter()
+            .map(|(entry, tags)| (entry, tags.len()))
             .collect()
     }
 }
 
 /// Joins a parcel's bodies into one envelope. Its deduplication id is derived from its members'
 /// ids, so a retry of the same envelope is dropped by the queue like a retry of one message.
-fn seal(p: Parcel) -> PublishEntry {
+fn seal<T>(p: Parcel<T>) -> PublishEntry {
     let mut body = String::with_capacity(p.bytes);
     let mut ids = String::new();
     body.push_str(HEAD);

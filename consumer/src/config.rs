@@ -35,7 +35,8 @@ pub struct ConsumerConfig {
     /// (a remote poll cannot be withdrawn), so this stays well under SHUTDOWN_GRACE_SECS.
     #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub poll_wait_secs: u64,
-    /// Concurrent long polls; 0 gives every room its own (lowest latency).
+    /// Concurrent long polls; 0 gives every queue (a room's, or a bucket's) its own (lowest
+    /// latency).
     #[arg(long, env = "CONSUMER_POLLERS", default_value_t = 0)]
     pub pollers: usize,
     /// Messages a subscriber may fall behind before it is disconnected; at least what one
@@ -78,9 +79,9 @@ impl ConsumerConfig {
         c
     }
 
-    /// Long-poll wait and concurrency for `rooms` rooms: one long poll per room by default.
-    /// With fewer pollers than rooms, rooms take turns (a fair semaphore) with short polls, so a
-    /// turn comes within about a second and a busy room cannot hold a poller for long.
+    /// Long-poll wait and concurrency for `rooms` queues: one long poll per queue by default.
+    /// With fewer pollers than queues, queues take turns (a fair semaphore) with short polls, so a
+    /// turn comes within about a second and a busy queue cannot hold a poller for long.
     pub fn poll_plan(&self, rooms: usize) -> (Option<usize>, Duration) {
         if self.pollers == 0 || self.pollers >= rooms {
             return (None, Duration::from_secs(self.poll_wait_secs));

@@ -1,4 +1,4 @@
-//! The consumer service: its route, subscriber admission, one poll loop per room, shutdown.
+//! The consumer service: its route, subscriber admission, one poll loop per queue, shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
-use crate::poller::{self, PollContext};
+use crate::poller::{self, PollContext, QueueRooms};
 use chatflow_fanout::admission::{Admitted, Door};
 use chatflow_fanout::resume::Backing;
 use chatflow_fanout::room::Room;
@@ -72,7 +72,7 @@ impl Consumer {
                 }
             });
         }
-        let (turns, wait) = config.poll_plan(rooms.len());
+        let (turns, wait) = config.poll_plan(queues.naming().queue_keys(rooms).len());
         let ctx = Arc::new(PollContext {
             queues,
             metrics: metrics.clone(),
@@ -92,8 +92,16 @@ impl Consumer {
             })
             .collect();
         let pollers = TaskTracker::new();
-        for (room_id, room) in rooms.iter().zip(&room_state) {
-            pollers.spawn(poller::run(room_id, room.clone(), ctx.clone()));
+        // One poller per queue: a room's own, or its bucket's, which it shares with the next
+        // rooms of the range.
+        let per_queue = ctx.queues.naming().layout().rooms_per_queue() as usize;
+        let ids: Vec<_> = rooms.iter().collect();
+        for (ids, state) in ids.chunks(per_queue).zip(room_state.chunks(per_queue)) {
+            let queue = QueueRooms {
+                key: ctx.queues.naming().queue_key(ids[0]),
+                rooms: ids.iter().copied().zip(state.iter().cloned()).collect(),
+            };
+            pollers.spawn(poller::run(queue, ctx.clone()));
         }
         pollers.close();
         let admission = Arc::new(Semaphore::new(

@@ -1,7 +1,8 @@
-//! One batcher per room: collects what its room received, packs it into at most ten queue
-//! entries (one message each, or envelopes of many), publishes them in one call with retries,
-//! and answers each message from its entry's result. A single task per room keeps one batch in
-//! flight, so the room's queue order is the order messages were received. A queue in memory is
+//! One batcher per queue (a room's, or a bucket's that rooms share): collects what its rooms
+//! received, packs it into at most ten queue entries (one message each, or envelopes of many,
+//! each of one room), publishes them in one call with retries, and answers each message from its
+//! entry's result. A single task per queue keeps one batch in flight, so a room's queue order is
+//! the order its messages were received. A queue in memory is
 //! published by the connections themselves ([`publish_in_place`]), with the same packing,
 //! retries and answers.
 
@@ -9,7 +10,7 @@ use chatflow::retry::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::envelope::{Packer, Packing};
+use chatflow::envelope::{Packing, TaggedPacker};
 use chatflow::queue::{PublishEntry, SharedQueues};
 use chatflow::rooms::RoomId;
 use tokio::sync::{mpsc, oneshot};
@@ -93,10 +94,13 @@ fn answer(replies: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
     }
 }
 
-/// Runs a room's batcher until every sender is gone and the last batch is answered.
+/// The replies of a batch's messages, each handed back with the entry that carries it.
+type Packer = TaggedPacker<oneshot::Sender<Outcome>>;
+
+/// Runs a queue's batcher until every sender is gone and the last batch is answered; `room` is
+/// the queue's key (its first room).
 pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pending>) {
     let mut packer = Packer::new(ctx.policy.packing);
-    let mut replies = Vec::new();
     // A message that did not fit the last batch opens the next one.
     let mut carry: Option<Pending> = None;
     loop {
@@ -113,14 +117,10 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
         let deadline = Instant::now() + ctx.policy.linger;
         let mut next = Some(first);
         while let Some(p) = next.take() {
-            if let Err(entry) = packer.push(p.entry) {
-                carry = Some(Pending {
-                    entry,
-                    reply: p.reply,
-                });
+            if let Err((entry, reply)) = packer.push_tagged(p.entry, p.reply) {
+                carry = Some(Pending { entry, reply });
                 break;
             }
-            replies.push(p.reply);
             next = match rx.try_recv() {
                 Ok(p) => Some(p),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -132,16 +132,15 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
                 }
             };
         }
-        publish(room, &ctx, &mut seal(&mut packer, &mut replies)).await;
+        publish(room, &ctx, &mut seal(&mut packer)).await;
     }
 }
 
 /// The packer's entries as a batch, each with the replies of the messages it carries.
-fn seal(packer: &mut Packer, replies: &mut Vec<oneshot::Sender<Outcome>>) -> Batch {
-    let mut replies = replies.drain(..);
+fn seal(packer: &mut Packer) -> Batch {
     let mut batch = Batch::default();
-    for (entry, n) in packer.take() {
-        batch.push(entry, replies.by_ref().take(n).collect());
+    for (entry, replies) in packer.take_tagged() {
+        batch.push(entry, replies);
     }
     batch
 }
@@ -155,17 +154,19 @@ pub async fn publish_in_place(
     pending: impl IntoIterator<Item = Pending>,
 ) {
     let mut packer = Packer::new(ctx.policy.packing);
-    let mut replies = Vec::new();
-    for Pending { mut entry, reply } in pending {
+    for Pending {
+        mut entry,
+        mut reply,
+    } in pending
+    {
         // An empty packer takes any entry, so this ends after one publish at most.
-        while let Err(back) = packer.push(entry) {
-            publish(room, ctx, &mut seal(&mut packer, &mut replies)).await;
-            entry = back;
+        while let Err(back) = packer.push_tagged(entry, reply) {
+            publish(room, ctx, &mut seal(&mut packer)).await;
+            (entry, reply) = back;
         }
-        replies.push(reply);
     }
     if !packer.is_empty() {
-        publish(room, ctx, &mut seal(&mut packer, &mut replies)).await;
+        publish(room, ctx, &mut seal(&mut packer)).await;
     }
 }
 

@@ -28,7 +28,7 @@ use crate::limits::MessageRates;
 use crate::metrics::Metrics;
 use chatflow::client_ip;
 
-/// Messages a room's batcher holds before senders wait: about a full batch of chat-sized
+/// Messages a queue's batcher holds before senders wait: about a full batch of chat-sized
 /// messages, so the next batch fills while one is in flight.
 const BATCHER_QUEUE: usize = chatflow::envelope::ENVELOPE_MAX_MESSAGES;
 
@@ -42,8 +42,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Connections stop reading when it stops, answer what they read, and close.
     pub life: Lifecycle,
-    /// One per room, in room order; none when connections publish in place.
+    /// One per queue (a room, or a bucket of rooms), in room order; none when connections
+    /// publish in place.
     batchers: Vec<mpsc::Sender<Pending>>,
+    /// Rooms per queue: consecutive rooms share a batcher when they share a queue.
+    rooms_per_queue: u32,
     /// What publishing needs, for connections that publish in place.
     pub batch: Arc<BatchContext>,
     /// Whether connections publish what they read themselves (a queue in memory) rather than
@@ -59,9 +62,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The batcher of a room of the range, for connections that do not publish in place.
+    /// The batcher of a room of the range (its queue's), for connections that do not publish
+    /// in place.
     pub fn batcher(&self, room: RoomId) -> &mpsc::Sender<Pending> {
-        &self.batchers[(room - self.rooms.start()) as usize]
+        &self.batchers[((room - self.rooms.start()) / self.rooms_per_queue) as usize]
     }
 }
 
@@ -74,7 +78,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts a batcher per room of the configured range; when `life` stops, senders stop
+    /// Starts a batcher per queue of the configured range; when `life` stops, senders stop
     /// being read.
     pub fn new(
         config: ProducerConfig,
@@ -86,6 +90,8 @@ impl Producer {
         let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let metrics = Arc::new(Metrics::new(registry));
         let in_place = queues.publishes_in_place();
+        let keys = queues.naming().queue_keys(rooms);
+        let rooms_per_queue = queues.naming().layout().rooms_per_queue();
         let batch = Arc::new(BatchContext {
             queues,
             policy: BatchPolicy {
@@ -103,12 +109,12 @@ impl Producer {
         });
         let batchers = TaskTracker::new();
         // Connections that publish in place need no batcher.
-        let senders = rooms
-            .iter()
+        let senders = keys
+            .into_iter()
             .filter(|_| !in_place)
-            .map(|room| {
+            .map(|key| {
                 let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
-                batchers.spawn(batcher::run(room, batch.clone(), rx));
+                batchers.spawn(batcher::run(key, batch.clone(), rx));
                 tx
             })
             .collect();
@@ -134,6 +140,7 @@ impl Producer {
                 metrics,
                 life,
                 batchers: senders,
+                rooms_per_queue,
                 batch,
                 in_place,
                 admission: Arc::new(Semaphore::new(max_connections)),

@@ -191,3 +191,29 @@ fn packing_names_round_trip() {
     }
     assert!("zip".parse::<Packing>().is_err());
 }
+
+fn of_room(room: u32, n: usize) -> PublishEntry {
+    PublishEntry {
+        group_id: room.to_string(),
+        ..tiny(n)
+    }
+}
+
+#[test]
+fn rooms_sharing_a_batch_get_envelopes_of_their_own_in_order_with_their_tags() {
+    let mut p = TaggedPacker::new(Packing::Envelope);
+    for (n, room) in [(0, 1), (1, 2), (2, 1), (3, 3), (4, 2), (5, 1)] {
+        p.push_tagged(of_room(room, n), n).unwrap();
+    }
+    let entries = p.take_tagged();
+    let groups: Vec<(&str, &[usize])> = entries
+        .iter()
+        .map(|(e, tags)| (e.group_id.as_str(), tags.as_slice()))
+        .collect();
+    assert_eq!(
+        groups,
+        [("1", &[0, 2, 5][..]), ("2", &[1, 4][..]), ("3", &[3][..])]
+    );
+    assert_eq!(entries[0].0.format, BodyFormat::Envelope);
+    assert_eq!(entries[2].0.format, BodyFormat::Task);
+}

@@ -10,7 +10,7 @@ use super::{
     EntryError, PublishEntry, PublishResult, QueueAttributes, QueueDepth, QueueError, Queues,
     ReceivedMessage, SharedQueues, Tags,
 };
-use crate::rooms::RoomId;
+use crate::rooms::{QueueNaming, RoomId};
 
 /// What runs around the data-path calls of an [`Intercepted`] backend.
 #[async_trait]
@@ -51,6 +51,10 @@ impl<H: Intercept> Intercepted<H> {
 impl<H: Intercept> Queues for Intercepted<H> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn naming(&self) -> &QueueNaming {
+        self.inner.naming()
     }
 
     fn receive_cancel_safe(&self) -> bool {

@@ -23,7 +23,7 @@ pub use types::{
     QueueAttributes, QueueDepth, QueueError, ReceivedMessage,
 };
 
-use crate::rooms::{RoomId, RoomRange};
+use crate::rooms::{QueueNaming, RoomId, RoomRange};
 
 /// Most entries SQS takes in one batch call, and most messages one receive returns.
 pub const MAX_BATCH: usize = 10;
@@ -42,6 +42,9 @@ pub type SharedQueues = Arc<dyn Queues>;
 pub trait Queues: Send + Sync + 'static {
     /// Backend name for logs and metrics.
     fn backend(&self) -> &'static str;
+
+    /// How rooms map to queues: with buckets, calls for rooms of one bucket reach one queue.
+    fn naming(&self) -> &QueueNaming;
 
     /// Creates the room's queue carrying `tags`; succeeds when it exists with the same
     /// attributes (its tags are left as they are), fails with [`QueueError::AlreadyExists`] when
@@ -148,10 +151,11 @@ fn check_batch(len: usize) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Creates (or repairs) every room's queue with default attributes, 16 calls at a time.
+/// Creates (or repairs) the queue of every room of the range with default attributes, 16 calls
+/// at a time.
 pub async fn ensure_rooms(queues: &dyn Queues, rooms: RoomRange) -> Result<(), QueueError> {
     let attrs = QueueAttributes::default();
-    let ids: Vec<RoomId> = rooms.iter().collect();
+    let ids = queues.naming().queue_keys(rooms);
     for chunk in ids.chunks(16) {
         let results =
             futures::future::join_all(chunk.iter().map(|room| queues.ensure_queue(*room, &attrs)))

@@ -91,7 +91,7 @@ impl EmbeddedQueues {
         f: impl FnOnce(&QueueCell) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {
         let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
-        match queues.get(&room) {
+        match queues.get(&self.naming.queue_key(room)) {
             Some(cell) => f(cell),
             None => Err(QueueError::NotFound {
                 queue: self.naming.queue_name(room)?,
@@ -104,7 +104,7 @@ impl EmbeddedQueues {
             .queues
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&room)
+            .get(&self.naming.queue_key(room))
             .cloned();
         match found {
             Some(cell) => Ok(cell),
@@ -143,6 +143,10 @@ impl QueueCell {
 
 #[async_trait]
 impl Queues for EmbeddedQueues {
+    fn naming(&self) -> &QueueNaming {
+        &self.naming
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }
@@ -154,6 +158,7 @@ impl Queues for EmbeddedQueues {
         tags: &Tags,
     ) -> Result<(), QueueError> {
         let name = self.naming.queue_name(room)?;
+        let room = self.naming.queue_key(room);
         let wanted = attrs.to_map();
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
         if let Some(cell) = queues.get(&room) {
@@ -224,7 +229,7 @@ impl Queues for EmbeddedQueues {
             .queues
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&room);
+            .remove(&self.naming.queue_key(room));
         if let Some(cell) = removed {
             lock(&cell.state).deleted = true;
             cell.ready.notify_waiters();

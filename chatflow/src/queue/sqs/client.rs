@@ -60,6 +60,8 @@ impl SqsQueues {
     }
 
     pub(super) async fn url(&self, room: RoomId) -> Result<String, QueueError> {
+        // Rooms sharing a queue share its cached URL.
+        let room = self.naming.queue_key(room);
         if let Some(url) = self
             .urls
             .read()
@@ -93,6 +95,7 @@ impl SqsQueues {
     }
 
     pub(super) fn cache(&self, room: RoomId, url: String) {
+        let room = self.naming.queue_key(room);
         self.urls
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -100,6 +103,7 @@ impl SqsQueues {
     }
 
     pub(super) fn forget(&self, room: RoomId) {
+        let room = self.naming.queue_key(room);
         self.urls
             .write()
             .unwrap_or_else(|e| e.into_inner())

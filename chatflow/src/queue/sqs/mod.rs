@@ -54,6 +54,10 @@ pub struct SqsQueues {
 
 #[async_trait]
 impl Queues for SqsQueues {
+    fn naming(&self) -> &QueueNaming {
+        &self.naming
+    }
+
     fn backend(&self) -> &'static str {
         "sqs"
     }

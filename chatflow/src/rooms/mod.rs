@@ -1,4 +1,8 @@
-//! Room ranges, their partition into consumer shards, and the queue name of each room.
+//! Room ranges, their partition into consumer shards, and the queue each room's messages use.
+
+mod naming;
+
+pub use naming::{Layout, QueueNaming};
 
 use std::fmt;
 use std::str::FromStr;
@@ -151,82 +155,6 @@ impl FromStr for RoomRange {
     }
 }
 
-/// How room queues are named and, optionally, where they live.
-///
-/// Configured as a bare name prefix (`chatflow-`) or as a full queue-URL prefix
-/// (`https://sqs.us-west-2.amazonaws.com/123456789012/chatflow-`), as the original's
-/// `sqs.queue.url.prefix`. With a URL the queue URL is known without a lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueNaming {
-    name_prefix: String,
-    url_base: Option<String>,
-}
-
-impl Default for QueueNaming {
-    fn default() -> Self {
-        QueueNaming {
-            name_prefix: DEFAULT_PREFIX.to_owned(),
-            url_base: None,
-        }
-    }
-}
-
-impl QueueNaming {
-    /// Parses a name prefix or a queue-URL prefix.
-    pub fn parse(prefix: &str) -> Result<Self, RoomError> {
-        let (url_base, name_prefix) =
-            if prefix.starts_with("http://") || prefix.starts_with("https://") {
-                let cut = prefix.rfind('/').map(|i| i + 1).unwrap_or(prefix.len());
-                (Some(prefix[..cut].to_owned()), &prefix[cut..])
-            } else {
-                (None, prefix)
-            };
-        if !name_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(RoomError::BadPrefix(name_prefix.to_owned()));
-        }
-        Ok(QueueNaming {
-            name_prefix: name_prefix.to_owned(),
-            url_base,
-        })
-    }
-
-    /// The name part of the prefix.
-    pub fn name_prefix(&self) -> &str {
-        &self.name_prefix
-    }
-
-    /// The queue-URL base (up to the last '/'), when configured as a URL.
-    pub fn url_base(&self) -> Option<&str> {
-        self.url_base.as_deref()
-    }
-
-    /// The FIFO queue name of a room, `{prefix}room-{id}.fifo`.
-    pub fn queue_name(&self, room: RoomId) -> Result<String, RoomError> {
-        let name = format!("{}room-{room}.fifo", self.name_prefix);
-        if name.len() > QUEUE_NAME_MAX {
-            return Err(RoomError::NameTooLong {
-                len: name.len(),
-                name,
-            });
-        }
-        Ok(name)
-    }
-
-    /// The queue URL of a room when the prefix was a URL.
-    pub fn queue_url(&self, room: RoomId) -> Result<Option<String>, RoomError> {
-        let name = self.queue_name(room)?;
-        Ok(self.url_base.as_ref().map(|base| format!("{base}{name}")))
-    }
-
-    /// Checks every room of a range gets a valid name; the last room has the longest.
-    pub fn check_range(&self, rooms: RoomRange) -> Result<(), RoomError> {
-        self.queue_name(rooms.end()).map(|_| ())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,37 +215,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn queue_names_follow_the_prefix_and_the_limit() {
-        let n = QueueNaming::default();
-        assert_eq!(n.queue_name(7).unwrap(), "chatflow-room-7.fifo");
-        assert_eq!(n.queue_url(7).unwrap(), None);
-        // 80 characters exactly is allowed; one more is not.
-        let fits = QueueNaming::parse(&"p".repeat(80 - "room-1.fifo".len())).unwrap();
-        assert_eq!(fits.queue_name(1).unwrap().len(), 80);
-        assert!(matches!(
-            fits.queue_name(10),
-            Err(RoomError::NameTooLong { len: 81, .. })
-        ));
-        assert!(fits.check_range(RoomRange::new(1, 9).unwrap()).is_ok());
-        assert!(fits.check_range(RoomRange::new(1, 10).unwrap()).is_err());
-        assert!(matches!(
-            QueueNaming::parse("bad prefix"),
-            Err(RoomError::BadPrefix(_))
-        ));
-    }
-
-    #[test]
-    fn url_prefixes_give_urls_without_lookup() {
-        let n =
-            QueueNaming::parse("https://sqs.us-west-2.amazonaws.com/123456789012/chat-").unwrap();
-        assert_eq!(n.name_prefix(), "chat-");
-        assert_eq!(n.queue_name(3).unwrap(), "chat-room-3.fifo");
-        assert_eq!(
-            n.queue_url(3).unwrap().as_deref(),
-            Some("https://sqs.us-west-2.amazonaws.com/123456789012/chat-room-3.fifo")
-        );
     }
 }

@@ -1,0 +1,207 @@
+//! One receive of a queue: its messages broadcast in queue order to their rooms, made durable in
+//! the history store (when there is one), and deleted in one call.
+
+use bytes::Bytes;
+use chatflow::envelope;
+use chatflow::protocol::{
+    BroadcastEvent, Position, SubscriberFrame, TaskMessage, now_rfc3339, parse_rfc3339,
+};
+use chatflow::queue::ReceivedMessage;
+use chatflow::retry::Backoff;
+use chatflow::rooms::RoomId;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use super::{PollContext, QueueRooms};
+use crate::metrics::Metrics;
+use chatflow_fanout::room::{Event, Room};
+use chatflow_fanout::store::Store;
+
+/// What one receive brought one room: its receipts and the events broadcast.
+#[derive(Default)]
+struct RoomBatch {
+    receipts: Vec<String>,
+    events: Vec<(Position, Bytes)>,
+    /// Seconds since the producer received the oldest of them.
+    oldest: f64,
+}
+
+/// Broadcasts a received batch in order, room by room, makes each room's part durable in the
+/// history store (when there is one), then deletes all of it in one call. A room's part the
+/// store did not take by shutdown is left in the queue: it comes back to the next shard.
+pub async fn handle_batch(rooms: &QueueRooms, ctx: &PollContext, msgs: Vec<ReceivedMessage>) {
+    let m = &ctx.metrics;
+    m.messages_received.inc_by(msgs.len() as u64);
+    let mut receipts = Vec::with_capacity(msgs.len());
+    // Few rooms per receive (at most ten messages): a list keeps their first-seen order.
+    let mut parts: Vec<(RoomId, &Room, RoomBatch)> = Vec::new();
+    for msg in msgs {
+        let Some((room_id, room)) = rooms.room(&msg.group_id) else {
+            // No room of this queue: nothing could ever deliver it.
+            m.malformed.inc();
+            tracing::error!(queue = rooms.key, group = %msg.group_id, message_id = %msg.message_id, "dropping a queue message of a room this queue does not hold");
+            receipts.push(msg.receipt);
+            continue;
+        };
+        let at = match parts.iter().position(|(id, _, _)| *id == room_id) {
+            Some(at) => at,
+            None => {
+                parts.push((room_id, room, RoomBatch::default()));
+                parts.len() - 1
+            }
+        };
+        let (_, _, part) = &mut parts[at];
+        take(room_id, room, m, msg, part);
+    }
+    for (room_id, _, part) in parts {
+        m.queue_age(room_id, part.oldest);
+        if let Some(store) = &ctx.store
+            && !part.events.is_empty()
+            && !persist(room_id, store, ctx, &part.events).await
+        {
+            tracing::info!(
+                room = room_id,
+                "stopping with a batch the history store has not taken: left in the queue"
+            );
+            continue;
+        }
+        receipts.extend(part.receipts);
+    }
+    if !receipts.is_empty() {
+        delete_broadcast(rooms.key, ctx, receipts).await;
+    }
+}
+
+/// Unpacks one queue message of `room` and broadcasts its chat messages, in order.
+fn take(room_id: RoomId, room: &Room, m: &Metrics, msg: ReceivedMessage, part: &mut RoomBatch) {
+    let tasks = match envelope::unpack(&msg.format, &msg.body) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            // Redelivering it would fail the same way forever: drop it, loudly.
+            m.malformed.inc();
+            tracing::error!(room = room_id, message_id = %msg.message_id, error = %e, "dropping a malformed queue message");
+            part.receipts.push(msg.receipt);
+            return;
+        }
+    };
+    part.receipts.push(msg.receipt);
+    for (index, task) in (0u32..).zip(tasks) {
+        // Dropped, not redelivered: it would break the same rule every time. Its index is
+        // skipped, so the positions of the others stay those of their envelope.
+        if let Err(why) = task.recheck(room_id) {
+            m.rejected.inc();
+            tracing::error!(room = room_id, message_id = %msg.message_id, %why, "dropping a queued chat message that breaks the protocol's rules");
+            continue;
+        }
+        let position = msg.sequence.map(|sequence| Position { sequence, index });
+        let Some((age, bytes)) = broadcast(room, m, task, position) else {
+            continue;
+        };
+        if let Some(age) = age {
+            part.oldest = part.oldest.max(age);
+        }
+        if let Some(position) = position {
+            part.events.push((position, bytes));
+        }
+    }
+}
+
+/// Appends a batch to the history store, retrying until it is taken or the shard stops (false).
+/// While the store is down the room's batch stays in flight, so its queue group stays locked:
+/// the room pauses rather than delete what no resume could get back.
+async fn persist(
+    room_id: RoomId,
+    store: &Store,
+    ctx: &PollContext,
+    events: &[(Position, Bytes)],
+) -> bool {
+    let m = &ctx.metrics;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let started = std::time::Instant::now();
+        match store.append(room_id, events).await {
+            Ok(len) => {
+                m.store.appended(room_id, started.elapsed(), len);
+                return true;
+            }
+            Err(e) => {
+                m.store.failed("append");
+                tracing::warn!(room = room_id, error = %e, "history store append failed; the batch stays in the queue until it is stored");
+            }
+        }
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return false,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Broadcasts one chat message unless this room has already broadcast its id; returns the
+/// seconds since the producer received it and the event as sent.
+fn broadcast(
+    room: &Room,
+    m: &Metrics,
+    task: TaskMessage,
+    position: Option<Position>,
+) -> Option<(Option<f64>, Bytes)> {
+    let fresh = room
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(&task.message_id);
+    if !fresh {
+        m.duplicates_dropped.inc();
+        return None;
+    }
+    let received_at = parse_rfc3339(&task.received_at);
+    let event = BroadcastEvent {
+        position,
+        ..BroadcastEvent::from_task(task, now_rfc3339())
+    };
+    let bytes: Bytes = SubscriberFrame::Event(event).to_json().into();
+    let fanout = room.broadcast(Event {
+        position,
+        bytes: bytes.clone(),
+    });
+    m.broadcasts.inc();
+    if fanout.delivered == 0 {
+        m.unheard.inc();
+    }
+    m.deliveries.inc_by(fanout.delivered);
+    m.dropped_slow_subscribers.inc_by(fanout.dropped);
+    let age = received_at.map(|at| (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    if let Some(age) = age {
+        m.latency.observe(age);
+    }
+    Some((age, bytes))
+}
+
+/// Deletes what was broadcast. Failed receipts get one immediate second try: a message left
+/// in flight keeps its whole room locked until the visibility timeout brings it back.
+async fn delete_broadcast(queue: RoomId, ctx: &PollContext, mut receipts: Vec<String>) {
+    let m = &ctx.metrics;
+    for attempt in 1..=2 {
+        match ctx.queues.delete_batch(queue, &receipts).await {
+            Ok(results) => {
+                receipts = receipts
+                    .into_iter()
+                    .zip(results)
+                    .filter_map(|(r, res)| res.err().filter(|e| !e.sender_fault).map(|_| r))
+                    .collect();
+            }
+            Err(e) if attempt == 2 => {
+                tracing::warn!(queue, error = %e, "delete failed; the batch comes back and is dropped as duplicates");
+            }
+            Err(_) => {}
+        }
+        if receipts.is_empty() {
+            return;
+        }
+    }
+    m.delete_errors.inc_by(receipts.len() as u64);
+    tracing::warn!(
+        queue,
+        failed = receipts.len(),
+        "deletes failed; those messages come back and are dropped as duplicates"
+    );
+}
