@@ -3,15 +3,15 @@
 //! received and deleted per room. SQS publishes these metrics itself, so the dashboard works with
 //! nothing else deployed.
 
-use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow::rooms::{Layout, QueueNaming, RoomRange};
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::crd::ChatRoomSet;
-use crate::desired::queue_prefix;
+use crate::desired::{queue_layout, queue_prefix};
 
-/// Rooms per graph: more lines than this are unreadable, and CloudWatch caps metrics per graph.
-pub const ROOMS_PER_GRAPH: usize = 100;
+/// Queues per graph: more lines than this are unreadable, and CloudWatch caps metrics per graph.
+pub const QUEUES_PER_GRAPH: usize = 100;
 
 /// The SQS metrics shown, each with its statistic and title.
 const METRICS: [(&str, &str, &str); 6] = [
@@ -46,6 +46,61 @@ pub enum DashboardError {
     NoRegion,
 }
 
+/// A set's queues as the dashboard shows them.
+struct SetQueues<L> {
+    rooms: RoomRange,
+    /// Each queue's key (its first room) and name, in room order.
+    names: Vec<(u32, String)>,
+    /// How rooms map to queues, in words.
+    note: String,
+    /// A queue's line label, by its key.
+    label: L,
+    /// Rooms per queue.
+    per_queue: u32,
+}
+
+fn set_queues(crs: &ChatRoomSet) -> Result<SetQueues<impl Fn(u32) -> String>, DashboardError> {
+    let spec = &crs.spec;
+    let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end)
+        .map_err(|e| DashboardError::Spec(format!("spec.rooms: {e}")))?;
+    let layout = queue_layout(crs).map_err(DashboardError::Spec)?;
+    let naming = QueueNaming::parse(&queue_prefix(crs))
+        .map_err(|e| DashboardError::Spec(format!("spec.queues.prefix: {e}")))?
+        .with_layout(layout, rooms.start());
+    let names: Vec<(u32, String)> = naming
+        .queue_keys(rooms)
+        .into_iter()
+        .map(|room| naming.queue_name(room).map(|n| (room, n)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| DashboardError::Spec(format!("queue names: {e}")))?;
+    let prefix = naming.name_prefix();
+    let note = match layout {
+        Layout::PerRoom => format!("one SQS FIFO queue each: `{prefix}room-{{id}}.fifo`"),
+        Layout::Buckets { rooms } => format!(
+            "{} SQS FIFO queues of {rooms} rooms each: `{prefix}rooms-{{first}}-{{last}}.fifo`",
+            names.len()
+        ),
+    };
+    let per_queue = layout.rooms_per_queue();
+    let end = rooms.end();
+    let label = move |room: u32| match layout {
+        Layout::PerRoom => format!("room {room}"),
+        Layout::Buckets { .. } => {
+            format!(
+                "rooms {room}–{}",
+                room.saturating_add(per_queue - 1).min(end)
+            )
+        }
+    };
+    Ok(SetQueues {
+        rooms,
+        names,
+        note,
+        label,
+        per_queue,
+    })
+}
+
 /// The dashboard body (the `--dashboard-body` of `aws cloudwatch put-dashboard`) for `crs`'s
 /// queues in `region` (the spec's region wins).
 pub fn dashboard(crs: &ChatRoomSet, region: Option<&str>) -> Result<Value, DashboardError> {
@@ -56,35 +111,36 @@ pub fn dashboard(crs: &ChatRoomSet, region: Option<&str>) -> Result<Value, Dashb
         .as_deref()
         .or(region)
         .ok_or(DashboardError::NoRegion)?;
-    let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end)
-        .map_err(|e| DashboardError::Spec(format!("spec.rooms: {e}")))?;
-    let naming = QueueNaming::parse(&queue_prefix(crs))
-        .map_err(|e| DashboardError::Spec(format!("spec.queues.prefix: {e}")))?;
-    let names: Vec<(u32, String)> = rooms
-        .iter()
-        .map(|room| naming.queue_name(room).map(|n| (room, n)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| DashboardError::Spec(format!("queue names: {e}")))?;
-
+    let SetQueues {
+        rooms,
+        names,
+        note,
+        label,
+        per_queue,
+    } = set_queues(crs)?;
     let set = format!("{}/{}", crs.namespace().unwrap_or_default(), crs.name_any());
     let mut widgets = vec![json!({
         "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
         "properties": {"markdown": format!(
-            "# ChatFlow {set}\nRooms {}–{}, one SQS FIFO queue each: `{}room-{{id}}.fifo`.",
-            rooms.start(), rooms.end(), naming.name_prefix()
+            "# ChatFlow {set}\nRooms {}–{}, {note}.",
+            rooms.start(), rooms.end()
         )}
     })];
     let mut y = 2;
     for (metric, stat, title) in METRICS {
-        for (part, chunk) in names.chunks(ROOMS_PER_GRAPH).enumerate() {
+        for (part, chunk) in names.chunks(QUEUES_PER_GRAPH).enumerate() {
             let lines: Vec<Value> = chunk
                 .iter()
                 .map(|(room, queue)| {
-                    json!(["AWS/SQS", metric, "QueueName", queue, {"label": format!("room {room}")}])
+                    json!(["AWS/SQS", metric, "QueueName", queue, {"label": label(*room)}])
                 })
                 .collect();
-            let title = if names.len() > ROOMS_PER_GRAPH {
-                let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+            let title = if names.len() > QUEUES_PER_GRAPH {
+                let first = chunk[0].0;
+                let last = chunk[chunk.len() - 1]
+                    .0
+                    .saturating_add(per_queue - 1)
+                    .min(rooms.end());
                 format!("{title}, rooms {first}–{last}")
             } else {
                 title.to_owned()
@@ -102,7 +158,7 @@ pub fn dashboard(crs: &ChatRoomSet, region: Option<&str>) -> Result<Value, Dashb
                 y += 6;
             }
         }
-        y += if names.len().div_ceil(ROOMS_PER_GRAPH) % 2 == 1 {
+        y += if names.len().div_ceil(QUEUES_PER_GRAPH) % 2 == 1 {
             6
         } else {
             0
@@ -164,6 +220,19 @@ mod tests {
     }
 
     #[test]
+    fn buckets_get_a_line_per_queue_labelled_by_its_rooms() {
+        let mut crs = set(1, 20, Some("eu-west-1"));
+        crs.spec.queues.layout = crate::crd::QueueLayout::Buckets;
+        crs.spec.queues.buckets = Some(3);
+        let body = dashboard(&crs, None).unwrap();
+        let lines = metric_widgets(&body)[0]["properties"]["metrics"].clone();
+        let lines = lines.as_array().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1][3], "chat-rooms-8-14.fifo");
+        assert_eq!(lines[2][4]["label"], "rooms 15–20");
+    }
+
+    #[test]
     fn large_sets_are_split_into_readable_graphs_that_fit_the_grid() {
         let body = dashboard(&set(1, 250, None), Some("us-east-1")).unwrap();
         let widgets = metric_widgets(&body);
@@ -171,7 +240,7 @@ mod tests {
         let mut cells = std::collections::HashSet::new();
         for w in &widgets {
             let n = w["properties"]["metrics"].as_array().unwrap().len();
-            assert!(n <= ROOMS_PER_GRAPH, "{n} lines in one graph");
+            assert!(n <= QUEUES_PER_GRAPH, "{n} lines in one graph");
             let (x, width) = (w["x"].as_u64().unwrap(), w["width"].as_u64().unwrap());
             assert!(x + width <= 24, "outside CloudWatch's 24 columns");
             assert!(

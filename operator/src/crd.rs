@@ -185,6 +185,18 @@ pub enum Packing {
     Envelope,
 }
 
+/// How a set's rooms are laid onto SQS FIFO queues.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum QueueLayout {
+    /// A queue per room: a busy room's throughput is its queue's alone.
+    #[default]
+    PerRoom,
+    /// The rooms share `buckets` queues of consecutive rooms, each room its own message group:
+    /// quiet rooms share sends, receives and deletes.
+    Buckets,
+}
+
 impl From<Packing> for chatflow::envelope::Packing {
     fn from(p: Packing) -> Self {
         match p {
@@ -198,7 +210,8 @@ impl From<Packing> for chatflow::envelope::Packing {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueuesSpec {
-    /// Queue-name prefix; queues are named {prefix}room-{id}.fifo (at most 80 characters).
+    /// Queue-name prefix; queues are named {prefix}room-{id}.fifo, or
+    /// {prefix}rooms-{first}-{last}.fifo with buckets (at most 80 characters).
     /// Default: derived from the set's namespace and name ({namespace}_{name}_), so sets never
     /// share queues by accident. A queue is tagged with the set that created it, and a set never
     /// adopts, changes or deletes a queue tagged for another.
@@ -228,6 +241,17 @@ pub struct QueuesSpec {
     /// sends one TaskMessage per SQS message. Consumers read both.
     #[serde(default)]
     pub packing: Packing,
+    /// perRoom (default) gives every room a queue of its own; buckets lays the rooms onto
+    /// `buckets` queues of consecutive rooms ({prefix}rooms-{first}-{last}.fifo), each room
+    /// its own message group, so its order and deduplication stay its own while quiet rooms
+    /// share requests. Shards then own whole buckets: roomsPerShard is rounded up to a multiple
+    /// of the rooms per bucket.
+    #[serde(default)]
+    pub layout: QueueLayout,
+    /// With layout buckets: how many queues the rooms are laid onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub buckets: Option<u32>,
     /// Take a queue that exists without an owner tag (made by hand, or by another tool) as this
     /// set's: it is then tagged, reconfigured and, under Delete, deleted with the set. Off, such
     /// a queue is reported in status and left alone.
@@ -246,6 +270,8 @@ impl Default for QueuesSpec {
             retention_seconds: default_retention(),
             deletion_policy: DeletionPolicy::Retain,
             packing: Packing::Envelope,
+            layout: QueueLayout::PerRoom,
+            buckets: None,
             adopt_untagged: false,
         }
     }

@@ -140,7 +140,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
         generation: crs.metadata.generation,
         previous: &previous,
     };
-    let desired_queues = plan.rooms.len() as u32;
+    let desired_queues = plan.queues.len() as u32;
     let queues = conditions.queues(observed, desired_queues);
     let producer = conditions.producer(observed, crs.spec.producer.replicas);
     let consumers = conditions.consumers(observed);

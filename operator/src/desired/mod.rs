@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatflow::queue::QueueAttributes;
-use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow::rooms::{Layout, QueueNaming, RoomId, RoomRange};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::ChatRoomSet;
+use crate::crd::{ChatRoomSet, QueueLayout};
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "chatflow-operator";
@@ -40,8 +40,10 @@ pub struct Shard {
 pub struct Plan {
     /// Rooms.
     pub rooms: RoomRange,
-    /// Queue naming.
+    /// Queue naming, with the layout.
     pub naming: QueueNaming,
+    /// The queue keys (each queue's first room), in room order.
+    pub queues: Vec<RoomId>,
     /// Queue attributes.
     pub attrs: QueueAttributes,
     /// Consumer shards in room order.
@@ -95,6 +97,29 @@ pub fn queue_owner(crs: &ChatRoomSet) -> String {
     format!("{}/{}", crs.namespace().unwrap_or_default(), crs.name_any())
 }
 
+/// How the set's rooms are laid onto queues: `buckets` queues of ceil(rooms / buckets)
+/// consecutive rooms each, counted from the set's first room.
+pub fn queue_layout(crs: &ChatRoomSet) -> Result<Layout, String> {
+    let spec = &crs.spec;
+    match spec.queues.layout {
+        QueueLayout::PerRoom => Ok(Layout::PerRoom),
+        QueueLayout::Buckets => {
+            let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end)
+                .map_err(|e| format!("spec.rooms: {e}"))?;
+            match spec.queues.buckets {
+                Some(n) if n >= 1 && n as usize <= rooms.len() => {
+                    Ok(Layout::with_bucket_rooms((rooms.len() as u32).div_ceil(n)))
+                }
+                Some(n) => Err(format!(
+                    "spec.queues.buckets is {n}; with layout buckets it is 1 to the number of rooms ({})",
+                    rooms.len()
+                )),
+                None => Err("spec.queues.layout buckets needs spec.queues.buckets".into()),
+            }
+        }
+    }
+}
+
 /// Resolves a spec, or says in one readable sentence why it cannot be served.
 pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     let name = crs.name_any();
@@ -107,16 +132,20 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
             rooms.len()
         ));
     }
-    let naming =
-        QueueNaming::parse(&queue_prefix(crs)).map_err(|e| format!("spec.queues.prefix: {e}"))?;
+    let layout = queue_layout(crs)?;
+    let naming = QueueNaming::parse(&queue_prefix(crs))
+        .map_err(|e| format!("spec.queues.prefix: {e}"))?
+        .with_layout(layout, rooms.start());
     naming
         .check_range(rooms)
         .map_err(|e| format!("spec.queues.prefix: {e}"))?;
     if spec.consumer.rooms_per_shard == 0 {
         return Err("spec.consumer.roomsPerShard must be at least 1".into());
     }
+    // A shard owns whole buckets: a bucket's rooms are one queue, which one poller reads.
+    let per_queue = layout.rooms_per_queue();
     let ranges = rooms
-        .shards(spec.consumer.rooms_per_shard)
+        .shards(spec.consumer.rooms_per_shard.div_ceil(per_queue) * per_queue)
         .map_err(|e| e.to_string())?;
     if ranges.len() > MAX_SHARDS {
         return Err(format!(
@@ -154,6 +183,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     }
     Ok(Plan {
         rooms,
+        queues: naming.queue_keys(rooms),
         naming,
         attrs: QueueAttributes {
             visibility_timeout: Duration::from_secs(spec.queues.visibility_timeout_seconds.into()),

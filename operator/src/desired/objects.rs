@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chatflow::rooms::RoomRange;
+use chatflow::rooms::{Layout, RoomRange};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -63,6 +63,11 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
         // Metrics stay off the Services clients reach.
         env("METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
     ];
+    // Validated with the plan; every process counts buckets from its first room, which for a
+    // shard is a bucket boundary.
+    if let Ok(Layout::Buckets { rooms }) = super::queue_layout(crs) {
+        v.push(env("QUEUE_BUCKET_ROOMS", rooms.to_string()));
+    }
     if let Some(r) = &loc.region {
         v.push(env("AWS_REGION", r.clone()));
     }

@@ -448,3 +448,47 @@ fn producer_pods_read_the_routing_table_the_edge_follows() {
         "ws://demo-producer.chat.svc:8080/subscribe/{roomId}"
     );
 }
+
+fn bucketed(end: u32, buckets: u32, per_shard: u32) -> ChatRoomSet {
+    let mut crs = sample("demo", 1, end, per_shard);
+    crs.spec.queues.layout = crate::crd::QueueLayout::Buckets;
+    crs.spec.queues.buckets = Some(buckets);
+    crs
+}
+
+#[test]
+fn buckets_lay_rooms_on_fewer_queues_and_shards_own_whole_buckets() {
+    let crs = bucketed(20, 4, 3);
+    let p = plan(&crs).unwrap();
+    assert_eq!(p.queues, [1, 6, 11, 16]);
+    assert_eq!(p.naming.queue_name(7).unwrap(), "chat_demo_rooms-6-10.fifo");
+    // Three rooms per shard would split a bucket of five: shards take a whole bucket each.
+    let ranges: Vec<String> = p.shards.iter().map(|s| s.rooms.to_string()).collect();
+    assert_eq!(ranges, ["1-5", "6-10", "11-15", "16-20"]);
+    assert_eq!(producer_env(&crs)["QUEUE_BUCKET_ROOMS"], "5");
+    let shard_env = first_shard_env(&crs);
+    assert!(
+        shard_env
+            .iter()
+            .any(|e| e.name == "QUEUE_BUCKET_ROOMS" && e.value.as_deref() == Some("5"))
+    );
+    assert!(!producer_env(&sample("demo", 1, 20, 5)).contains_key("QUEUE_BUCKET_ROOMS"));
+}
+
+#[test]
+fn bucket_counts_outside_the_rooms_are_explained() {
+    for (buckets, says) in [(0, "1 to the number of rooms (20)"), (21, "is 21")] {
+        let e = plan(&bucketed(20, buckets, 5)).unwrap_err();
+        assert!(e.contains(says), "{e}");
+    }
+    let mut missing = bucketed(20, 4, 5);
+    missing.spec.queues.buckets = None;
+    assert!(
+        plan(&missing)
+            .unwrap_err()
+            .contains("needs spec.queues.buckets")
+    );
+    // As many buckets as rooms is a queue per room.
+    let p = plan(&bucketed(20, 20, 5)).unwrap();
+    assert_eq!(p.naming.queue_name(3).unwrap(), "chat_demo_room-3.fifo");
+}

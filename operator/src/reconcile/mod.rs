@@ -28,8 +28,8 @@ pub use workloads::{Stores, lingering_shards};
 
 /// Finalizer that guards queue deletion.
 pub const FINALIZER: &str = "chatflow.dev/queues";
-/// Backlog is read per room; above this many rooms it is skipped to keep reconciles cheap.
-const BACKLOG_ROOM_LIMIT: usize = 256;
+/// Backlog is read per queue; above this many queues it is skipped to keep reconciles cheap.
+const BACKLOG_QUEUE_LIMIT: usize = 256;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     let mut shards = applied.shards;
     let mut backlog = queues::Backlog::default();
     if ensured.error.is_none()
-        && plan.rooms.len() <= BACKLOG_ROOM_LIMIT
+        && plan.queues.len() <= BACKLOG_QUEUE_LIMIT
         && let Ok(q) = &client
     {
         backlog = queues::fill_backlog(q, &plan, &mut shards, ctx.queue_concurrency).await;
@@ -312,13 +312,13 @@ fn conflict_note(plan: &desired::Plan, conflicts: &[(u32, String)]) -> Option<St
         return Some(format!(
             "{} of {} queues exist without an owner tag (first: {queue}); set spec.queues.adoptUntagged: true to take them as this set's, or choose another spec.queues.prefix",
             conflicts.len(),
-            plan.rooms.len()
+            plan.queues.len()
         ));
     }
     Some(format!(
         "{} of {} queues belong to another ChatRoomSet (first: {queue}, owned by {owner}); choose another spec.queues.prefix",
         conflicts.len(),
-        plan.rooms.len()
+        plan.queues.len()
     ))
 }
 

@@ -1,4 +1,4 @@
-//! The reconciler's queue work: a client per queue location, ensuring every room's queue only
+//! The reconciler's queue work: a client per queue location, ensuring every queue of a set only
 //! when something may have changed, backlog reads, and deletion.
 
 use std::collections::HashMap;
@@ -29,7 +29,8 @@ pub struct Ensure {
     pub repaired: u32,
     /// The first failure, if any queue could not be ensured.
     pub error: Option<String>,
-    /// Rooms whose queue another set owns, with that owner (or [`UNTAGGED`]), in room order.
+    /// Queues (by key, their first room) another set owns, with that owner (or [`UNTAGGED`]),
+    /// in room order.
     pub conflicts: Vec<(RoomId, String)>,
 }
 
@@ -53,22 +54,14 @@ pub struct QueueState {
 }
 
 fn client_key(loc: &QueueLocation, naming: &QueueNaming) -> String {
-    format!(
-        "{:?}|{:?}|{}",
-        loc.endpoint,
-        loc.region,
-        naming.name_prefix()
-    )
+    // The layout is part of the key: it decides which queue a room's calls reach.
+    format!("{:?}|{:?}|{:?}", loc.endpoint, loc.region, naming)
 }
 
 fn fingerprint(plan: &Plan, loc: &QueueLocation) -> String {
     format!(
-        "{:?}|{:?}|{}|{}|{:?}",
-        loc.endpoint,
-        loc.region,
-        plan.naming.name_prefix(),
-        plan.rooms,
-        plan.attrs
+        "{:?}|{:?}|{:?}|{}|{:?}",
+        loc.endpoint, loc.region, plan.naming, plan.rooms, plan.attrs
     )
 }
 
@@ -124,7 +117,7 @@ impl QueueState {
         let c = checked.get(set)?;
         let fresh = c.fingerprint == fingerprint(plan, loc)
             && c.outcome.error.is_none()
-            && c.outcome.ready == plan.rooms.len() as u32
+            && c.outcome.ready == plan.queues.len() as u32
             && c.at.elapsed() < RECHECK;
         let fresh = fresh && c.outcome.conflicts.is_empty();
         fresh.then(|| Ensure {
@@ -169,10 +162,10 @@ impl QueueState {
 /// The owner of a conflict whose queue carries no owner tag.
 pub const UNTAGGED: &str = "";
 
-/// Ensures every room's queue of `plan` for `owner`, `concurrency` calls at a time.
+/// Ensures every queue of `plan` for `owner`, `concurrency` calls at a time.
 pub async fn ensure(queues: &SharedQueues, plan: &Plan, owner: &str, concurrency: usize) -> Ensure {
     let adopt = plan.adopt_untagged;
-    let results: Vec<_> = futures::stream::iter(plan.rooms.iter())
+    let results: Vec<_> = futures::stream::iter(plan.queues.iter().copied())
         .map(|room| {
             let (queues, attrs) = (queues.clone(), plan.attrs.clone());
             async move { ensure_owned(queues.as_ref(), room, &attrs, owner, adopt).await }
@@ -204,12 +197,12 @@ pub async fn ensure(queues: &SharedQueues, plan: &Plan, owner: &str, concurrency
 pub struct Backlog {
     /// A queue turned out not to exist.
     pub missing: bool,
-    /// Depth of every room whose queue could be read.
+    /// Depth of every queue that could be read, by key (its first room).
     pub depths: HashMap<u32, QueueDepth>,
 }
 
-/// Reads every room's depth and fills each shard's backlog (visible plus in-flight messages of
-/// its rooms) where every room's depth could be read.
+/// Reads every queue's depth and fills each shard's backlog (visible plus in-flight messages of
+/// its queues) where every one of its queues could be read.
 pub async fn fill_backlog(
     queues: &SharedQueues,
     plan: &Plan,
@@ -217,7 +210,7 @@ pub async fn fill_backlog(
     concurrency: usize,
 ) -> Backlog {
     let results: Vec<(u32, Result<QueueDepth, QueueError>)> =
-        futures::stream::iter(plan.rooms.iter())
+        futures::stream::iter(plan.queues.iter().copied())
             .map(|room| {
                 let queues = queues.clone();
                 async move { (room, queues.depth(room).await) }
@@ -233,12 +226,12 @@ pub async fn fill_backlog(
         .filter_map(|(room, r)| r.ok().map(|d| (room, d)))
         .collect();
     for (status, shard) in shards.iter_mut().zip(&plan.shards) {
-        let known: Vec<u64> = shard
-            .rooms
+        let keys = plan.naming.queue_keys(shard.rooms);
+        let known: Vec<u64> = keys
             .iter()
-            .filter_map(|r| depths.get(&r).map(|d| d.visible + d.in_flight))
+            .filter_map(|r| depths.get(r).map(|d| d.visible + d.in_flight))
             .collect();
-        if known.len() == shard.rooms.len() {
+        if known.len() == keys.len() {
             status.backlog = Some(known.iter().sum());
         }
     }
@@ -256,14 +249,15 @@ pub struct Deleted {
     pub failures: Vec<String>,
 }
 
-/// Deletes every room's queue that `owner` owns.
+/// Deletes every queue of the range that `owner` owns.
 pub async fn delete_all(
     queues: &SharedQueues,
     rooms: RoomRange,
     owner: &str,
     concurrency: usize,
 ) -> Deleted {
-    let results: Vec<_> = futures::stream::iter(rooms.iter())
+    let keys = queues.naming().queue_keys(rooms);
+    let results: Vec<_> = futures::stream::iter(keys)
         .map(|room| {
             let queues = queues.clone();
             async move { (room, delete_owned(queues.as_ref(), room, owner).await) }
@@ -277,10 +271,10 @@ pub async fn delete_all(
             Ok(Deletion::Deleted) => out.deleted += 1,
             Ok(Deletion::Absent) => {}
             Ok(Deletion::Kept { owner }) => out.kept.push(format!(
-                "room {room} (owned by {})",
+                "queue of room {room} (owned by {})",
                 owner.as_deref().unwrap_or("no set")
             )),
-            Err(e) => out.failures.push(format!("room {room}: {e}")),
+            Err(e) => out.failures.push(format!("queue of room {room}: {e}")),
         }
     }
     out
