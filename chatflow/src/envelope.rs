@@ -153,6 +153,13 @@ impl<T> TaggedPacker<T> {
         self.parcels.is_empty()
     }
 
+    /// Whether the batch holds a message of this message group (room).
+    pub fn holds(&self, group_id: &str) -> bool {
+        self.parcels
+            .iter()
+            .any(|p| p.members[0].group_id == group_id)
+    }
+
     /// Chat messages held.
     pub fn messages(&self) -> usize {
         self.parcels.iter().map(|p| p.members.len()).sum()

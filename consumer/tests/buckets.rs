@@ -16,9 +16,14 @@ use support::*;
 
 /// Rooms 1-8 on two queues of four rooms each.
 async fn bucketed() -> SharedQueues {
-    let naming = QueueNaming::default().with_layout(Layout::Buckets { rooms: 4 }, 1);
+    buckets_of(4, &[1, 5]).await
+}
+
+/// Queues of `rooms` rooms each, counted from room 1, with these keys.
+async fn buckets_of(rooms: u32, keys: &[u32]) -> SharedQueues {
+    let naming = QueueNaming::default().with_layout(Layout::Buckets { rooms }, 1);
     let queues: SharedQueues = Arc::new(EmbeddedQueues::new(naming));
-    for key in [1, 5] {
+    for &key in keys {
         queues
             .ensure_queue(key, &QueueAttributes::default())
             .await
@@ -44,22 +49,17 @@ fn frame(user: u32, seq: usize) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn rooms_sharing_a_queue_each_get_their_own_messages_in_order() {
-    let queues = bucketed().await;
-    assert_eq!(
-        queues.naming().queue_name(3).unwrap(),
-        "chatflow-rooms-1-4.fifo"
-    );
-    let consumer = start(ConsumerConfig::local(1, 8), queues.clone())
+/// Sends `n` messages to each of `rooms`, interleaved, through a producer that publishes over
+/// the network path (its batchers), and checks each room's subscriber gets its own, in order.
+async fn each_room_in_order(queues: &SharedQueues, last: u32, rooms: &[u32], n: usize) {
+    let consumer = start(ConsumerConfig::local(1, last), queues.clone())
         .await
         .unwrap();
-    let config = ProducerConfig::local(1, 8);
+    let config = ProducerConfig::local(1, last);
     let remote: SharedQueues = Arc::new(Intercepted::new(queues.clone(), Remote));
     let producer = chatflow_producer::start(config, remote).await.unwrap();
-    let rooms = [1u32, 2, 4, 6];
     let mut subs = Vec::new();
-    for room in rooms {
+    for &room in rooms {
         subs.push(subscribe(&consumer, room).await);
     }
     let mut writers = Vec::new();
@@ -67,9 +67,8 @@ async fn rooms_sharing_a_queue_each_get_their_own_messages_in_order() {
         let url = format!("ws://{}/chat/{room}", producer.addr);
         writers.push(connect_split(&url, T).await.unwrap());
     }
-    const N: usize = 200;
     // Interleaved, so batches of one queue carry several rooms.
-    for seq in 0..N {
+    for seq in 0..n {
         for (_, w) in &mut writers {
             w.text(frame(1, seq).as_bytes()).await.unwrap();
         }
@@ -78,17 +77,35 @@ async fn rooms_sharing_a_queue_each_get_their_own_messages_in_order() {
         w.flush().await.unwrap();
     }
     for (room, sub) in rooms.iter().zip(&mut subs) {
-        let evs = events(sub, N).await;
-        assert_eq!(seqs(&evs), (0..N).collect::<Vec<_>>(), "room {room}");
+        let evs = events(sub, n).await;
+        assert_eq!(seqs(&evs), (0..n).collect::<Vec<_>>(), "room {room}");
         assert!(evs.iter().all(|e| e.room_id == *room), "room {room}");
-        nothing_more(sub).await;
     }
+    futures::future::join_all(subs.iter_mut().map(nothing_more)).await;
+    producer.shutdown().await;
+    consumer.shutdown().await;
+}
+
+#[tokio::test]
+async fn rooms_sharing_a_queue_each_get_their_own_messages_in_order() {
+    let queues = bucketed().await;
+    assert_eq!(
+        queues.naming().queue_name(3).unwrap(),
+        "chatflow-rooms-1-4.fifo"
+    );
+    each_room_in_order(&queues, 8, &[1, 2, 4, 6], 200).await;
     for key in [1, 5] {
         let d = queues.depth(key).await.unwrap();
         assert_eq!((d.visible, d.in_flight), (0, 0), "queue {key} drained");
     }
-    producer.shutdown().await;
-    consumer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bucket_of_more_rooms_than_one_batch_holds_keeps_each_rooms_order() {
+    // 30 rooms on one queue: a round of the producer's batcher spans several batches.
+    let queues = buckets_of(30, &[1]).await;
+    let rooms: Vec<u32> = (1..=30).collect();
+    each_room_in_order(&queues, 30, &rooms, 60).await;
 }
 
 #[tokio::test]

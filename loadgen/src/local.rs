@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chatflow::envelope::Packing;
 use chatflow::queue::{EmbeddedQueues, QueueError, SharedQueues, SqsConfig, SqsQueues};
-use chatflow::rooms::{QueueNaming, RoomRange};
+use chatflow::rooms::{Layout, QueueNaming, RoomRange};
 use chatflow_consumer::{ConsumerConfig, ConsumerHandle};
 use chatflow_producer::{ProducerConfig, ProducerHandle};
 
@@ -43,7 +43,10 @@ impl LocalSystem {
     pub async fn start(rooms: RoomRange, sqs_endpoint: Option<String>) -> Result<Self, LocalError> {
         let (queues, owned_queues): (SharedQueues, bool) = match sqs_endpoint {
             None => (Arc::new(EmbeddedQueues::default()), false),
-            Some(endpoint) => (Arc::new(run_queues(&endpoint).await?), true),
+            Some(endpoint) => (
+                Arc::new(run_queues(&endpoint, Layout::PerRoom).await?),
+                true,
+            ),
         };
         Self::start_on(rooms, queues, owned_queues, Packing::default()).await
     }
@@ -118,7 +121,7 @@ impl LocalSystem {
         self.producer.shutdown().await;
         self.consumer.shutdown().await;
         if self.owned_queues {
-            for room in self.rooms.iter() {
+            for room in self.queues.naming().queue_keys(self.rooms) {
                 if let Err(e) = self.queues.delete_queue(room).await {
                     tracing::warn!(room, error = %e, "could not delete a run queue");
                 }
@@ -128,9 +131,12 @@ impl LocalSystem {
 }
 
 /// An SQS client whose queue names are unique to this run.
-pub async fn run_queues(endpoint: &str) -> Result<SqsQueues, QueueError> {
+pub async fn run_queues(endpoint: &str, layout: Layout) -> Result<SqsQueues, QueueError> {
     let prefix = format!("lg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let naming = QueueNaming::parse(&prefix).expect("generated prefix is valid");
+    // Load generator runs count rooms from 1.
+    let naming = QueueNaming::parse(&prefix)
+        .expect("generated prefix is valid")
+        .with_layout(layout, 1);
     let config = SqsConfig {
         endpoint: Some(endpoint.to_owned()),
         call_timeout: Duration::from_secs(10),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatflow::rooms::RoomRange;
+use chatflow::rooms::{Layout, RoomRange};
 use chatflow_consumer::ConsumerConfig;
 use chatflow_producer::ProducerConfig;
 use chatflow_testkit::Proxy;
@@ -66,7 +66,7 @@ pub struct PipelineRun {
 }
 
 /// Runs `workload` through a producer and a consumer configured as given, over new queues at
-/// `endpoint`, counting the SQS requests.
+/// `endpoint` laid out as their `queue_bucket_rooms` says, counting the SQS requests.
 pub async fn pipeline(
     endpoint: &str,
     rooms: RoomRange,
@@ -75,7 +75,8 @@ pub async fn pipeline(
     workload: &Workload,
     progress: bool,
 ) -> anyhow::Result<PipelineRun> {
-    let counted = Arc::new(counting(Arc::new(run_queues(endpoint).await?)));
+    let layout = Layout::with_bucket_rooms(producer.queue.queue_bucket_rooms);
+    let counted = Arc::new(counting(Arc::new(run_queues(endpoint, layout).await?)));
     let system =
         LocalSystem::start_configured(rooms, counted.clone(), true, producer, consumer).await?;
     let before = counted.hooks().requests();

@@ -16,7 +16,8 @@ where
     F: FnOnce(SharedQueues) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
-    let queues: SharedQueues = Arc::new(run_queues(endpoint).await?);
+    let queues: SharedQueues =
+        Arc::new(run_queues(endpoint, chatflow::rooms::Layout::PerRoom).await?);
     chatflow::queue::ensure_rooms(queues.as_ref(), rooms).await?;
     let rate = body(queues.clone()).await;
     for room in rooms.iter() {

@@ -56,9 +56,34 @@ pub struct Options {
     /// counts as latency.
     #[arg(long, default_value_t = 2048)]
     pub window: usize,
+    /// Queues the rooms are laid onto (consecutive rooms sharing one, each its own message
+    /// group); 0 gives every room its own queue.
+    #[arg(long, default_value_t = 0)]
+    pub buckets: u32,
+    /// How long the producer's batch waits for more messages, in microseconds (its
+    /// BATCH_LINGER_US).
+    #[arg(long, default_value_t = 0)]
+    pub linger_us: u64,
     /// Seconds of the SDK loop baseline.
     #[arg(long, default_value_t = 5)]
     pub baseline_seconds: u64,
+}
+
+impl Options {
+    /// Rooms per queue: all the rooms spread evenly over the buckets.
+    fn bucket_rooms(&self) -> u32 {
+        match self.buckets {
+            0 => 0,
+            n => self.rooms.div_ceil(n),
+        }
+    }
+
+    fn layout(&self) -> String {
+        match self.bucket_rooms() {
+            0 | 1 => "a queue per room".to_owned(),
+            k => format!("{} queues of {k} rooms", self.rooms.div_ceil(k)),
+        }
+    }
 }
 
 /// One step: what was offered and what came of it.
@@ -83,10 +108,22 @@ impl Step {
         self.requests.total() as f64 * 1000.0 / self.summary.ok.max(1) as f64
     }
 
+    /// Sends, receives and deletes per 1,000 messages.
+    fn split_per_thousand(&self) -> String {
+        let per = |n: u64| n as f64 * 1000.0 / self.summary.ok.max(1) as f64;
+        let r = &self.requests;
+        format!(
+            "{:.0}/{:.0}/{:.0}",
+            per(r.send),
+            per(r.receive),
+            per(r.delete)
+        )
+    }
+
     fn print(&self, bound_ms: f64) {
         let (s, e) = (&self.summary, &self.summary.e2e_latency_ms);
         println!(
-            "  {:>9.0} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1}  {}",
+            "  {:>9.0} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>14}  {}",
             self.offered,
             s.throughput_per_sec,
             s.ack_latency_ms.p99,
@@ -94,6 +131,7 @@ impl Step {
             e.p99,
             e.p999,
             self.requests_per_thousand(),
+            self.split_per_thousand(),
             match (self.clean(), self.held(bound_ms)) {
                 (true, true) => "held".to_owned(),
                 (true, false) => format!("p99 over {bound_ms:.0} ms"),
@@ -126,8 +164,11 @@ async fn step(o: &Options, endpoint: &str, rate: f64) -> anyhow::Result<Step> {
         rate: Some(rate),
         ..Workload::default()
     };
-    let producer = ProducerConfig::local(rooms.start(), rooms.end());
-    let consumer = ConsumerConfig::local(rooms.start(), rooms.end());
+    let mut producer = ProducerConfig::local(rooms.start(), rooms.end());
+    let mut consumer = ConsumerConfig::local(rooms.start(), rooms.end());
+    producer.queue.queue_bucket_rooms = o.bucket_rooms();
+    consumer.queue.queue_bucket_rooms = o.bucket_rooms();
+    producer.batch_linger_us = o.linger_us;
     let run = over_sqs::pipeline(endpoint, rooms, producer, consumer, &w, false).await?;
     Ok(Step {
         offered: rate,
@@ -141,8 +182,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let sqs = Endpoint::new(&o.sqs_endpoint, o.proxy_delay_ms).await?;
     let endpoint = sqs.url.as_str();
     println!(
-        "bench sustained: {} room(s), open loop, {} s per step, held = all delivered once in order and e2e p99 <= {:.0} ms; SQS at {}",
+        "bench sustained: {} room(s) on {}, batch linger {} us, open loop, {} s per step, held = all delivered once in order and e2e p99 <= {:.0} ms; SQS at {}",
         o.rooms,
+        o.layout(),
+        o.linger_us,
         o.seconds,
         o.p99_bound_ms,
         Endpoint::describe(&o.sqs_endpoint, o.proxy_delay_ms)
@@ -155,8 +198,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "  SDK loop baseline: send + receive + delete, one queue message each: {ceiling:.0} queue messages/s"
     );
     println!(
-        "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "offered", "achieved", "ack p99", "e2e p50", "e2e p99", "p99.9", "SQS/1k"
+        "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>14}",
+        "offered", "achieved", "ack p99", "e2e p50", "e2e p99", "p99.9", "SQS/1k", "send/recv/del"
     );
     let mut best: Option<Step> = None;
     for &rate in &o.rates {
