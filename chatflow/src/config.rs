@@ -40,9 +40,9 @@ pub struct QueueOptions {
     #[arg(long, env = "AWS_REGION")]
     pub aws_region: Option<String>,
     /// Rooms per FIFO queue: 0 or 1 gives every room a queue of its own; N lays blocks of N
-    /// consecutive rooms, counted from ROOMS_START, onto one queue (each room its own message
-    /// group), so quiet rooms share sends, receives and deletes. Producers and consumers of a
-    /// set must agree on it, and consumers must start on a bucket boundary.
+    /// consecutive rooms, counted from ROOMS_START, onto one queue and message group, so quiet
+    /// rooms share envelopes, sends, receives and deletes. Producers and consumers of a set
+    /// must agree on it, and consumers must start on a bucket boundary.
     #[arg(long, env = "QUEUE_BUCKET_ROOMS", default_value_t = 0)]
     pub queue_bucket_rooms: u32,
     /// Upper bound on one queue call (long polls get their wait on top), in milliseconds.

@@ -1,5 +1,6 @@
-//! Envelopes: consecutive chat messages of one room in one queue message, so that each send,
-//! receive and delete request carries many chat messages instead of one.
+//! Envelopes: consecutive chat messages of one message group (a room, or a bucket of rooms) in
+//! one queue message, so that each send, receive and delete request carries many chat messages
+//! instead of one.
 //!
 //! An envelope's body is `{"v":1,"messages":[TaskMessage, ...]}` and carries the message
 //! attribute `chatflow-format: envelope`. A body without the attribute is one TaskMessage, the
@@ -115,9 +116,8 @@ impl<T> TaggedPacker<T> {
     /// when the batch is full.
     pub fn push_tagged(&mut self, entry: PublishEntry, tag: T) -> Result<(), (PublishEntry, T)> {
         let added = 1 + entry.body.len();
-        // Rooms sharing a queue (buckets) share a batch, each in envelopes of its own: a message
-        // joins the last envelope of its room, which keeps the room's order, since a queue keeps
-        // the order of a batch's entries within each message group.
+        // A message joins the last envelope of its message group, which keeps the group's order:
+        // a queue keeps the order of a batch's entries within each group.
         if self.packing == Packing::Envelope
             && self.bytes + added <= BATCH_MAX_BYTES
             && let Some(last) = self
@@ -151,13 +151,6 @@ impl<T> TaggedPacker<T> {
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
         self.parcels.is_empty()
-    }
-
-    /// Whether the batch holds a message of this message group (room).
-    pub fn holds(&self, group_id: &str) -> bool {
-        self.parcels
-            .iter()
-            .any(|p| p.members[0].group_id == group_id)
     }
 
     /// Chat messages held.

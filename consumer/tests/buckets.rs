@@ -1,5 +1,5 @@
 //! Rooms laid onto shared queues (buckets): each room keeps its own order and audience while
-//! its messages travel with other rooms' in the same sends, receives and deletes.
+//! its messages travel with other rooms' in the same envelopes, sends, receives and deletes.
 
 mod support;
 
@@ -102,7 +102,7 @@ async fn rooms_sharing_a_queue_each_get_their_own_messages_in_order() {
 
 #[tokio::test]
 async fn a_bucket_of_more_rooms_than_one_batch_holds_keeps_each_rooms_order() {
-    // 30 rooms on one queue: a round of the producer's batcher spans several batches.
+    // 30 rooms on one queue, more than the ten entries of a batch: they share envelopes.
     let queues = buckets_of(30, &[1]).await;
     let rooms: Vec<u32> = (1..=30).collect();
     each_room_in_order(&queues, 30, &rooms, 60).await;

@@ -192,8 +192,8 @@ pub enum QueueLayout {
     /// A queue per room: a busy room's throughput is its queue's alone.
     #[default]
     PerRoom,
-    /// The rooms share `buckets` queues of consecutive rooms, each room its own message group:
-    /// quiet rooms share sends, receives and deletes.
+    /// The rooms share `buckets` queues of consecutive rooms, a bucket one message group: quiet
+    /// rooms share envelopes, sends, receives and deletes.
     Buckets,
 }
 
@@ -242,10 +242,10 @@ pub struct QueuesSpec {
     #[serde(default)]
     pub packing: Packing,
     /// perRoom (default) gives every room a queue of its own; buckets lays the rooms onto
-    /// `buckets` queues of consecutive rooms ({prefix}rooms-{first}-{last}.fifo), each room
-    /// its own message group, so its order and deduplication stay its own while quiet rooms
-    /// share requests. Shards then own whole buckets: roomsPerShard is rounded up to a multiple
-    /// of the rooms per bucket.
+    /// `buckets` queues of consecutive rooms ({prefix}rooms-{first}-{last}.fifo), a bucket one
+    /// message group: each room keeps its order (the bucket's) and deduplication while quiet
+    /// rooms share envelopes and requests, and a bucket delivers one batch at a time. Shards
+    /// own whole buckets: roomsPerShard is rounded up to a multiple of the rooms per bucket.
     #[serde(default)]
     pub layout: QueueLayout,
     /// With layout buckets: how many queues the rooms are laid onto.

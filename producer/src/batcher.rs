@@ -1,10 +1,10 @@
 //! One batcher per queue (a room's, or a bucket's that rooms share): collects what its rooms
-//! received, packs it into at most ten queue entries (one message each, or envelopes of many,
-//! each of one room), publishes them in one call with retries, and answers each message from its
-//! entry's result. A single task per queue keeps one batch in flight, so a room's queue order is
-//! the order its messages were received. A queue in memory is
-//! published by the connections themselves ([`publish_in_place`]), with the same packing,
-//! retries and answers.
+//! received, packs it into at most ten queue entries (one message each, or envelopes of many:
+//! a bucket is one message group, so its rooms share envelopes), publishes them in one call with
+//! retries, and answers each message from its entry's result. A single task per queue keeps one
+//! batch in flight, so the queue's order is the order its messages were received. A queue in
+//! memory is published by the connections themselves ([`publish_in_place`]), with the same
+//! packing, retries and answers.
 
 use chatflow::retry::Backoff;
 use std::sync::Arc;
@@ -97,19 +97,11 @@ fn answer(replies: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
 /// The replies of a batch's messages, each handed back with the entry that carries it.
 type Packer = TaggedPacker<oneshot::Sender<Outcome>>;
 
-/// Most batches a queue's batcher publishes at once. A bucket's rooms outnumber the ten entries
-/// of one batch, and one batch in flight at a time would cap a bucket at ten rooms' envelopes
-/// per round trip; batches of one round hold different rooms, so each room's order is still
-/// that of a single batch.
-pub const BATCHES_PER_ROUND: usize = 8;
-
 /// Runs a queue's batcher until every sender is gone and the last batch is answered; `room` is
 /// the queue's key (its first room).
 pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pending>) {
-    let mut packers: Vec<Packer> = (0..BATCHES_PER_ROUND)
-        .map(|_| Packer::new(ctx.policy.packing))
-        .collect();
-    // A message that did not fit the last round opens the next one.
+    let mut packer = Packer::new(ctx.policy.packing);
+    // A message that did not fit the last batch opens the next one.
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -125,7 +117,7 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
         let deadline = Instant::now() + ctx.policy.linger;
         let mut next = Some(first);
         while let Some(p) = next.take() {
-            if let Err((entry, reply)) = place(&mut packers, p.entry, p.reply) {
+            if let Err((entry, reply)) = packer.push_tagged(p.entry, p.reply) {
                 carry = Some(Pending { entry, reply });
                 break;
             }
@@ -140,34 +132,8 @@ pub async fn run(room: RoomId, ctx: Arc<BatchContext>, mut rx: mpsc::Receiver<Pe
                 }
             };
         }
-        let round = packers.iter_mut().filter(|p| !p.is_empty()).map(|p| {
-            let ctx = &ctx;
-            let mut batch = seal(p);
-            async move { publish(room, ctx, &mut batch).await }
-        });
-        futures::future::join_all(round).await;
+        publish(room, &ctx, &mut seal(&mut packer)).await;
     }
-}
-
-/// Puts a message in the round's batch that holds its room, or, for a room not in the round
-/// yet, in the first batch with space; hands it back when the round is full for it. A room
-/// never spans two batches of a round: they are published side by side, in no set order.
-fn place(
-    packers: &mut [Packer],
-    entry: PublishEntry,
-    reply: oneshot::Sender<Outcome>,
-) -> Result<(), (PublishEntry, oneshot::Sender<Outcome>)> {
-    if let Some(p) = packers.iter_mut().find(|p| p.holds(&entry.group_id)) {
-        return p.push_tagged(entry, reply);
-    }
-    let mut back = (entry, reply);
-    for p in packers.iter_mut() {
-        match p.push_tagged(back.0, back.1) {
-            Ok(()) => return Ok(()),
-            Err(b) => back = b,
-        }
-    }
-    Err(back)
 }
 
 /// The packer's entries as a batch, each with the replies of the messages it carries.

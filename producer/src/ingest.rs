@@ -82,8 +82,24 @@ fn to_json<T: serde::Serialize>(value: &T, capacity: usize) -> Vec<u8> {
     buf
 }
 
+/// Where a stamped message goes: its room, and the FIFO message group that orders it (the
+/// room's queue key: the room itself, or the first room of its bucket).
+#[derive(Debug, Clone, Copy)]
+pub struct Destination {
+    /// The room.
+    pub room: RoomId,
+    /// The message group.
+    pub group: RoomId,
+}
+
 /// Stamps a validated message with its ids and the producer's metadata.
-pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip: &str) -> Stamped {
+pub fn stamp(
+    msg: ConversationMessage,
+    to: Destination,
+    server_id: &str,
+    client_ip: &str,
+) -> Stamped {
+    let room = to.room;
     let message_id = message_id(room, msg.user_id, msg.client_message_id.as_deref());
     let now = now_rfc3339();
     let user_id = msg.user_id.to_string();
@@ -118,7 +134,7 @@ pub fn stamp(msg: ConversationMessage, room: RoomId, server_id: &str, client_ip:
         entry: PublishEntry {
             body: String::from_utf8(to_json(&task, 320 + task.message.len()))
                 .expect("JSON is UTF-8"),
-            group_id: room.to_string(),
+            group_id: to.group.to_string(),
             dedup_id,
             format: BodyFormat::Task,
         },

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::batcher::{self, BATCHES_PER_ROUND, BatchContext, BatchPolicy, Pending};
+use crate::batcher::{self, BatchContext, BatchPolicy, Pending};
 use crate::breaker::Breaker;
 use crate::config::ProducerConfig;
 use crate::connection::{self, Peer, Target};
@@ -113,9 +113,7 @@ impl Producer {
             .into_iter()
             .filter(|_| !in_place)
             .map(|key| {
-                // A bucket's batcher fills a batch per room it publishes at once.
-                let depth = BATCHER_QUEUE * (rooms_per_queue as usize).min(BATCHES_PER_ROUND);
-                let (tx, rx) = mpsc::channel(depth);
+                let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
                 batchers.spawn(batcher::run(key, batch.clone(), rx));
                 tx
             })

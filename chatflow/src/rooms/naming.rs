@@ -1,5 +1,5 @@
 //! Which FIFO queue holds a room's messages, and its name: a queue per room, or buckets of
-//! consecutive rooms sharing a queue, each room its own message group.
+//! consecutive rooms sharing a queue and its message group.
 
 use super::{DEFAULT_PREFIX, QUEUE_NAME_MAX, RoomError, RoomId, RoomRange};
 
@@ -24,9 +24,9 @@ pub enum Layout {
     #[default]
     PerRoom,
     /// Blocks of `rooms` consecutive rooms, counted from the first room served, share a queue
-    /// named `{prefix}rooms-{first}-{last}.fifo`; each room is its own message group, so its
-    /// order and deduplication are those of a queue of its own, while sends, receives and
-    /// deletes carry several rooms at once.
+    /// named `{prefix}rooms-{first}-{last}.fifo` and one message group (named by its key): the
+    /// rooms' messages share envelopes, so sends, receives and deletes carry several rooms at
+    /// once, and each room's order is the bucket's.
     Buckets {
         /// Rooms per queue, at least 2.
         rooms: u32,

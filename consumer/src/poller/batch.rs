@@ -17,92 +17,103 @@ use crate::metrics::Metrics;
 use chatflow_fanout::room::{Event, Room};
 use chatflow_fanout::store::Store;
 
-/// What one receive brought one room: its receipts and the events broadcast.
-#[derive(Default)]
+/// What one receive brought one room: the events broadcast.
 struct RoomBatch {
-    receipts: Vec<String>,
+    id: RoomId,
     events: Vec<(Position, Bytes)>,
     /// Seconds since the producer received the oldest of them.
     oldest: f64,
 }
 
-/// Broadcasts a received batch in order, room by room, makes each room's part durable in the
-/// history store (when there is one), then deletes all of it in one call. A room's part the
-/// store did not take by shutdown is left in the queue: it comes back to the next shard.
+/// Broadcasts a received batch in order to the rooms its chat messages name, makes each room's
+/// part durable in the history store (when there is one), then deletes all of it in one call. A
+/// batch the store did not take by shutdown is left in the queue whole (a queue message of a
+/// bucket carries several rooms): it comes back to the next shard, and the store skips what it
+/// already holds.
 pub async fn handle_batch(rooms: &QueueRooms, ctx: &PollContext, msgs: Vec<ReceivedMessage>) {
     let m = &ctx.metrics;
     m.messages_received.inc_by(msgs.len() as u64);
     let mut receipts = Vec::with_capacity(msgs.len());
-    // Few rooms per receive (at most ten messages): a list keeps their first-seen order.
-    let mut parts: Vec<(RoomId, &Room, RoomBatch)> = Vec::new();
+    // Few rooms per receive in practice: a list keeps their first-seen order.
+    let mut parts: Vec<RoomBatch> = Vec::new();
     for msg in msgs {
-        let Some((room_id, room)) = rooms.room(&msg.group_id) else {
-            // No room of this queue: nothing could ever deliver it.
-            m.malformed.inc();
-            tracing::error!(queue = rooms.key, group = %msg.group_id, message_id = %msg.message_id, "dropping a queue message of a room this queue does not hold");
-            receipts.push(msg.receipt);
-            continue;
-        };
-        let at = match parts.iter().position(|(id, _, _)| *id == room_id) {
-            Some(at) => at,
-            None => {
-                parts.push((room_id, room, RoomBatch::default()));
-                parts.len() - 1
+        let tasks = match envelope::unpack(&msg.format, &msg.body) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                // Redelivering it would fail the same way forever: drop it, loudly.
+                m.malformed.inc();
+                tracing::error!(queue = rooms.key, message_id = %msg.message_id, error = %e, "dropping a malformed queue message");
+                receipts.push(msg.receipt);
+                continue;
             }
         };
-        let (_, _, part) = &mut parts[at];
-        take(room_id, room, m, msg, part);
+        for (index, task) in (0u32..).zip(tasks) {
+            let position = msg.sequence.map(|sequence| Position { sequence, index });
+            take(rooms, m, &msg.message_id, task, position, &mut parts);
+        }
+        receipts.push(msg.receipt);
     }
-    for (room_id, _, part) in parts {
-        m.queue_age(room_id, part.oldest);
-        if let Some(store) = &ctx.store
-            && !part.events.is_empty()
-            && !persist(room_id, store, ctx, &part.events).await
-        {
+    for part in &parts {
+        m.queue_age(part.id, part.oldest);
+    }
+    if let Some(store) = &ctx.store {
+        // A bucket's receive can carry many rooms: their appends go out together.
+        let appends = parts
+            .iter()
+            .filter(|p| !p.events.is_empty())
+            .map(|p| persist(p.id, store, ctx, &p.events));
+        if !futures::future::join_all(appends).await.into_iter().all(|taken| taken) {
             tracing::info!(
-                room = room_id,
+                queue = rooms.key,
                 "stopping with a batch the history store has not taken: left in the queue"
             );
-            continue;
-        }
-        receipts.extend(part.receipts);
-    }
-    if !receipts.is_empty() {
-        delete_broadcast(rooms.key, ctx, receipts).await;
-    }
-}
-
-/// Unpacks one queue message of `room` and broadcasts its chat messages, in order.
-fn take(room_id: RoomId, room: &Room, m: &Metrics, msg: ReceivedMessage, part: &mut RoomBatch) {
-    let tasks = match envelope::unpack(&msg.format, &msg.body) {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            // Redelivering it would fail the same way forever: drop it, loudly.
-            m.malformed.inc();
-            tracing::error!(room = room_id, message_id = %msg.message_id, error = %e, "dropping a malformed queue message");
-            part.receipts.push(msg.receipt);
             return;
         }
+    }
+    delete_broadcast(rooms.key, ctx, receipts).await;
+}
+
+/// Broadcasts one chat message to its room, when the queue holds that room and the message
+/// keeps the protocol's rules. Dropped otherwise, not redelivered: it would fail the same way
+/// every time. Its index is skipped, so the positions of the others stay those of their
+/// envelope.
+fn take(
+    rooms: &QueueRooms,
+    m: &Metrics,
+    message_id: &str,
+    task: TaskMessage,
+    position: Option<Position>,
+    parts: &mut Vec<RoomBatch>,
+) {
+    let Some((room_id, room)) = rooms.room(task.room_id) else {
+        m.rejected.inc();
+        tracing::error!(queue = rooms.key, room = task.room_id, %message_id, "dropping a queued chat message of a room this queue does not hold");
+        return;
     };
-    part.receipts.push(msg.receipt);
-    for (index, task) in (0u32..).zip(tasks) {
-        // Dropped, not redelivered: it would break the same rule every time. Its index is
-        // skipped, so the positions of the others stay those of their envelope.
-        if let Err(why) = task.recheck(room_id) {
-            m.rejected.inc();
-            tracing::error!(room = room_id, message_id = %msg.message_id, %why, "dropping a queued chat message that breaks the protocol's rules");
-            continue;
+    if let Err(why) = task.recheck(room_id) {
+        m.rejected.inc();
+        tracing::error!(room = room_id, %message_id, %why, "dropping a queued chat message that breaks the protocol's rules");
+        return;
+    }
+    let Some((age, bytes)) = broadcast(room, m, task, position) else {
+        return;
+    };
+    let part = match parts.iter().position(|p| p.id == room_id) {
+        Some(at) => &mut parts[at],
+        None => {
+            parts.push(RoomBatch {
+                id: room_id,
+                events: Vec::new(),
+                oldest: 0.0,
+            });
+            parts.last_mut().expect("just pushed")
         }
-        let position = msg.sequence.map(|sequence| Position { sequence, index });
-        let Some((age, bytes)) = broadcast(room, m, task, position) else {
-            continue;
-        };
-        if let Some(age) = age {
-            part.oldest = part.oldest.max(age);
-        }
-        if let Some(position) = position {
-            part.events.push((position, bytes));
-        }
+    };
+    if let Some(age) = age {
+        part.oldest = part.oldest.max(age);
+    }
+    if let Some(position) = position {
+        part.events.push((position, bytes));
     }
 }
 

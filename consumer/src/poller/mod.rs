@@ -1,5 +1,5 @@
 //! A queue's poll loop: receive, unpack, broadcast in queue order, then delete what was
-//! broadcast. A queue holds one room, or a bucket of rooms each in its own message group.
+//! broadcast. A queue holds one room, or a bucket of rooms whose messages share envelopes.
 
 mod batch;
 
@@ -49,13 +49,12 @@ pub struct QueueRooms {
 }
 
 impl QueueRooms {
-    /// The room a received message belongs to, by its message group (the room id). A queue of
-    /// one room takes every message as its room's, whatever its group, as it always has.
-    fn room(&self, group_id: &str) -> Option<(RoomId, &Room)> {
-        if let [(id, room)] = self.rooms.as_slice() {
-            return Some((*id, room));
+    /// The state of a room this queue holds. A queue of one room answers with its room for any
+    /// id, as it always has: the message's own check then refuses one of another room.
+    fn room(&self, id: RoomId) -> Option<(RoomId, &Room)> {
+        if let [(only, room)] = self.rooms.as_slice() {
+            return Some((*only, room));
         }
-        let id: RoomId = group_id.parse().ok()?;
         self.rooms
             .iter()
             .find(|(room_id, _)| *room_id == id)

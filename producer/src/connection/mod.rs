@@ -178,7 +178,17 @@ fn validate(
     m.messages_validated.inc();
     Ok((
         room,
-        ingest::stamp(msg, room, &shared.config.server_id, &peer.ip_text),
+        ingest::stamp(
+            msg,
+            ingest::Destination {
+                room,
+                // A bucket is one message group: its rooms' messages share envelopes, so a
+                // quiet room's message travels with its neighbours' instead of alone.
+                group: shared.batch.queues.naming().queue_key(room),
+            },
+            &shared.config.server_id,
+            &peer.ip_text,
+        ),
     ))
 }
 
