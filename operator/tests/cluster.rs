@@ -194,6 +194,84 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
 
 #[tokio::test]
 #[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn a_set_in_buckets_gets_a_queue_per_bucket_and_shards_on_bucket_boundaries() {
+    let _ = NEEDS;
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let op = operator(&client, &ns, "solo", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    let mut body = set("quiet", &prefix, 1, 20, 3);
+    body["spec"]["queues"]["layout"] = json!("buckets");
+    body["spec"]["queues"]["buckets"] = json!(4);
+    apply(&api, &body).await.unwrap();
+    let crs = wait_status(&api, "quiet", "4 queues ready", |c| {
+        c.status.as_ref().unwrap().queues.ready == 4
+    })
+    .await;
+    assert_eq!(crs.status.as_ref().unwrap().queues.desired, 4);
+    let naming = chatflow::rooms::QueueNaming::parse(&prefix)
+        .unwrap()
+        .with_layout(chatflow::rooms::Layout::Buckets { rooms: 5 }, 1);
+    assert_eq!(
+        naming.queue_name(7).unwrap(),
+        format!("{prefix}rooms-6-10.fifo")
+    );
+    let buckets = sqs_named(naming).await;
+    for room in [1, 7, 20] {
+        let attrs = buckets.queue_attributes(room).await.unwrap();
+        assert_eq!(attrs["FifoQueue"], "true");
+    }
+    assert!(
+        matches!(
+            sqs(&prefix).await.queue_attributes(7).await,
+            Err(QueueError::NotFound { .. })
+        ),
+        "no queue of a room of its own"
+    );
+    // Three rooms per shard would split a bucket of five: each shard takes a whole bucket, and
+    // its pods are told the bucket size.
+    let shards = consumer_shards(&client, &ns, "quiet").await;
+    let mut ranges: Vec<(String, String)> = shards.values().cloned().collect();
+    ranges.sort_by_key(|(a, _)| a.parse::<u32>().unwrap());
+    let want: Vec<(String, String)> = [(1, 5), (6, 10), (11, 15), (16, 20)]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(ranges, want);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for name in ["quiet-producer", "quiet-consumer-6-10"] {
+        let d = deployments.get(name).await.unwrap();
+        let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "QUEUE_BUCKET_ROOMS" && e.value.as_deref() == Some("5")),
+            "{name}"
+        );
+    }
+
+    api.delete("quiet", &DeleteParams::default()).await.unwrap();
+    wait("set deleted", Duration::from_secs(60), || async {
+        api.get_opt("quiet").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    for room in [1, 20] {
+        assert!(
+            matches!(
+                buckets.queue_attributes(room).await,
+                Err(QueueError::NotFound { .. })
+            ),
+            "bucket of room {room} deleted"
+        );
+    }
+    op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
 async fn invalid_specs_are_refused_or_reported_and_nothing_is_created() {
     let client = client().await;
     let ns = namespace(&client).await;

@@ -62,7 +62,11 @@ pub async fn handle_batch(rooms: &QueueRooms, ctx: &PollContext, msgs: Vec<Recei
             .iter()
             .filter(|p| !p.events.is_empty())
             .map(|p| persist(p.id, store, ctx, &p.events));
-        if !futures::future::join_all(appends).await.into_iter().all(|taken| taken) {
+        if !futures::future::join_all(appends)
+            .await
+            .into_iter()
+            .all(|taken| taken)
+        {
             tracing::info!(
                 queue = rooms.key,
                 "stopping with a batch the history store has not taken: left in the queue"

@@ -172,15 +172,16 @@ pub fn condition(crs: &ChatRoomSet, type_: &str) -> Option<(String, String, Stri
 }
 
 pub async fn sqs(prefix: &str) -> SharedQueues {
+    sqs_named(QueueNaming::parse(prefix).unwrap()).await
+}
+
+/// A client for queues named as `naming` says (a layout with buckets, say).
+pub async fn sqs_named(naming: QueueNaming) -> SharedQueues {
     let config = SqsConfig {
         endpoint: Some(endpoint()),
         ..SqsConfig::default()
     };
-    Arc::new(
-        SqsQueues::connect(&config, QueueNaming::parse(prefix).unwrap())
-            .await
-            .unwrap(),
-    )
+    Arc::new(SqsQueues::connect(&config, naming).await.unwrap())
 }
 
 pub async fn consumer_shards(
