@@ -36,6 +36,9 @@ pub enum Scenario {
     /// Open loop over SQS: the offered rate stepped up until the end-to-end p99 passes a bound,
     /// against a plain SDK loop.
     Sustained(sustained::Options),
+    /// One worker process of `audience --processes`: its relays and its share of the audience.
+    #[command(hide = true)]
+    AudienceWorker(audience::WorkerOptions),
     /// Holds idle WebSocket connections open (used by the memory measurements).
     #[command(hide = true)]
     Hold(memory::HoldOptions),
@@ -51,6 +54,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Edge(o) => edge::run(o).await,
         Scenario::Flood(o) => flood::run(o).await,
         Scenario::Sustained(o) => sustained::run(o).await,
+        Scenario::AudienceWorker(o) => audience::worker(o).await,
         Scenario::Hold(o) => memory::hold(o).await,
     }
 }

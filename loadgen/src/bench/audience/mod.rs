@@ -22,6 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+mod spread;
+
+pub use spread::{WorkerOptions, worker};
+
 use super::{baseline, memory};
 use crate::stats::Recorder;
 
@@ -44,11 +48,19 @@ pub struct Options {
     /// Idle subscribers for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     pub idle_subscribers: usize,
+    /// Worker processes that hold the relays and the audience, split evenly (0: this process
+    /// alone). Each holds a client and a server socket per subscriber, so an audience beyond
+    /// one process's open-file limit (50,000 subscribers: 8 processes under a limit of 20,000)
+    /// needs several. Both paths are spread the same way.
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
 }
 
-/// Per message: when it was sent and when its last delivery came, µs since the run's start.
+/// Per message: when it was sent and when its last delivery came, in µs of the wall clock (read
+/// once, then advanced by the monotonic clock), so processes on one machine compare times.
 struct Clock {
     t0: Instant,
+    origin_us: u64,
     sent: Vec<AtomicU64>,
     last: Vec<AtomicU64>,
     delivered: AtomicU64,
@@ -57,8 +69,12 @@ struct Clock {
 impl Clock {
     fn new(messages: u64) -> Arc<Self> {
         let slots = || (0..messages).map(|_| AtomicU64::new(0)).collect();
+        let origin = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Arc::new(Clock {
             t0: Instant::now(),
+            origin_us: origin.as_micros() as u64,
             sent: slots(),
             last: slots(),
             delivered: AtomicU64::new(0),
@@ -66,7 +82,7 @@ impl Clock {
     }
 
     fn now_us(&self) -> u64 {
-        self.t0.elapsed().as_micros() as u64
+        self.origin_us + self.t0.elapsed().as_micros() as u64
     }
 
     /// From each message's send to its last delivery, over the messages every subscriber got;
@@ -166,17 +182,7 @@ where
         clock.sent[seq as usize].store(clock.now_us(), Ordering::Relaxed);
         send.send(seq).await;
     }
-    let target = o.messages * o.subscribers as u64;
-    let (mut seen, mut quiet) = (0, Instant::now());
-    while clock.delivered.load(Ordering::Relaxed) < target
-        && quiet.elapsed() < Duration::from_secs(10)
-    {
-        let now = clock.delivered.load(Ordering::Relaxed);
-        if now != seen {
-            (seen, quiet) = (now, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    settle(&clock, o.messages * o.subscribers as u64).await;
     let elapsed = (clock.now_us() - started) as f64 / 1e6;
     for t in tasks {
         t.abort();
@@ -187,6 +193,20 @@ where
         incomplete,
         per_sec: clock.delivered.load(Ordering::Relaxed) as f64 / elapsed,
     })
+}
+
+/// Waits until `target` deliveries arrived, or none for 10 s.
+async fn settle(clock: &Clock, target: u64) {
+    let (mut seen, mut quiet) = (0, Instant::now());
+    while clock.delivered.load(Ordering::Relaxed) < target
+        && quiet.elapsed() < Duration::from_secs(10)
+    {
+        let now = clock.delivered.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, quiet) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sends message `seq` of the run.
@@ -306,8 +326,37 @@ fn print(name: &str, m: &Measured, baseline: Option<&Measured>) {
     }
 }
 
+/// Prints the heap and RSS growth per idle subscriber, on the raw server and on an edge.
+async fn memory_figures(idle: usize, raw_url: &str, edge_url: &str) -> anyhow::Result<()> {
+    let raw_mem = memory::per_connection(raw_url, idle).await?;
+    let edge_mem = memory::per_connection(edge_url, idle).await?;
+    println!(
+        "  memory per idle subscriber at {idle} subscribers (heap, exact / RSS growth): raw {:.1} / {:.1} KiB, edge {:.1} / {:.1} KiB",
+        raw_mem.heap / 1024.0,
+        raw_mem.rss / 1024.0,
+        edge_mem.heap / 1024.0,
+        edge_mem.rss / 1024.0
+    );
+    Ok(())
+}
+
+fn verdict(raw: &Measured, edges: &Measured) {
+    let ratio = edges.last.summary().p99 / raw.last.summary().p99.max(1e-9);
+    println!(
+        "  verdict: the last subscriber's p99 over edges {ratio:.2}x the raw broadcast's (target at most 2x); every message to every subscriber: {}",
+        if edges.incomplete == 0 && raw.incomplete == 0 {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+}
+
 /// Runs the scenario and prints its figures.
 pub async fn run(o: Options) -> anyhow::Result<()> {
+    if o.processes > 0 {
+        return spread::run(o).await;
+    }
     raise_open_files(o.subscribers.max(o.idle_subscribers))?;
     println!(
         "bench audience: 1 room, {} subscribers, {} messages at {} msg/s; the raw broadcast server, then {} edges relaying a consumer",
@@ -339,26 +388,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Some(&raw),
     );
     if o.idle_subscribers > 0 {
-        let raw_mem = memory::per_connection(&raw_urls[0], o.idle_subscribers).await?;
-        let edge_mem = memory::per_connection(&relayed.urls[0], o.idle_subscribers).await?;
-        println!(
-            "  memory per idle subscriber at {} subscribers (heap, exact / RSS growth): raw {:.1} / {:.1} KiB, edge {:.1} / {:.1} KiB",
-            o.idle_subscribers,
-            raw_mem.heap / 1024.0,
-            raw_mem.rss / 1024.0,
-            edge_mem.heap / 1024.0,
-            edge_mem.rss / 1024.0
-        );
+        memory_figures(o.idle_subscribers, &raw_urls[0], &relayed.urls[0]).await?;
     }
-    let verdict = edges.last.summary().p99 / raw.last.summary().p99.max(1e-9);
-    println!(
-        "  verdict: the last subscriber's p99 over edges {verdict:.2}x the raw broadcast's (target at most 2x); every message to every subscriber: {}",
-        if edges.incomplete == 0 && raw.incomplete == 0 {
-            "yes"
-        } else {
-            "NO"
-        }
-    );
+    verdict(&raw, &edges);
     relayed.stop().await;
     stop.cancel();
     Ok(())
