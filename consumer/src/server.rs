@@ -92,15 +92,20 @@ impl Consumer {
             })
             .collect();
         let pollers = TaskTracker::new();
-        // One poller per queue: a room's own, or its bucket's, which it shares with the next
-        // rooms of the range.
-        let per_queue = ctx.queues.naming().layout().rooms_per_queue() as usize;
-        let ids: Vec<_> = rooms.iter().collect();
-        for (ids, state) in ids.chunks(per_queue).zip(room_state.chunks(per_queue)) {
-            let queue = QueueRooms {
-                key: ctx.queues.naming().queue_key(ids[0]),
-                rooms: ids.iter().copied().zip(state.iter().cloned()).collect(),
-            };
+        // One poller per queue: a room's own, or its bucket's, which it shares with its
+        // neighbours.
+        let mut queues: Vec<QueueRooms> = Vec::new();
+        for (id, state) in rooms.iter().zip(&room_state) {
+            let key = ctx.queues.naming().queue_key(id);
+            match queues.last_mut() {
+                Some(q) if q.key == key => q.rooms.push((id, state.clone())),
+                _ => queues.push(QueueRooms {
+                    key,
+                    rooms: vec![(id, state.clone())],
+                }),
+            }
+        }
+        for queue in queues {
             pollers.spawn(poller::run(queue, ctx.clone()));
         }
         pollers.close();

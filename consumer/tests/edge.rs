@@ -353,3 +353,80 @@ async fn a_room_whose_shard_cannot_be_reached_is_refused_in_bounded_time() {
     assert!(matches!(not_served, Err(ConnectError::Refused(ref why)) if why.contains("404")));
     e.shutdown().await;
 }
+
+/// Events a subscriber gets until its close, and when and how the close came.
+async fn until_closed(mut r: ClientReader) -> (Vec<BroadcastEvent>, Option<u16>, Instant) {
+    let mut evs = Vec::new();
+    loop {
+        match tokio::time::timeout(T, r.next())
+            .await
+            .expect("a close in time")
+        {
+            Ok(ClientEvent::Text(b)) => {
+                if let Ok(SubscriberFrame::Event(e)) = serde_json::from_slice(&b) {
+                    evs.push(e);
+                }
+            }
+            Ok(ClientEvent::Closed(code, _)) => return (evs, code, Instant::now()),
+            other => panic!("expected events then a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_edge_closes_subscribers_by_turns_and_relays_to_each_until_its_turn() {
+    const N: usize = 8;
+    let (c, queues) = setup(
+        1..=1,
+        QueueAttributes::default(),
+        ConsumerConfig::local(1, 1),
+    )
+    .await;
+    let config = EdgeConfig {
+        edge_close_spread_secs: 2,
+        ..EdgeConfig::default()
+    };
+    let e = start_edge_with(config, shard_of(c.addr)).await;
+    let addr = e.addr;
+    let mut watchers = Vec::new();
+    for _ in 0..N {
+        let mut r = join(&e, "").await.unwrap();
+        publish(&queues, 1, watchers.len()..watchers.len() + 1, 10).await;
+        // Each sees the room's latest message: it is in the room and relayed.
+        let (evs, _) = events_and_notices(&mut r, 1).await;
+        assert_eq!(seqs(&evs), [watchers.len()]);
+        watchers.push(tokio::spawn(until_closed(r)));
+    }
+    let stopping = tokio::spawn(e.shutdown());
+    tokio::time::timeout(T, async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the listener closes at the stop");
+    publish(&queues, 1, 100..110, 10).await;
+    let mut seen = Vec::new();
+    for w in watchers {
+        seen.push(w.await.unwrap());
+    }
+    stopping.await.unwrap();
+    assert!(seen.iter().all(|(_, code, _)| *code == Some(1001)));
+    let relayed = seen
+        .iter()
+        .filter(|(evs, _, _)| seqs(evs).ends_with(&(100..110).collect::<Vec<_>>()))
+        .count();
+    assert!(
+        relayed >= N - 2,
+        "subscribers whose turn had not come still got the room: {relayed} of {N}"
+    );
+    let first = seen.iter().map(|(_, _, at)| *at).min().unwrap();
+    let last = seen.iter().map(|(_, _, at)| *at).max().unwrap();
+    // Eight turns evenly over 2 s: the last comes 1.75 s after the first.
+    assert!(
+        last - first >= Duration::from_millis(1400),
+        "closes came within {:?} of each other",
+        last - first
+    );
+    c.shutdown().await;
+}

@@ -223,7 +223,7 @@ mod tests {
     fn buckets_get_a_line_per_queue_labelled_by_its_rooms() {
         let mut crs = set(1, 20, Some("eu-west-1"));
         crs.spec.queues.layout = crate::crd::QueueLayout::Buckets;
-        crs.spec.queues.buckets = Some(3);
+        crs.spec.queues.rooms_per_bucket = Some(7);
         let body = dashboard(&crs, None).unwrap();
         let lines = metric_widgets(&body)[0]["properties"]["metrics"].clone();
         let lines = lines.as_array().unwrap();

@@ -192,8 +192,8 @@ pub enum QueueLayout {
     /// A queue per room: a busy room's throughput is its queue's alone.
     #[default]
     PerRoom,
-    /// The rooms share `buckets` queues of consecutive rooms, a bucket one message group: quiet
-    /// rooms share envelopes, sends, receives and deletes.
+    /// Blocks of `roomsPerBucket` consecutive rooms share a queue, a bucket one message group:
+    /// quiet rooms share envelopes, sends, receives and deletes.
     Buckets,
 }
 
@@ -241,17 +241,19 @@ pub struct QueuesSpec {
     /// sends one TaskMessage per SQS message. Consumers read both.
     #[serde(default)]
     pub packing: Packing,
-    /// perRoom (default) gives every room a queue of its own; buckets lays the rooms onto
-    /// `buckets` queues of consecutive rooms ({prefix}rooms-{first}-{last}.fifo), a bucket one
-    /// message group: each room keeps its order (the bucket's) and deduplication while quiet
-    /// rooms share envelopes and requests, and a bucket delivers one batch at a time. Shards
-    /// own whole buckets: roomsPerShard is rounded up to a multiple of the rooms per bucket.
+    /// perRoom (default) gives every room a queue of its own; buckets lays blocks of
+    /// `roomsPerBucket` consecutive rooms, counted from `rooms.start`, onto one queue each
+    /// ({prefix}rooms-{first}-{last}.fifo), a bucket one message group: each room keeps its
+    /// order (the bucket's) and deduplication while quiet rooms share envelopes and requests,
+    /// and a bucket delivers one batch at a time. Shards own whole buckets: roomsPerShard is
+    /// rounded up to a multiple of roomsPerBucket. Growing `rooms.end` adds buckets; changing
+    /// the layout, roomsPerBucket or `rooms.start` moves rooms to other queues.
     #[serde(default)]
     pub layout: QueueLayout,
-    /// With layout buckets: how many queues the rooms are laid onto.
+    /// With layout buckets: consecutive rooms per queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100000))]
-    pub buckets: Option<u32>,
+    #[schemars(range(min = 2, max = 100000))]
+    pub rooms_per_bucket: Option<u32>,
     /// Take a queue that exists without an owner tag (made by hand, or by another tool) as this
     /// set's: it is then tagged, reconfigured and, under Delete, deleted with the set. Off, such
     /// a queue is reported in status and left alone.
@@ -271,7 +273,7 @@ impl Default for QueuesSpec {
             deletion_policy: DeletionPolicy::Retain,
             packing: Packing::Envelope,
             layout: QueueLayout::PerRoom,
-            buckets: None,
+            rooms_per_bucket: None,
             adopt_untagged: false,
         }
     }

@@ -203,7 +203,7 @@ async fn a_set_in_buckets_gets_a_queue_per_bucket_and_shards_on_bucket_boundarie
     let prefix = prefix();
     let mut body = set("quiet", &prefix, 1, 20, 3);
     body["spec"]["queues"]["layout"] = json!("buckets");
-    body["spec"]["queues"]["buckets"] = json!(4);
+    body["spec"]["queues"]["roomsPerBucket"] = json!(5);
     apply(&api, &body).await.unwrap();
     let crs = wait_status(&api, "quiet", "4 queues ready", |c| {
         c.status.as_ref().unwrap().queues.ready == 4

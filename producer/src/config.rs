@@ -92,6 +92,11 @@ pub struct ProducerConfig {
     /// Messages a client address may send at once above its rate.
     #[arg(long, env = "IP_MESSAGE_BURST", default_value_t = 200)]
     pub ip_message_burst: u32,
+    /// At shutdown, senders' connections are closed (1001) spread evenly over this many seconds
+    /// instead of all at once, so their clients reconnect to other pods a few at a time; at most
+    /// half of SHUTDOWN_GRACE_SECS. 0 closes them all at once.
+    #[arg(long, env = "CLOSE_SPREAD_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub close_spread_secs: u64,
     /// Tokens, origins and connection limits.
     #[command(flatten)]
     pub auth: AuthOptions,
@@ -118,6 +123,11 @@ impl ProducerConfig {
         c.queue.rooms_start = rooms_start;
         c.queue.rooms_end = rooms_end;
         c
+    }
+
+    /// How long closes are spread over at shutdown: as asked, within half the grace period.
+    pub fn close_spread(&self) -> Duration {
+        Duration::from_secs(self.close_spread_secs.min(self.shutdown_grace_secs / 2))
     }
 
     /// Batch linger.

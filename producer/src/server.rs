@@ -47,6 +47,8 @@ pub struct Shared {
     batchers: Vec<mpsc::Sender<Pending>>,
     /// Rooms per queue: consecutive rooms share a batcher when they share a queue.
     rooms_per_queue: u32,
+    /// The key of the range's first queue.
+    first_key: RoomId,
     /// What publishing needs, for connections that publish in place.
     pub batch: Arc<BatchContext>,
     /// Whether connections publish what they read themselves (a queue in memory) rather than
@@ -65,7 +67,8 @@ impl Shared {
     /// The batcher of a room of the range (its queue's), for connections that do not publish
     /// in place.
     pub fn batcher(&self, room: RoomId) -> &mpsc::Sender<Pending> {
-        &self.batchers[((room - self.rooms.start()) / self.rooms_per_queue) as usize]
+        let key = self.batch.queues.naming().queue_key(room);
+        &self.batchers[((key - self.first_key) / self.rooms_per_queue) as usize]
     }
 }
 
@@ -92,6 +95,7 @@ impl Producer {
         let in_place = queues.publishes_in_place();
         let keys = queues.naming().queue_keys(rooms);
         let rooms_per_queue = queues.naming().layout().rooms_per_queue();
+        let first_key = queues.naming().queue_key(rooms.start());
         let batch = Arc::new(BatchContext {
             queues,
             policy: BatchPolicy {
@@ -113,7 +117,10 @@ impl Producer {
             .into_iter()
             .filter(|_| !in_place)
             .map(|key| {
-                let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
+                // A bucket's rooms share its batcher: more of them, more room to wait in.
+                let depth =
+                    BATCHER_QUEUE * (rooms_per_queue as usize).min(chatflow::queue::MAX_BATCH);
+                let (tx, rx) = mpsc::channel(depth);
                 batchers.spawn(batcher::run(key, batch.clone(), rx));
                 tx
             })
@@ -141,6 +148,7 @@ impl Producer {
                 life,
                 batchers: senders,
                 rooms_per_queue,
+                first_key,
                 batch,
                 in_place,
                 admission: Arc::new(Semaphore::new(max_connections)),
@@ -286,9 +294,13 @@ fn upgrade(
     };
     shared.metrics.connections.inc();
     let life = shared.life.clone();
-    life.spawn(async move {
+    let spread = shared.config.close_spread();
+    life.spawn_leaving(life.stopping(), spread, move |leave| async move {
         match fut.await {
-            Ok(ws) => connection::serve(ws, shared.clone(), target, Peer::new(ip, pass)).await,
+            Ok(ws) => {
+                let peer = Peer::new(ip, pass);
+                connection::serve(ws, shared.clone(), target, peer, leave).await
+            }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
         }
         shared.metrics.connections.dec();

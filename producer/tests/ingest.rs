@@ -433,7 +433,77 @@ async fn shutdown_answers_pending_messages_and_closes_with_1001(engine: Engine) 
     assert_eq!(drain(&queues, 1).await.len(), 5);
 }
 
+/// What one client saw after the stop: its replies, and when its close (and which) came.
+async fn watch(mut r: chatflow::ws::ClientReader) -> (usize, Option<u16>, std::time::Instant) {
+    let mut ok = 0;
+    loop {
+        match tokio::time::timeout(T, r.next()).await.unwrap() {
+            Ok(ClientEvent::Text(b)) => {
+                if matches!(serde_json::from_slice(&b), Ok(Reply::Ok(_))) {
+                    ok += 1;
+                }
+            }
+            Ok(ClientEvent::Closed(code, _)) => return (ok, code, std::time::Instant::now()),
+            other => panic!("expected replies then a close, got {other:?}"),
+        }
+    }
+}
+
+async fn shutdown_spreads_its_closes_and_serves_each_connection_until_its_turn(engine: Engine) {
+    const N: usize = 10;
+    let mut config = ProducerConfig::local(1, 1);
+    config.close_spread_secs = 2;
+    let (p, _queues) = producer_on(engine, config).await;
+    let addr = p.addr;
+    let mut writers = Vec::new();
+    let mut watchers = Vec::new();
+    for _ in 0..N {
+        let (r, w) = client(&p, "1").await;
+        writers.push(w);
+        watchers.push(tokio::spawn(watch(r)));
+    }
+    let stopping = tokio::spawn(p.shutdown());
+    // The stop has begun once the listener is gone.
+    tokio::time::timeout(T, async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the listener closes at the stop");
+    for (i, w) in writers.iter_mut().enumerate() {
+        let frame = message(1, "after the stop", Some(&format!("late-{i}")));
+        // The first turns may have come already: their sockets refuse the write.
+        if w.text(frame.as_bytes()).await.is_ok() {
+            let _ = w.flush().await;
+        }
+    }
+    let mut seen = Vec::new();
+    for watcher in watchers {
+        seen.push(watcher.await.unwrap());
+    }
+    stopping.await.unwrap();
+    assert!(
+        seen.iter().all(|(_, code, _)| *code == Some(1001)),
+        "{seen:?}"
+    );
+    let served: usize = seen.iter().map(|(ok, _, _)| ok).sum();
+    assert!(
+        served >= N - 2,
+        "connections whose turn had not come kept serving: {served} of {N} answered"
+    );
+    let first = seen.iter().map(|(_, _, at)| *at).min().unwrap();
+    let last = seen.iter().map(|(_, _, at)| *at).max().unwrap();
+    // Ten turns evenly over 2 s: the last comes 1.8 s after the first.
+    assert!(
+        last - first >= std::time::Duration::from_millis(1500),
+        "closes came within {:?} of each other",
+        last - first
+    );
+}
+
 on_both_engines!(
+    shutdown_spreads_its_closes_and_serves_each_connection_until_its_turn,
     a_valid_message_is_acked_and_queued_with_every_field,
     invalid_messages_get_the_right_error_code_and_reason,
     oversize_and_binary_frames_are_refused_and_the_server_keeps_serving,

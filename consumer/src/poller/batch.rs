@@ -53,8 +53,10 @@ pub async fn handle_batch(rooms: &QueueRooms, ctx: &PollContext, msgs: Vec<Recei
         }
         receipts.push(msg.receipt);
     }
-    for part in &parts {
-        m.queue_age(part.id, part.oldest);
+    // Every room of the queue, so a room absent from this receive does not keep an old age.
+    for (id, _) in &rooms.rooms {
+        let oldest = parts.iter().find(|p| p.id == *id).map_or(0.0, |p| p.oldest);
+        m.queue_age(*id, oldest);
     }
     if let Some(store) = &ctx.store {
         // A bucket's receive can carry many rooms: their appends go out together.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chatflow::queue::{MAX_BATCH, SharedQueues};
 use chatflow::retry::Backoff;
 use chatflow::rooms::RoomId;
-use futures::future::select_all;
+use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -55,15 +55,16 @@ impl QueueRooms {
         if let [(only, room)] = self.rooms.as_slice() {
             return Some((*only, room));
         }
-        self.rooms
-            .iter()
-            .find(|(room_id, _)| *room_id == id)
-            .map(|(id, room)| (*id, room.as_ref()))
+        // The rooms are consecutive from the first: the id is the index.
+        let first = self.rooms.first()?.0;
+        let (found, room) = self.rooms.get(id.checked_sub(first)? as usize)?;
+        (*found == id).then_some((*found, room.as_ref()))
     }
 
-    /// Returns once one of the queue's rooms has a subscriber.
+    /// Returns once every room of the queue has a subscriber: a bucket's backlog goes to all
+    /// its rooms at once, and a room whose subscribers are not back yet would lose its part.
     async fn audience(&self) {
-        select_all(self.rooms.iter().map(|(_, room)| Box::pin(room.audience()))).await;
+        join_all(self.rooms.iter().map(|(_, room)| room.audience())).await;
     }
 }
 

@@ -35,6 +35,11 @@ pub struct EdgeConfig {
     /// it is closed.
     #[arg(long, env = "EDGE_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub edge_idle_timeout_secs: u64,
+    /// At shutdown, local subscribers are closed (1001) spread evenly over this many seconds
+    /// instead of all at once, so they resume elsewhere a few at a time; keep it well under the
+    /// shutdown grace period. 0 closes them all at once.
+    #[arg(long, env = "EDGE_CLOSE_SPREAD_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub edge_close_spread_secs: u64,
 }
 
 impl Default for EdgeConfig {
@@ -47,6 +52,7 @@ impl Default for EdgeConfig {
             edge_history_size: 1000,
             edge_max_subscribers: 50_000,
             edge_idle_timeout_secs: 30,
+            edge_close_spread_secs: 0,
         }
     }
 }

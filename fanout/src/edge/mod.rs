@@ -173,9 +173,28 @@ impl Edge {
             .len()
     }
 
+    /// When local subscribers go: spread, by turns from the stop on, while their rooms are still
+    /// relayed, so none waits in a silent room; otherwise all at the close.
+    fn departure(&self) -> (CancellationToken, Duration) {
+        let spread = Duration::from_secs(self.shared.config.edge_close_spread_secs);
+        let life = &self.shared.life;
+        let trigger = if spread.is_zero() {
+            life.closing()
+        } else {
+            life.stopping()
+        };
+        (trigger.clone(), spread)
+    }
+
     /// After the stop began: ends the upstream subscriptions, lets local subscribers take what they
     /// were handed, then closes them (1001) so they resume on another edge.
     pub async fn drain(self) {
+        let spread = Duration::from_secs(self.shared.config.edge_close_spread_secs);
+        if !spread.is_zero() {
+            // Subscribers leave by turns from the stop on: their rooms stay relayed until the
+            // last turn came.
+            self.shared.life.finish(spread + DRAIN_GRACE).await;
+        }
         self.shared.relaying.cancel();
         self.shared.upstreams.close();
         let _ = tokio::time::timeout(DRAIN_GRACE, self.shared.upstreams.wait()).await;
@@ -268,7 +287,8 @@ impl Edge {
         };
         let membership = Membership::join(hub.0.room.clone(), &opts);
         shared.metrics.subscribers.inc();
-        self.shared.life.spawn(async move {
+        let (trigger, spread) = self.departure();
+        self.shared.life.spawn_leaving(&trigger, spread, move |leave| async move {
             if let Ok(ws) = fut.await {
                 subscriber::serve(
                     ws,
@@ -278,7 +298,7 @@ impl Edge {
                         resumed: &shared.metrics.resumes,
                         partial: &shared.metrics.resumes_partial,
                     },
-                    shared.life.closing().clone(),
+                    leave,
                 )
                 .await;
             }

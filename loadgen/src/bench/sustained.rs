@@ -56,8 +56,8 @@ pub struct Options {
     /// counts as latency.
     #[arg(long, default_value_t = 2048)]
     pub window: usize,
-    /// Queues the rooms are laid onto (consecutive rooms sharing one, each its own message
-    /// group); 0 gives every room its own queue.
+    /// Queues the rooms are laid onto (consecutive rooms sharing one queue and message group);
+    /// 0 gives every room its own queue.
     #[arg(long, default_value_t = 0)]
     pub buckets: u32,
     /// How long the producer's batch waits for more messages, in microseconds (its

@@ -97,25 +97,22 @@ pub fn queue_owner(crs: &ChatRoomSet) -> String {
     format!("{}/{}", crs.namespace().unwrap_or_default(), crs.name_any())
 }
 
-/// How the set's rooms are laid onto queues: `buckets` queues of ceil(rooms / buckets)
-/// consecutive rooms each, counted from the set's first room.
+/// How the set's rooms are laid onto queues: a queue per room, or blocks of `roomsPerBucket`
+/// consecutive rooms counted from the set's first room. The bucket size is the spec's, not
+/// derived from the room count, so growing the set adds buckets and moves no room.
 pub fn queue_layout(crs: &ChatRoomSet) -> Result<Layout, String> {
-    let spec = &crs.spec;
-    match spec.queues.layout {
-        QueueLayout::PerRoom => Ok(Layout::PerRoom),
-        QueueLayout::Buckets => {
-            let rooms = RoomRange::new(spec.rooms.start, spec.rooms.end)
-                .map_err(|e| format!("spec.rooms: {e}"))?;
-            match spec.queues.buckets {
-                Some(n) if n >= 1 && n as usize <= rooms.len() => {
-                    Ok(Layout::with_bucket_rooms((rooms.len() as u32).div_ceil(n)))
-                }
-                Some(n) => Err(format!(
-                    "spec.queues.buckets is {n}; with layout buckets it is 1 to the number of rooms ({})",
-                    rooms.len()
-                )),
-                None => Err("spec.queues.layout buckets needs spec.queues.buckets".into()),
-            }
+    let q = &crs.spec.queues;
+    match (q.layout, q.rooms_per_bucket) {
+        (QueueLayout::PerRoom, None) => Ok(Layout::PerRoom),
+        (QueueLayout::PerRoom, Some(_)) => Err(
+            "spec.queues.roomsPerBucket applies to layout buckets; set spec.queues.layout: buckets or leave it out".into(),
+        ),
+        (QueueLayout::Buckets, Some(k)) if k >= 2 => Ok(Layout::Buckets { rooms: k }),
+        (QueueLayout::Buckets, Some(k)) => Err(format!(
+            "spec.queues.roomsPerBucket is {k}; a bucket holds at least 2 rooms (layout perRoom gives each room its own queue)"
+        )),
+        (QueueLayout::Buckets, None) => {
+            Err("spec.queues.layout buckets needs spec.queues.roomsPerBucket".into())
         }
     }
 }
@@ -144,14 +141,19 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     }
     // A shard owns whole buckets: a bucket's rooms are one queue, which one poller reads.
     let per_queue = layout.rooms_per_queue();
-    let ranges = rooms
-        .shards(spec.consumer.rooms_per_shard.div_ceil(per_queue) * per_queue)
-        .map_err(|e| e.to_string())?;
+    // Clamped to the set first: a huge roomsPerShard must not overflow when rounded up.
+    let per_shard = spec
+        .consumer
+        .rooms_per_shard
+        .min(rooms.len() as u32)
+        .div_ceil(per_queue)
+        .saturating_mul(per_queue);
+    let ranges = rooms.shards(per_shard).map_err(|e| e.to_string())?;
     if ranges.len() > MAX_SHARDS {
         return Err(format!(
             "{} rooms in shards of {} make {} shards; at most {MAX_SHARDS}: raise spec.consumer.roomsPerShard",
             rooms.len(),
-            spec.consumer.rooms_per_shard,
+            per_shard,
             ranges.len()
         ));
     }

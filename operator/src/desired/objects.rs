@@ -77,6 +77,9 @@ fn common_env(crs: &ChatRoomSet, loc: &QueueLocation, rooms: RoomRange) -> Vec<E
     v
 }
 
+/// Seconds over which a stopping producer pod closes its senders, then its edge subscribers.
+const CLOSE_SPREAD_SECS: u64 = 5;
+
 /// Seconds the services' drain may take unless the spec's env sets SHUTDOWN_GRACE_SECS.
 const DEFAULT_DRAIN_SECS: i64 = 20;
 
@@ -322,6 +325,11 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
         "EDGE_ROUTING_FILE",
         format!("{ROUTING_DIR}/routing.json"),
     ));
+    // A rollout replaces every producer pod: spread each pod's closes, so its senders and
+    // subscribers reconnect to the others a few at a time, not in one storm.
+    for spread in ["CLOSE_SPREAD_SECS", "EDGE_CLOSE_SPREAD_SECS"] {
+        env.push(self::env(spread, CLOSE_SPREAD_SECS.to_string()));
+    }
     let (auth_env, auth_mounts, auth_volumes) = auth::producer_parts(crs.spec.auth.as_ref());
     env.extend(auth_env);
     let env = with_spec_env(env, &p.env);

@@ -449,16 +449,16 @@ fn producer_pods_read_the_routing_table_the_edge_follows() {
     );
 }
 
-fn bucketed(end: u32, buckets: u32, per_shard: u32) -> ChatRoomSet {
+fn bucketed(end: u32, rooms_per_bucket: u32, per_shard: u32) -> ChatRoomSet {
     let mut crs = sample("demo", 1, end, per_shard);
     crs.spec.queues.layout = crate::crd::QueueLayout::Buckets;
-    crs.spec.queues.buckets = Some(buckets);
+    crs.spec.queues.rooms_per_bucket = Some(rooms_per_bucket);
     crs
 }
 
 #[test]
 fn buckets_lay_rooms_on_fewer_queues_and_shards_own_whole_buckets() {
-    let crs = bucketed(20, 4, 3);
+    let crs = bucketed(20, 5, 3);
     let p = plan(&crs).unwrap();
     assert_eq!(p.queues, [1, 6, 11, 16]);
     assert_eq!(p.naming.queue_name(7).unwrap(), "chat_demo_rooms-6-10.fifo");
@@ -476,19 +476,48 @@ fn buckets_lay_rooms_on_fewer_queues_and_shards_own_whole_buckets() {
 }
 
 #[test]
-fn bucket_counts_outside_the_rooms_are_explained() {
-    for (buckets, says) in [(0, "1 to the number of rooms (20)"), (21, "is 21")] {
-        let e = plan(&bucketed(20, buckets, 5)).unwrap_err();
-        assert!(e.contains(says), "{e}");
+fn growing_a_bucketed_set_adds_buckets_and_moves_no_room() {
+    let before = plan(&bucketed(20, 5, 5)).unwrap();
+    let after = plan(&bucketed(24, 5, 5)).unwrap();
+    assert_eq!(after.queues, [1, 6, 11, 16, 21]);
+    for room in 1..=20 {
+        assert_eq!(
+            before.naming.queue_name(room).unwrap(),
+            after.naming.queue_name(room).unwrap()
+        );
     }
+    // A huge roomsPerShard is one shard, not an overflow.
+    assert_eq!(plan(&bucketed(20, 5, u32::MAX)).unwrap().shards.len(), 1);
+}
+
+#[test]
+fn bucket_settings_that_do_not_fit_are_explained() {
+    let e = plan(&bucketed(20, 1, 5)).unwrap_err();
+    assert!(e.contains("at least 2 rooms"), "{e}");
     let mut missing = bucketed(20, 4, 5);
-    missing.spec.queues.buckets = None;
+    missing.spec.queues.rooms_per_bucket = None;
     assert!(
         plan(&missing)
             .unwrap_err()
-            .contains("needs spec.queues.buckets")
+            .contains("needs spec.queues.roomsPerBucket")
     );
-    // As many buckets as rooms is a queue per room.
-    let p = plan(&bucketed(20, 20, 5)).unwrap();
-    assert_eq!(p.naming.queue_name(3).unwrap(), "chat_demo_room-3.fifo");
+    let mut per_room = sample("demo", 1, 20, 5);
+    per_room.spec.queues.rooms_per_bucket = Some(4);
+    assert!(
+        plan(&per_room)
+            .unwrap_err()
+            .contains("applies to layout buckets")
+    );
+}
+
+#[test]
+fn producer_pods_spread_their_closes_at_shutdown() {
+    let env = producer_env(&sample("demo", 1, 20, 5));
+    assert_eq!(env["CLOSE_SPREAD_SECS"], "5");
+    assert_eq!(env["EDGE_CLOSE_SPREAD_SECS"], "5");
+    assert!(
+        !first_shard_env(&sample("demo", 1, 20, 5))
+            .iter()
+            .any(|e| e.name.contains("CLOSE_SPREAD"))
+    );
 }

@@ -56,6 +56,7 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     target: Target,
     peer: Peer,
+    leave: CancellationToken,
 ) {
     let cfg = &shared.config;
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
@@ -65,8 +66,9 @@ pub(super) async fn serve(
     let mut conn = Conn {
         taken: Taken::new(&shared, &target, &peer),
         sink,
-        // Its own token, so waiting on it registers with no lock shared by other connections.
-        stop: shared.life.stopping().child_token(),
+        // Its own token (its turn to go), so waiting on it registers with no lock shared by
+        // other connections.
+        stop: leave,
         deadline: Box::pin(Deadline::sleep(peer.pass.deadline())),
         liveness: Liveness::new(idle),
         ticker,

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 use chatflow::auth::Pass;
@@ -98,11 +99,12 @@ pub async fn serve(
     shared: Arc<Shared>,
     target: Target,
     peer: Peer,
+    leave: CancellationToken,
 ) {
     if shared.in_place {
-        in_place::serve(ws, shared, target, peer).await
+        in_place::serve(ws, shared, target, peer, leave).await
     } else {
-        relayed::serve(ws, shared, target, peer).await
+        relayed::serve(ws, shared, target, peer, leave).await
     }
 }
 

@@ -35,11 +35,11 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     target: Target,
     peer: Peer,
+    stop_reading: CancellationToken,
 ) {
     let cfg = &shared.config;
     let (mut reader, sink) = ws::split_server(ws, cfg.max_frame_bytes as usize);
     let (tx, rx) = mpsc::channel::<Out>(cfg.max_unacked as usize);
-    let stop_reading = shared.life.stopping().child_token();
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let liveness = Liveness::new(idle);
     let writer = tokio::spawn(write_loop(
