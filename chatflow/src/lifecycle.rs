@@ -106,7 +106,9 @@ impl Lifecycle {
         }
         let leave = CancellationToken::new();
         let conn = task(leave.clone());
-        let (trigger, closing) = (trigger.clone(), self.closing.clone());
+        // Child tokens: each connection waits on its own, with no lock shared by every
+        // connection polled at each of its wake-ups.
+        let (trigger, closing) = (trigger.child_token(), self.closing.child_token());
         let (turns, open) = (self.turns.clone(), self.connections.clone());
         self.connections.spawn(async move {
             let pace = async move {

@@ -288,24 +288,26 @@ impl Edge {
         let membership = Membership::join(hub.0.room.clone(), &opts);
         shared.metrics.subscribers.inc();
         let (trigger, spread) = self.departure();
-        self.shared.life.spawn_leaving(&trigger, spread, move |leave| async move {
-            if let Ok(ws) = fut.await {
-                subscriber::serve(
-                    ws,
-                    membership,
-                    opts,
-                    ResumeCounters {
-                        resumed: &shared.metrics.resumes,
-                        partial: &shared.metrics.resumes_partial,
-                    },
-                    leave,
-                )
-                .await;
-            }
-            shared.metrics.subscribers.dec();
-            drop(hub);
-            drop((permit, pass));
-        });
+        self.shared
+            .life
+            .spawn_leaving(&trigger, spread, move |leave| async move {
+                if let Ok(ws) = fut.await {
+                    subscriber::serve(
+                        ws,
+                        membership,
+                        opts,
+                        ResumeCounters {
+                            resumed: &shared.metrics.resumes,
+                            partial: &shared.metrics.resumes_partial,
+                        },
+                        leave,
+                    )
+                    .await;
+                }
+                shared.metrics.subscribers.dec();
+                drop(hub);
+                drop((permit, pass));
+            });
         resp
     }
 }
