@@ -423,9 +423,13 @@ if [[ "$mode" == --current && -n "$history_secret_name" ]]; then
     k -n "$set_ns" get deploy "$late_shard" >/dev/null || die "no shard Deployment $late_shard for room $late_room"
     # The first subscriber on one edge pod, the resume on another, whose relay never held the room:
     # only the shard, restarted meanwhile, can answer it, from the store.
-    read -r edge_ip other_edge_ip < <(k -n "$set_ns" get pods -l "$producers" \
-        --field-selector=status.phase=Running -o jsonpath='{.items[*].status.podIP}') || true
-    [[ -n "$edge_ip" && -n "${other_edge_ip:-}" ]] || die "the late resume needs two running producer pods"
+    # Producer pods of an earlier step's rollout may still be draining: only serving ones count.
+    serving_deadline=$((SECONDS + timeout))
+    until mapfile -t serving < <(serving_ips "$producers") && ((${#serving[@]} >= 2)); do
+        ((SECONDS < serving_deadline)) || die "the late resume needs two serving producer pods"
+        sleep 1
+    done
+    edge_ip="${serving[0]}" other_edge_ip="${serving[1]}"
     late_args=(late-resume --room "$late_room" --messages 200 --wait-secs 60
         --ingest-url "ws://$edge_ip:8080/chat/{roomId}" --subscribe-url "ws://$edge_ip:8080/subscribe/{roomId}"
         --resume-url "ws://$other_edge_ip:8080/subscribe/{roomId}")

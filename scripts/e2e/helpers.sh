@@ -192,6 +192,14 @@ first_pod() {
         awk '$2 == "" && !found { print $1; found = 1 }'
 }
 
+# IPs of the running pods matching label selector $1 that are not being deleted: a pod rolled
+# away or deleted by an earlier step stays listed, and Running, while it drains its clients.
+serving_ips() {
+    k -n "$set_ns" get pods -l "$1" --field-selector=status.phase=Running \
+        -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"|"}{.status.podIP}{"\n"}{end}' |
+        awk -F'|' '$1 == "" && $2 != "" { print $2 }'
+}
+
 # Waits until Job $1's pod is Ready (sending).
 wait_loadgen_pod() {
     local job="$1" deadline=$((SECONDS + timeout))
@@ -212,14 +220,16 @@ generations() {
 # Sums metric $2 (a series without labels) over the pods matching selector $1, one line per pod
 # ("pod value") and then "total N".
 pods_metric() {
-    local selector="$1" metric="$2" pod ip value total=0
-    while read -r pod ip; do
+    local selector="$1" metric="$2" pod ip deleting value total=0
+    while read -r pod ip deleting; do
+        # A pod that drains after an earlier step serves nobody new.
+        [[ -z "$deleting" ]] || continue
         value="$(curl -fsS --max-time 5 "http://$ip:9090/metrics" |
             awk -v m="$metric" '$1 == m { print $2 }')"
         value="${value%.*}"
         echo "$pod ${value:-0}"
         total=$((total + ${value:-0}))
     done < <(k -n "$set_ns" get pods -l "$selector" --field-selector=status.phase=Running \
-        -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
+        -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}')
     echo "total $total"
 }
