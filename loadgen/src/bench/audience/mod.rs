@@ -240,6 +240,21 @@ impl AsyncSend for QueueSend {
     }
 }
 
+/// An edge relaying room 1 from the shard at `upstream` (a subscribe URL template).
+async fn start_edge(upstream: &str) -> anyhow::Result<chatflow::service::ServiceHandle> {
+    let config = EdgeConfig {
+        // The whole audience may be on one edge.
+        edge_max_subscribers: 1_000_000,
+        ..EdgeConfig::default()
+    };
+    Ok(edge::start_on(
+        TcpListener::bind("127.0.0.1:0").await?,
+        config,
+        Routes::Template(upstream.to_owned()),
+        RoomRange::new(1, 1)?,
+    )?)
+}
+
 /// Edges relaying room 1 from one consumer over the embedded queue.
 struct Relayed {
     queues: SharedQueues,
@@ -258,17 +273,7 @@ impl Relayed {
         let mut relays = Vec::new();
         let mut urls = Vec::new();
         for _ in 0..edges.max(1) {
-            let config = EdgeConfig {
-                // The whole audience may be on one edge.
-                edge_max_subscribers: 1_000_000,
-                ..EdgeConfig::default()
-            };
-            let e = edge::start_on(
-                TcpListener::bind("127.0.0.1:0").await?,
-                config,
-                Routes::Template(shard.clone()),
-                RoomRange::new(1, 1)?,
-            )?;
+            let e = start_edge(&shard).await?;
             urls.push(format!("ws://{}/subscribe/1", e.addr));
             relays.push(e);
         }

@@ -13,22 +13,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use chatflow::queue::{QueueAttributes, SharedQueues};
-use chatflow::rooms::RoomRange;
 use chatflow::ws::{ClientEvent, ClientReader};
 use chatflow_consumer::ConsumerConfig;
-use chatflow_fanout::edge::routes::Routes;
-use chatflow_fanout::edge::{self, EdgeConfig};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     AsyncSend, Clock, Measured, Options, QueueSend, RawSend, Relayed, baseline, connect,
-    memory_figures, print, raise_open_files, settle, verdict,
+    memory_figures, print, raise_open_files, settle, start_edge, verdict,
 };
 use crate::stats::Recorder;
 
@@ -94,16 +90,7 @@ pub async fn worker(o: WorkerOptions) -> anyhow::Result<()> {
                 urls.push(format!("ws://{addr}/raw"));
             }
             Mode::Edge => {
-                let config = EdgeConfig {
-                    edge_max_subscribers: 1_000_000,
-                    ..EdgeConfig::default()
-                };
-                let e = edge::start_on(
-                    TcpListener::bind("127.0.0.1:0").await?,
-                    config,
-                    Routes::Template(o.upstream.clone()),
-                    RoomRange::new(1, 1)?,
-                )?;
+                let e = start_edge(&o.upstream).await?;
                 urls.push(format!("ws://{}/subscribe/1", e.addr));
                 edges.push(e);
             }
