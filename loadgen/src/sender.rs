@@ -353,12 +353,43 @@ impl Sending {
     }
 }
 
-/// Sends everything `source` yields; returns one record per message.
+/// A sender whose connection is open and whose messages have not started.
+pub struct Connected {
+    spec: SenderSpec,
+    conn: Conn,
+}
+
+/// Opens a sender's connection.
+pub async fn connect(spec: SenderSpec) -> Result<Connected, ConnectError> {
+    let conn = open(&spec).await?;
+    Ok(Connected { spec, conn })
+}
+
+impl Connected {
+    /// Sets when each message is meant to go out (open loop), once every connection is open.
+    pub fn schedule(&mut self, schedule: Schedule) {
+        self.spec.schedule = Some(schedule);
+    }
+
+    /// Sends everything `source` yields; returns one record per message.
+    pub async fn run(self, source: mpsc::Receiver<Outgoing>) -> Vec<SendRecord> {
+        send_all(self.spec, self.conn, source).await
+    }
+}
+
+/// Connects, then sends everything `source` yields; returns one record per message.
 pub async fn run(
     spec: SenderSpec,
     source: mpsc::Receiver<Outgoing>,
 ) -> Result<Vec<SendRecord>, ConnectError> {
-    let conn = open(&spec).await?;
+    Ok(connect(spec).await?.run(source).await)
+}
+
+async fn send_all(
+    spec: SenderSpec,
+    conn: Conn,
+    source: mpsc::Receiver<Outgoing>,
+) -> Vec<SendRecord> {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Flight>();
     let schedule = spec.schedule;
     let mut s = Sending::new(spec, conn, retry_tx);
@@ -381,7 +412,7 @@ pub async fn run(
                 Some(bytes) => s.on_reply(&bytes),
                 None => {
                     if !s.reconnect(&mut source).await {
-                        return Ok(s.records);
+                        return s.records;
                     }
                     sent = !s.inflight.is_empty();
                 }
@@ -424,7 +455,7 @@ pub async fn run(
             let _ = s.conn.writer.flush().await;
         }
     }
-    Ok(s.records)
+    s.records
 }
 
 /// Errors a client tries again after a pause: the queue service failing, or its own rate.

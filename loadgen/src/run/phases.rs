@@ -14,8 +14,8 @@ use super::{CONNECT_TIMEOUT, Run, RunError, fill};
 use crate::sender::{self, Schedule, SendRecord, SenderSpec};
 use crate::workload;
 
-/// Open loop: the first message is due this long after the phase starts, so connecting is not
-/// charged to it.
+/// Open loop: the first message is due this long after every connection is open, so starting the
+/// senders' tasks is not charged to it.
 const OPEN_LOOP_LEAD: Duration = Duration::from_millis(200);
 
 /// Sender ids of the warm-up connections start here, apart from the measured ones.
@@ -65,12 +65,25 @@ pub(super) async fn warm_up(run: &Run<'_>) -> Result<(Vec<SendRecord>, u64), Run
 }
 
 /// The measured phase: one generator feeding bounded per-connection channels (closed loop), or
-/// one per connection (open loop). Sequence numbers continue after `last_seq`.
+/// one per connection (open loop). Every connection is open before the first message is due, so
+/// no message is charged for connecting. Sequence numbers continue after `last_seq`.
 pub(super) async fn measured(run: &Run<'_>, last_seq: u64) -> Result<Measured, RunError> {
     let w = run.workload;
     let rooms = w.rooms;
     let per_room = w.connections_per_room.max(1);
     let senders = (rooms.len() * per_room) as u64;
+    let slots: Vec<(RoomId, u64)> = rooms
+        .iter()
+        .flat_map(|room| std::iter::repeat_n(room, per_room))
+        .zip(0..)
+        .collect();
+    let connected = futures::future::try_join_all(
+        slots
+            .iter()
+            .map(|&(room, id)| sender::connect(spec(run, room, id as u32, None))),
+    )
+    .await
+    .map_err(|e| RunError::Sender(e.to_string()))?;
     let start_us = run.t0.elapsed().as_micros() as u64
         + if w.rate.is_some() {
             OPEN_LOOP_LEAD.as_micros() as u64
@@ -81,34 +94,29 @@ pub(super) async fn measured(run: &Run<'_>, last_seq: u64) -> Result<Measured, R
     let mut txs: HashMap<RoomId, Vec<mpsc::Sender<workload::Outgoing>>> = HashMap::new();
     let mut tasks = Vec::new();
     let mut generators = Vec::new();
-    for (i, room) in rooms.iter().enumerate() {
-        for k in 0..per_room {
-            let id = (i * per_room + k) as u64;
-            let schedule = w.rate.map(|rate| Schedule {
+    for (&(room, id), mut sender) in slots.iter().zip(connected) {
+        let (tx, rx) = mpsc::channel(w.window * 4);
+        if let Some(rate) = w.rate {
+            let schedule = Schedule {
                 start_us,
                 rate,
                 senders,
                 index: id,
-            });
-            let (tx, rx) = mpsc::channel(w.window * 4);
-            if let Some(schedule) = schedule {
-                generators.push(tokio::spawn(generate_for(
-                    run.id.clone(),
-                    last_seq + 1,
-                    w.messages,
-                    schedule,
-                    room,
-                    w.seed ^ 0x5eed ^ id.rotate_left(32),
-                    tx,
-                )));
-            } else {
-                txs.entry(room).or_default().push(tx);
-            }
-            tasks.push(tokio::spawn(sender::run(
-                spec(run, room, id as u32, schedule),
-                rx,
+            };
+            sender.schedule(schedule);
+            generators.push(tokio::spawn(generate_for(
+                run.id.clone(),
+                last_seq + 1,
+                w.messages,
+                schedule,
+                room,
+                w.seed ^ 0x5eed ^ id.rotate_left(32),
+                tx,
             )));
+        } else {
+            txs.entry(room).or_default().push(tx);
         }
+        tasks.push(tokio::spawn(async move { Ok(sender.run(rx).await) }));
     }
     let generator = w.rate.is_none().then(|| {
         tokio::spawn(generate_closed(
