@@ -79,7 +79,7 @@ while IFS= read -r line || [[ -n "$line" ]]; do
 done <scripts/e2e.env
 for key in E2E_SET_NAME E2E_ROOMS E2E_MESSAGES E2E_LOAD_MESSAGES E2E_CONNECTIONS_PER_ROOM \
     E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD E2E_FAULT_MESSAGES \
-    E2E_FAULT_RATE E2E_PRODUCER_FAULT_MESSAGES E2E_EDGE_SUBSCRIBERS_PER_ROOM; do
+    E2E_FAULT_RATE E2E_DRAIN_MESSAGES E2E_PRODUCER_FAULT_MESSAGES E2E_EDGE_SUBSCRIBERS_PER_ROOM; do
     [[ -n "${!key:-}" ]] || die "$key is not set in scripts/e2e.env"
     printf '  %s=%s\n' "$key" "${!key}"
 done
@@ -550,12 +550,12 @@ k -n "$set_ns" delete crs "$set_name" --wait=true --timeout="${timeout}s"
 owned="app.kubernetes.io/instance=$set_name,app.kubernetes.io/managed-by=chatflow-operator"
 deadline=$((SECONDS + timeout))
 while :; do
-    left="$(k -n "$set_ns" get deploy,rs,svc,cm,networkpolicy,pods -l "$owned" -o name)"
+    left="$(k -n "$set_ns" get deploy,rs,svc,cm,networkpolicy,pdb,pods -l "$owned" -o name)"
     [[ -z "$left" ]] && break
     ((SECONDS < deadline)) || die "left behind after deleting the set: $left"
     sleep 2
 done
-echo "  no Deployments, ReplicaSets, Services, ConfigMaps, NetworkPolicies or pods of $set_name remain"
+echo "  no Deployments, ReplicaSets, Services, ConfigMaps, NetworkPolicies, PodDisruptionBudgets or pods of $set_name remain"
 queues_left="$(list_queues)"
 [[ -z "$queues_left" ]] || die "queues left under deletionPolicy Delete: $queues_left"
 echo "  no queues named $queue_prefix* remain"

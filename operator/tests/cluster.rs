@@ -10,10 +10,11 @@ use std::time::Duration;
 use chatflow::queue::QueueError;
 use chatflow_operator::ChatRoomSet;
 use chatflow_operator::desired::restricted;
+use chatflow_operator::reconcile::budgets::BudgetApi;
 use chatflow_testkit::Proxy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::*;
@@ -107,13 +108,45 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
         },
     )
     .await;
+    // A drain takes one producer pod and one shard at a time, and never waits forever on a pod
+    // that is not Ready. (The e2e evicts Ready pods under load.)
+    let budget_api = BudgetApi::detect(&client).await.unwrap();
+    let budgets: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &budget_api.resource());
+    for (name, component, pods) in [
+        ("demo-producer", "producer", 2),
+        ("demo-shards", "consumer", 4),
+    ] {
+        let budget = wait(
+            &format!("{name} counting its {pods} pods"),
+            Duration::from_secs(60),
+            || async {
+                let b = budgets.get(name).await.ok()?;
+                let status = b.data.get("status")?;
+                (status["observedGeneration"].as_i64() == b.metadata.generation
+                    && status["expectedPods"] == pods)
+                    .then_some(b)
+            },
+        )
+        .await;
+        let spec = &budget.data["spec"];
+        assert_eq!(spec["maxUnavailable"], 1, "{name}");
+        assert!(spec.get("minAvailable").is_none(), "{name}");
+        if budget_api == BudgetApi::V1 {
+            assert_eq!(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow", "{name}");
+        }
+        let labels = &spec["selector"]["matchLabels"];
+        assert_eq!(labels["app.kubernetes.io/instance"], "demo", "{name}");
+        assert_eq!(labels["app.kubernetes.io/component"], component, "{name}");
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
     let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let routing = cm.get("demo-routing").await.unwrap();
     assert!(routing.data.unwrap()["routing.json"].contains("demo-consumer-16-20"));
 
     // The pods the apiserver admitted from the operator's Deployments (their images are not
     // on the node; the specs are what counts) meet the restricted profile.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let admitted = wait("the set's pods", Duration::from_secs(60), || async {
         let list = pods.list(&ListParams::default()).await.ok()?;
         (list.items.len() >= 6).then_some(list.items)

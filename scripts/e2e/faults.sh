@@ -1,15 +1,29 @@
 # shellcheck shell=bash
-# The end-to-end run's faults under a steady load: a consumer pod deleted; with --current a
+# The end-to-end run's faults under a steady load: two consumer pods evicted; with --current a
 # consumer container SIGKILLed, LocalStack frozen, and LocalStack cut off until the breaker alert
-# is pending; then a producer pod deleted, the producers rolled and the operator's leader deleted.
+# is pending; then a producer pod evicted, the producers rolled and the operator's leader deleted.
 # Each load run is checked for loss, duplicates and reordering. Sourced by scripts/e2e.sh.
 
-step "a consumer shard's pod deleted under load ($E2E_FAULT_RATE msg/s): subscribers resume on the new pod from the history store, nothing lost"
-fault_job=chatflow-loadgen-e2e-shard-pod-deleted
-start_steady_load "$fault_job" "$E2E_FAULT_MESSAGES"
-victim="$(first_pod "$consumers")"
-echo "  deleting pod/$victim"
-k -n "$set_ns" delete pod "$victim" --wait=false
+step "two consumer shards' pods evicted under load ($E2E_FAULT_RATE msg/s), as a node drain does: the budget lets one go at a time, subscribers resume on the new pods from the history store, nothing lost"
+read -r max_unavailable expected_pods unhealthy_policy < <(k -n "$set_ns" get pdb "$set_name-shards" \
+    -o jsonpath='{.spec.maxUnavailable} {.status.expectedPods} {.spec.unhealthyPodEvictionPolicy}{"\n"}')
+shard_count="$(k -n "$set_ns" get deploy -l "$consumers" -o name | wc -l)"
+[[ "$max_unavailable $expected_pods" == "1 $shard_count" ]] ||
+    die "pdb/$set_name-shards: maxUnavailable $max_unavailable, expectedPods $expected_pods for $shard_count shards"
+# policy/v1 (Kubernetes 1.21 on) lets a pod that is not Ready go whatever the budget says.
+[[ "$(eviction_api)" != policy/v1 || "$unhealthy_policy" == AlwaysAllow ]] ||
+    die "pdb/$set_name-shards: unhealthyPodEvictionPolicy '$unhealthy_policy'"
+echo "  pdb/$set_name-shards: maxUnavailable 1 over $expected_pods shards ${unhealthy_policy:+(unhealthy pods: $unhealthy_policy)}"
+fault_job=chatflow-loadgen-e2e-shards-evicted
+start_steady_load "$fault_job" "$E2E_DRAIN_MESSAGES"
+mapfile -t victims < <(first_pods "$consumers" 2)
+((${#victims[@]} == 2)) || die "fewer than two consumer pods that are not being deleted"
+echo "  evicting pod/${victims[0]}"
+evict "${victims[0]}" || die "the budget refused the first eviction with every shard Ready"
+# The first shard's replacement is not Ready yet: a drain must wait for it.
+! evict "${victims[1]}" || die "the budget let a second shard go while the first was away"
+echo "  pod/${victims[1]} refused while pod/${victims[0]}'s replacement starts"
+evict_when_allowed "${victims[1]}"
 assert_loadgen_clean "$fault_job"
 assert_resumes_recovered "$fault_job"
 
@@ -93,12 +107,12 @@ else
 fi
 
 
-step "producer and operator faults under load ($E2E_FAULT_RATE msg/s): a producer pod deleted, the producers rolled to a new tag, the operator's leader deleted"
+step "producer and operator faults under load ($E2E_FAULT_RATE msg/s): a producer pod evicted, the producers rolled to a new tag, the operator's leader deleted"
 fault_job=chatflow-loadgen-e2e-producer-faults
 start_steady_load "$fault_job" "$E2E_PRODUCER_FAULT_MESSAGES"
 victim="$(first_pod "$producers")"
-echo "  deleting pod/$victim, one of $(k -n "$set_ns" get pods -l "$producers" -o name | wc -l) producers"
-k -n "$set_ns" delete pod "$victim" --wait=false
+echo "  evicting pod/$victim, one of $(k -n "$set_ns" get pods -l "$producers" -o name | wc -l) producers"
+evict_when_allowed "$victim"
 sleep 5
 # The same build under another tag: the producers roll as they would for a release.
 roll_image="chatflow/producer:$tag-rolled"

@@ -187,9 +187,14 @@ start_steady_load() {
 # The first pod matching label selector $1 in the set's namespace that is not being deleted: a
 # pod deleted by an earlier fault stays listed while it drains, with its container already gone.
 first_pod() {
+    first_pods "$1" 1
+}
+
+# The first $2 pods matching label selector $1 that are not being deleted, one per line.
+first_pods() {
     k -n "$set_ns" get pods -l "$1" \
         -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
-        awk '$2 == "" && !found { print $1; found = 1 }'
+        awk -v n="$2" '$2 == "" && found < n { print $1; found++ }'
 }
 
 # IPs of the running pods matching label selector $1 that are not being deleted: a pod rolled
@@ -232,4 +237,34 @@ pods_metric() {
     done < <(k -n "$set_ns" get pods -l "$selector" --field-selector=status.phase=Running \
         -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}')
     echo "total $total"
+}
+
+# The policy API version the cluster serves: policy/v1 (1.22 on), else policy/v1beta1.
+eviction_api() {
+    if k api-versions | grep -qx policy/v1; then echo policy/v1; else echo policy/v1beta1; fi
+}
+
+# Asks the Eviction API (what a node drain calls) to evict pod $1 of the set. Returns 0 once it
+# is accepted, 1 when the set's PodDisruptionBudget refuses it (429); anything else fails.
+evict() {
+    local pod="$1" out
+    if out="$(k create --raw "/api/v1/namespaces/$set_ns/pods/$pod/eviction" -f - 2>&1 <<EVICTION
+{"apiVersion": "$(eviction_api)", "kind": "Eviction", "metadata": {"name": "$pod", "namespace": "$set_ns"}}
+EVICTION
+)"; then
+        return 0
+    fi
+    grep -q "disruption budget" <<<"$out" || die "evicting pod/$pod: $out"
+    return 1
+}
+
+# Evicts pod $1 as a drain does: asks again every second while the budget refuses, for at most
+# $timeout s. Prints how long the budget held it back.
+evict_when_allowed() {
+    local pod="$1" started=$SECONDS
+    until evict "$pod"; do
+        ((SECONDS - started < timeout)) || die "the disruption budget refused pod/$pod for ${timeout}s"
+        sleep 1
+    done
+    echo "  pod/$pod evicted after $((SECONDS - started)) s held back by the budget"
 }

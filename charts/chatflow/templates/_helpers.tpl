@@ -98,6 +98,10 @@ What the operator does with the objects it reconciles; bound cluster-wide or in 
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies", "ingresses"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Two PodDisruptionBudgets per set: drains take one producer pod and one shard at a time.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

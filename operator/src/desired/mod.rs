@@ -54,6 +54,8 @@ pub struct Plan {
     pub routing: String,
     /// NetworkPolicy of the set's pods.
     pub network_policy: String,
+    /// PodDisruptionBudget of the set's consumer shards (the producer's has its name).
+    pub shards_budget: String,
     /// Whether queues without an owner tag are taken as the set's.
     pub adopt_untagged: bool,
 }
@@ -197,6 +199,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         producer: format!("{name}-producer"),
         routing: format!("{name}-routing"),
         network_policy: format!("{name}-workloads"),
+        shards_budget: format!("{name}-shards"),
         adopt_untagged: spec.queues.adopt_untagged,
     })
 }
@@ -325,6 +328,7 @@ pub fn edge_template(crs: &ChatRoomSet, plan: &Plan) -> String {
 pub const ROUTING_DIR: &str = "/etc/chatflow/routing";
 
 pub mod auth;
+pub mod disruption;
 pub mod history;
 pub mod ingress;
 mod objects;

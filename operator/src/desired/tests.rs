@@ -521,3 +521,53 @@ fn producer_pods_spread_their_closes_at_shutdown() {
             .any(|e| e.name.contains("CLOSE_SPREAD"))
     );
 }
+
+#[test]
+fn drains_take_one_producer_and_one_shard_at_a_time_and_never_wait_forever() {
+    let crs = sample("demo", 1, 20, 5);
+    let p = plan(&crs).unwrap();
+    let [producer, shards] = disruption::budgets(&crs, &p);
+    assert_eq!(producer.metadata.name.as_deref(), Some("demo-producer"));
+    assert_eq!(shards.metadata.name.as_deref(), Some("demo-shards"));
+    let pods = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        let t = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        t.labels.clone().unwrap()
+    };
+    let loc = QueueLocation::default();
+    let covers = |b: &k8s_openapi::api::policy::v1::PodDisruptionBudget,
+                  d: &k8s_openapi::api::apps::v1::Deployment| {
+        let wanted = b.spec.as_ref().unwrap().selector.as_ref().unwrap();
+        let have = pods(d);
+        wanted
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| have.get(k) == Some(v))
+    };
+    let producer_pods = producer_deployment(&crs, &p, &loc);
+    assert!(covers(&producer, &producer_pods));
+    assert!(!covers(&shards, &producer_pods));
+    for shard in &p.shards {
+        let d = consumer_deployment(&crs, shard, &loc);
+        assert!(covers(&shards, &d), "{}", shard.name);
+        assert!(!covers(&producer, &d), "{}", shard.name);
+    }
+    for b in [&producer, &shards] {
+        let spec = b.spec.as_ref().unwrap();
+        // A budget that counts only what may go, so even a tier of one is evicted.
+        assert_eq!(
+            spec.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+        assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
+        assert_eq!(
+            b.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+    }
+}

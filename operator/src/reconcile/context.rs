@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource};
 
+use super::budgets::BudgetApi;
 use super::queues::QueueState;
 use super::{Error, Stores};
 use crate::crd::ChatRoomSet;
@@ -36,6 +37,7 @@ pub struct Context {
     pub(super) queues: QueueState,
     stores: RwLock<Option<Stores>>,
     pub(super) failures: Mutex<HashMap<String, u32>>,
+    budget_api: tokio::sync::OnceCell<BudgetApi>,
     totals: Mutex<HashMap<String, (u32, u32)>>,
 }
 
@@ -66,6 +68,7 @@ impl Context {
             queues: QueueState::default(),
             stores: RwLock::new(None),
             failures: Mutex::default(),
+            budget_api: tokio::sync::OnceCell::new(),
             totals: Mutex::default(),
         }
     }
@@ -85,6 +88,14 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(Error::NoCaches)
+    }
+
+    /// The policy API version of PodDisruptionBudgets, asked once.
+    pub(super) async fn budget_api(&self) -> Result<BudgetApi, Error> {
+        Ok(*self
+            .budget_api
+            .get_or_try_init(|| BudgetApi::detect(&self.client))
+            .await?)
     }
 
     pub(super) async fn event(

@@ -4,6 +4,7 @@
 //! Split by concern: [`queues`] (SQS), [`workloads`] (Kubernetes objects),
 //! [`crate::status`] (what to report, computed without I/O), and the [`Context`] they share.
 
+pub mod budgets;
 mod context;
 pub mod queues;
 pub mod workloads;
@@ -169,7 +170,10 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     }
     // A producer of a set whose queues are partly another set's would publish into them.
     let applied = match conflict {
-        None => workloads::apply(&ctx.client, &stores, &crs, &plan, &loc).await?,
+        None => {
+            let budget_api = ctx.budget_api().await?;
+            workloads::apply(&ctx.client, &stores, budget_api, &crs, &plan, &loc).await?
+        }
         Some(_) => workloads::Applied::withheld(&plan),
     };
     if !applied.pruned.is_empty() {

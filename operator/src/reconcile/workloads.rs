@@ -1,5 +1,5 @@
 //! The reconciler's Kubernetes work: server-side apply of the routing ConfigMap, the pods'
-//! NetworkPolicy, the producer, its Ingress and the consumer shards, pruning of shards that left the spec,
+//! NetworkPolicy and PodDisruptionBudgets, the producer, its Ingress and the consumer shards, pruning of shards that left the spec,
 //! read from the watch caches.
 
 use std::collections::BTreeSet;
@@ -12,6 +12,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
+use super::budgets::BudgetApi;
 use crate::crd::{ChatRoomSet, ShardStatus};
 use crate::desired::{
     self, CONSUMER_PORT, FIELD_MANAGER, PRODUCER_PORT, Plan, QueueLocation, Shard,
@@ -139,6 +140,7 @@ fn unready(shard: &Shard) -> ShardStatus {
 pub async fn apply(
     client: &kube::Client,
     stores: &Stores,
+    budget_api: BudgetApi,
     crs: &ChatRoomSet,
     plan: &Plan,
     loc: &QueueLocation,
@@ -163,6 +165,7 @@ pub async fn apply(
             &Patch::Apply(desired::network_policy(crs, plan)),
         )
         .await?;
+    super::budgets::apply(client, budget_api, crs, plan, &pp).await?;
     let producer = deployments
         .patch(
             &plan.producer,
