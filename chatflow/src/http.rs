@@ -27,6 +27,41 @@ pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 /// Response body of every route.
 pub type Body = Full<Bytes>;
 
+/// A GET of `path_and_query` from the server at `authority` (`host:port`), answered in full
+/// within `limit`: for a route whose answer another server holds (an edge asks a shard).
+pub async fn get(
+    authority: &str,
+    path_and_query: &str,
+    limit: Duration,
+) -> Result<Response<Bytes>, String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path_and_query)
+            .header(hyper::header::HOST, authority)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Response::from_parts(parts, body))
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))?
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     typed(status, "text/plain; charset=utf-8", body.into())

@@ -34,6 +34,11 @@ pub trait Endpoint: Send + Sync + 'static {
     fn access(&self) -> Access;
     /// Why the service cannot serve now, if it cannot.
     fn ready(&self) -> Result<(), String>;
+    /// Whether plain requests pass the gate too, not only WebSocket upgrades: a route that
+    /// answers a room's content over HTTP.
+    fn gates_plain_requests(&self) -> bool {
+        false
+    }
 }
 
 /// Why an endpoint refused a request before the WebSocket upgrade.
@@ -217,7 +222,7 @@ impl Router {
         if let Some(endpoint) = self.endpoints.iter().find(|e| path.starts_with(e.prefix())) {
             let rest = &path[endpoint.prefix().len()..];
             let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
-            if let (Some(gate), true) = (&self.gate, upgrade) {
+            if let (Some(gate), true) = (&self.gate, upgrade || endpoint.gates_plain_requests()) {
                 match gate
                     .admit(req.headers(), peer, endpoint.access(), rest)
                     .await

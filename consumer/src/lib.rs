@@ -3,6 +3,7 @@
 //! after the broadcast and, with a history store, after the store took it.
 
 pub mod config;
+mod history;
 pub mod metrics;
 pub mod poller;
 pub mod server;

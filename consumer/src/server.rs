@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ConsumerConfig;
+use crate::history::{HistoryRoute, ShardHistory};
 use crate::metrics::Metrics;
 use crate::poller::{self, PollContext, QueueRooms};
 use chatflow_fanout::admission::{Admitted, Door};
@@ -127,6 +128,18 @@ impl Consumer {
         })
     }
 
+    /// The `/history/{roomId}` route over this consumer's rooms.
+    pub fn history(&self) -> Arc<dyn Endpoint> {
+        let s = &self.shared;
+        Arc::new(HistoryRoute(Arc::new(ShardHistory {
+            rooms: s.rooms,
+            room_state: s.room_state.clone(),
+            store: s.store.clone(),
+            metrics: s.metrics.store.clone(),
+            life: s.life.clone(),
+        })))
+    }
+
     /// Rooms served.
     pub fn rooms(&self) -> RoomRange {
         self.shared.rooms
@@ -201,7 +214,8 @@ pub fn start_on(
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
     let router = Router::new(registry, info)
         .gate(gate)
-        .endpoint(Arc::new(consumer.clone()));
+        .endpoint(Arc::new(consumer.clone()))
+        .endpoint(consumer.history());
     service::spawn(
         "consumer",
         listeners.into(),

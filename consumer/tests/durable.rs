@@ -346,3 +346,42 @@ async fn a_resume_far_behind_gets_the_newest_events_and_is_told_so() {
     let s = store.since(1, at(5)).await.unwrap();
     assert!(s.covered, "exactly the limit follows");
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_new_shard_s_history_page_reaches_back_through_the_store() {
+    let redis = RedisServer::start();
+    let store = store_options(&redis);
+    let (old, queues) = setup(1..=1, QueueAttributes::default(), config(&store)).await;
+    let first = first_five(&old, &queues).await;
+    drained(&queues).await;
+    old.shutdown().await;
+
+    // The new shard's memory is empty: the page comes from the store.
+    let new = start(config(&store), queues.clone()).await.unwrap();
+    let (status, body) = http_get(new.addr, "/history/1?limit=3").await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let newest: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
+    assert_eq!(seqs(&newest), [2, 3, 4]);
+    assert_eq!(last(&newest), first);
+
+    // Then live messages join the stored ones, and a page after a position says it is whole.
+    let mut s = subscribe(&new, 1).await;
+    publish(&queues, 1, 5..7, 5).await;
+    events(&mut s, 2).await;
+    let (_, body) = http_get(new.addr, &format!("/history/1?after={first}")).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["recovered"], true, "{body}");
+    let after: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
+    assert_eq!(seqs(&after), [5, 6]);
+    let (_, body) = http_get(new.addr, "/history/1?limit=4").await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let newest: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
+    assert_eq!(
+        seqs(&newest),
+        [3, 4, 5, 6],
+        "the store's and the memory's, once each"
+    );
+    new.shutdown().await;
+}

@@ -78,6 +78,12 @@ impl History {
         self.generation
     }
 
+    /// The newest `n` held events, oldest first.
+    pub fn latest(&self, n: usize) -> Vec<(Position, Bytes)> {
+        let start = self.entries.len().saturating_sub(n);
+        self.entries.range(start..).cloned().collect()
+    }
+
     /// The held events after `after`, and whether they are all that followed it. A position
     /// before what this history reaches (let go, or from before this shard started) cannot be
     /// proven covered: messages between it and the oldest held event may have been broadcast

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod edge;
 pub mod history;
+pub mod page;
 pub mod resume;
 pub mod room;
 pub mod store;

@@ -191,6 +191,22 @@ impl Room {
         fanout
     }
 
+    /// What a subscriber resuming after `after` would be replayed from memory, without joining.
+    pub fn since(&self, after: Position) -> Replay {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .since(after)
+    }
+
+    /// The newest `n` broadcasts held in memory, oldest first.
+    pub fn latest(&self, n: usize) -> Vec<(Position, Bytes)> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest(n)
+    }
+
     /// Whether the history holds every message after `after`.
     pub fn covers(&self, after: Position) -> bool {
         self.history

@@ -251,7 +251,9 @@ pub fn start_on(
         .gate(gate)
         .endpoint(Arc::new(producer.clone()));
     if let Some(edge) = &edge {
-        router = router.endpoint(Arc::new(edge.clone()));
+        router = router
+            .endpoint(Arc::new(edge.clone()))
+            .endpoint(edge.history());
     }
     // Senders are answered before the edge lets its subscribers go, so they see the last acks'
     // messages too; with a close spread, subscribers leave by turns from the stop on instead,

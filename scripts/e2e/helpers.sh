@@ -266,5 +266,9 @@ evict_when_allowed() {
         ((SECONDS - started < timeout)) || die "the disruption budget refused pod/$pod for ${timeout}s"
         sleep 1
     done
-    echo "  pod/$pod evicted after $((SECONDS - started)) s held back by the budget"
+    if ((SECONDS == started)); then
+        echo "  pod/$pod evicted at once"
+    else
+        echo "  pod/$pod evicted after the budget held it back for $((SECONDS - started)) s"
+    fi
 }

@@ -66,6 +66,7 @@ pub fn start_on(
         .gate(gate)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(Arc::new(consumer.clone()))
+        .endpoint(consumer.history())
         .page("/", "text/html; charset=utf-8", PAGE)
         .page("/index.html", "text/html; charset=utf-8", PAGE)
         .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);

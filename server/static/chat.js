@@ -101,7 +101,7 @@ let resendDue = false;
 const seen = new Set();
 
 function flush() {
-  if (!resendDue || !chat.isOpen || !feed.isOpen) return;
+  if (!resendDue || !chat.isOpen || !feed || !feed.isOpen) return;
   resendDue = false;
   for (const m of unanswered) chat.send(JSON.stringify(m));
 }
@@ -170,9 +170,28 @@ function onReply(data) {
   }
 }
 
+// The room's newest messages, from the history a resume uses (GET /history/{roomId} beside the
+// subscribe route); none when the server has no such route or this page may not ask it.
+async function recent(subscribeUrl) {
+  try {
+    const u = new URL(subscribeUrl.replace(/^ws/, 'http'));
+    u.pathname = u.pathname.replace('/subscribe/', '/history/');
+    u.search = '?limit=50';
+    const resp = await fetch(u, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    return resp.ok ? (await resp.json()).events || [] : [];
+  } catch {
+    return [];
+  }
+}
+
+// Bumped by each join, so a join still reading history gives way to a later one.
+let joins = 0;
+
 function connect() {
   if (chat) chat.stop();
   if (feed) feed.stop();
+  feed = null;
+  const joined = ++joins;
   unanswered = [];
   resendDue = false;
   seen.clear();
@@ -198,8 +217,10 @@ function connect() {
     const base = url($('subscribe-url').value);
     return position === null ? base : `${base}${base.includes('?') ? '&' : '?'}after=${position}`;
   };
-  feed = new Link(feedUrl, {
+  let opens = 0;
+  const subscribe = () => new Link(feedUrl, {
     onopen: () => {
+      opens += 1;
       // Without a position there is nothing to resume from: what was broadcast meanwhile is gone.
       if (feedWasOpen && position === null) showSystem('reconnected: messages sent while disconnected are not shown');
       feedWasOpen = true;
@@ -215,6 +236,11 @@ function connect() {
         return;
       }
       if (ev.status === 'RECOVERY') {
+        // The first subscription resumes right after the recent messages shown.
+        if (opens === 1) {
+          if (!ev.recovered) showSystem('some messages between the recent ones and live ones may be missing');
+          return;
+        }
         showSystem(ev.recovered
           ? `reconnected: ${ev.replayed} missed message(s) caught up`
           : 'reconnected: the server could not replay everything sent while disconnected; some messages may be missing');
@@ -233,6 +259,17 @@ function connect() {
       }
       setStatus();
     },
+  });
+  // Recent messages first; the subscription then resumes after the last of them, so none is
+  // shown twice and none between them and the live ones is missed.
+  recent(url($('subscribe-url').value)).then((events) => {
+    if (joined !== joins) return;
+    for (const ev of events) {
+      if (ev.position) position = ev.position;
+      showBroadcast(ev);
+    }
+    feed = subscribe();
+    setStatus();
   });
   setStatus();
 }

@@ -306,3 +306,56 @@ async fn a_key_rotated_in_the_jwks_file_is_taken_without_a_restart() {
     );
     srv.shutdown().await;
 }
+
+/// The status line and body a plain GET gets.
+async fn plain_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_history_route_asks_for_the_token_subscribing_does() {
+    let srv = server("history", |_| {}).await;
+    let addr = srv.addr;
+    let alice = token(42, 300, &["1-5"]);
+    let bearer = format!("Bearer {alice}");
+    let auth = [("authorization", bearer.as_str())];
+    let (mut sub, _) = open(addr, "/subscribe/3", &alice).await;
+    let (_, mut w) = open(addr, "/chat/3", &alice).await;
+    send(&mut w, 42, "first").await;
+    send(&mut w, 42, "second").await;
+    let delivered: Vec<BroadcastEvent> = vec![
+        next_json(&mut sub, "the first event").await,
+        next_json(&mut sub, "the second event").await,
+    ];
+    let (status, body) = plain_get(addr, "/history/3", &auth).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let read: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
+    assert_eq!(read, delivered);
+    assert_eq!(read[1].user_id, "42", "the sender is the token's user");
+
+    let (status, _) = plain_get(addr, "/history/3", &[]).await;
+    assert!(status.starts_with("HTTP/1.1 401"), "no token: {status}");
+    let (status, _) = plain_get(addr, "/history/6", &auth).await;
+    assert!(
+        status.starts_with("HTTP/1.1 403"),
+        "a room the token does not open: {status}"
+    );
+    srv.shutdown().await;
+}

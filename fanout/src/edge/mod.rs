@@ -6,6 +6,7 @@
 
 mod catch_up;
 mod config;
+mod history;
 mod metrics;
 pub mod routes;
 mod upstream;
@@ -162,6 +163,11 @@ impl Edge {
                 upstreams: TaskTracker::new(),
             }),
         }
+    }
+
+    /// The `/history/{roomId}` route, passed on to the rooms' shards.
+    pub fn history(&self) -> Arc<dyn Endpoint> {
+        Arc::new(history::HistoryRoute(self.clone()))
     }
 
     /// Rooms relayed now.
@@ -346,7 +352,9 @@ pub fn start_on(
         serde_json::to_value(&config).expect("config serializes"),
     );
     let edge = Edge::new(config, routes, rooms, &mut registry, life.clone());
-    let router = Router::new(registry, info).endpoint(Arc::new(edge.clone()));
+    let router = Router::new(registry, info)
+        .endpoint(Arc::new(edge.clone()))
+        .endpoint(edge.history());
     service::spawn(
         "edge",
         listener.into(),

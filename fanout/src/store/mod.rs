@@ -171,7 +171,7 @@ impl Store {
             Err(_) => return Ok(Stored::default()),
         };
         let [stream, floor] = self.keys(room);
-        type Answer = (String, String, Vec<(String, Vec<Vec<u8>>)>, u8);
+        type Answer = (String, String, Vec<Entry>, u8);
         let answer = self
             .since
             .key(stream)
@@ -181,22 +181,29 @@ impl Store {
             .invoke_async(&mut self.conn.get())
             .await;
         let (floor, oldest, entries, truncated): Answer = self.conn.outcome(answer)?;
-        let mut events = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            let p = position(&id).ok_or_else(|| StoreError::Shape(format!("entry id {id}")))?;
-            let event = fields
-                .chunks(2)
-                .find(|kv| kv.first().is_some_and(|k| k == b"e"))
-                .and_then(|kv| kv.get(1))
-                .ok_or_else(|| StoreError::Shape(format!("entry {id} has no event")))?;
-            events.push((p, Bytes::from(event.clone())));
-        }
+        let events = events(entries)?;
         // What bounds the stream from below: the newest entry let go, or else the oldest held. A
         // stream that is gone while its floor stays (evicted) vouches for nothing.
         let bound = if floor.is_empty() { &oldest } else { &floor };
         let covered =
             !oldest.is_empty() && position(bound).is_some_and(|b| after >= b) && truncated == 0;
         Ok(Stored { covered, events })
+    }
+
+    /// The newest `n` stored events of `room`, oldest first.
+    pub async fn latest(&self, room: RoomId, n: u64) -> Result<Vec<(Position, Bytes)>, StoreError> {
+        let [stream, _] = self.keys(room);
+        let answer: redis::RedisResult<Vec<Entry>> = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(n)
+            .query_async(&mut self.conn.get())
+            .await;
+        let mut newest_first = events(self.conn.outcome(answer)?)?;
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     /// A round trip to the store, for readiness and tests.
@@ -212,6 +219,24 @@ impl Store {
 /// client reconnect by itself, and a store that moved (a failover behind a DNS name) or a
 /// connection dropped without a reset would otherwise be waited on for as long as the kernel
 /// keeps the socket.
+/// A stream entry as Redis answers it: its id and its fields, key then value.
+type Entry = (String, Vec<Vec<u8>>);
+
+/// The events of stream entries, in the order given.
+fn events(entries: Vec<Entry>) -> Result<Vec<(Position, Bytes)>, StoreError> {
+    let mut events = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let p = position(&id).ok_or_else(|| StoreError::Shape(format!("entry id {id}")))?;
+        let event = fields
+            .chunks(2)
+            .find(|kv| kv.first().is_some_and(|k| k == b"e"))
+            .and_then(|kv| kv.get(1))
+            .ok_or_else(|| StoreError::Shape(format!("entry {id} has no event")))?;
+        events.push((p, Bytes::from(event.clone())));
+    }
+    Ok(events)
+}
+
 #[derive(Clone)]
 struct Connection {
     client: Client,

@@ -133,8 +133,20 @@ test('two tabs chat in one room, see validation errors and keep chatting across 
     assert.equal((await shown(alice)).length, 3);
   });
 
+  await t.test('a tab opened later shows the room\'s recent messages, then live ones', async () => {
+    const carol = await context.newPage();
+    await carol.goto(url('carol'));
+    await status(carol, 'connected');
+    const recent = ['hello from alice', 'hi alice', 'the room keeps its order'];
+    await expectShown(carol, recent);
+    await say(bob, 'welcome carol');
+    await expectShown(carol, [...recent, 'welcome carol']);
+    await carol.close();
+    await expectShown(alice, [...recent, 'welcome carol']);
+  });
+
   await t.test('after a server restart the tabs reconnect and keep chatting', async () => {
-    const before = ['hello from alice', 'hi alice', 'the room keeps its order'];
+    const before = ['hello from alice', 'hi alice', 'the room keeps its order', 'welcome carol'];
     await stopServer(server);
     await status(alice, 'reconnecting…');
     await status(bob, 'reconnecting…');
