@@ -28,11 +28,13 @@ pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 pub type Body = Full<Bytes>;
 
 /// A GET of `path_and_query` from the server at `authority` (`host:port`), answered in full
-/// within `limit`: for a route whose answer another server holds (an edge asks a shard).
+/// within `limit` and `max_bytes`: for a route whose answer another server holds (an edge asks
+/// a shard).
 pub async fn get(
     authority: &str,
     path_and_query: &str,
     limit: Duration,
+    max_bytes: usize,
 ) -> Result<Response<Bytes>, String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(authority)
@@ -51,7 +53,7 @@ pub async fn get(
             .await
             .map_err(|e| e.to_string())?
             .into_parts();
-        let body = http_body_util::BodyExt::collect(body)
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max_bytes))
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();

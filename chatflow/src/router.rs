@@ -39,6 +39,10 @@ pub trait Endpoint: Send + Sync + 'static {
     fn gates_plain_requests(&self) -> bool {
         false
     }
+    /// Whether the route takes POST besides GET (an API that publishes).
+    fn accepts_post(&self) -> bool {
+        false
+    }
 }
 
 /// Why an endpoint refused a request before the WebSocket upgrade.
@@ -206,10 +210,16 @@ impl Router {
 
     /// Answers one request.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        if req.method() != Method::GET {
+        let path = req.uri().path().to_owned();
+        if req.method() != Method::GET
+            && !(req.method() == Method::POST
+                && self
+                    .endpoints
+                    .iter()
+                    .any(|e| e.accepts_post() && path.starts_with(e.prefix())))
+        {
             return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
         }
-        let path = req.uri().path().to_owned();
         match path.as_str() {
             "/health" => return http::text(StatusCode::OK, "ok\n"),
             "/ready" => return http::ready(self.ready()),

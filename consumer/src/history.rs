@@ -27,7 +27,12 @@ pub(crate) struct ShardHistory {
     pub(crate) store: Option<Store>,
     pub(crate) metrics: StoreMetrics,
     pub(crate) life: Lifecycle,
+    /// One permit per read in progress: a page may read up to a thousand events from the store.
+    pub(crate) reads: tokio::sync::Semaphore,
 }
+
+/// History reads a shard serves at once; more are answered 503.
+pub(crate) const CONCURRENT_READS: usize = 32;
 
 impl ShardHistory {
     async fn answer(&self, req: Request<Incoming>, room: &str) -> Response<Body> {
@@ -43,6 +48,12 @@ impl ShardHistory {
         let query = match Query::parse(req.uri().query()) {
             Ok(q) => q,
             Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        let Ok(_read) = self.reads.try_acquire() else {
+            return http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many history reads at once, retry later\n",
+            );
         };
         let room = &self.room_state[(room_id - self.rooms.start()) as usize];
         let backing = self.store.clone().map(|store| Backing {

@@ -137,6 +137,7 @@ impl Consumer {
             store: s.store.clone(),
             metrics: s.metrics.store.clone(),
             life: s.life.clone(),
+            reads: tokio::sync::Semaphore::new(crate::history::CONCURRENT_READS),
         })))
     }
 

@@ -366,6 +366,15 @@ async fn a_new_shard_s_history_page_reaches_back_through_the_store() {
     assert_eq!(seqs(&newest), [2, 3, 4]);
     assert_eq!(last(&newest), first);
 
+    // Paging from a position the memory never held: the store's next ones, not its newest.
+    let second = newest[0].position.unwrap();
+    let (_, body) = http_get(new.addr, &format!("/history/1?after={second}&limit=1")).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["recovered"], true, "{body}");
+    assert_eq!(page["more"], true, "{body}");
+    let next: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
+    assert_eq!(seqs(&next), [3]);
+
     // Then live messages join the stored ones, and a page after a position says it is whole.
     let mut s = subscribe(&new, 1).await;
     publish(&queues, 1, 5..7, 5).await;

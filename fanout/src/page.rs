@@ -9,7 +9,7 @@ use chatflow::protocol::{BadPosition, Position};
 use chatflow::rooms::RoomId;
 
 use crate::admission::resume_position;
-use crate::resume::{self, Backing};
+use crate::resume::Backing;
 use crate::room::Room;
 
 /// Messages a page holds unless the request asks for fewer or more.
@@ -82,15 +82,38 @@ pub async fn read(room: &Room, query: Query, backing: Option<&Backing>) -> Page 
             events: latest(room, query.limit, backing).await,
         };
     };
-    let plan = resume::plan(after, room.since(after), None, backing).await;
-    let mut events = plan.events;
-    let more = events.len() > query.limit;
-    events.truncate(query.limit);
+    let limit = query.limit;
+    let replay = room.since(after);
+    let (recovered, mut events) = match backing {
+        // The memory does not reach back to the position: the store may.
+        Some(b) if !replay.recovered => match b.store.page(b.room, after, limit as u64 + 1).await {
+            Ok((stored, more_stored)) => {
+                b.metrics.answered();
+                let reached = stored.reached(after);
+                // The memory continues where the store ends only if it let go of nothing after.
+                let joined = replay.floor.is_none_or(|floor| floor <= reached);
+                let mut events = stored.events;
+                if !more_stored {
+                    // A batch is broadcast before it is stored: the newest may be in memory only.
+                    events.extend(replay.events.into_iter().filter(|(p, _)| *p > reached));
+                }
+                (stored.covered && (more_stored || joined), events)
+            }
+            Err(e) => {
+                b.metrics.failed("read");
+                tracing::warn!(room = b.room, error = %e, "history store read failed; history page answered from memory");
+                (false, replay.events)
+            }
+        },
+        _ => (replay.recovered, replay.events),
+    };
+    let more = events.len() > limit;
+    events.truncate(limit);
     Page {
         after: Some(after),
-        recovered: plan.notice.recovered,
+        recovered,
         more,
-        events,
+        events: events.into_iter().map(|(_, e)| e).collect(),
     }
 }
 

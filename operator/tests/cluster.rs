@@ -132,7 +132,7 @@ async fn a_set_of_20_rooms_grows_and_reshards() {
         let spec = &budget.data["spec"];
         assert_eq!(spec["maxUnavailable"], 1, "{name}");
         assert!(spec.get("minAvailable").is_none(), "{name}");
-        if budget_api == BudgetApi::V1 {
+        if budget_api.unhealthy_policy() {
             assert_eq!(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow", "{name}");
         }
         let labels = &spec["selector"]["matchLabels"];

@@ -97,12 +97,35 @@ pub struct ProducerConfig {
     /// half of SHUTDOWN_GRACE_SECS. 0 closes them all at once.
     #[arg(long, env = "CLOSE_SPREAD_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub close_spread_secs: u64,
+    /// Key of the server API (`POST /api/rooms/{roomId}/messages` with `Authorization: apikey
+    /// KEY`), at least 16 characters; unset, the API is off.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_key: Option<ApiKey>,
     /// Tokens, origins and connection limits.
     #[command(flatten)]
     pub auth: AuthOptions,
     /// `/subscribe/{roomId}` relayed from the shards (off unless a routing source is given).
     #[command(flatten)]
     pub edge: EdgeConfig,
+}
+
+/// The server API key; its `Debug` does not show it, so no log of the settings does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(…)")
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ApiKey(s.to_owned()))
+    }
 }
 
 fn server_id(s: &str) -> Result<String, String> {

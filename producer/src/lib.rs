@@ -1,6 +1,7 @@
 //! ChatFlow producer: WebSocket ingest that validates chat messages, batches them into each
 //! room's FIFO queue, and acknowledges every message from its own queue result.
 
+pub mod api;
 pub mod batcher;
 pub mod breaker;
 pub mod config;

@@ -90,6 +90,16 @@ impl Producer {
         life: Lifecycle,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
+        if config
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.0.len() < crate::api::MIN_KEY_LEN)
+        {
+            return Err(StartError::Setting(format!(
+                "API_KEY must be at least {} characters",
+                crate::api::MIN_KEY_LEN
+            )));
+        }
         let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let metrics = Arc::new(Metrics::new(registry));
         let in_place = queues.publishes_in_place();
@@ -162,6 +172,11 @@ impl Producer {
     /// Rooms served.
     pub fn rooms(&self) -> RoomRange {
         self.shared.rooms
+    }
+
+    /// The server API route over this producer's rooms.
+    pub fn api(&self) -> Arc<dyn Endpoint> {
+        Arc::new(crate::api::Api::new(self.shared.clone()))
     }
 
     /// After shutdown: waits for every connection to answer what it accepted, then lets the
@@ -249,7 +264,8 @@ pub fn start_on(
     });
     let mut router = Router::new(registry, info)
         .gate(gate)
-        .endpoint(Arc::new(producer.clone()));
+        .endpoint(Arc::new(producer.clone()))
+        .endpoint(producer.api());
     if let Some(edge) = &edge {
         router = router
             .endpoint(Arc::new(edge.clone()))

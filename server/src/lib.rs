@@ -65,6 +65,7 @@ pub fn start_on(
     let router = Router::new(registry, info)
         .gate(gate)
         .endpoint(Arc::new(producer.clone()))
+        .endpoint(producer.api())
         .endpoint(Arc::new(consumer.clone()))
         .endpoint(consumer.history())
         .page("/", "text/html; charset=utf-8", PAGE)

@@ -177,7 +177,11 @@ async function recent(subscribeUrl) {
     const u = new URL(subscribeUrl.replace(/^ws/, 'http'));
     u.pathname = u.pathname.replace('/subscribe/', '/history/');
     u.search = '?limit=50';
-    const resp = await fetch(u, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    const resp = await fetch(u, {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+      // A server that does not answer must not hold the subscription back.
+      signal: AbortSignal.timeout(5000),
+    });
     return resp.ok ? (await resp.json()).events || [] : [];
   } catch {
     return [];

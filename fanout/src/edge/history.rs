@@ -12,8 +12,10 @@ use hyper::{Request, Response, StatusCode};
 
 use super::Edge;
 
-/// Longest wait for the shard's whole answer.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the shard's whole answer: within the grace of a stopping edge.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer passed on: a page of a thousand events of the largest size.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
 
 /// The edge's history route.
 #[derive(Clone)]
@@ -49,7 +51,12 @@ impl HistoryRoute {
             Some(q) => format!("/history/{room_id}?{q}"),
             None => format!("/history/{room_id}"),
         };
-        match http::get(authority.as_str(), &path, FORWARD_TIMEOUT).await {
+        match http::get(authority.as_str(), &path, FORWARD_TIMEOUT, MAX_ANSWER_BYTES).await {
+            // The room is this edge's: a shard that says otherwise is one a stale route names
+            // (a reshard in progress).
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                unreachable("the shard does not serve the room".into())
+            }
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 let mut answer = Response::new(Body::new(body));

@@ -158,17 +158,43 @@ impl Store {
     /// The stored events of `room` after `after`: all of them, or the newest [`REPLAY_LIMIT`]
     /// when more follow (then not covered).
     pub async fn since(&self, room: RoomId, after: Position) -> Result<Stored, StoreError> {
+        let (mut stored, more) = self
+            .read_after(room, after, REPLAY_LIMIT, Keep::Newest)
+            .await?;
+        stored.covered &= !more;
+        Ok(stored)
+    }
+
+    /// At most `n` stored events of `room` right after `after`, and whether more follow them: a
+    /// page of history. `covered` says nothing was let go between `after` and the first.
+    pub async fn page(
+        &self,
+        room: RoomId,
+        after: Position,
+        n: u64,
+    ) -> Result<(Stored, bool), StoreError> {
+        self.read_after(room, after, n, Keep::Oldest).await
+    }
+
+    async fn read_after(
+        &self,
+        room: RoomId,
+        after: Position,
+        limit: u64,
+        keep: Keep,
+    ) -> Result<(Stored, bool), StoreError> {
         let start = match entry_id(after) {
             // Nothing can follow the last position there is; Redis would refuse to read past it.
             Ok(id) if id == LAST_ID => {
-                return Ok(Stored {
+                let none = Stored {
                     covered: true,
                     events: Vec::new(),
-                });
+                };
+                return Ok((none, false));
             }
             Ok(id) => format!("({id}"),
             Err(Unstorable(p)) if p.sequence == 0 && p.index == 0 => "-".to_owned(),
-            Err(_) => return Ok(Stored::default()),
+            Err(_) => return Ok((Stored::default(), false)),
         };
         let [stream, floor] = self.keys(room);
         type Answer = (String, String, Vec<Entry>, u8);
@@ -177,7 +203,11 @@ impl Store {
             .key(stream)
             .key(floor)
             .arg(start)
-            .arg(REPLAY_LIMIT)
+            .arg(limit)
+            .arg(match keep {
+                Keep::Newest => "newest",
+                Keep::Oldest => "oldest",
+            })
             .invoke_async(&mut self.conn.get())
             .await;
         let (floor, oldest, entries, truncated): Answer = self.conn.outcome(answer)?;
@@ -185,9 +215,8 @@ impl Store {
         // What bounds the stream from below: the newest entry let go, or else the oldest held. A
         // stream that is gone while its floor stays (evicted) vouches for nothing.
         let bound = if floor.is_empty() { &oldest } else { &floor };
-        let covered =
-            !oldest.is_empty() && position(bound).is_some_and(|b| after >= b) && truncated == 0;
-        Ok(Stored { covered, events })
+        let covered = !oldest.is_empty() && position(bound).is_some_and(|b| after >= b);
+        Ok((Stored { covered, events }, truncated != 0))
     }
 
     /// The newest `n` stored events of `room`, oldest first.
@@ -215,10 +244,15 @@ impl Store {
     }
 }
 
-/// The store's connection, made anew after calls keep failing: a timeout does not make the
-/// client reconnect by itself, and a store that moved (a failover behind a DNS name) or a
-/// connection dropped without a reset would otherwise be waited on for as long as the kernel
-/// keeps the socket.
+/// Which entries a read after a position keeps when more follow than it may return.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// The newest (a resume: what is closest to live).
+    Newest,
+    /// The oldest (a page: what comes right after the position).
+    Oldest,
+}
+
 /// A stream entry as Redis answers it: its id and its fields, key then value.
 type Entry = (String, Vec<Vec<u8>>);
 
@@ -237,6 +271,10 @@ fn events(entries: Vec<Entry>) -> Result<Vec<(Position, Bytes)>, StoreError> {
     Ok(events)
 }
 
+/// The store's connection, made anew after calls keep failing: a timeout does not make the
+/// client reconnect by itself, and a store that moved (a failover behind a DNS name) or a
+/// connection dropped without a reset would otherwise be waited on for as long as the kernel
+/// keeps the socket.
 #[derive(Clone)]
 struct Connection {
     client: Client,

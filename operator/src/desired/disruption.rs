@@ -1,6 +1,6 @@
 //! The set's PodDisruptionBudgets: a node drain (or any eviction) takes at most one producer pod
 //! and at most one consumer shard at a time, each the next only once its predecessor's
-//! replacement is Ready, and never waits forever.
+//! replacement is Ready.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +15,9 @@ use crate::crd::ChatRoomSet;
 /// The producer tier's budget and the shards' budget.
 ///
 /// `maxUnavailable: 1`, never `minAvailable` equal to the replicas: a single-replica tier
-/// (each shard is one) is still evicted, so a drain finishes; with several, the evictions take
-/// turns. Pods that are not Ready are always evictable (`AlwaysAllow`), so a crash-looping or
-/// stuck pod never holds a drain up by keeping the budget spent.
+/// (each shard is one) is still evicted, and a drain waits only for replacements to become
+/// Ready. Pods that are not Ready are always evictable (`AlwaysAllow`, where the cluster serves
+/// it), so a crash-looping pod can be moved while the budget is spent.
 pub fn budgets(crs: &ChatRoomSet, plan: &Plan) -> [PodDisruptionBudget; 2] {
     [
         budget(crs, &plan.producer, "producer"),

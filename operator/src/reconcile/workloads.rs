@@ -165,7 +165,6 @@ pub async fn apply(
             &Patch::Apply(desired::network_policy(crs, plan)),
         )
         .await?;
-    super::budgets::apply(client, budget_api, crs, plan, &pp).await?;
     let producer = deployments
         .patch(
             &plan.producer,
@@ -195,6 +194,11 @@ pub async fn apply(
         .any(|s| !view.deployments.contains(&s.name))
     {
         view = Consumers::listed(client, &ns, &name).await?;
+    }
+    // Budgets only pace evictions: one the API refuses (an operator upgraded without its RBAC)
+    // must not keep the set from running.
+    if let Err(e) = super::budgets::apply(client, budget_api, crs, plan, &pp).await {
+        tracing::warn!(set = %name, error = %e, "PodDisruptionBudgets not applied");
     }
     let pruned = prune(&deployments, &services, &view, plan).await?;
     let lingering = lingering_shards(&view.deployments, plan);
