@@ -269,6 +269,14 @@ if [[ -n "$jwt_secret_name" ]]; then
         --dry-run=client -o yaml | k apply -f -
 fi
 
+api_secret_name="$(sed -n '/^      - name: API_KEY$/,/^ *name:/{s/^ *name: *//p}' "$E2E_EXAMPLE" | tail -n 1)"
+api_key=""
+if [[ -n "$api_secret_name" && "$api_secret_name" != API_KEY ]]; then
+    api_key="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+    k -n "$set_ns" create secret generic "$api_secret_name" --from-literal=key="$api_key" \
+        --dry-run=client -o yaml | k apply -f -
+fi
+
 history_secret_name="$(sed -n '/^    urlSecretRef:/{n;s/^ *name: *//p}' "$E2E_EXAMPLE")"
 if [[ -n "$history_secret_name" ]]; then
     # The store as the pods reach it; a store left from an earlier run starts empty for this set
@@ -350,6 +358,13 @@ if [[ "$E2E_EXAMPLE" == examples/chatroomset-kind-localstack.yaml ]]; then
         die "examples/loadgen-job.yaml subscribes to '$documented' but the routing table says '$actual'"
 fi
 run_loadgen chatflow-loadgen-e2e "$E2E_MESSAGES"
+
+if [[ -n "$api_key" && -n "$jwt_secret" ]]; then
+    # After the run, so the shards broadcast at once (a starting shard holds a room's first
+    # messages until its subscribers are back).
+    step "server API and recent history on a producer pod: a backend's message, published twice with the API key, is read back once through the edge with a token for its room"
+    server_api_check "$producer_ip" "$room1_token"
+fi
 
 consumers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer"
 producers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer"

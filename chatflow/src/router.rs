@@ -39,6 +39,10 @@ pub trait Endpoint: Send + Sync + 'static {
     fn gates_plain_requests(&self) -> bool {
         false
     }
+    /// The route as the 404 lists it.
+    fn route(&self) -> String {
+        format!("{}{{roomId}}", self.prefix())
+    }
     /// Whether the route takes POST besides GET (an API that publishes).
     fn accepts_post(&self) -> bool {
         false
@@ -260,7 +264,7 @@ impl Router {
         let routes: Vec<String> = self
             .endpoints
             .iter()
-            .map(|e| format!("{}{{roomId}}", e.prefix()))
+            .map(|e| e.route())
             .chain(self.routes.iter().map(|r| r.path.to_owned()))
             .chain(["/health", "/ready"].map(str::to_owned))
             .chain(self.serves_metrics.then(|| "/metrics, /info".to_owned()))

@@ -206,6 +206,10 @@ impl Endpoint for Api {
     fn accepts_post(&self) -> bool {
         true
     }
+
+    fn route(&self) -> String {
+        format!("{PREFIX}{{roomId}}/messages")
+    }
 }
 
 #[cfg(test)]

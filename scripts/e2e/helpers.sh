@@ -272,3 +272,38 @@ evict_when_allowed() {
         echo "  pod/$pod evicted after the budget held it back for $((SECONDS - started)) s"
     fi
 }
+
+# Publishes a notice into room 1 through the server API of the producer pod at $1, twice under
+# one clientMessageId, and reads room 1's history back through that pod's edge with token $2:
+# the notice is there once, with the id both answers gave. A token for room 1 only gets 403 on
+# room 2's history, and a wrong key 401.
+server_api_check() {
+    local ip="$1" token="$2" body first second page due found=0
+    body="{\"userId\":1,\"username\":\"backend\",\"message\":\"notice $tag\",\"timestamp\":\"2026-12-07T10:00:00Z\",\"messageType\":\"TEXT\",\"clientMessageId\":\"e2e-$tag\"}"
+    api_post() {
+        curl -s -m 10 -w '\n%{http_code}' -H "Authorization: apikey $1" \
+            -H 'Content-Type: application/json' --data "$body" "http://$ip:8080/api/rooms/1/messages"
+    }
+    first="$(api_post "$api_key")"
+    [[ "${first##*$'\n'}" == 200 ]] || die "the server API answered: $first"
+    second="$(api_post "$api_key")"
+    [[ "${second##*$'\n'}" == 200 ]] || die "the server API's retry answered: $second"
+    local id
+    id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["messageId"])' "${first%$'\n'*}")"
+    [[ "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["messageId"])' "${second%$'\n'*}")" == "$id" ]] ||
+        die "a retry under the same clientMessageId got another messageId: $first / $second"
+    [[ "$(api_post not-the-key-not-the-key | tail -n 1)" == 401 ]] || die "a wrong API key was not refused with 401"
+    # A shard holds a room's first messages until its subscribers are back, or for its hold.
+    due=$((SECONDS + 120))
+    while ((SECONDS < due)); do
+        page="$(curl -s -m 10 -H "Authorization: Bearer $token" "http://$ip:8080/history/1?limit=1000")"
+        found="$(python3 -c 'import json, sys; print(sum(e["messageId"] == sys.argv[2] for e in json.loads(sys.argv[1])["events"]))' "$page" "$id" 2>/dev/null || echo 0)"
+        ((found == 0)) || break
+        sleep 2
+    done
+    ((found == 1)) || die "room 1's history holds the notice $found times: $page"
+    local code
+    code="$(curl -s -o /dev/null -m 10 -w '%{http_code}' -H "Authorization: Bearer $token" "http://$ip:8080/history/2")"
+    [[ "$code" == 403 ]] || die "a token for room 1 got HTTP $code on /history/2, not 403"
+    echo "  message $id published twice, in room 1's history once; a wrong key 401, /history/2 403"
+}

@@ -14,29 +14,7 @@ const KEY: &str = "api-test-key-0123456789";
 
 /// The status code and body a POST with `headers` gets.
 async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n{extra}\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(T, s.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    chatflow_testkit::http_request(addr, "POST", path, headers, body).await
 }
 
 fn message(user: u32, text: &str, client_message_id: &str) -> String {

@@ -11,6 +11,7 @@ use chatflow::protocol::{BroadcastEvent, Position, RecoveryNotice};
 use chatflow::service::ServiceHandle;
 use chatflow::ws::{ClientEvent, ClientReader, ClientWriter, connect_split_with};
 use chatflow_server::{ServerConfig, start};
+use chatflow_testkit::http_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(10);
@@ -307,27 +308,6 @@ async fn a_key_rotated_in_the_jwks_file_is_taken_without_a_restart() {
     srv.shutdown().await;
 }
 
-/// The status line and body a plain GET gets.
-async fn plain_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(T, s.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_history_route_asks_for_the_token_subscribing_does() {
     let srv = server("history", |_| {}).await;
@@ -343,19 +323,16 @@ async fn the_history_route_asks_for_the_token_subscribing_does() {
         next_json(&mut sub, "the first event").await,
         next_json(&mut sub, "the second event").await,
     ];
-    let (status, body) = plain_get(addr, "/history/3", &auth).await;
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
+    let (status, body) = http_request(addr, "GET", "/history/3", &auth, "").await;
+    assert_eq!(status, 200, "{body}");
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     let read: Vec<BroadcastEvent> = serde_json::from_value(page["events"].clone()).unwrap();
     assert_eq!(read, delivered);
     assert_eq!(read[1].user_id, "42", "the sender is the token's user");
 
-    let (status, _) = plain_get(addr, "/history/3", &[]).await;
-    assert!(status.starts_with("HTTP/1.1 401"), "no token: {status}");
-    let (status, _) = plain_get(addr, "/history/6", &auth).await;
-    assert!(
-        status.starts_with("HTTP/1.1 403"),
-        "a room the token does not open: {status}"
-    );
+    let (status, _) = http_request(addr, "GET", "/history/3", &[], "").await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) = http_request(addr, "GET", "/history/6", &auth, "").await;
+    assert_eq!(status, 403, "a room the token does not open");
     srv.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! A plain HTTP/1.1 GET, for the services' health, readiness, metrics and info routes.
+//! Plain HTTP/1.1 requests, for the services' routes that are not WebSockets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,10 +10,33 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The status and body of `GET path` on `addr` (panics if the server does not answer in time).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], "").await
+}
+
+/// The status and body of one request with `headers` and `body` (panics if the server does not
+/// answer in time).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("the server accepts");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let length = match (method, body.len()) {
+        ("GET", 0) => String::new(),
+        (_, n) => format!("Content-Length: {n}\r\n"),
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{length}{extra}\r\n{body}"
+    );
+    s.write_all(req.as_bytes())
         .await
         .expect("the request is written");
     let mut answer = String::new();

@@ -6,5 +6,5 @@ pub mod alloc;
 pub mod http;
 pub mod proxy;
 
-pub use http::http_get;
+pub use http::{http_get, http_request};
 pub use proxy::Proxy;
