@@ -327,7 +327,7 @@ if [[ -n "$jwt_secret" ]]; then
 import base64, hashlib, hmac, json, sys, time
 part = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
 body = part({"alg": "HS256", "typ": "JWT"}) + "." + part(
-    {"sub": "1", "exp": int(time.time()) + 300, "chatflow": {"publish": ["1"], "subscribe": ["1"]}})
+    {"sub": "1", "exp": int(time.time()) + 3600, "chatflow": {"publish": ["1"], "subscribe": ["1"]}})
 sig = hmac.new(sys.argv[1].encode(), body.encode(), hashlib.sha256).digest()
 print(body + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode())
 ' "$jwt_secret")"
