@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::{self, Pending};
 use crate::connection::places_for;
-use crate::ingest::{self, Destination};
+use crate::ingest;
 use crate::server::Shared;
 
 /// The route's prefix; the rest of the path is `{roomId}/messages`.
@@ -135,11 +135,7 @@ impl Api {
             }
         };
         m.messages_validated.inc();
-        let to = Destination {
-            room,
-            group: shared.batch.queues.naming().queue_key(room),
-        };
-        let stamped = ingest::stamp(msg, to, &shared.config.server_id, ip);
+        let stamped = ingest::stamp(msg, shared.destination(room), &shared.config.server_id, ip);
         let (reply, outcome) = oneshot::channel();
         let pending = Pending {
             entry: stamped.entry,
@@ -155,19 +151,9 @@ impl Api {
             return (StatusCode::SERVICE_UNAVAILABLE, reply);
         }
         let cmid = stamped.client_message_id.as_deref();
-        match outcome.await {
-            Ok(Ok(())) => (StatusCode::OK, stamped.ok),
-            Ok(Err(reason)) => {
-                m.error(ErrorCode::QueueError);
-                let reply = ingest::error_reply(ErrorCode::QueueError, &reason, cmid);
-                (StatusCode::SERVICE_UNAVAILABLE, reply)
-            }
-            Err(_) => {
-                m.error(ErrorCode::QueueError);
-                let why = "the message was dropped before it was published";
-                let reply = ingest::error_reply(ErrorCode::QueueError, why, cmid);
-                (StatusCode::SERVICE_UNAVAILABLE, reply)
-            }
+        match ingest::unpublished_reply(outcome.await, cmid) {
+            None => (StatusCode::OK, stamped.ok),
+            Some(error) => (StatusCode::SERVICE_UNAVAILABLE, error),
         }
     }
 }

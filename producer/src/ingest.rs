@@ -41,6 +41,24 @@ pub fn error_reply(code: ErrorCode, reason: &str, client_message_id: Option<&str
         .into()
 }
 
+/// The QUEUE_ERROR reply to a message its batch did not publish (`outcome` failed, or was
+/// dropped); None when it was published and its OK reply is due.
+pub fn unpublished_reply<E>(
+    outcome: Result<Outcome, E>,
+    client_message_id: Option<&str>,
+) -> Option<Bytes> {
+    let reason = match outcome {
+        Ok(Ok(())) => return None,
+        Ok(Err(reason)) => reason,
+        Err(_) => "the message was dropped before it was published".to_owned(),
+    };
+    Some(error_reply(
+        ErrorCode::QueueError,
+        &reason,
+        client_message_id,
+    ))
+}
+
 /// Serializes the ERROR reply for a rejected frame.
 pub fn rejection_reply(r: &Rejection) -> Bytes {
     error_reply(r.code, &r.reason, r.client_message_id.as_deref())

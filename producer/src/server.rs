@@ -24,6 +24,7 @@ use crate::batcher::{self, BatchContext, BatchPolicy, Pending};
 use crate::breaker::Breaker;
 use crate::config::ProducerConfig;
 use crate::connection::{self, Peer, Target};
+use crate::ingest::Destination;
 use crate::limits::MessageRates;
 use crate::metrics::Metrics;
 use chatflow::client_ip;
@@ -64,6 +65,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Where a message of `room` goes: the room, in its queue's message group. A bucket is one
+    /// group: its rooms' messages share envelopes, so a quiet room's message travels with its
+    /// neighbours' instead of alone.
+    pub fn destination(&self, room: RoomId) -> Destination {
+        Destination {
+            room,
+            group: self.batch.queues.naming().queue_key(room),
+        }
+    }
+
     /// The batcher of a room of the range (its queue's), for connections that do not publish
     /// in place.
     pub fn batcher(&self, room: RoomId) -> &mpsc::Sender<Pending> {

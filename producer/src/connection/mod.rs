@@ -182,12 +182,7 @@ fn validate(
         room,
         ingest::stamp(
             msg,
-            ingest::Destination {
-                room,
-                // A bucket is one message group: its rooms' messages share envelopes, so a
-                // quiet room's message travels with its neighbours' instead of alone.
-                group: shared.batch.queues.naming().queue_key(room),
-            },
+            shared.destination(room),
             &shared.config.server_id,
             &peer.ip_text,
         ),
@@ -211,18 +206,9 @@ fn answer<W: AsyncWrite + Unpin, E>(
     client_message_id: Option<&str>,
     outcome: Result<Outcome, E>,
 ) {
-    match outcome {
-        Ok(Ok(())) => sink.text(ok),
-        Ok(Err(reason)) => sink.text(&ingest::error_reply(
-            ErrorCode::QueueError,
-            &reason,
-            client_message_id,
-        )),
-        Err(_) => sink.text(&ingest::error_reply(
-            ErrorCode::QueueError,
-            "the message was dropped before it was published",
-            client_message_id,
-        )),
+    match ingest::unpublished_reply(outcome, client_message_id) {
+        None => sink.text(ok),
+        Some(error) => sink.text(&error),
     }
 }
 
