@@ -23,6 +23,7 @@ use crate::history::{HistoryRoute, ShardHistory};
 use crate::metrics::Metrics;
 use crate::poller::{self, PollContext, QueueRooms};
 use chatflow_fanout::admission::{Admitted, Door};
+use chatflow_fanout::presence::Presence;
 use chatflow_fanout::resume::Backing;
 use chatflow_fanout::room::Room;
 use chatflow_fanout::store::Store;
@@ -39,6 +40,8 @@ struct Shared {
     admission: Arc<Semaphore>,
     /// Stops the pollers, then closes the subscribers.
     life: Lifecycle,
+    /// Who the subscribers are (the standalone server's; shards' subscribers are edges).
+    presence: Option<Presence>,
 }
 
 /// The consumer without a listener: its `/subscribe/{roomId}` route and its room pollers, served
@@ -50,12 +53,14 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Starts polling the configured rooms until `life` stops.
+    /// Starts polling the configured rooms until `life` stops; subscribers with an identity are
+    /// entered in `presence`.
     pub fn new(
         config: ConsumerConfig,
         queues: SharedQueues,
         registry: &mut Registry,
         life: Lifecycle,
+        presence: Option<Presence>,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
         let store = Store::open(&config.store).map_err(|e| StartError::Setting(e.to_string()))?;
@@ -123,6 +128,7 @@ impl Consumer {
                 store,
                 admission,
                 life,
+                presence,
             }),
             pollers,
         })
@@ -211,7 +217,7 @@ pub fn start_on(
         serde_json::to_value(&config).expect("config serializes"),
     );
     let gate = Gate::new(&config.auth, Vec::new(), &mut registry)?;
-    let consumer = Consumer::new(config, queues, &mut registry, life.clone())?;
+    let consumer = Consumer::new(config, queues, &mut registry, life.clone(), None)?;
     tracing::info!(rooms = %consumer.rooms(), "consumer serving");
     let router = Router::new(registry, info)
         .gate(gate)
@@ -260,7 +266,12 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
             metrics: shared.metrics.store.clone(),
         }),
     };
-    let membership = Membership::join(room, &opts);
+    let (membership, here) = Membership::join(room, &opts).attend(
+        shared.presence.as_ref(),
+        room_id,
+        req.uri().query(),
+        pass.grant(),
+    );
     shared.metrics.subscribers.inc();
     let life = shared.life.clone();
     life.spawn(async move {
@@ -278,7 +289,7 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
             .await;
         }
         shared.metrics.subscribers.dec();
-        drop((permit, pass));
+        drop((permit, pass, here));
     });
     resp
 }

@@ -10,7 +10,7 @@ use chatflow_consumer::{ConsumerConfig, ConsumerHandle, start};
 use chatflow_fanout::store::{Store, StoreOptions};
 
 mod support;
-use support::redis_server::RedisServer;
+use chatflow_testkit::RedisServer;
 use support::*;
 
 fn store_options(redis: &RedisServer) -> StoreOptions {

@@ -57,6 +57,7 @@ async fn events_and_notices(
         match frame(r).await {
             SubscriberFrame::Event(e) => evs.push(e),
             SubscriberFrame::Recovery(n) => notices.push(n),
+            SubscriberFrame::Presence(p) => panic!("presence not asked for: {p:?}"),
         }
     }
     (evs, notices)

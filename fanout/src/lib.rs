@@ -6,6 +6,7 @@ pub mod admission;
 pub mod edge;
 pub mod history;
 pub mod page;
+pub mod presence;
 pub mod resume;
 pub mod room;
 pub mod store;

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatflow::auth::Deadline;
+use chatflow::auth::{Deadline, Grant};
 use chatflow::protocol::{Position, SubscriberFrame};
+use chatflow::rooms::RoomId;
 use chatflow::ws::{self, Check, Inbound, Liveness, Obligation, ReadError};
 use fastwebsockets::OpCode;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::Replay;
+use crate::presence::{Feed, Here, Presence};
 use crate::resume::{self, Backing, Fetched};
 use crate::room::{Event, Room};
 use crate::store::StoreError;
@@ -51,6 +53,7 @@ pub struct Membership {
     kick: CancellationToken,
     replay: Option<Replay>,
     rx: mpsc::Receiver<Event>,
+    presence: Option<Feed>,
 }
 
 impl Membership {
@@ -65,7 +68,34 @@ impl Membership {
             kick: joined.kick,
             replay: joined.replay,
             rx,
+            presence: None,
         }
+    }
+
+    /// Enters the subscriber in `presence`, when there is one, as its request's `query` and
+    /// `grant` ask: its user in the roster while the returned guard lives, and the room's
+    /// presence frames sent with its events.
+    pub fn attend(
+        mut self,
+        presence: Option<&Presence>,
+        room: RoomId,
+        query: Option<&str>,
+        grant: Option<&Grant>,
+    ) -> (Self, Option<Here>) {
+        let Some(presence) = presence else {
+            return (self, None);
+        };
+        let attendance = presence.attend(room, query, grant);
+        self.presence = attendance.feed;
+        (self, attendance.here)
+    }
+}
+
+/// The next presence frame, or never without a feed.
+async fn presence_frame(feed: &mut Option<Feed>) -> Option<bytes::Bytes> {
+    match feed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -288,6 +318,10 @@ async fn relay(
                 None => return Some((ws::CLOSE_GOING_AWAY, "server shutting down".to_owned())),
             },
             _ = kicked.cancelled() => return too_slow(),
+            Some(frame) = presence_frame(&mut membership.presence) => {
+                sink.text(&frame);
+                if sink.flush_within(STALL_LIMIT).await.is_err() { return None; }
+            }
             ob = peer.owed.recv() => match ob {
                 Some(Obligation::Pong(p)) => { sink.frame(OpCode::Pong, &p); let _ = sink.flush_within(STALL_LIMIT).await; }
                 Some(Obligation::Close(p)) => { sink.frame(OpCode::Close, &p); let _ = sink.flush_within(STALL_LIMIT).await; return None; }

@@ -214,6 +214,7 @@ async fn event(r: &mut ClientReader) -> anyhow::Result<BroadcastEvent> {
     match serde_json::from_slice(&text(r).await?).context("a frame that is not a subscriber's")? {
         SubscriberFrame::Event(e) => Ok(e),
         SubscriberFrame::Recovery(_) => bail!("a recovery notice where an event was due"),
+        SubscriberFrame::Presence(_) => bail!("a presence frame it did not ask for"),
     }
 }
 

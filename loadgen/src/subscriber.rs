@@ -96,7 +96,7 @@ pub async fn listen(
                         }
                         continue;
                     }
-                    Err(_) => continue,
+                    Ok(SubscriberFrame::Presence(_)) | Err(_) => continue,
                 };
                 last = e.position.or(last);
                 if let Some(seq) = e.client_message_id.and_then(|id| seq_of(&run, &id)) {

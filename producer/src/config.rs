@@ -7,6 +7,7 @@ use chatflow::auth::AuthOptions;
 use chatflow::config::QueueOptions;
 use chatflow::envelope::Packing;
 use chatflow_fanout::edge::EdgeConfig;
+use chatflow_fanout::presence::PresenceOptions;
 use clap::Parser;
 
 /// Everything the producer can be told at start-up.
@@ -108,6 +109,9 @@ pub struct ProducerConfig {
     /// `/subscribe/{roomId}` relayed from the shards (off unless a routing source is given).
     #[command(flatten)]
     pub edge: EdgeConfig,
+    /// Who is in each room: the edge's subscribers, and with a store every pod's.
+    #[command(flatten)]
+    pub presence: PresenceOptions,
 }
 
 /// The server API key; its `Debug` does not show it, so no log of the settings does.

@@ -14,6 +14,7 @@ use chatflow::rooms::{RoomId, RoomRange};
 use chatflow::router::{self, Endpoint, Opening, Refusal, Router};
 use chatflow::service::{self, Listeners, ServiceHandle, StartError};
 use chatflow_fanout::edge::Edge;
+use chatflow_fanout::presence::{Presence, PresenceRoute};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use prometheus_client::registry::Registry;
@@ -261,6 +262,8 @@ pub fn start_on(
         .edge_close_spread_secs
         .min(config.shutdown_grace_secs / 2);
     let gate = Gate::new(&config.auth, config.trusted_proxies.clone(), &mut registry)?;
+    let presence = Presence::start(&config.presence, &mut registry)
+        .map_err(|e| StartError::Setting(e.to_string()))?;
     let producer = Producer::new(config, queues, &mut registry, life.clone())?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let edge = edge_config.routes().map(|routes| {
@@ -271,6 +274,7 @@ pub fn start_on(
             producer.rooms(),
             &mut registry,
             life.alongside(),
+            presence.clone(),
         )
     });
     let mut router = Router::new(registry, info)
@@ -281,6 +285,14 @@ pub fn start_on(
         router = router
             .endpoint(Arc::new(edge.clone()))
             .endpoint(edge.history());
+        if let Some(p) = &presence {
+            router = router.endpoint(Arc::new(PresenceRoute::new(
+                p.clone(),
+                producer.rooms(),
+                life.clone(),
+                "producer",
+            )));
+        }
     }
     // Senders are answered before the edge lets its subscribers go, so they see the last acks'
     // messages too; with a close spread, subscribers leave by turns from the stop on instead,
@@ -289,6 +301,10 @@ pub fn start_on(
         producer.drain().await;
         if let Some(edge) = edge {
             edge.drain().await;
+        }
+        // The closed subscribers leave the rosters now rather than by expiry.
+        if let Some(p) = presence {
+            p.close().await;
         }
     };
     service::spawn(

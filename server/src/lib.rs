@@ -13,6 +13,7 @@ use chatflow::queue::SharedQueues;
 use chatflow::router::Router;
 use chatflow::service::{self, ServiceHandle, StartError};
 use chatflow_consumer::Consumer;
+use chatflow_fanout::presence::{Presence, PresenceRoute};
 use chatflow_producer::Producer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -51,6 +52,9 @@ pub fn start_on(
         config.producer.trusted_proxies.clone(),
         &mut registry,
     )?;
+    // One presence for the process: its subscribers are the consumer's.
+    let presence = Presence::start(&config.producer.presence, &mut registry)
+        .map_err(|e| StartError::Setting(e.to_string()))?;
     let producer = Producer::new(config.producer, queues.clone(), &mut registry, life.clone())?;
     // The consumer stops after the producer has drained, so what the producer acknowledged
     // while draining is still broadcast.
@@ -60,14 +64,24 @@ pub fn start_on(
         queues,
         &mut registry,
         consumer_life.clone(),
+        presence.clone(),
     )?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
-    let router = Router::new(registry, info)
+    let mut router = Router::new(registry, info)
         .gate(gate)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(producer.api())
         .endpoint(Arc::new(consumer.clone()))
-        .endpoint(consumer.history())
+        .endpoint(consumer.history());
+    if let Some(p) = &presence {
+        router = router.endpoint(Arc::new(PresenceRoute::new(
+            p.clone(),
+            consumer.rooms(),
+            life.clone(),
+            "server",
+        )));
+    }
+    let router = router
         .page("/", "text/html; charset=utf-8", PAGE)
         .page("/index.html", "text/html; charset=utf-8", PAGE)
         .page("/chat.js", "text/javascript; charset=utf-8", SCRIPT);
@@ -75,6 +89,9 @@ pub fn start_on(
         producer.drain().await;
         consumer_life.stop();
         consumer.drain().await;
+        if let Some(p) = presence {
+            p.close().await;
+        }
     };
     service::spawn(
         "chatflow server",

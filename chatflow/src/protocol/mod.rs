@@ -154,8 +154,8 @@ mod position;
 
 pub use inbound::{ConversationMessage, java_whitespace};
 pub use outbound::{
-    BroadcastEvent, ErrorFields, ErrorReply, OkFields, OkReply, RecoveryNotice, Reply,
-    SubscriberFrame, TaskMessage,
+    BroadcastEvent, ErrorFields, ErrorReply, OkFields, OkReply, PresenceDiff, PresentUser,
+    RecoveryNotice, Reply, SubscriberFrame, TaskMessage,
 };
 pub use position::{BadPosition, Position};
 

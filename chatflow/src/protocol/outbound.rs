@@ -113,8 +113,9 @@ pub struct TaskMessage {
     pub client_message_id: Option<String>,
 }
 
-/// One frame a subscriber receives, told apart by its `status`: a room's message (`"OK"`), or
-/// the notice that opens a resumed subscription (`"RECOVERY"`).
+/// One frame a subscriber receives, told apart by its `status`: a room's message (`"OK"`), the
+/// notice that opens a resumed subscription (`"RECOVERY"`), or who joined and left the room
+/// (`"PRESENCE"`, only to subscribers that asked with `?presence=true`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "status")]
 pub enum SubscriberFrame {
@@ -124,6 +125,42 @@ pub enum SubscriberFrame {
     /// What a resume could replay; the replayed events follow it.
     #[serde(rename = "RECOVERY")]
     Recovery(RecoveryNotice),
+    /// Who joined and left the room since the last such frame.
+    #[serde(rename = "PRESENCE")]
+    Presence(PresenceDiff),
+}
+
+/// Who joined and left a room over one interval: at most one such frame per interval, so a
+/// reconnect storm in a large room costs its subscribers one frame a second, not one per user.
+/// A subscription's first such frame may list no one: changes reach it from then on, so that is
+/// when to read the roster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceDiff {
+    /// Room.
+    pub room_id: u32,
+    /// Users present after the changes.
+    pub count: u64,
+    /// Users who arrived, oldest first.
+    pub joined: Vec<PresentUser>,
+    /// Users who went (their last connection closed or expired).
+    pub left: Vec<String>,
+    /// Changes left out of `joined` and `left` to keep the frame small; above zero, read the
+    /// roster again (`GET /presence/{roomId}`).
+    pub omitted: u64,
+}
+
+/// A user in a room's roster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresentUser {
+    /// The token's `sub` (or the `user` an anonymous subscriber gave).
+    pub user_id: String,
+    /// The token's `name`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    /// When the user's first connection to the room arrived, milliseconds since the epoch.
+    pub since: u64,
 }
 
 impl SubscriberFrame {

@@ -10,8 +10,6 @@ use chatflow::rooms::RoomId;
 use chatflow::ws::{ClientEvent, ClientReader, connect_split};
 use chatflow_consumer::{ConsumerConfig, ConsumerHandle, start};
 
-pub mod redis_server;
-
 /// Longest wait for anything in these tests.
 pub const T: Duration = Duration::from_secs(15);
 

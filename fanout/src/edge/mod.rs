@@ -38,6 +38,7 @@ pub use metrics::EdgeMetrics;
 use routes::Routes;
 
 use crate::admission::{Admitted, Door};
+use crate::presence::Presence;
 use crate::room::Room;
 use crate::subscriber::{self, Membership, ResumeCounters};
 
@@ -84,6 +85,8 @@ struct Shared {
     /// Fires once the producer has answered its senders: the upstreams stop.
     relaying: CancellationToken,
     upstreams: TaskTracker,
+    /// Who the edge's subscribers are, when presence is on.
+    presence: Option<Presence>,
 }
 
 impl Shared {
@@ -138,13 +141,15 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// An edge for `rooms` relaying from `routes` until `life` stops.
+    /// An edge for `rooms` relaying from `routes` until `life` stops, its subscribers in
+    /// `presence`.
     pub fn new(
         config: EdgeConfig,
         routes: Routes,
         rooms: RoomRange,
         registry: &mut Registry,
         life: Lifecycle,
+        presence: Option<Presence>,
     ) -> Self {
         let admission = Arc::new(Semaphore::new(
             config.edge_max_subscribers.min(Semaphore::MAX_PERMITS),
@@ -161,6 +166,7 @@ impl Edge {
                 life,
                 relaying: CancellationToken::new(),
                 upstreams: TaskTracker::new(),
+                presence,
             }),
         }
     }
@@ -235,6 +241,27 @@ impl Edge {
         catch_up::fetch(&self.shared.routes, room, after, generation).await
     }
 
+    /// Where a subscription starts: a resume from a position this edge's relay does not reach
+    /// back to is fetched from the shard, which may still hold the gap.
+    async fn gap(
+        &self,
+        hub: &Hub,
+        room: RoomId,
+        after: Option<Position>,
+    ) -> (Option<Position>, Option<crate::resume::Fetched>) {
+        match after {
+            Some(p) if !hub.room.covers(p) => match self.fetch(hub, room, p).await {
+                Ok((fetched, reached)) => (Some(reached), Some(fetched)),
+                Err(e) => {
+                    tracing::warn!(room, after = %p, error = %e,
+                        "could not fetch a resume's gap from the shard; answering from the relay");
+                    (after, None)
+                }
+            },
+            _ => (after, None),
+        }
+    }
+
     async fn subscribe(self, mut req: Request<Incoming>, room: String) -> Response<Body> {
         let shared = &self.shared;
         let door = Door {
@@ -264,19 +291,7 @@ impl Edge {
                 format!("room {room_id}'s shard is not reachable from this edge, retry later\n"),
             );
         }
-        // A resume from a position this edge's relay does not reach back to: the shard may
-        // still hold the gap.
-        let (after, fetched) = match after {
-            Some(p) if !hub.0.room.covers(p) => match self.fetch(&hub.0, room_id, p).await {
-                Ok((fetched, reached)) => (Some(reached), Some(fetched)),
-                Err(e) => {
-                    tracing::warn!(room = room_id, after = %p, error = %e,
-                        "could not fetch a resume's gap from the shard; answering from the relay");
-                    (after, None)
-                }
-            },
-            _ => (after, None),
-        };
+        let (after, fetched) = self.gap(&hub.0, room_id, after).await;
         let (resp, fut) = match router::upgrade(&mut req) {
             Ok(pair) => pair,
             Err(bad) => return bad,
@@ -291,7 +306,12 @@ impl Edge {
             deadline: pass.deadline(),
             backing: None,
         };
-        let membership = Membership::join(hub.0.room.clone(), &opts);
+        let (membership, here) = Membership::join(hub.0.room.clone(), &opts).attend(
+            shared.presence.as_ref(),
+            room_id,
+            req.uri().query(),
+            pass.grant(),
+        );
         shared.metrics.subscribers.inc();
         let (trigger, spread) = self.departure();
         self.shared
@@ -311,7 +331,7 @@ impl Edge {
                     .await;
                 }
                 shared.metrics.subscribers.dec();
-                drop(hub);
+                drop((hub, here));
                 drop((permit, pass));
             });
         resp
@@ -351,7 +371,7 @@ pub fn start_on(
         "edge",
         serde_json::to_value(&config).expect("config serializes"),
     );
-    let edge = Edge::new(config, routes, rooms, &mut registry, life.clone());
+    let edge = Edge::new(config, routes, rooms, &mut registry, life.clone(), None);
     let router = Router::new(registry, info)
         .endpoint(Arc::new(edge.clone()))
         .endpoint(edge.history());

@@ -175,6 +175,8 @@ async fn relay(
                 }
                 continue;
             }
+            // The edge never asks its shards for presence: edges keep their own.
+            Ok(SubscriberFrame::Presence(_)) => continue,
             Err(e) => {
                 tracing::warn!(room, error = %e, "edge upstream sent a frame it cannot read; skipped");
                 continue;

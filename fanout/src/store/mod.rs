@@ -20,6 +20,7 @@ use redis::{Client, Script};
 pub use ids::{Unstorable, entry_id, position};
 pub use metrics::{OpLabel, RoomLabel, StoreMetrics};
 pub use options::StoreOptions;
+pub(crate) use options::without_credentials;
 
 /// Most events one resume reads from the store; a resume further behind gets the newest ones
 /// and `recovered: false`.

@@ -29,7 +29,7 @@ pub struct StoreOptions {
 }
 
 /// The URL as `/info` shows it: scheme, host and port, never a password.
-fn without_credentials<S: serde::Serializer>(
+pub(crate) fn without_credentials<S: serde::Serializer>(
     url: &Option<String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
