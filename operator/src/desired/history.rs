@@ -54,25 +54,28 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The consumer's env for `spec.history` (none for memory-only history).
-pub fn consumer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
-    let Some(h) = crs
-        .spec
-        .history
-        .as_ref()
-        .filter(|h| h.store == HistoryStore::Redis)
-    else {
-        return Vec::new();
-    };
-    let var = |name: &str, value: String| EnvVar {
+fn var(name: &str, value: String) -> EnvVar {
+    EnvVar {
         name: name.into(),
         value: Some(value),
         value_from: None,
-    };
-    let url = match (&h.url, &h.url_secret_ref) {
-        (Some(url), _) => var("HISTORY_STORE_URL", url.clone()),
+    }
+}
+
+/// The set's Redis store, when `spec.history.store` is redis.
+fn redis(crs: &ChatRoomSet) -> Option<&HistorySpec> {
+    crs.spec
+        .history
+        .as_ref()
+        .filter(|h| h.store == HistoryStore::Redis)
+}
+
+/// `name` set to the store's URL, inline or from its Secret.
+fn url_var(h: &HistorySpec, name: &str) -> Option<EnvVar> {
+    Some(match (&h.url, &h.url_secret_ref) {
+        (Some(url), _) => var(name, url.clone()),
         (None, Some(r)) => EnvVar {
-            name: "HISTORY_STORE_URL".into(),
+            name: name.into(),
             value: None,
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
@@ -83,19 +86,36 @@ pub fn consumer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
                 ..Default::default()
             }),
         },
-        (None, None) => return Vec::new(),
-    };
+        (None, None) => return None,
+    })
+}
+
+/// The set's own prefix of store keys. The uid too: a set deleted and made again under its
+/// name starts a history of its own, rather than one whose positions it may not continue.
+fn key_prefix(crs: &ChatRoomSet) -> String {
     let ns = crs.namespace().unwrap_or_else(|| "default".into());
-    // The uid too: a set deleted and made again under its name starts a history of its own,
-    // rather than one whose positions it may not continue.
     let uid = crs.uid().unwrap_or_default();
-    let mut env = vec![
-        url,
-        var(
-            "HISTORY_KEY_PREFIX",
-            format!("chatflow:{ns}:{}:{uid}", crs.name_any()),
-        ),
-    ];
+    format!("chatflow:{ns}:{}:{uid}", crs.name_any())
+}
+
+/// The producer's env for presence: the history store, shared by every producer pod, holds who
+/// is in each room. Without one presence is off: a pod's own subscribers are not a room's.
+pub fn producer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
+    let Some(url) = redis(crs).and_then(|h| url_var(h, "PRESENCE_STORE_URL")) else {
+        return vec![var("PRESENCE", "false".into())];
+    };
+    vec![url, var("PRESENCE_KEY_PREFIX", key_prefix(crs))]
+}
+
+/// The consumer's env for `spec.history` (none for memory-only history).
+pub fn consumer_env(crs: &ChatRoomSet) -> Vec<EnvVar> {
+    let Some(h) = redis(crs) else {
+        return Vec::new();
+    };
+    let Some(url) = url_var(h, "HISTORY_STORE_URL") else {
+        return Vec::new();
+    };
+    let mut env = vec![url, var("HISTORY_KEY_PREFIX", key_prefix(crs))];
     if let Some(n) = h.max_length {
         env.push(var("HISTORY_MAX_LEN", n.to_string()));
     }

@@ -332,6 +332,7 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
     }
     let (auth_env, auth_mounts, auth_volumes) = auth::producer_parts(crs.spec.auth.as_ref());
     env.extend(auth_env);
+    env.extend(history::producer_env(crs));
     let env = with_spec_env(env, &p.env);
     let mut c = container("producer", &p.image, PRODUCER_PORT, env, resources);
     let mut mounts = vec![VolumeMount {

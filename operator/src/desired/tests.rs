@@ -117,6 +117,21 @@ fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
 }
 
 #[test]
+fn presence_spans_the_producer_pods_through_the_store_and_is_off_without_one() {
+    let mut crs = sample("demo", 1, 20, 5);
+    assert_eq!(producer_env(&crs)["PRESENCE"], "false");
+    crs.spec.history = Some(HistorySpec {
+        store: HistoryStore::Redis,
+        url: Some("redis://cache:6379".into()),
+        ..Default::default()
+    });
+    let env = producer_env(&crs);
+    assert!(!env.contains_key("PRESENCE"));
+    assert_eq!(env["PRESENCE_STORE_URL"], "redis://cache:6379");
+    assert_eq!(env["PRESENCE_KEY_PREFIX"], "chatflow:chat:demo:uid-1");
+}
+
+#[test]
 fn consumer_deployments_carry_their_rooms_and_recreate() {
     let crs = sample("demo", 1, 20, 5);
     let p = plan(&crs).unwrap();
