@@ -11,6 +11,7 @@ pub mod flood;
 pub mod ingest;
 pub mod memory;
 pub mod over_sqs;
+pub mod presence;
 pub mod pump;
 pub mod sqs_loops;
 pub mod sustained;
@@ -36,6 +37,9 @@ pub enum Scenario {
     /// Open loop over SQS: the offered rate stepped up until the end-to-end p99 passes a bound,
     /// against a plain SDK loop.
     Sustained(sustained::Options),
+    /// One room of 100,000 members' presence over several instances sharing a Redis: joins and
+    /// leaves per second, store memory and roster latency, against raw Redis writes and reads.
+    Presence(presence::Options),
     /// One worker process of `audience --processes`: its relays and its share of the audience.
     #[command(hide = true)]
     AudienceWorker(audience::WorkerOptions),
@@ -54,6 +58,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Edge(o) => edge::run(o).await,
         Scenario::Flood(o) => flood::run(o).await,
         Scenario::Sustained(o) => sustained::run(o).await,
+        Scenario::Presence(o) => presence::run(o).await,
         Scenario::AudienceWorker(o) => audience::worker(o).await,
         Scenario::Hold(o) => memory::hold(o).await,
     }
