@@ -47,6 +47,27 @@ pub struct Options {
     pub store_url: Option<String>,
 }
 
+/// Type of the store connection the benchmark reads and cleans up with.
+type Conn = redis::aio::MultiplexedConnection;
+
+/// The raw Redis figures: the same users written and read as plainly as Redis allows.
+struct Baseline {
+    writes_per_sec: f64,
+    bytes: u64,
+    query_us: Histogram<u64>,
+}
+
+/// The presence figures.
+struct Measured {
+    joins_per_sec: f64,
+    leaves_per_sec: f64,
+    bytes: u64,
+    idle_cpu: f64,
+    query_us: Histogram<u64>,
+    frames: u64,
+    largest_frame: u64,
+}
+
 /// Runs the benchmark.
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let Some(url) = o.store_url.clone() else {
@@ -62,60 +83,73 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "bench presence: {} members in one room over {} instances, store {url}",
         o.members, o.pods
     );
+    let base = baseline(&o, &mut conn).await?;
+    let m = measure(&o, &url, &mut conn).await?;
+    report(&o, &base, &m);
+    Ok(())
+}
 
-    // Baseline: the same users written as plainly as Redis allows (a sorted set of users and a
-    // hash of names, pipelined a thousand at a time), and a page of them read back.
+/// A sorted set of users and a hash of names, pipelined a thousand at a time, and pages of them
+/// read back.
+async fn baseline(o: &Options, conn: &mut Conn) -> anyhow::Result<Baseline> {
     let raw = format!("bench-raw-{}", uuid::Uuid::new_v4().simple());
-    let (raw_users, raw_names) = (format!("{raw}:users"), format!("{raw}:names"));
+    let (users, names) = (format!("{raw}:users"), format!("{raw}:names"));
     let started = Instant::now();
     for chunk in (0..o.members).collect::<Vec<_>>().chunks(1_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
             pipe.cmd("ZADD")
-                .arg(&raw_users)
+                .arg(&users)
                 .arg(*i)
                 .arg(format!("member-{i}"))
                 .ignore();
             pipe.cmd("HSET")
-                .arg(&raw_names)
+                .arg(&names)
                 .arg(format!("member-{i}"))
                 .arg(format!("Member {i}"))
                 .ignore();
         }
-        let () = pipe.query_async(&mut conn).await?;
+        let () = pipe.query_async(conn).await?;
     }
-    let raw_write = o.members as f64 / started.elapsed().as_secs_f64();
-    let raw_bytes = memory(&mut conn, &[&raw_users, &raw_names]).await?;
-    let mut raw_query = histogram();
+    let writes_per_sec = o.members as f64 / started.elapsed().as_secs_f64();
+    let bytes = memory(conn, &[&users, &names]).await?;
+    let mut query_us = histogram();
     let mut rng = rand::rng();
     for _ in 0..o.queries {
         let offset = rng.random_range(0..o.members.max(1));
         let asked = Instant::now();
         let page: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&raw_users)
+            .arg(&users)
             .arg(offset)
             .arg(offset + o.page - 1)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         if !page.is_empty() {
             let _: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&raw_names)
+                .arg(&names)
                 .arg(&page)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
         }
-        raw_query.record(asked.elapsed().as_micros() as u64)?;
+        query_us.record(asked.elapsed().as_micros() as u64)?;
     }
     let () = redis::cmd("DEL")
-        .arg(&raw_users)
-        .arg(&raw_names)
-        .query_async(&mut conn)
+        .arg(&users)
+        .arg(&names)
+        .query_async(conn)
         .await?;
+    Ok(Baseline {
+        writes_per_sec,
+        bytes,
+        query_us,
+    })
+}
 
-    // Presence: the instances as pods, each with its own agent and connection to the store.
+/// The members entered through the instances (as pods would), kept, queried and let go.
+async fn measure(o: &Options, url: &str, conn: &mut Conn) -> anyhow::Result<Measured> {
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let opts = PresenceOptions {
-        url: Some(url.clone()),
+        url: Some(url.to_owned()),
         ttl_secs: o.ttl_secs,
         key_prefix: prefix.clone(),
         timeout_ms: 10_000,
@@ -140,34 +174,35 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let started = Instant::now();
-    let mut here = Vec::with_capacity(o.members as usize);
-    for i in 0..o.members {
-        let pod = &pods[i as usize % pods.len()];
-        here.push(pod.enter(ROOM, format!("member-{i}"), Some(format!("Member {i}"))));
-    }
+    let here: Vec<_> = (0..o.members)
+        .map(|i| {
+            let pod = &pods[i as usize % pods.len()];
+            pod.enter(ROOM, format!("member-{i}"), Some(format!("Member {i}")))
+        })
+        .collect();
     reach(&pods[0], o.members).await?;
-    let joined_in = started.elapsed();
-    let join_rate = o.members as f64 / joined_in.as_secs_f64();
+    let joins_per_sec = o.members as f64 / started.elapsed().as_secs_f64();
 
     let keys: Vec<String> = ["conns", "owner", "refs", "users", "names"]
         .iter()
         .map(|k| format!("{prefix}:{{{ROOM}}}:presence:{k}"))
         .collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let bytes = memory(&mut conn, &key_refs).await?;
+    let bytes = memory(conn, &key_refs).await?;
 
     // What keeping the members costs the store while nothing changes: each instance refreshes
     // its connections every quarter of the expiry.
-    let cpu_before = store_cpu(&mut conn).await?;
+    let cpu_before = store_cpu(conn).await?;
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    let idle_cpu = (store_cpu(&mut conn).await? - cpu_before) / o.idle_seconds as f64;
+    let idle_cpu = (store_cpu(conn).await? - cpu_before) / o.idle_seconds as f64;
 
-    let mut query = histogram();
+    let mut query_us = histogram();
+    let mut rng = rand::rng();
     for _ in 0..o.queries {
         let offset = rng.random_range(0..o.members.max(1));
         let asked = Instant::now();
         let roster = pods[1 % pods.len()].roster(ROOM, offset, o.page).await?;
-        query.record(asked.elapsed().as_micros() as u64)?;
+        query_us.record(asked.elapsed().as_micros() as u64)?;
         if roster.count != o.members {
             bail!(
                 "the roster counted {} of {} members",
@@ -180,55 +215,48 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     drop(here);
     reach(&pods[0], 0).await?;
-    let leave_rate = o.members as f64 / started.elapsed().as_secs_f64();
+    let leaves_per_sec = o.members as f64 / started.elapsed().as_secs_f64();
     // One more interval, for the frame of the last leaves.
     tokio::time::sleep(Duration::from_millis(opts.diff_interval_ms + 200)).await;
     for p in &pods {
         p.close().await;
     }
-    drop(pods);
     frames.abort();
-    let (frame_count, largest) = (
-        seen.0.load(Ordering::Relaxed),
-        seen.1.load(Ordering::Relaxed),
-    );
-    let () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+    let () = redis::cmd("DEL").arg(&keys).query_async(conn).await?;
+    Ok(Measured {
+        joins_per_sec,
+        leaves_per_sec,
+        bytes,
+        idle_cpu,
+        query_us,
+        frames: seen.0.load(Ordering::Relaxed),
+        largest_frame: seen.1.load(Ordering::Relaxed),
+    })
+}
 
-    println!(
-        "  joins and leaves (members reaching or leaving the roster; baseline: raw pipelined ZADD+HSET):"
-    );
-    figure(
-        "joins per second",
-        join_rate,
-        "/s",
-        Some(("raw writes", raw_write)),
-    );
-    figure(
-        "leaves per second",
-        leave_rate,
-        "/s",
-        Some(("raw writes", raw_write)),
-    );
+fn report(o: &Options, base: &Baseline, m: &Measured) {
+    let raw = Some(("raw writes", base.writes_per_sec));
+    println!("  members reaching and leaving the roster (baseline: raw pipelined ZADD+HSET):");
+    figure("joins per second", m.joins_per_sec, "/s", raw);
+    figure("leaves per second", m.leaves_per_sec, "/s", raw);
+    let per = |bytes: u64| bytes as f64 / o.members.max(1) as f64;
     println!("  store memory for the room:");
     figure(
         "bytes per member",
-        bytes as f64 / o.members.max(1) as f64,
+        per(m.bytes),
         "B",
-        Some((
-            "raw users+names",
-            raw_bytes as f64 / o.members.max(1) as f64,
-        )),
+        Some(("raw users+names", per(base.bytes))),
     );
     println!(
         "    {:.1} MiB for {} members (raw: {:.1} MiB)",
-        bytes as f64 / 1_048_576.0,
+        m.bytes as f64 / 1_048_576.0,
         o.members,
-        raw_bytes as f64 / 1_048_576.0
+        base.bytes as f64 / 1_048_576.0
     );
     println!(
         "  store CPU keeping them (refreshed every {} s, nothing changing): {:.1}% of a core",
         o.ttl_secs / 4,
-        idle_cpu * 100.0
+        m.idle_cpu * 100.0
     );
     println!(
         "  roster page of {} at a random offset (count included):",
@@ -237,20 +265,22 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     for (name, q) in [("p50", 50.0), ("p99", 99.0)] {
         figure(
             &format!("latency {name}"),
-            query.value_at_percentile(q) as f64,
+            m.query_us.value_at_percentile(q) as f64,
             "us",
-            Some(("raw ZRANGE+HMGET", raw_query.value_at_percentile(q) as f64)),
+            Some((
+                "raw ZRANGE+HMGET",
+                base.query_us.value_at_percentile(q) as f64,
+            )),
         );
     }
     println!(
-        "  a watcher's presence frames over the whole run: {frame_count} (largest {largest} bytes), for {} joins and {} leaves",
-        o.members, o.members
+        "  a watcher's presence frames over the whole run: {} (largest {} bytes), for {} joins and {} leaves",
+        m.frames, m.largest_frame, o.members, o.members
     );
-    Ok(())
 }
 
 /// CPU seconds the store has used (user and system).
-async fn store_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+async fn store_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     let field = |name: &str| {
         info.lines()
@@ -285,10 +315,7 @@ async fn reach(p: &Presence, n: u64) -> anyhow::Result<()> {
 }
 
 /// Bytes the store holds for `keys`.
-async fn memory(
-    conn: &mut redis::aio::MultiplexedConnection,
-    keys: &[&str],
-) -> anyhow::Result<u64> {
+async fn memory(conn: &mut Conn, keys: &[&str]) -> anyhow::Result<u64> {
     let mut total = 0;
     for key in keys {
         let used: Option<u64> = redis::cmd("MEMORY")
