@@ -188,6 +188,40 @@ async function recent(subscribeUrl) {
   }
 }
 
+// Who is online: the roster (GET /presence/{roomId}) read when a subscription's presence frames
+// start, then kept by their joins and leaves; read again when a frame left some out.
+const online = new Map();
+
+function showOnline(count) {
+  $('online').hidden = false;
+  $('online-count').textContent = `${count} online:`;
+  $('roster').replaceChildren(...[...online].map(([id, name]) => {
+    const li = document.createElement('li');
+    li.textContent = name || id;
+    li.dataset.user = id;
+    return li;
+  }));
+}
+
+async function readRoster(subscribeUrl) {
+  try {
+    const u = new URL(subscribeUrl.replace(/^ws/, 'http'));
+    u.pathname = u.pathname.replace('/subscribe/', '/presence/');
+    u.search = '?limit=200';
+    const resp = await fetch(u, {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(5000),
+    });
+    if (!resp.ok) return;
+    const roster = await resp.json();
+    online.clear();
+    for (const m of roster.members) online.set(m.userId, m.name);
+    showOnline(roster.count);
+  } catch {
+    // A server without presence: no roster shown.
+  }
+}
+
 // Bumped by each join, so a join still reading history gives way to a later one.
 let joins = 0;
 
@@ -199,6 +233,8 @@ function connect() {
   unanswered = [];
   resendDue = false;
   seen.clear();
+  online.clear();
+  $('online').hidden = true;
   $('log').replaceChildren();
   $('errors').replaceChildren();
   const room = $('room').value.trim();
@@ -217,14 +253,24 @@ function connect() {
   });
   // The last broadcast's place in the room: a reconnect resumes after it and gets what it missed.
   let position = null;
+  // Presence frames too; without a token the page says who it is (with one, the token does).
+  const presence = new URLSearchParams({ presence: 'true' });
+  if (!token) {
+    presence.set('user', userId);
+    presence.set('name', $('username').value);
+  }
   const feedUrl = () => {
     const base = url($('subscribe-url').value);
-    return position === null ? base : `${base}${base.includes('?') ? '&' : '?'}after=${position}`;
+    const query = new URLSearchParams(presence);
+    if (position !== null) query.set('after', position);
+    return `${base}${base.includes('?') ? '&' : '?'}${query}`;
   };
+  let rosterDue = true;
   let opens = 0;
   const subscribe = () => new Link(feedUrl, {
     onopen: () => {
       opens += 1;
+      rosterDue = true;
       // Without a position there is nothing to resume from: what was broadcast meanwhile is gone.
       if (feedWasOpen && position === null) showSystem('reconnected: messages sent while disconnected are not shown');
       feedWasOpen = true;
@@ -237,6 +283,17 @@ function connect() {
         ev = JSON.parse(data);
       } catch {
         showError(`unreadable broadcast: ${data}`);
+        return;
+      }
+      if (ev.status === 'PRESENCE') {
+        if (rosterDue || ev.omitted > 0) {
+          rosterDue = false;
+          readRoster(url($('subscribe-url').value));
+          return;
+        }
+        for (const u of ev.joined) online.set(u.userId, u.name);
+        for (const u of ev.left) online.delete(u);
+        showOnline(ev.count);
         return;
       }
       if (ev.status === 'RECOVERY') {

@@ -70,6 +70,16 @@ async function expectShown(page, expected) {
   assert.deepEqual(await shown(page), expected);
 }
 
+// Waits until the page lists exactly `names` as online, in any order.
+async function online(page, names) {
+  const want = [...names].sort();
+  await page.waitForFunction(
+    (w) => JSON.stringify([...document.querySelectorAll('#roster li')].map((e) => e.textContent).sort()) === w,
+    JSON.stringify(want),
+    { timeout: T },
+  );
+}
+
 const status = (page, text) => page.waitForSelector(`#status:text-is("${text}")`, { timeout: T });
 
 const launch = () =>
@@ -116,6 +126,19 @@ test('two tabs chat in one room, see validation errors and keep chatting across 
     // Each entry shows its end-to-end latency.
     const meta = await alice.$eval('#log li.msg .meta', (e) => e.textContent);
     assert.match(meta, /^\d+ ms$/);
+  });
+
+  await t.test('each tab shows who is online, and a closed tab leaves the list', async () => {
+    await online(alice, ['alice', 'bob42']);
+    await online(bob, ['alice', 'bob42']);
+    const dave = await context.newPage();
+    await dave.goto(url('dave'));
+    await status(dave, 'connected');
+    await online(alice, ['alice', 'bob42', 'dave']);
+    await online(dave, ['alice', 'bob42', 'dave']);
+    await dave.close();
+    await online(alice, ['alice', 'bob42']);
+    assert.equal(await alice.$eval('#online-count', (e) => e.textContent), '2 online:');
   });
 
   await t.test('an invalid username shows the server\'s VALIDATION_ERROR reason', async () => {
@@ -189,6 +212,9 @@ test('with tokens checked, the page carries its token from the fragment and spea
   await say(page, 'signed in');
   await expectShown(page, ['signed in']);
   assert.equal(await page.$eval('#username', (e) => e.value), 'carol');
+  // Online as the token's user, whatever the page says.
+  await online(page, ['carol']);
+  assert.equal(await page.$eval('#roster li', (e) => e.dataset.user), '4242');
 
   // Without a token the same page cannot connect.
   const anonymous = await browser.newPage();
