@@ -323,14 +323,7 @@ if [[ -n "$jwt_secret" ]]; then
             -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$@" || true
     }
     # A token for user 1 and room 1 only, signed as the set's identity provider would.
-    room1_token="$(python3 -c '
-import base64, hashlib, hmac, json, sys, time
-part = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
-body = part({"alg": "HS256", "typ": "JWT"}) + "." + part(
-    {"sub": "1", "exp": int(time.time()) + 3600, "chatflow": {"publish": ["1"], "subscribe": ["1"]}})
-sig = hmac.new(sys.argv[1].encode(), body.encode(), hashlib.sha256).digest()
-print(body + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode())
-' "$jwt_secret")"
+    room1_token="$(mint_token 1)"
     code="$(upgrade_status "http://$producer_ip:8080/chat/1")"
     [[ "$code" == 401 ]] || die "an upgrade without a token got HTTP $code from $producer_ip, not 401"
     for path in /chat/2 /subscribe/2; do
@@ -364,6 +357,8 @@ if [[ -n "$api_key" && -n "$jwt_secret" ]]; then
     # messages until its subscribers are back).
     step "server API and recent history on a producer pod: a backend's message, published twice with the API key, is read back once through the edge with a token for its room"
     server_api_check "$producer_ip" "$room1_token"
+    step "presence across producer pods: a subscriber on one pod is in the other's roster, and leaves it on disconnect and, by expiry, when its pod's container is SIGKILLed"
+    presence_check
 fi
 
 consumers="app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=consumer"

@@ -273,6 +273,94 @@ evict_when_allowed() {
     fi
 }
 
+# An HS256 token for user $1 (named $2, if given) for room 1, signed with the set's secret as
+# its identity provider would.
+mint_token() {
+    python3 - "$jwt_secret" "$1" "${2:-}" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+part = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+claims = {"sub": sys.argv[2], "exp": int(time.time()) + 3600, "chatflow": {"publish": ["1"], "subscribe": ["1"]}}
+if sys.argv[3]:
+    claims["name"] = sys.argv[3]
+body = part({"alg": "HS256", "typ": "JWT"}) + "." + part(claims)
+sig = hmac.new(sys.argv[1].encode(), body.encode(), hashlib.sha256).digest()
+print(body + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode())
+PY
+}
+
+# Holds a subscriber WebSocket to room 1 on the pod at $1 with token $2 open until killed: a raw
+# upgrade, then reads until the server closes. Run in the background, its $! is python's own.
+hold_subscriber() {
+    exec python3 - "$1" "$2" <<'PY'
+import base64, os, socket, sys
+host, token = sys.argv[1], sys.argv[2]
+s = socket.create_connection((host, 8080), timeout=15)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall((f"GET /subscribe/1 HTTP/1.1\r\nHost: {host}:8080\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+           f"Authorization: Bearer {token}\r\n\r\n").encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        sys.exit(f"closed before the upgrade: {head!r}")
+    head += chunk
+if not head.startswith(b"HTTP/1.1 101"):
+    sys.exit(f"upgrade refused: {head[:200]!r}")
+s.settimeout(None)
+while s.recv(65536):
+    pass
+PY
+}
+
+# Seconds until user $2 is (with $3 = 1) or is not (0) in room 1's roster as the pod at $1
+# serves it, within $4 seconds; dies past them.
+await_listed() {
+    local ip="$1" user="$2" want="$3" within="$4" started=$SECONDS listed
+    while :; do
+        listed="$(curl -s -m 5 -H "Authorization: Bearer $room1_token" "http://$ip:8080/presence/1?limit=1000" |
+            python3 -c 'import json, sys; print(int(any(m["userId"] == sys.argv[1] for m in json.load(sys.stdin)["members"])))' "$user" 2>/dev/null || echo x)"
+        [[ "$listed" == "$want" ]] && break
+        ((SECONDS - started < within)) || die "user $user listed=$listed (want $want) on $ip after ${within} s"
+        sleep 0.5
+    done
+    echo $((SECONDS - started))
+}
+
+# Two producer pods: a subscriber on the first appears in the second's roster and leaves it when
+# it disconnects; then one whose pod's container is SIGKILLed (no goodbye) leaves by expiry
+# (PRESENCE_TTL_SECS, 20 s, and a refresh interval). The kill needs this machine's Docker.
+presence_check() {
+    local ips pod_a ip_a ip_b user="presence-$tag" token holder took
+    mapfile -t ips < <(k -n "$set_ns" get pods -l "app.kubernetes.io/instance=$set_name,app.kubernetes.io/component=producer" \
+        -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
+    ((${#ips[@]} >= 2)) || die "presence across pods needs two producer pods, found ${#ips[@]}"
+    pod_a="${ips[0]% *}" ip_a="${ips[0]#* }" ip_b="${ips[1]#* }"
+    token="$(mint_token "$user" "E2E $tag")"
+    hold_subscriber "$ip_a" "$token" &
+    holder=$!
+    took="$(await_listed "$ip_b" "$user" 1 15)"
+    echo "  $user subscribed on $ip_a: in $ip_b's roster after ${took} s"
+    kill "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    took="$(await_listed "$ip_b" "$user" 0 15)"
+    echo "  disconnected: out of $ip_b's roster after ${took} s"
+    [[ "$mode" == --current ]] || return 0
+    hold_subscriber "$ip_a" "$token" &
+    holder=$!
+    await_listed "$ip_b" "$user" 1 15 >/dev/null
+    local container
+    container="$("$docker_cmd" ps -q --filter "label=io.kubernetes.pod.name=$pod_a" \
+        --filter label=io.kubernetes.container.name=producer)"
+    [[ -n "$container" ]] || die "no Docker container for the producer of pod/$pod_a"
+    "$docker_cmd" kill --signal KILL "$container" >/dev/null
+    took="$(await_listed "$ip_b" "$user" 0 40)"
+    echo "  pod/$pod_a's container SIGKILLed: $user out of $ip_b's roster after ${took} s (expiry 20 s)"
+    wait "$holder" 2>/dev/null || true
+    k -n "$set_ns" wait --for=condition=Ready "pod/$pod_a" --timeout=180s >/dev/null ||
+        die "pod/$pod_a did not come back after its container was killed"
+}
+
 # Publishes a notice into room 1 through the server API of the producer pod at $1, twice under
 # one clientMessageId, and reads room 1's history back through that pod's edge with token $2:
 # the notice is there once, with the id both answers gave. A token for room 1 only gets 403 on
