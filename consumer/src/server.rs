@@ -254,7 +254,7 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
     };
     let room = shared.room_state[(room_id - shared.rooms.start()) as usize].clone();
     let pass = Pass::take(&mut req);
-    let opts = subscriber::Options {
+    let mut opts = subscriber::Options {
         buffer: shared.config.subscriber_buffer as usize,
         after,
         idle: Duration::from_secs(shared.config.idle_timeout_secs),
@@ -265,6 +265,7 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
             room: room_id,
             metrics: shared.metrics.store.clone(),
         }),
+        disconnected: None,
     };
     let (membership, here) = Membership::join(room, &opts).attend(
         shared.presence.as_ref(),
@@ -275,6 +276,10 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
     shared.metrics.subscribers.inc();
     let life = shared.life.clone();
     life.spawn(async move {
+        // A disconnect through the server API closes it too.
+        let stop = shared.life.closing().child_token();
+        let session = here.as_ref().map(|h| h.session(stop.clone()));
+        opts.disconnected = session.as_ref().map(|s| s.flag());
         if let Ok(ws) = fut.await {
             subscriber::serve(
                 ws,
@@ -284,10 +289,11 @@ fn subscribe(mut req: Request<Incoming>, shared: Arc<Shared>, room: &str) -> Res
                     resumed: &shared.metrics.resumes,
                     partial: &shared.metrics.resumes_partial,
                 },
-                shared.life.closing().clone(),
+                stop,
             )
             .await;
         }
+        drop(session);
         shared.metrics.subscribers.dec();
         drop((permit, pass, here));
     });

@@ -2,6 +2,7 @@
 //! events in order; reads only to answer pings and notice the close.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatflow::auth::{Deadline, Grant};
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::Replay;
-use crate::presence::{Feed, Here, Presence};
+use crate::presence::{CLOSE_DISCONNECTED, DISCONNECTED_REASON, Feed, Here, Presence};
 use crate::resume::{self, Backing, Fetched};
 use crate::room::{Event, Room};
 use crate::store::StoreError;
@@ -42,6 +43,9 @@ pub struct Options {
     pub deadline: Option<Deadline>,
     /// The history store, for a resume the room's memory does not reach back to.
     pub backing: Option<Backing>,
+    /// Set when the shutdown token was cancelled by a disconnect through the server API, not
+    /// by a shutdown: the close then says so.
+    pub disconnected: Option<Arc<AtomicBool>>,
 }
 
 /// A subscriber's place in its room, taken before the upgrade is answered: the client counts
@@ -337,6 +341,9 @@ async fn relay(
                 Check::Gone => return Some((ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1.to_owned())),
             },
             _ = shutdown.cancelled() => {
+                if opts.disconnected.as_ref().is_some_and(|d| d.load(Ordering::Acquire)) {
+                    return Some((CLOSE_DISCONNECTED, DISCONNECTED_REASON.to_owned()));
+                }
                 // Deliver what is already queued for this subscriber before saying goodbye.
                 while let Ok(ev) = membership.rx.try_recv() {
                     if forward.event(sink, &ev).await.is_err() { break; }

@@ -1,7 +1,8 @@
-//! The server API: `POST /api/rooms/{roomId}/messages`, for backends (bots, system notices,
-//! moderation) that publish into a room over HTTP with the server's API key. A message goes
-//! through the same validation, stamping, room order and deduplication as one sent on a
-//! WebSocket, and the response body is the reply a WebSocket sender would get.
+//! The server API, for backends (bots, system notices, moderation) holding the server's API key:
+//! `POST /api/rooms/{roomId}/messages` publishes into a room through the same validation,
+//! stamping, room order and deduplication as a WebSocket message, answering with the reply a
+//! WebSocket sender would get; `GET /api/rooms/{roomId}/presence` reads who is in a room; and
+//! `POST /api/users/{userId}/disconnect` closes a user's connections on every pod.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +18,18 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 
+use chatflow_fanout::presence::{Presence, roster_page};
+
 use crate::batcher::{self, Pending};
 use crate::connection::places_for;
 use crate::ingest;
 use crate::server::Shared;
 
-/// The route's prefix; the rest of the path is `{roomId}/messages`.
+/// The room routes' prefix; the rest of the path is `{roomId}/messages` or `{roomId}/presence`.
 const PREFIX: &str = "/api/rooms/";
+
+/// The user routes' prefix; the rest of the path is `{userId}/disconnect`.
+const USERS: &str = "/api/users/";
 
 /// Shortest API key taken: a short one could be guessed.
 pub const MIN_KEY_LEN: usize = 16;
@@ -43,41 +49,71 @@ impl Api {
         Api { shared }
     }
 
-    async fn publish(
+    /// The refusal of a request without the API key, or None when it carries it.
+    fn refused(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let Some(key) = &self.shared.config.api_key else {
+            return Some(http::text(
+                StatusCode::NOT_FOUND,
+                "the server API is off: start the producer with API_KEY\n",
+            ));
+        };
+        if !authorized(req, &key.0) {
+            return Some(http::text(
+                StatusCode::UNAUTHORIZED,
+                "send the API key as `Authorization: apikey KEY`\n",
+            ));
+        }
+        None
+    }
+
+    /// Presence, when it is on.
+    fn presence(&self) -> Option<&Presence> {
+        self.shared.presence.as_ref()
+    }
+
+    async fn room_route(
         self,
         req: Request<Incoming>,
         peer: SocketAddr,
         rest: String,
     ) -> Response<Body> {
-        let shared = &self.shared;
-        if req.method() != Method::POST {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let (room, method) = match (
+            rest.strip_suffix("/messages"),
+            rest.strip_suffix("/presence"),
+        ) {
+            (Some(room), _) => (room, Method::POST),
+            (_, Some(room)) => (room, Method::GET),
+            _ => {
+                return http::text(
+                    StatusCode::NOT_FOUND,
+                    format!("not found: use {}\n", self.route()),
+                );
+            }
+        };
+        if req.method() != method {
             return http::text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("POST a message to {PREFIX}{{roomId}}/messages\n"),
+                format!("{method} {PREFIX}{rest}\n"),
             );
         }
-        let Some(key) = &shared.config.api_key else {
-            return http::text(
-                StatusCode::NOT_FOUND,
-                "the server API is off: start the producer with API_KEY\n",
-            );
-        };
-        if !authorized(&req, &key.0) {
-            return http::text(
-                StatusCode::UNAUTHORIZED,
-                "send the API key as `Authorization: apikey KEY`\n",
-            );
-        }
-        let Some(room) = rest.strip_suffix("/messages") else {
-            return http::text(
-                StatusCode::NOT_FOUND,
-                format!("not found: POST to {PREFIX}{{roomId}}/messages\n"),
-            );
-        };
-        let room = match shared.rooms.parse_room(room) {
+        let room = match self.shared.rooms.parse_room(room) {
             Ok(room) => room,
             Err(e) => return http::text(StatusCode::NOT_FOUND, format!("{e}\n")),
         };
+        if method == Method::GET {
+            return match self.presence() {
+                Some(p) => roster_page(p, room, req.uri().query()).await,
+                None => presence_off(),
+            };
+        }
+        self.publish(req, peer, room).await
+    }
+
+    async fn publish(self, req: Request<Incoming>, peer: SocketAddr, room: u32) -> Response<Body> {
+        let shared = &self.shared;
         if shared.life.is_stopping() {
             return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
         }
@@ -158,6 +194,14 @@ impl Api {
     }
 }
 
+/// The answer of a presence route where presence is off.
+fn presence_off() -> Response<Body> {
+    http::text(
+        StatusCode::NOT_FOUND,
+        "presence is off on this server (PRESENCE=false)\n",
+    )
+}
+
 /// Whether the request carries `Authorization: apikey KEY`, compared in constant time.
 fn authorized<B>(req: &Request<B>, key: &str) -> bool {
     let Some(given) = req
@@ -178,7 +222,7 @@ impl Endpoint for Api {
     }
 
     fn open(&self, req: Request<Incoming>, peer: SocketAddr, rest: &str) -> Opening {
-        Box::pin(self.clone().publish(req, peer, rest.to_owned()))
+        Box::pin(self.clone().room_route(req, peer, rest.to_owned()))
     }
 
     fn access(&self) -> Access {
@@ -194,7 +238,78 @@ impl Endpoint for Api {
     }
 
     fn route(&self) -> String {
-        format!("{PREFIX}{{roomId}}/messages")
+        format!("{PREFIX}{{roomId}}/messages, {PREFIX}{{roomId}}/presence")
+    }
+}
+
+/// `POST /api/users/{userId}/disconnect`: closes every connection of a user (senders and
+/// subscribers with its token's `sub`, or the `user` an anonymous subscriber gave) on this pod
+/// at once (4403) and on the other pods through the presence store. The client may reconnect
+/// while its token is valid: revoking it is the identity provider's part.
+#[derive(Clone)]
+pub struct UsersApi(pub(crate) Api);
+
+impl UsersApi {
+    async fn disconnect(self, req: Request<Incoming>, rest: String) -> Response<Body> {
+        if let Some(refusal) = self.0.refused(&req) {
+            return refusal;
+        }
+        let Some(user) = rest.strip_suffix("/disconnect") else {
+            return http::text(
+                StatusCode::NOT_FOUND,
+                format!("not found: use {}\n", self.route()),
+            );
+        };
+        if req.method() != Method::POST {
+            return http::text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("POST {USERS}{{userId}}/disconnect\n"),
+            );
+        }
+        let user = percent_encoding::percent_decode_str(user).decode_utf8_lossy();
+        if user.is_empty() {
+            return http::text(StatusCode::NOT_FOUND, "name a user\n");
+        }
+        let Some(presence) = self.0.presence() else {
+            return presence_off();
+        };
+        match presence.disconnect(&user).await {
+            Ok((here, others)) => {
+                tracing::info!(user = %user, closed = here, others_told = others, "disconnected through the server API");
+                let body = serde_json::json!({"userId": user, "closedHere": here, "otherPodsTold": others});
+                http::json(StatusCode::OK, body.to_string())
+            }
+            Err(e) => http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("closed here, but the other pods could not be told: {e}; retry\n"),
+            ),
+        }
+    }
+}
+
+impl Endpoint for UsersApi {
+    fn prefix(&self) -> &'static str {
+        USERS
+    }
+
+    fn open(&self, req: Request<Incoming>, _peer: SocketAddr, rest: &str) -> Opening {
+        Box::pin(self.clone().disconnect(req, rest.to_owned()))
+    }
+
+    fn access(&self) -> Access {
+        Access::Publish
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.0.ready()
+    }
+
+    fn accepts_post(&self) -> bool {
+        true
+    }
+
+    fn route(&self) -> String {
+        format!("{USERS}{{userId}}/disconnect")
     }
 }
 

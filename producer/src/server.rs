@@ -63,6 +63,8 @@ pub struct Shared {
     pub unanswered: Arc<Semaphore>,
     /// Message rates per user and per client address.
     pub rates: Arc<MessageRates>,
+    /// Who is connected, for presence and for disconnects through the server API.
+    pub presence: Option<Presence>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Producer {
         queues: SharedQueues,
         registry: &mut Registry,
         life: Lifecycle,
+        presence: Option<Presence>,
     ) -> Result<Self, StartError> {
         let rooms = config.queue.rooms()?;
         if config
@@ -176,6 +179,7 @@ impl Producer {
                 admission: Arc::new(Semaphore::new(max_connections)),
                 unanswered: Arc::new(Semaphore::new(unanswered)),
                 rates,
+                presence,
             }),
             batchers,
         })
@@ -189,6 +193,13 @@ impl Producer {
     /// The server API route over this producer's rooms.
     pub fn api(&self) -> Arc<dyn Endpoint> {
         Arc::new(crate::api::Api::new(self.shared.clone()))
+    }
+
+    /// The server API's user routes (`/api/users/{userId}/disconnect`).
+    pub fn users_api(&self) -> Arc<dyn Endpoint> {
+        Arc::new(crate::api::UsersApi(crate::api::Api::new(
+            self.shared.clone(),
+        )))
     }
 
     /// After shutdown: waits for every connection to answer what it accepted, then lets the
@@ -264,7 +275,13 @@ pub fn start_on(
     let gate = Gate::new(&config.auth, config.trusted_proxies.clone(), &mut registry)?;
     let presence = Presence::start(&config.presence, &mut registry)
         .map_err(|e| StartError::Setting(e.to_string()))?;
-    let producer = Producer::new(config, queues, &mut registry, life.clone())?;
+    let producer = Producer::new(
+        config,
+        queues,
+        &mut registry,
+        life.clone(),
+        presence.clone(),
+    )?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let edge = edge_config.routes().map(|routes| {
         tracing::info!(?routes, "edge serving /subscribe/{{roomId}}");
@@ -280,7 +297,8 @@ pub fn start_on(
     let mut router = Router::new(registry, info)
         .gate(gate)
         .endpoint(Arc::new(producer.clone()))
-        .endpoint(producer.api());
+        .endpoint(producer.api())
+        .endpoint(producer.users_api());
     if let Some(edge) = &edge {
         router = router
             .endpoint(Arc::new(edge.clone()))
@@ -346,15 +364,22 @@ fn upgrade(
     let life = shared.life.clone();
     let spread = shared.config.close_spread();
     life.spawn_leaving(life.stopping(), spread, move |leave| async move {
+        // A disconnect through the server API stops it too: a sender is its token's user.
+        let leave = leave.child_token();
+        let session = shared
+            .presence
+            .as_ref()
+            .zip(pass.grant())
+            .map(|(p, g)| p.session(&g.subject, leave.clone()));
         match fut.await {
             Ok(ws) => {
-                let peer = Peer::new(ip, pass);
+                let peer = Peer::new(ip, pass).disconnectable(session.as_ref().map(|s| s.flag()));
                 connection::serve(ws, shared.clone(), target, peer, leave).await
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
         }
         shared.metrics.connections.dec();
-        drop(permit);
+        drop((permit, session));
     });
     resp
 }

@@ -55,7 +55,13 @@ pub fn start_on(
     // One presence for the process: its subscribers are the consumer's.
     let presence = Presence::start(&config.producer.presence, &mut registry)
         .map_err(|e| StartError::Setting(e.to_string()))?;
-    let producer = Producer::new(config.producer, queues.clone(), &mut registry, life.clone())?;
+    let producer = Producer::new(
+        config.producer,
+        queues.clone(),
+        &mut registry,
+        life.clone(),
+        presence.clone(),
+    )?;
     // The consumer stops after the producer has drained, so what the producer acknowledged
     // while draining is still broadcast.
     let consumer_life = Lifecycle::new();
@@ -71,6 +77,7 @@ pub fn start_on(
         .gate(gate)
         .endpoint(Arc::new(producer.clone()))
         .endpoint(producer.api())
+        .endpoint(producer.users_api())
         .endpoint(Arc::new(consumer.clone()))
         .endpoint(consumer.history());
     if let Some(p) = &presence {

@@ -36,8 +36,11 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+const KEY: &str = "presence-test-key-0123456789";
+
 async fn server(test: &str, store: Option<String>) -> ServiceHandle {
     let mut config = ServerConfig::local(1, 10);
+    config.producer.api_key = Some(chatflow_producer::config::ApiKey(KEY.to_owned()));
     config.producer.auth.jwt_secret_file = Some(secret_file(test));
     config.producer.presence.url = store;
     config.producer.presence.ttl_secs = TTL_SECS;
@@ -155,6 +158,77 @@ async fn one_server_lists_its_subscribers_and_tells_watchers_who_comes_and_goes(
     s.shutdown().await;
 }
 
+/// The close a connection gets within `T`, skipping what comes before it.
+async fn closed(r: &mut ClientReader) -> (Option<u16>, String) {
+    loop {
+        match tokio::time::timeout(T, r.next())
+            .await
+            .expect("a close in time")
+        {
+            Ok(ClientEvent::Closed(code, reason)) => return (code, reason),
+            Ok(_) => {}
+            Err(e) => panic!("the connection failed without a close: {e}"),
+        }
+    }
+}
+
+fn apikey() -> String {
+    format!("apikey {KEY}")
+}
+
+#[tokio::test]
+async fn a_backend_reads_a_roster_and_disconnects_a_user_s_every_connection() {
+    let s = server("disconnect", None).await;
+    let addr = s.addr;
+    let alice = token("alice", "Alice");
+    let mut alice_feed = subscribe(addr, "", &alice).await;
+    let (mut alice_chat, _writer) = chatflow::ws::connect_split_with(
+        &format!("ws://{addr}/chat/1"),
+        T,
+        &[("Authorization", &bearer(&alice))],
+    )
+    .await
+    .unwrap();
+    let bob = token("bob", "Bob");
+    let mut watcher = subscribe(addr, "?presence=true", &bob).await;
+    greeted(&mut watcher).await;
+    let key = apikey();
+    let auth = [("Authorization", key.as_str())];
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (status, body) = http_request(addr, "GET", "/api/rooms/1/presence", &auth, "").await;
+        assert_eq!(status, 200, "{body}");
+        listed = serde_json::from_str(&body).unwrap();
+        if listed["count"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(users(&listed), ["alice", "bob"]);
+
+    let (status, body) = http_request(addr, "POST", "/api/users/alice/disconnect", &auth, "").await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["closedHere"], 2, "her subscriber and her sender");
+    let why = (Some(4403), "disconnected by the server".to_owned());
+    assert_eq!(closed(&mut alice_feed).await, why);
+    assert_eq!(closed(&mut alice_chat).await, why);
+    assert_eq!(presence_frame(&mut watcher, T).await.left, ["alice"]);
+
+    // Refusals: a wrong key, a GET, a user route without its action.
+    let wrong = [("Authorization", "apikey not-the-key-not-the-key")];
+    let (status, _) = http_request(addr, "POST", "/api/users/bob/disconnect", &wrong, "").await;
+    assert_eq!(status, 401);
+    let (status, _) = http_request(addr, "GET", "/api/users/bob/disconnect", &auth, "").await;
+    assert_eq!(status, 405);
+    let (status, _) = http_request(addr, "POST", "/api/rooms/1/presence", &auth, "").await;
+    assert_eq!(status, 405);
+    let (status, _) = http_request(addr, "POST", "/api/users/bob", &auth, "").await;
+    assert_eq!(status, 404);
+    assert_eq!(users(&roster(addr, &bob).await), ["bob"], "bob stays");
+    s.shutdown().await;
+}
+
 /// A standalone server in a process of its own, so the test can SIGKILL it.
 struct Killable {
     child: Child,
@@ -175,6 +249,7 @@ impl Killable {
             .env("JWT_SECRET_FILE", secret_file("killable"))
             .env("PRESENCE_STORE_URL", store)
             .env("PRESENCE_TTL_SECS", TTL_SECS.to_string())
+            .env("PRESENCE_DIFF_INTERVAL_MS", "200")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -228,6 +303,26 @@ async fn servers_sharing_a_store_see_each_others_users_and_a_killed_servers_user
     let left = presence_frame(&mut watcher, T).await;
     assert_eq!(left.left, ["alice"]);
     assert_eq!(roster(b.addr, &bob).await["count"], 1);
+
+    // A disconnect asked of this server closes Dave's connection on the other.
+    let mut dave = subscribe(a.addr, "", &token("dave", "Dave")).await;
+    assert_eq!(
+        presence_frame(&mut watcher, T).await.joined[0].user_id,
+        "dave"
+    );
+    let key = apikey();
+    let (status, body) = http_request(
+        b.addr,
+        "POST",
+        "/api/users/dave/disconnect",
+        &[("Authorization", key.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""otherPodsTold":true"#), "{body}");
+    assert_eq!(closed(&mut dave).await.0, Some(4403));
+    assert_eq!(presence_frame(&mut watcher, T).await.left, ["dave"]);
 
     // Carol's server is killed: no goodbye, so she leaves by expiry.
     let _carol = subscribe(a.addr, "", &token("carol", "Carol")).await;

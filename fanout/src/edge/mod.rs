@@ -298,13 +298,14 @@ impl Edge {
         };
         let shared = self.shared.clone();
         let pass = Pass::take(&mut req);
-        let opts = subscriber::Options {
+        let mut opts = subscriber::Options {
             buffer: shared.config.edge_subscriber_buffer as usize,
             after,
             idle: Duration::from_secs(shared.config.edge_idle_timeout_secs),
             fetched,
             deadline: pass.deadline(),
             backing: None,
+            disconnected: None,
         };
         let (membership, here) = Membership::join(hub.0.room.clone(), &opts).attend(
             shared.presence.as_ref(),
@@ -317,6 +318,10 @@ impl Edge {
         self.shared
             .life
             .spawn_leaving(&trigger, spread, move |leave| async move {
+                // A disconnect through the server API closes it too.
+                let leave = leave.child_token();
+                let session = here.as_ref().map(|h| h.session(leave.clone()));
+                opts.disconnected = session.as_ref().map(|s| s.flag());
                 if let Ok(ws) = fut.await {
                     subscriber::serve(
                         ws,
@@ -331,7 +336,7 @@ impl Edge {
                     .await;
                 }
                 shared.metrics.subscribers.dec();
-                drop((hub, here));
+                drop((hub, here, session));
                 drop((permit, pass));
             });
         resp

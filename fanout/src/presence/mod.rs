@@ -13,7 +13,7 @@ mod remote;
 mod route;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::PresenceMetrics;
 pub use options::PresenceOptions;
-pub use route::PresenceRoute;
+pub use route::{PresenceRoute, roster_page};
 
 /// A user as a roster lists them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,8 @@ struct Shared {
     next_conn: AtomicU64,
     local: Mutex<HashMap<RoomId, Local>>,
     watched: Mutex<HashMap<RoomId, Watched>>,
+    /// Every connection with an identity, senders too, by user: what a disconnect closes.
+    sessions: Mutex<HashMap<String, HashMap<u64, Kick>>>,
     metrics: PresenceMetrics,
     /// Wakes the agent when connections arrive or go, or a room is first watched.
     wake: Notify,
@@ -163,6 +165,7 @@ impl Presence {
                 next_conn: AtomicU64::new(0),
                 local: Mutex::default(),
                 watched: Mutex::default(),
+                sessions: Mutex::default(),
                 metrics: PresenceMetrics::new(registry),
                 wake: Notify::new(),
                 rewatch: Notify::new(),
@@ -188,6 +191,7 @@ impl Presence {
     pub fn enter(&self, room: RoomId, user: String, name: Option<String>) -> Here {
         let n = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let conn = format!("{}:{n}", self.shared.pod);
+        let member_user = user.clone();
         let member = Member {
             user,
             name,
@@ -205,6 +209,46 @@ impl Presence {
             shared: self.shared.clone(),
             room,
             conn,
+            user: member_user,
+        }
+    }
+
+    /// Registers a connection of `user` that `disconnect` closes by cancelling `stop`, until the
+    /// returned guard is dropped.
+    pub fn session(&self, user: &str, stop: CancellationToken) -> Session {
+        let id = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let kick = Kick {
+            stop,
+            disconnected: Arc::new(AtomicBool::new(false)),
+        };
+        let disconnected = kick.disconnected.clone();
+        let mut sessions = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions
+            .entry(user.to_owned())
+            .or_default()
+            .insert(id, kick);
+        Session {
+            shared: self.shared.clone(),
+            user: user.to_owned(),
+            id,
+            disconnected,
+        }
+    }
+
+    /// Closes every connection of `user`: this process's at once, the other pods' through the
+    /// store. Returns how many were closed here, and whether the other pods were told.
+    pub async fn disconnect(&self, user: &str) -> Result<(usize, bool), PresenceError> {
+        let here = self.shared.disconnect_here(user);
+        match &self.shared.backend {
+            Backend::Memory(_) => Ok((here, false)),
+            Backend::Remote(r) => {
+                r.announce_disconnect(user, &self.shared.pod).await?;
+                Ok((here, true))
+            }
         }
     }
 
@@ -517,10 +561,19 @@ impl Presence {
                 Ok(pubsub) => {
                     let (mut sink, mut stream) = pubsub.split();
                     let mut subscribed: HashSet<RoomId> = HashSet::new();
+                    if let Err(e) = sink.subscribe(r.control_channel()).await {
+                        tracing::warn!(error = %e, "presence: cannot hear disconnects from other pods");
+                    }
                     let mut check = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tokio::select! {
                             msg = stream.next() => match msg {
+                                Some(msg) if msg.get_channel_name() == r.control_channel() => {
+                                    if let Some(user) = remote::disconnect_of(msg.get_payload_bytes(), &self.shared.pod) {
+                                        let closed = self.shared.disconnect_here(&user);
+                                        tracing::info!(user, closed, "disconnected by another pod's server API");
+                                    }
+                                }
                                 Some(msg) => {
                                     if let Some(room) = r.room_of(msg.get_channel_name()) {
                                         self.note(room, remote::changes(msg.get_payload_bytes()));
@@ -614,7 +667,76 @@ pub struct Here {
     shared: Arc<Shared>,
     room: RoomId,
     conn: String,
+    user: String,
 }
+
+impl Here {
+    /// Registers the connection for disconnects too (see [`Presence::session`]).
+    pub fn session(&self, stop: CancellationToken) -> Session {
+        Presence {
+            shared: self.shared.clone(),
+        }
+        .session(&self.user, stop)
+    }
+}
+
+/// How a disconnect closes one connection.
+struct Kick {
+    stop: CancellationToken,
+    disconnected: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Closes this process's connections of `user`; how many.
+    fn disconnect_here(&self, user: &str) -> usize {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kicks) = sessions.get(user) else {
+            return 0;
+        };
+        for kick in kicks.values() {
+            kick.disconnected.store(true, Ordering::Release);
+            kick.stop.cancel();
+        }
+        kicks.len()
+    }
+}
+
+/// A connection with an identity, closable by a disconnect until dropped.
+pub struct Session {
+    shared: Arc<Shared>,
+    user: String,
+    id: u64,
+    disconnected: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// Set once a disconnect closed the connection: close it with [`CLOSE_DISCONNECTED`].
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.disconnected.clone()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut sessions = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(kicks) = sessions.get_mut(&self.user) {
+            kicks.remove(&self.id);
+            if kicks.is_empty() {
+                sessions.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Close code of a connection a backend disconnected through the server API.
+pub const CLOSE_DISCONNECTED: u16 = 4403;
+
+/// Its close reason.
+pub const DISCONNECTED_REASON: &str = "disconnected by the server";
 
 impl Drop for Here {
     fn drop(&mut self) {

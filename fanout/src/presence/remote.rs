@@ -64,6 +64,26 @@ impl Remote {
         format!("{}:presence-changes:{room}", self.prefix)
     }
 
+    /// The channel disconnects are announced on, heard by every pod.
+    pub(super) fn control_channel(&self) -> String {
+        format!("{}:presence-control", self.prefix)
+    }
+
+    /// Tells every other pod to close `user`'s connections.
+    pub(super) async fn announce_disconnect(
+        &self,
+        user: &str,
+        pod: &str,
+    ) -> Result<(), PresenceError> {
+        let msg = serde_json::json!({"disconnect": user, "from": pod}).to_string();
+        let _receivers: u64 = redis::cmd("PUBLISH")
+            .arg(self.control_channel())
+            .arg(msg)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     /// The room a channel of [`Remote::channel`] is for.
     pub(super) fn room_of(&self, channel: &str) -> Option<RoomId> {
         channel
@@ -168,6 +188,15 @@ impl Remote {
     pub(super) async fn pubsub(&self) -> Result<PubSub, PresenceError> {
         Ok(self.client.get_async_pubsub().await?)
     }
+}
+
+/// The user a control message disconnects, unless `pod` sent it (it closed its own already).
+pub(super) fn disconnect_of(payload: &[u8], pod: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if v.get("from").and_then(|f| f.as_str()) == Some(pod) {
+        return None;
+    }
+    v.get("disconnect")?.as_str().map(str::to_owned)
 }
 
 /// The changes one published message carries: `{"j": [[user, name, since]...], "l": [user...]}`

@@ -49,17 +49,23 @@ impl PresenceRoute {
             Ok(id) => id,
             Err(e) => return http::text(StatusCode::NOT_FOUND, format!("no such room: {e}\n")),
         };
-        let (offset, limit) = match page(req.uri().query()) {
-            Ok(p) => p,
-            Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        };
-        match self.presence.roster(room_id, offset, limit).await {
-            Ok(roster) => http::json(StatusCode::OK, to_json(room_id, offset, roster)),
-            Err(e) => http::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}; retry later\n"),
-            ),
-        }
+        roster_page(&self.presence, room_id, req.uri().query()).await
+    }
+}
+
+/// The answer to a roster request for `room` with `query` (`offset`, `limit`): the route's,
+/// and the server API's.
+pub async fn roster_page(presence: &Presence, room: RoomId, query: Option<&str>) -> Response<Body> {
+    let (offset, limit) = match page(query) {
+        Ok(p) => p,
+        Err(e) => return http::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    match presence.roster(room, offset, limit).await {
+        Ok(roster) => http::json(StatusCode::OK, to_json(room, offset, roster)),
+        Err(e) => http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}; retry later\n"),
+        ),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatflow::auth::Deadline;
 use chatflow::ws::{self, Check, FrameSink, Inbound, Liveness, Obligation, ReadError};
+use chatflow_fanout::presence::{CLOSE_DISCONNECTED, DISCONNECTED_REASON};
 use fastwebsockets::OpCode;
 use tokio::io::{AsyncWrite, WriteHalf};
 use tokio::sync::oneshot;
@@ -237,6 +238,9 @@ impl Conn<'_> {
             return;
         }
         let close = match end {
+            End::Shutdown if self.peer.is_disconnected() => {
+                Some((CLOSE_DISCONNECTED, DISCONNECTED_REASON))
+            }
             End::Shutdown => Some((ws::CLOSE_GOING_AWAY, "server shutting down")),
             End::Deadline => self.peer.pass.deadline().map(|d| (d.code, d.reason)),
             End::Closed | End::Gone => None,

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,8 @@ pub struct Peer {
     /// its rate is answered RATE_LIMITED, then not read until its limit takes a message again,
     /// so a flood costs the server its TCP buffers rather than its CPU.
     pause_ns: AtomicU64,
+    /// Set when a disconnect through the server API stopped the connection.
+    disconnected: Option<Arc<AtomicBool>>,
 }
 
 impl Peer {
@@ -54,7 +56,22 @@ impl Peer {
             ip_text: ip.to_string(),
             pass,
             pause_ns: AtomicU64::new(0),
+            disconnected: None,
         }
+    }
+
+    /// The peer, closable by a disconnect that sets `flag` (see `Presence::session`).
+    pub fn disconnectable(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
+        self.disconnected = flag;
+        self
+    }
+
+    /// Whether a disconnect through the server API stopped the connection, rather than a
+    /// shutdown.
+    pub fn is_disconnected(&self) -> bool {
+        self.disconnected
+            .as_ref()
+            .is_some_and(|d| d.load(Ordering::Acquire))
     }
 
     /// How long reading waits now, if a refusal asked it to; asking clears it.

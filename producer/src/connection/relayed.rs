@@ -19,6 +19,7 @@ use super::{Peer, Target, answer, validate};
 use crate::batcher::Pending;
 use crate::ingest::{self, Reply};
 use crate::server::Shared;
+use chatflow_fanout::presence::{CLOSE_DISCONNECTED, DISCONNECTED_REASON};
 
 /// What the writer sends, in order.
 enum Out {
@@ -75,7 +76,11 @@ pub(super) async fn serve(
             next = reader.next(&mut owe) => Some(next),
         };
         let Some(next) = next else {
-            if shared.life.is_stopping() {
+            if peer.is_disconnected() {
+                let _ = tx
+                    .send(Out::Close(CLOSE_DISCONNECTED, DISCONNECTED_REASON.into()))
+                    .await;
+            } else if shared.life.is_stopping() {
                 let _ = tx
                     .send(Out::Close(
                         ws::CLOSE_GOING_AWAY,
