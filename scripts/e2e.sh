@@ -357,7 +357,7 @@ if [[ -n "$api_key" && -n "$jwt_secret" ]]; then
     # messages until its subscribers are back).
     step "server API and recent history on a producer pod: a backend's message, published twice with the API key, is read back once through the edge with a token for its room"
     server_api_check "$producer_ip" "$room1_token"
-    step "presence across producer pods: a subscriber on one pod is in the other's roster, and leaves it on disconnect and, by expiry, when its pod's container is SIGKILLed"
+    step "presence across producer pods: a subscriber on one pod is in the other's roster, and leaves it on disconnect, on a disconnect through the other pod's server API, and by expiry when its pod's container is SIGKILLed"
     presence_check
 fi
 

@@ -328,7 +328,8 @@ await_listed() {
 }
 
 # Two producer pods: a subscriber on the first appears in the second's roster and leaves it when
-# it disconnects; then one whose pod's container is SIGKILLed (no goodbye) leaves by expiry
+# it disconnects, or when a backend disconnects it through the second pod's server API; then one
+# whose pod's container is SIGKILLed (no goodbye) leaves by expiry
 # (PRESENCE_TTL_SECS, 20 s, and a refresh interval). The kill needs this machine's Docker.
 presence_check() {
     local ips pod_a ip_a ip_b user="presence-$tag" token holder took
@@ -345,6 +346,22 @@ presence_check() {
     wait "$holder" 2>/dev/null || true
     took="$(await_listed "$ip_b" "$user" 0 15)"
     echo "  disconnected: out of $ip_b's roster after ${took} s"
+    # A backend disconnects the user through the other pod's server API: the connection on the
+    # first pod is closed by the server.
+    hold_subscriber "$ip_a" "$token" &
+    holder=$!
+    await_listed "$ip_b" "$user" 1 15 >/dev/null
+    local answer
+    answer="$(curl -s -m 10 -X POST -H "Authorization: apikey $api_key" "http://$ip_b:8080/api/users/$user/disconnect" || true)"
+    [[ "$answer" == *'"otherPodsTold":true'* ]] || die "the disconnect through $ip_b answered: $answer"
+    local due=$((SECONDS + 15))
+    while kill -0 "$holder" 2>/dev/null; do
+        ((SECONDS < due)) || die "$user's connection on $ip_a was not closed within 15 s of the disconnect"
+        sleep 0.5
+    done
+    wait "$holder" 2>/dev/null || true
+    took="$(await_listed "$ip_b" "$user" 0 15)"
+    echo "  disconnected through $ip_b's server API: the connection on $ip_a closed, out of the roster after ${took} s"
     [[ "$mode" == --current ]] || return 0
     hold_subscriber "$ip_a" "$token" &
     holder=$!
