@@ -308,6 +308,10 @@ async fn relay(
                 let d = opts.deadline.expect("the timer fires only with a deadline");
                 return Some((d.code, d.reason.to_owned()));
             }
+            // Before the events: a busy room must not hold a disconnect off either.
+            _ = shutdown.cancelled(), if opts.disconnected.as_ref().is_some_and(|d| d.load(Ordering::Acquire)) => {
+                return Some((CLOSE_DISCONNECTED, DISCONNECTED_REASON.to_owned()));
+            }
             // Before the obligations: the reader, gone, has dropped their sender.
             _ = peer.too_big.cancelled() => return Some((ws::CLOSE_TOO_BIG, format!("subscribers may send frames of at most {MAX_INBOUND} bytes"))),
             ev = membership.rx.recv() => match ev {

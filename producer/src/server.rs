@@ -281,7 +281,8 @@ pub fn start_on(
         &mut registry,
         life.clone(),
         presence.clone(),
-    )?;
+    )
+    .inspect_err(|_| presence.iter().for_each(Presence::abort))?;
     tracing::info!(rooms = %producer.rooms(), "producer serving");
     let edge = edge_config.routes().map(|routes| {
         tracing::info!(?routes, "edge serving /subscribe/{{roomId}}");

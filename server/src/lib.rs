@@ -61,7 +61,8 @@ pub fn start_on(
         &mut registry,
         life.clone(),
         presence.clone(),
-    )?;
+    )
+    .inspect_err(|_| presence.iter().for_each(Presence::abort))?;
     // The consumer stops after the producer has drained, so what the producer acknowledged
     // while draining is still broadcast.
     let consumer_life = Lifecycle::new();
@@ -71,7 +72,8 @@ pub fn start_on(
         &mut registry,
         consumer_life.clone(),
         presence.clone(),
-    )?;
+    )
+    .inspect_err(|_| presence.iter().for_each(Presence::abort))?;
     tracing::info!(rooms = %producer.rooms(), "producer and consumer serving");
     let mut router = Router::new(registry, info)
         .gate(gate)

@@ -291,8 +291,16 @@ function connect() {
           readRoster(url($('subscribe-url').value));
           return;
         }
-        for (const u of ev.joined) online.set(u.userId, u.name);
-        for (const u of ev.left) online.delete(u);
+        // A few arrivals and departures are told in the log; a storm only in the list.
+        const tell = ev.joined.length + ev.left.length <= 5;
+        for (const u of ev.joined) {
+          online.set(u.userId, u.name);
+          if (tell) showSystem(`${u.name || u.userId} joined`);
+        }
+        for (const u of ev.left) {
+          if (tell) showSystem(`${online.get(u) || u} left`);
+          online.delete(u);
+        }
         showOnline(ev.count);
         return;
       }

@@ -38,6 +38,25 @@ impl Pending {
         }
     }
 
+    /// These changes followed by `later`: a frame that could not be sent waits for the next.
+    pub(super) fn then(mut self, later: Pending) -> Pending {
+        let mut users = later.users;
+        for user in later.order {
+            let Some((before, now)) = users.remove(&user) else {
+                continue;
+            };
+            match self.users.get_mut(&user) {
+                Some(entry) => entry.1 = now,
+                None => {
+                    self.order.push(user.clone());
+                    self.users.insert(user, (before, now));
+                }
+            }
+        }
+        self.greet |= later.greet;
+        self
+    }
+
     /// Asks for a frame at the next interval whatever changes, carrying the count.
     pub(super) fn greet(&mut self) {
         self.greet = true;
@@ -119,6 +138,21 @@ mod tests {
         assert_eq!(f.joined[0].name.as_deref(), Some("CAROL"));
         assert_eq!(f.left, ["dave"]);
         assert_eq!(f.omitted, 0);
+    }
+
+    #[test]
+    fn changes_kept_for_a_later_frame_come_before_the_later_ones() {
+        let mut first = Pending::default();
+        first.add(joined("alice"));
+        first.add(Change::Left("bob".into()));
+        let mut later = Pending::default();
+        later.add(Change::Left("alice".into()));
+        later.add(joined("carol"));
+        later.greet();
+        let f = first.then(later).frame(1, 1, 100).unwrap();
+        let names: Vec<_> = f.joined.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(names, ["carol"], "alice came and went");
+        assert_eq!(f.left, ["bob"]);
     }
 
     #[test]

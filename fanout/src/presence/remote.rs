@@ -16,6 +16,9 @@ const BATCH: usize = 1_000;
 /// Most expired connections one call removes.
 const SWEEP: u64 = 1_000;
 
+/// Most sweep calls per room and pass: a million expired connections.
+const MAX_SWEEPS: usize = 1_000;
+
 /// The store and its scripts.
 pub(super) struct Remote {
     client: Client,
@@ -24,6 +27,7 @@ pub(super) struct Remote {
     leave: Script,
     roster: Script,
     prefix: String,
+    timeout: Duration,
 }
 
 impl Remote {
@@ -50,6 +54,7 @@ impl Remote {
             leave: script(include_str!("leave.lua")),
             roster: script(include_str!("roster.lua")),
             prefix: opts.key_prefix.clone(),
+            timeout,
         })
     }
 
@@ -124,28 +129,44 @@ impl Remote {
         Ok(())
     }
 
-    /// Removes `conns` from `room`, and whatever expired there.
+    /// Removes `conns` from `room`, and up to [`SWEEP`] expired connections with each call.
     pub(super) async fn leave(
         &self,
         room: RoomId,
         conns: &[String],
         now: u64,
     ) -> Result<(), PresenceError> {
-        // An empty list still sweeps: rooms with local users are swept on every refresh.
-        let chunks: Vec<&[String]> = if conns.is_empty() {
-            vec![&[]]
-        } else {
-            conns.chunks(BATCH).collect()
-        };
-        for chunk in chunks {
-            let mut call = self.call(&self.leave, room);
-            call.arg(now).arg(SWEEP);
-            for conn in chunk {
-                call.arg(conn);
-            }
-            let (_left, _swept): (u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
+        for chunk in conns.chunks(BATCH) {
+            self.leave_call(room, chunk, now).await?;
         }
         Ok(())
+    }
+
+    /// Removes every expired connection of `room`, [`SWEEP`] per call: a pod that died with
+    /// tens of thousands of a room's users is swept in one pass.
+    pub(super) async fn sweep(&self, room: RoomId, now: u64) -> Result<(), PresenceError> {
+        for _ in 0..MAX_SWEEPS {
+            if self.leave_call(room, &[], now).await? < SWEEP {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One leave call; how many expired connections it removed.
+    async fn leave_call(
+        &self,
+        room: RoomId,
+        conns: &[String],
+        now: u64,
+    ) -> Result<u64, PresenceError> {
+        let mut call = self.call(&self.leave, room);
+        call.arg(now).arg(SWEEP);
+        for conn in conns {
+            call.arg(conn);
+        }
+        let (_left, swept): (u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(swept)
     }
 
     /// A page of `room`'s roster after the expired connections are gone.
@@ -184,9 +205,17 @@ impl Remote {
             .await?)
     }
 
-    /// A connection for the change channels.
+    /// A connection for the change channels, within the store's timeout.
     pub(super) async fn pubsub(&self) -> Result<PubSub, PresenceError> {
-        Ok(self.client.get_async_pubsub().await?)
+        match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await {
+            Ok(pubsub) => Ok(pubsub?),
+            Err(_) => Err(PresenceError::Timeout(self.timeout)),
+        }
+    }
+
+    /// The store's timeout.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -18,6 +18,9 @@ pub const DEFAULT_LIMIT: u64 = 100;
 /// Most users one page holds.
 pub const MAX_LIMIT: u64 = 1_000;
 
+/// Highest offset taken: past any room's size, and within what the store reads as an index.
+pub const MAX_OFFSET: u64 = 1_000_000_000;
+
 /// The roster route over a process's rooms.
 #[derive(Clone)]
 pub struct PresenceRoute {
@@ -78,7 +81,11 @@ fn page(query: Option<&str>) -> Result<(u64, u64), String> {
             "offset" => {
                 offset = value
                     .parse()
-                    .map_err(|_| format!("offset must be a whole number, got {value:?}"))?;
+                    .ok()
+                    .filter(|n| *n <= MAX_OFFSET)
+                    .ok_or_else(|| {
+                        format!("offset must be a whole number up to {MAX_OFFSET}, got {value:?}")
+                    })?;
             }
             "limit" => {
                 limit = value
@@ -151,6 +158,7 @@ mod tests {
         assert!(page(Some("limit=0")).is_err());
         assert!(page(Some("limit=1001")).is_err());
         assert!(page(Some("offset=-1")).is_err());
+        assert!(page(Some("offset=100000000000000000000")).is_err());
     }
 
     #[test]

@@ -136,8 +136,10 @@ test('two tabs chat in one room, see validation errors and keep chatting across 
     await status(dave, 'connected');
     await online(alice, ['alice', 'bob42', 'dave']);
     await online(dave, ['alice', 'bob42', 'dave']);
+    await alice.waitForSelector('#log li.system .text:text-is("dave joined")', { timeout: T });
     await dave.close();
     await online(alice, ['alice', 'bob42']);
+    await alice.waitForSelector('#log li.system .text:text-is("dave left")', { timeout: T });
     assert.equal(await alice.$eval('#online-count', (e) => e.textContent), '2 online:');
   });
 
