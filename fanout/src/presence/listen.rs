@@ -75,7 +75,7 @@ impl Presence {
                 _ = check.tick() => {
                     checks += 1;
                     if checks.is_multiple_of(PING_EVERY) {
-                        match tokio::time::timeout(within, sink.ping::<String>()).await {
+                        match tokio::time::timeout(within, sink.ping::<redis::Value>()).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => return format!("ping: {e}"),
                             Err(_) => return "ping timed out".to_owned(),
