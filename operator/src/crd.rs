@@ -333,6 +333,62 @@ pub struct ConsumerSpec {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Size the shard count from the measured backlog, between a minimum and a maximum, instead
+    /// of from roomsPerShard; rooms are spread evenly over the shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ShardAutoscaling>,
+}
+
+/// How the operator sizes the fan-out tier from load.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardAutoscaling {
+    /// Fewest shards.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_shards: u32,
+    /// Most shards.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_shards: u32,
+    /// Messages waiting in one shard's queues (visible and in flight) above which the set
+    /// scales up, to the shards the whole backlog needs at this much each.
+    #[serde(default = "default_target_backlog")]
+    #[schemars(range(min = 1))]
+    pub target_backlog_per_shard: u64,
+    /// Seconds after a scale-up before the next: new shards hold a room's backlog for their
+    /// subscribers (RESUME_HOLD_SECS, 120 in operator-written pods) before they drain it.
+    #[serde(default = "default_scale_up_interval")]
+    #[schemars(range(max = 86400))]
+    pub scale_up_interval_seconds: u32,
+    /// Seconds the backlog must fit fewer shards before the set scales down.
+    #[serde(default = "default_scale_down_cooldown")]
+    #[schemars(range(max = 86400))]
+    pub scale_down_cooldown_seconds: u32,
+}
+
+fn default_target_backlog() -> u64 {
+    1_000
+}
+fn default_scale_up_interval() -> u32 {
+    180
+}
+fn default_scale_down_cooldown() -> u32 {
+    300
+}
+
+/// What the shard autoscaler decided last, and why.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Shards the autoscaler wants.
+    pub shards: u32,
+    /// The measurement and target behind the last change, or why nothing changes.
+    pub reason: String,
+    /// When the shard count last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Since when the backlog fits fewer shards (RFC 3339), while the cooldown runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_since: Option<String>,
 }
 
 /// What the operator observed and did.
@@ -363,6 +419,9 @@ pub struct ChatRoomSetStatus {
     /// Where clients connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// The shard autoscaler's last decision, with spec.consumer.autoscaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 /// Queue counts.

@@ -1,6 +1,7 @@
 //! ChatFlow operator: the `ChatRoomSet` resource and its reconciler, which keeps one SQS FIFO
 //! queue per room, a producer Deployment, and one consumer Deployment per shard of rooms.
 
+pub mod autoscale;
 pub mod cloudwatch;
 pub mod conditions;
 pub mod crd;

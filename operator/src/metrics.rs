@@ -30,6 +30,22 @@ pub struct QueueLabels {
     pub state: &'static str,
 }
 
+/// Labels of a shard autoscaling decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    /// The ChatRoomSet, as `namespace/name`.
+    pub set: String,
+    /// `up` or `down`.
+    pub direction: &'static str,
+}
+
+/// Labels of a set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabel {
+    /// The ChatRoomSet, as `namespace/name`.
+    pub set: String,
+}
+
 /// Labels of a workload's readiness.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkloadLabels {
@@ -96,6 +112,10 @@ pub struct Metrics {
     pub queue_messages: PerSet<QueueLabels>,
     /// Ready replicas per Deployment the operator manages, as last observed.
     pub ready_replicas: PerSet<WorkloadLabels>,
+    /// Shard count changes the autoscaler made, by set and direction.
+    pub scalings: Family<ScalingLabels, Counter>,
+    /// Shards the autoscaler wants, per set with spec.consumer.autoscaling.
+    pub shards_wanted: Family<SetLabel, Gauge>,
 }
 
 impl Metrics {
@@ -110,6 +130,8 @@ impl Metrics {
             leader: Gauge::default(),
             queue_messages: PerSet::default(),
             ready_replicas: PerSet::default(),
+            scalings: Family::default(),
+            shards_wanted: Family::default(),
         };
         // Every reason's series exists from the start, so a rate over it reads 0, not "no data".
         for reason in crate::reconcile::Error::REASONS {
@@ -151,6 +173,16 @@ impl Metrics {
             "ready_replicas",
             "Ready replicas per managed Deployment, as last observed",
             m.ready_replicas.family.clone(),
+        );
+        r.register(
+            "shard_scalings",
+            "Shard count changes the autoscaler made, by set and direction (the reason is in the set's Events and status)",
+            m.scalings.clone(),
+        );
+        r.register(
+            "shards_wanted",
+            "Shards the autoscaler wants, per set with spec.consumer.autoscaling",
+            m.shards_wanted.clone(),
         );
         m
     }

@@ -27,6 +27,8 @@ pub struct Observed {
     pub shards: Vec<ShardStatus>,
     /// Consumer pods of removed shards that have not stopped yet.
     pub lingering_shards: usize,
+    /// The shard autoscaler's decision, with spec.consumer.autoscaling.
+    pub autoscaling: Option<crate::crd::AutoscalingStatus>,
 }
 
 /// Longest queue error quoted in a condition.
@@ -162,6 +164,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             selector: Some(desired::producer_selector(&crs.name_any(), &plan.producer)),
         }),
         endpoints: Some(endpoints(crs, plan)),
+        autoscaling: observed.autoscaling.clone(),
     }
 }
 

@@ -119,6 +119,21 @@ pub fn queue_layout(crs: &ChatRoomSet) -> Result<Layout, String> {
     }
 }
 
+/// Rooms per shard: the spec's, or with autoscaling the rooms spread evenly over the shards the
+/// autoscaler wants.
+fn rooms_per_shard(crs: &ChatRoomSet, rooms: RoomRange) -> Result<u32, String> {
+    let consumer = &crs.spec.consumer;
+    if consumer.rooms_per_shard == 0 {
+        return Err("spec.consumer.roomsPerShard must be at least 1".into());
+    }
+    let Some(a) = &consumer.autoscaling else {
+        return Ok(consumer.rooms_per_shard);
+    };
+    crate::autoscale::check(a)?;
+    let decided = crs.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    Ok((rooms.len() as u32).div_ceil(crate::autoscale::shards(a, decided)))
+}
+
 /// Resolves a spec, or says in one readable sentence why it cannot be served.
 pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     let name = crs.name_any();
@@ -138,15 +153,11 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     naming
         .check_range(rooms)
         .map_err(|e| format!("spec.queues.prefix: {e}"))?;
-    if spec.consumer.rooms_per_shard == 0 {
-        return Err("spec.consumer.roomsPerShard must be at least 1".into());
-    }
+    let rooms_per_shard = rooms_per_shard(crs, rooms)?;
     // A shard owns whole buckets: a bucket's rooms are one queue, which one poller reads.
     let per_queue = layout.rooms_per_queue();
     // Clamped to the set first: a huge roomsPerShard must not overflow when rounded up.
-    let per_shard = spec
-        .consumer
-        .rooms_per_shard
+    let per_shard = rooms_per_shard
         .min(rooms.len() as u32)
         .div_ceil(per_queue)
         .saturating_mul(per_queue);

@@ -22,6 +22,7 @@ pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRo
                 pollers: 20,
                 resources: None,
                 env: vec![],
+                autoscaling: None,
             },
             server_id_prefix: None,
             ingress: None,
@@ -114,6 +115,41 @@ fn a_redis_history_reaches_the_shards_with_its_url_from_the_secret() {
         !env.iter().any(|e| e.name.starts_with("HISTORY_STORE")),
         "memory-only by default"
     );
+}
+
+#[test]
+fn with_autoscaling_the_rooms_spread_over_the_shards_the_autoscaler_decided() {
+    let mut crs = sample("demo", 1, 20, 5);
+    crs.spec.consumer.autoscaling = Some(crate::crd::ShardAutoscaling {
+        min_shards: 2,
+        max_shards: 6,
+        target_backlog_per_shard: 100,
+        scale_up_interval_seconds: 0,
+        scale_down_cooldown_seconds: 0,
+    });
+    let ranges = |crs: &ChatRoomSet| -> Vec<String> {
+        plan(crs)
+            .unwrap()
+            .shards
+            .iter()
+            .map(|s| s.rooms.to_string())
+            .collect()
+    };
+    assert_eq!(
+        ranges(&crs),
+        ["1-10", "11-20"],
+        "the minimum before any decision"
+    );
+    crs.status = Some(crate::crd::ChatRoomSetStatus {
+        autoscaling: Some(crate::crd::AutoscalingStatus {
+            shards: 4,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(ranges(&crs), ["1-5", "6-10", "11-15", "16-20"]);
+    crs.spec.consumer.autoscaling.as_mut().unwrap().max_shards = 1;
+    assert!(plan(&crs).unwrap_err().contains("maxShards"));
 }
 
 #[test]

@@ -105,11 +105,25 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.event_acting(crs, type_, reason, "Reconcile", note)
+            .await;
+    }
+
+    /// An event whose `action` tells it apart: the recorder counts a repeat of the same type,
+    /// reason and action within minutes as the first one again, keeping the first one's note.
+    pub(super) async fn event_acting(
+        &self,
+        crs: &ChatRoomSet,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let ev = KubeEvent {
             type_,
             reason: reason.into(),
             note: Some(note),
-            action: "Reconcile".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &crs.object_ref(&())).await {

@@ -32,6 +32,9 @@ pub const FINALIZER: &str = "chatflow.dev/queues";
 /// Backlog is read per queue; above this many queues it is skipped to keep reconciles cheap.
 const BACKLOG_QUEUE_LIMIT: usize = 256;
 
+/// How often a set with spec.consumer.autoscaling is measured.
+const AUTOSCALE_PERIOD: Duration = Duration::from_secs(15);
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -195,6 +198,10 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     }
     ctx.metrics.record_depths(&set, &backlog.depths);
     record_replicas(&ctx, &set, &plan, applied.producer_ready, &shards);
+    // Decided only on a full measurement: an unread queue is not an idle one.
+    let measured =
+        ensured.error.is_none() && !backlog.missing && shards.iter().all(|s| s.backlog.is_some());
+    let scaled = autoscale(&crs, &ctx, &set, measured, &shards).await;
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -204,6 +211,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         producer_replicas: applied.producer_replicas,
         shards,
         lingering_shards: applied.lingering_shards,
+        autoscaling: scaled.as_ref().map(|d| d.status.clone()),
     };
     let status = status::compute(&crs, &plan, &observed);
     let api: Api<ChatRoomSet> =
@@ -220,7 +228,95 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
     }
     let settled = ctx.queues.cached(&queue_key, &plan, &loc).is_some();
-    next(&crs, &ctx, ensured, applied.lingering_shards, settled).await
+    let resync = resync_for(&ctx, scaled.as_ref());
+    let action = next(
+        &crs,
+        &ctx,
+        resync,
+        ensured,
+        applied.lingering_shards,
+        settled,
+    )
+    .await?;
+    Ok(after_scaling(action, scaled.as_ref(), resync))
+}
+
+/// How often a set is looked at again: an autoscaled set as often as an HPA measures its target.
+fn resync_for(ctx: &Context, scaled: Option<&crate::autoscale::Decision>) -> Duration {
+    if scaled.is_some() {
+        AUTOSCALE_PERIOD.min(ctx.resync)
+    } else {
+        ctx.resync
+    }
+}
+
+/// The next reconcile: soon after a new shard count (which the next plan applies, reading it
+/// from the status), or when a cooldown or interval ends; else `action`.
+fn after_scaling(
+    action: Action,
+    scaled: Option<&crate::autoscale::Decision>,
+    resync: Duration,
+) -> Action {
+    match scaled {
+        Some(d) if d.changed_from.is_some() => Action::requeue(Duration::from_secs(1)),
+        Some(crate::autoscale::Decision {
+            recheck_in: Some(t),
+            ..
+        }) if *t < resync => Action::requeue((*t).max(Duration::from_secs(1))),
+        _ => action,
+    }
+}
+
+/// The shard autoscaler's decision for a set with spec.consumer.autoscaling, from `shards`'
+/// backlogs when `measured`, else the last one; announced as an Event and counted when the
+/// shard count changes.
+async fn autoscale(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    set: &str,
+    measured: bool,
+    shards: &[crate::crd::ShardStatus],
+) -> Option<crate::autoscale::Decision> {
+    let spec = crs.spec.consumer.autoscaling.as_ref()?;
+    if !measured {
+        let status = crs.status.as_ref()?.autoscaling.clone()?;
+        return Some(crate::autoscale::Decision {
+            status,
+            changed_from: None,
+            recheck_in: None,
+        });
+    }
+    let backlogs: Vec<Option<u64>> = shards.iter().map(|s| s.backlog).collect();
+    let previous = crs.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    let d = crate::autoscale::decide(
+        spec,
+        previous,
+        &backlogs,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let labels = crate::metrics::SetLabel {
+        set: set.to_owned(),
+    };
+    ctx.metrics
+        .shards_wanted
+        .get_or_create(&labels)
+        .set(i64::from(d.status.shards));
+    if let Some(from) = d.changed_from {
+        let direction = if d.status.shards > from { "up" } else { "down" };
+        ctx.metrics
+            .scalings
+            .get_or_create(&crate::metrics::ScalingLabels {
+                set: set.to_owned(),
+                direction,
+            })
+            .inc();
+        let note = format!("{from} -> {} shards: {}", d.status.shards, d.status.reason);
+        tracing::info!(set, %note, "shard autoscaling");
+        let action = format!("Scale{from}To{}", d.status.shards);
+        ctx.event_acting(crs, EventType::Normal, "ShardsScaled", &action, note)
+            .await;
+    }
+    Some(d)
 }
 
 /// The set's queues as ensured now, or as a recent reconcile left them (queue calls cost a
@@ -281,6 +377,7 @@ fn record_replicas(
 async fn next(
     crs: &ChatRoomSet,
     ctx: &Context,
+    resync: Duration,
     ensured: queues::Ensure,
     lingering_shards: usize,
     settled: bool,
@@ -297,11 +394,11 @@ async fn next(
             Err(Error::Queues(e))
         }
         // Another set's queues change only when a set goes away, which is not watched here.
-        None if !ensured.conflicts.is_empty() => Ok(Action::requeue(ctx.resync)),
+        None if !ensured.conflicts.is_empty() => Ok(Action::requeue(resync)),
         // Pods are not watched by the controller: look again soon while removed shards stop.
         None if lingering_shards > 0 => Ok(Action::requeue(Duration::from_secs(2))),
         None if !settled => Ok(Action::requeue(Duration::from_secs(2))),
-        None => Ok(Action::requeue(ctx.resync)),
+        None => Ok(Action::requeue(resync)),
     }
 }
 

@@ -25,6 +25,7 @@ fn all_ready() -> Observed {
             shard("demo-consumer-11-20", "11-20", 1),
         ],
         lingering_shards: 0,
+        autoscaling: None,
     }
 }
 

@@ -1,0 +1,130 @@
+//! The shard autoscaler against a real kube-apiserver and LocalStack: a backlog scales a set's
+//! shards up, with the reason in its status and Events, and an idle set goes back to its minimum
+//! after the cooldown. Nothing runs the shards here, so the backlog stays until the test drains it.
+
+mod support;
+
+use std::time::Duration;
+
+use chatflow::queue::{BodyFormat, PublishEntry};
+use chatflow_operator::ChatRoomSet;
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+use support::*;
+
+fn shards_wanted(c: &ChatRoomSet) -> Option<u32> {
+    Some(c.status.as_ref()?.autoscaling.as_ref()?.shards)
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn a_backlog_scales_the_shards_up_and_an_idle_set_goes_back_after_its_cooldown() {
+    let _ = NEEDS;
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let _op = operator(&client, &ns, "autoscaler", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    let mut body = set("scaled", &prefix, 1, 8, 8);
+    body["spec"]["consumer"]["autoscaling"] = json!({
+        "minShards": 1, "maxShards": 4, "targetBacklogPerShard": 10,
+        "scaleUpIntervalSeconds": 0, "scaleDownCooldownSeconds": 3,
+    });
+    apply(&api, &body).await.unwrap();
+    let crs = wait_status(&api, "scaled", "8 queues and one shard", |c| {
+        let s = c.status.as_ref().unwrap();
+        s.queues.ready == 8 && s.shard_count == 1 && shards_wanted(c) == Some(1)
+    })
+    .await;
+    let reason = &crs.status.unwrap().autoscaling.unwrap().reason;
+    assert!(reason.contains("within the target"), "{reason}");
+
+    // 35 messages waiting: the one shard is past its target of 10, and the set needs 4.
+    let queues = sqs(&prefix).await;
+    for room in 1..=7u32 {
+        let entries: Vec<PublishEntry> = (0..5)
+            .map(|i| PublishEntry {
+                body: format!("waiting {room}-{i}"),
+                group_id: room.to_string(),
+                dedup_id: format!("w-{room}-{i}"),
+                format: BodyFormat::Task,
+            })
+            .collect();
+        for r in queues.publish(room, &entries).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let crs = wait_status(&api, "scaled", "four shards for the backlog", |c| {
+        c.status.as_ref().unwrap().shard_count == 4 && shards_wanted(c) == Some(4)
+    })
+    .await;
+    let status = crs.status.unwrap();
+    let reason = &status.autoscaling.as_ref().unwrap().reason;
+    assert!(reason.contains("backlog 35"), "{reason}");
+    assert!(status.autoscaling.unwrap().last_scale_time.is_some());
+    // A reshard lets the old shard's pods stop before the new shards start.
+    let want: Vec<(String, String)> = [(1, 2), (3, 4), (5, 6), (7, 8)]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    wait(
+        "the four shards' Deployments",
+        Duration::from_secs(120),
+        || async {
+            let mut ranges: Vec<(String, String)> = consumer_shards(&client, &ns, "scaled")
+                .await
+                .into_values()
+                .collect();
+            ranges.sort_by_key(|(a, _)| a.parse::<u32>().unwrap());
+            (ranges == want).then_some(())
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    // Straight up, or by way of 2 if a measurement caught the publishing half done.
+    shards_scaled(&events, "-> 4 shards: backlog 35").await;
+
+    // Drained: after the 3 s cooldown the set is back to its one shard.
+    for room in 1..=7u32 {
+        loop {
+            let got = queues
+                .receive(room, 10, Duration::from_secs(1))
+                .await
+                .unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let receipts: Vec<String> = got.into_iter().map(|m| m.receipt).collect();
+            queues.delete_batch(room, &receipts).await.unwrap();
+        }
+    }
+    wait_status(&api, "scaled", "back to one shard", |c| {
+        c.status.as_ref().unwrap().shard_count == 1 && shards_wanted(c) == Some(1)
+    })
+    .await;
+    // Straight down, or by way of 2 if a measurement caught the drain half done.
+    shards_scaled(&events, "-> 1 shards: backlog 0 fits 1 shards").await;
+}
+
+/// The message of the set's ShardsScaled event that contains `change`.
+async fn shards_scaled(events: &Api<Event>, change: &str) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..150 {
+        seen = events
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ShardsScaled"))
+            .filter_map(|e| e.message)
+            .collect::<Vec<_>>();
+        if let Some(m) = seen.iter().find(|m| m.contains(change)) {
+            return m.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no ShardsScaled event {change} in 30 s; seen: {seen:?}");
+}
