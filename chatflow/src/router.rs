@@ -49,6 +49,18 @@ pub trait Endpoint: Send + Sync + 'static {
     }
 }
 
+/// Lets `origin` read the response (and tells caches it varies by origin).
+fn allow_origin(resp: &mut Response<Body>, origin: &str) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(origin) {
+        let h = resp.headers_mut();
+        h.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(
+            hyper::header::VARY,
+            hyper::header::HeaderValue::from_static("Origin"),
+        );
+    }
+}
+
 /// Why an endpoint refused a request before the WebSocket upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -212,9 +224,57 @@ impl Router {
         self
     }
 
+    /// A cross-origin read's allowed origin: a page from an origin the gate lets in may read a
+    /// route that answers content over HTTP (history, presence) with its token.
+    fn cors_origin<B>(
+        &self,
+        req: &Request<B>,
+        endpoint: &dyn Endpoint,
+        upgrade: bool,
+    ) -> Option<String> {
+        if upgrade || !endpoint.gates_plain_requests() {
+            return None;
+        }
+        self.gate
+            .as_ref()?
+            .allowed_origin(req.headers())
+            .map(str::to_owned)
+    }
+
+    /// The answer to a browser's preflight for a cross-origin read with a token.
+    fn preflight<B>(&self, req: &Request<B>, path: &str) -> Response<Body> {
+        let readable = self
+            .endpoints
+            .iter()
+            .find(|e| path.starts_with(e.prefix()))
+            .filter(|e| e.gates_plain_requests());
+        let origin = match (readable, &self.gate) {
+            (Some(_), Some(gate)) => gate.allowed_origin(req.headers()).map(str::to_owned),
+            _ => None,
+        };
+        let Some(origin) = origin else {
+            return http::text(
+                StatusCode::FORBIDDEN,
+                "no cross-origin reads of this route from this origin (ALLOWED_ORIGINS)\n",
+            );
+        };
+        let mut resp = Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(hyper::header::ACCESS_CONTROL_ALLOW_METHODS, "GET")
+            .header(hyper::header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization")
+            .header(hyper::header::ACCESS_CONTROL_MAX_AGE, "600")
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts are valid");
+        allow_origin(&mut resp, &origin);
+        resp
+    }
+
     /// Answers one request.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_owned();
+        if req.method() == Method::OPTIONS {
+            return self.preflight(&req, &path);
+        }
         if req.method() != Method::GET
             && !(req.method() == Method::POST
                 && self
@@ -248,7 +308,11 @@ impl Router {
                 }
             }
             let offered = offers_protocol(req.headers());
+            let cors = self.cors_origin(&req, endpoint.as_ref(), upgrade);
             let mut resp = endpoint.open(req, peer, rest).await;
+            if let Some(origin) = cors {
+                allow_origin(&mut resp, &origin);
+            }
             // A browser that offered subprotocols fails the connection unless one is chosen.
             if offered && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 resp.headers_mut().insert(

@@ -336,3 +336,70 @@ async fn the_history_route_asks_for_the_token_subscribing_does() {
     assert_eq!(status, 403, "a room the token does not open");
     srv.shutdown().await;
 }
+
+/// The status line and headers of a plain request with `headers`, lower-cased.
+async fn head(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let answer = chatflow_testkit::http_exchange(addr, method, path, headers, "").await;
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_page_from_an_allowed_origin_reads_history_and_presence_across_origins() {
+    let srv = server("cors", |c| {
+        c.producer.auth.allowed_origins = vec!["https://chat.example.com".into()];
+    })
+    .await;
+    let addr = srv.addr;
+    let bearer = format!("Bearer {}", token(42, 300, &["1-5"]));
+    let page = ("Origin", "https://chat.example.com");
+    for path in ["/history/3", "/presence/3"] {
+        // The browser's preflight for a request with a token.
+        let pre = head(
+            addr,
+            "OPTIONS",
+            path,
+            &[
+                page,
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+        )
+        .await;
+        assert!(pre.starts_with("http/1.1 204"), "{pre}");
+        assert!(
+            pre.contains("access-control-allow-origin: https://chat.example.com"),
+            "{pre}"
+        );
+        assert!(
+            pre.contains("access-control-allow-headers: authorization"),
+            "{pre}"
+        );
+        let got = head(addr, "GET", path, &[page, ("Authorization", &bearer)]).await;
+        assert!(got.starts_with("http/1.1 200"), "{got}");
+        assert!(
+            got.contains("access-control-allow-origin: https://chat.example.com"),
+            "{got}"
+        );
+        assert!(got.contains("vary: origin"), "{got}");
+        // Another origin is refused, and a program without an Origin gets no CORS headers.
+        let other = ("Origin", "https://evil.example");
+        let refused = head(addr, "OPTIONS", path, &[other]).await;
+        assert!(refused.starts_with("http/1.1 403"), "{refused}");
+        let refused = head(addr, "GET", path, &[other, ("Authorization", &bearer)]).await;
+        assert!(refused.starts_with("http/1.1 403"), "{refused}");
+        let program = head(addr, "GET", path, &[("Authorization", &bearer)]).await;
+        assert!(program.starts_with("http/1.1 200"), "{program}");
+        assert!(
+            !program.contains("access-control-allow-origin"),
+            "{program}"
+        );
+    }
+    // Only routes that answer content over HTTP: the WebSocket routes need no CORS.
+    let chat = head(addr, "OPTIONS", "/chat/3", &[page]).await;
+    assert!(chat.starts_with("http/1.1 403"), "{chat}");
+    srv.shutdown().await;
+}

@@ -22,6 +22,28 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let answer = http_exchange(addr, method, path, headers, body).await;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The whole answer to one request, status line and headers included (panics if the server does
+/// not answer in time).
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("the server accepts");
@@ -30,7 +52,7 @@ pub async fn http_request(
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
     let length = match (method, body.len()) {
-        ("GET", 0) => String::new(),
+        ("GET" | "OPTIONS", 0) => String::new(),
         (_, n) => format!("Content-Length: {n}\r\n"),
     };
     let req = format!(
@@ -44,14 +66,5 @@ pub async fn http_request(
         .await
         .expect("an answer in time")
         .expect("a readable answer");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    answer
 }

@@ -8,6 +8,6 @@ pub mod http;
 pub mod proxy;
 pub mod redis;
 
-pub use http::{http_get, http_request};
+pub use http::{http_exchange, http_get, http_request};
 pub use proxy::Proxy;
 pub use redis::RedisServer;

@@ -183,6 +183,13 @@ impl Gate {
         })
     }
 
+    /// The request's `Origin` when it has one this gate lets in: what a cross-origin read's
+    /// `Access-Control-Allow-Origin` names.
+    pub fn allowed_origin<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let origin = headers.get(ORIGIN)?.to_str().ok()?;
+        self.check_origin(headers).ok().map(|()| origin)
+    }
+
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Denial> {
         // Programs send no Origin; browsers always do on a WebSocket upgrade.
         let Some(origin) = headers.get(ORIGIN) else {
