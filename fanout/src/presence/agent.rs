@@ -16,6 +16,13 @@ use super::{Backend, Change, GATHER, MAX_GONE, Member, Presence, diff, now_ms};
 /// A room's connections the store is to be told of: arrived (with their users), and gone.
 type Writes = (RoomId, Vec<(String, Member)>, Vec<String>);
 
+/// A connection's number in its process (`{pod}:{n}`), which counts arrivals.
+fn arrival(conn: &str) -> u64 {
+    conn.rsplit_once(':')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 impl Presence {
     /// Runs until the presence is closed, then writes what is pending.
     pub(super) async fn agent(self) {
@@ -52,10 +59,12 @@ impl Presence {
                 .iter_mut()
                 .filter(|(_, l)| !l.fresh.is_empty() || !l.gone.is_empty())
                 .map(|(room, l)| {
-                    let fresh = std::mem::take(&mut l.fresh)
+                    let mut fresh: Vec<(String, Member)> = std::mem::take(&mut l.fresh)
                         .into_iter()
                         .filter_map(|c| l.conns.get(&c).map(|m| (c, m.clone())))
                         .collect();
+                    // In arrival order: a user's first connection gives the roster its name.
+                    fresh.sort_by_key(|(c, m)| (m.since, arrival(c)));
                     (*room, fresh, std::mem::take(&mut l.gone))
                 })
                 .collect();
