@@ -19,6 +19,8 @@ pub struct Metrics {
     pub messages_received: Counter,
     /// Messages broadcast (once per message, whatever the audience).
     pub broadcasts: Counter,
+    /// Per room: chat messages broadcast, which the operator's autoscaler reads as its rate.
+    pub room_broadcasts: Family<RoomLabel, Counter>,
     /// Messages times subscribers they were handed to.
     pub deliveries: Counter,
     /// Messages of rooms without subscribers, deleted undelivered.
@@ -58,6 +60,7 @@ impl Metrics {
             subscribers: Gauge::default(),
             messages_received: Counter::default(),
             broadcasts: Counter::default(),
+            room_broadcasts: Family::default(),
             deliveries: Counter::default(),
             unheard: Counter::default(),
             dropped_slow_subscribers: Counter::default(),
@@ -85,6 +88,11 @@ impl Metrics {
             m.messages_received.clone(),
         );
         r.register("broadcasts", "Messages broadcast", m.broadcasts.clone());
+        r.register(
+            "room_broadcasts",
+            "Per room: chat messages broadcast",
+            m.room_broadcasts.clone(),
+        );
         r.register(
             "deliveries",
             "Messages times subscribers handed to",

@@ -43,6 +43,14 @@ async fn every_subscriber_gets_every_message_once_in_order_and_rooms_are_isolate
         assert!(evs.iter().all(|e| e.room_id == 2));
     }
     nothing_more(&mut room1[0]).await;
+    // What the operator's autoscaler reads as each room's rate.
+    let metrics = http_get(c.addr, "/metrics").await.1;
+    for line in [
+        r#"chatflow_consumer_room_broadcasts_total{room="1"} 300"#,
+        r#"chatflow_consumer_room_broadcasts_total{room="2"} 150"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     let d = queues.depth(1).await.unwrap();
     assert_eq!(
         (d.visible, d.in_flight),

@@ -333,8 +333,9 @@ pub struct ConsumerSpec {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
-    /// Size the shard count from the measured backlog, between a minimum and a maximum, instead
-    /// of from roomsPerShard; rooms are spread evenly over the shards.
+    /// Size and place the shards from measured load (each room's backlog and broadcast rate),
+    /// between a minimum and a maximum, instead of from roomsPerShard: a room hotter than a
+    /// shard's headroom gets a shard of its own, quiet rooms share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<ShardAutoscaling>,
 }
@@ -349,17 +350,22 @@ pub struct ShardAutoscaling {
     /// Most shards.
     #[schemars(range(min = 1, max = 1000))]
     pub max_shards: u32,
-    /// Messages waiting in one shard's queues (visible and in flight) above which the set
-    /// scales up, to the shards the whole backlog needs at this much each.
+    /// Messages waiting in one shard's queues (visible and in flight) that make a full shard:
+    /// past it the set scales up, to the shards the whole backlog needs at this much each.
     #[serde(default = "default_target_backlog")]
     #[schemars(range(min = 1))]
     pub target_backlog_per_shard: u64,
+    /// Chat messages per second one shard's rooms may broadcast, measured from the shards'
+    /// counters; unset, only the backlog counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_messages_per_second_per_shard: Option<u64>,
     /// Seconds after a scale-up before the next: new shards hold a room's backlog for their
     /// subscribers (RESUME_HOLD_SECS, 120 in operator-written pods) before they drain it.
     #[serde(default = "default_scale_up_interval")]
     #[schemars(range(max = 86400))]
     pub scale_up_interval_seconds: u32,
-    /// Seconds the backlog must fit fewer shards before the set scales down.
+    /// Seconds the load must fit fewer shards before the set scales down.
     #[serde(default = "default_scale_down_cooldown")]
     #[schemars(range(max = 86400))]
     pub scale_down_cooldown_seconds: u32,
@@ -381,12 +387,15 @@ fn default_scale_down_cooldown() -> u32 {
 pub struct AutoscalingStatus {
     /// Shards the autoscaler wants.
     pub shards: u32,
+    /// The rooms of each shard wanted, as START-END in room order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<String>,
     /// The measurement and target behind the last change, or why nothing changes.
     pub reason: String,
     /// When the shard count last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<String>,
-    /// Since when the backlog fits fewer shards (RFC 3339), while the cooldown runs.
+    /// Since when the load fits fewer shards (RFC 3339), while the cooldown runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_since: Option<String>,
 }
@@ -448,6 +457,10 @@ pub struct ShardStatus {
     /// Messages waiting or in flight in the shard's queues, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
+    /// Chat messages per second the shard broadcast over the last measurement, when known
+    /// (sets with spec.consumer.autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_second: Option<u64>,
 }
 
 /// The producer.

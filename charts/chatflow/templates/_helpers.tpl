@@ -102,6 +102,10 @@ What the operator does with the objects it reconciles; bound cluster-wide or in 
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The shard autoscaler finds its shards' pods to read their per-room broadcast counters.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

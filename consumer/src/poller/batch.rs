@@ -13,7 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::{PollContext, QueueRooms};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoomLabel};
 use chatflow_fanout::room::{Event, Room};
 use chatflow_fanout::store::Store;
 
@@ -104,6 +104,9 @@ fn take(
     let Some((age, bytes)) = broadcast(room, m, task, position) else {
         return;
     };
+    m.room_broadcasts
+        .get_or_create(&RoomLabel { room: room_id })
+        .inc();
     let part = match parts.iter().position(|p| p.id == room_id) {
         Some(at) => &mut parts[at],
         None => {

@@ -119,19 +119,47 @@ pub fn queue_layout(crs: &ChatRoomSet) -> Result<Layout, String> {
     }
 }
 
-/// Rooms per shard: the spec's, or with autoscaling the rooms spread evenly over the shards the
-/// autoscaler wants.
-fn rooms_per_shard(crs: &ChatRoomSet, rooms: RoomRange) -> Result<u32, String> {
+/// The shards' rooms: blocks of roomsPerShard (rounded up to whole queues), or with
+/// autoscaling the autoscaler's placement.
+fn shard_ranges(
+    crs: &ChatRoomSet,
+    rooms: RoomRange,
+    naming: &QueueNaming,
+) -> Result<Vec<RoomRange>, String> {
     let consumer = &crs.spec.consumer;
+    if let Some(a) = &consumer.autoscaling {
+        crate::autoscale::check(a)?;
+        let decided = crs.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+        return Ok(crate::autoscale::placement(
+            a,
+            decided,
+            &queue_ranges(naming, rooms),
+        ));
+    }
     if consumer.rooms_per_shard == 0 {
         return Err("spec.consumer.roomsPerShard must be at least 1".into());
     }
-    let Some(a) = &consumer.autoscaling else {
-        return Ok(consumer.rooms_per_shard);
-    };
-    crate::autoscale::check(a)?;
-    let decided = crs.status.as_ref().and_then(|s| s.autoscaling.as_ref());
-    Ok((rooms.len() as u32).div_ceil(crate::autoscale::shards(a, decided)))
+    // A shard owns whole buckets: a bucket's rooms are one queue, which one poller reads.
+    let per_queue = naming.layout().rooms_per_queue();
+    // Clamped to the set first: a huge roomsPerShard must not overflow when rounded up.
+    let per_shard = consumer
+        .rooms_per_shard
+        .min(rooms.len() as u32)
+        .div_ceil(per_queue)
+        .saturating_mul(per_queue);
+    rooms.shards(per_shard).map_err(|e| e.to_string())
+}
+
+/// Each queue's rooms, in room order: a room, or a bucket's rooms within the set.
+pub fn queue_ranges(naming: &QueueNaming, rooms: RoomRange) -> Vec<RoomRange> {
+    let keys = naming.queue_keys(rooms);
+    keys.iter()
+        .enumerate()
+        .map(|(i, &key)| {
+            let end = keys.get(i + 1).map_or(rooms.end(), |next| next - 1);
+            RoomRange::new(key.max(rooms.start()), end).expect("queue keys are in room order")
+        })
+        .collect()
 }
 
 /// Resolves a spec, or says in one readable sentence why it cannot be served.
@@ -153,20 +181,11 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
     naming
         .check_range(rooms)
         .map_err(|e| format!("spec.queues.prefix: {e}"))?;
-    let rooms_per_shard = rooms_per_shard(crs, rooms)?;
-    // A shard owns whole buckets: a bucket's rooms are one queue, which one poller reads.
-    let per_queue = layout.rooms_per_queue();
-    // Clamped to the set first: a huge roomsPerShard must not overflow when rounded up.
-    let per_shard = rooms_per_shard
-        .min(rooms.len() as u32)
-        .div_ceil(per_queue)
-        .saturating_mul(per_queue);
-    let ranges = rooms.shards(per_shard).map_err(|e| e.to_string())?;
+    let ranges = shard_ranges(crs, rooms, &naming)?;
     if ranges.len() > MAX_SHARDS {
         return Err(format!(
-            "{} rooms in shards of {} make {} shards; at most {MAX_SHARDS}: raise spec.consumer.roomsPerShard",
+            "{} rooms make {} shards; at most {MAX_SHARDS}: raise spec.consumer.roomsPerShard",
             rooms.len(),
-            per_shard,
             ranges.len()
         ));
     }

@@ -35,6 +35,7 @@ pub struct Context {
     /// Event recorder.
     pub recorder: Recorder,
     pub(super) queues: QueueState,
+    pub(super) rates: super::rates::Rates,
     stores: RwLock<Option<Stores>>,
     pub(super) failures: Mutex<HashMap<String, u32>>,
     budget_api: tokio::sync::OnceCell<BudgetApi>,
@@ -66,6 +67,7 @@ impl Context {
             ingress_policy: IngressPolicy::default(),
             recorder,
             queues: QueueState::default(),
+            rates: super::rates::Rates::default(),
             stores: RwLock::new(None),
             failures: Mutex::default(),
             budget_api: tokio::sync::OnceCell::new(),

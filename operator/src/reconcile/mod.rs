@@ -7,10 +7,12 @@
 pub mod budgets;
 mod context;
 pub mod queues;
+mod rates;
 pub mod workloads;
 
 pub use context::Context;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
 
 use chatflow::queue::SharedQueues;
+use chatflow::rooms::{RoomId, RoomRange};
 
 use crate::crd::{ChatRoomSet, DeletionPolicy, ShardStatus};
 use crate::desired::{self, FIELD_MANAGER, QueueLocation};
@@ -201,7 +204,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     // Decided only on a full measurement: an unread queue is not an idle one.
     let measured =
         ensured.error.is_none() && !backlog.missing && shards.iter().all(|s| s.backlog.is_some());
-    let scaled = autoscale(&crs, &ctx, &set, measured, &shards).await;
+    let scaled = measure_and_decide(&crs, &ctx, &plan, measured, &backlog, &mut shards).await;
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -267,31 +270,93 @@ fn after_scaling(
     }
 }
 
-/// The shard autoscaler's decision for a set with spec.consumer.autoscaling, from `shards`'
-/// backlogs when `measured`, else the last one; announced as an Event and counted when the
-/// shard count changes.
+/// For a set with spec.consumer.autoscaling: its rooms' rates read from the shards (each
+/// shard's also into `shards`), and the autoscaler's decision from them and the backlog when
+/// `measured`, else its last one.
+async fn measure_and_decide(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    plan: &desired::Plan,
+    measured: bool,
+    backlog: &queues::Backlog,
+    shards: &mut [ShardStatus],
+) -> Option<crate::autoscale::Decision> {
+    crs.spec.consumer.autoscaling.as_ref()?;
+    if !measured {
+        return last_decision(crs);
+    }
+    let rates = ctx
+        .rates
+        .measure(&ctx.client, crs, plan, ctx.queue_concurrency)
+        .await;
+    fill_rates(plan, shards, &rates);
+    let loads = queue_loads(plan, backlog, &rates);
+    autoscale(crs, ctx, &key(crs), plan, &loads).await
+}
+
+/// The autoscaler's last decision, kept while the set cannot be measured: an unread queue is
+/// not an idle one.
+fn last_decision(crs: &ChatRoomSet) -> Option<crate::autoscale::Decision> {
+    let status = crs.status.as_ref()?.autoscaling.clone()?;
+    Some(crate::autoscale::Decision {
+        status,
+        changed_from: None,
+        recheck_in: None,
+    })
+}
+
+/// Each queue's backlog and its rooms' rate, in room order.
+fn queue_loads(
+    plan: &desired::Plan,
+    backlog: &queues::Backlog,
+    rates: &HashMap<RoomId, Option<f64>>,
+) -> Vec<crate::autoscale::QueueLoad> {
+    desired::queue_ranges(&plan.naming, plan.rooms)
+        .into_iter()
+        .map(|rooms| crate::autoscale::QueueLoad {
+            rooms,
+            backlog: backlog
+                .depths
+                .get(&rooms.start())
+                .map_or(0, |d| d.visible + d.in_flight),
+            rate: rooms.iter().map(|r| rates.get(&r).copied().flatten()).sum(),
+        })
+        .collect()
+}
+
+/// Each shard's rate in its status, where every room of it was measured.
+fn fill_rates(
+    plan: &desired::Plan,
+    shards: &mut [ShardStatus],
+    rates: &HashMap<RoomId, Option<f64>>,
+) {
+    for (status, shard) in shards.iter_mut().zip(&plan.shards) {
+        let rate: Option<f64> = shard
+            .rooms
+            .iter()
+            .map(|r| rates.get(&r).copied().flatten())
+            .sum();
+        status.messages_per_second = rate.map(|r| r.round() as u64);
+    }
+}
+
+/// The shard autoscaler's decision for a set with spec.consumer.autoscaling, from its queues'
+/// `loads`; announced as an Event and counted when the shards change.
 async fn autoscale(
     crs: &ChatRoomSet,
     ctx: &Context,
     set: &str,
-    measured: bool,
-    shards: &[crate::crd::ShardStatus],
+    plan: &desired::Plan,
+    loads: &[crate::autoscale::QueueLoad],
 ) -> Option<crate::autoscale::Decision> {
     let spec = crs.spec.consumer.autoscaling.as_ref()?;
-    if !measured {
-        let status = crs.status.as_ref()?.autoscaling.clone()?;
-        return Some(crate::autoscale::Decision {
-            status,
-            changed_from: None,
-            recheck_in: None,
-        });
-    }
-    let backlogs: Vec<Option<u64>> = shards.iter().map(|s| s.backlog).collect();
+    let current: Vec<RoomRange> = plan.shards.iter().map(|s| s.rooms).collect();
     let previous = crs.status.as_ref().and_then(|s| s.autoscaling.as_ref());
     let d = crate::autoscale::decide(
         spec,
         previous,
-        &backlogs,
+        &current,
+        loads,
         k8s_openapi::jiff::Timestamp::now(),
     );
     let labels = crate::metrics::SetLabel {
@@ -302,7 +367,11 @@ async fn autoscale(
         .get_or_create(&labels)
         .set(i64::from(d.status.shards));
     if let Some(from) = d.changed_from {
-        let direction = if d.status.shards > from { "up" } else { "down" };
+        let direction = match d.status.shards.cmp(&from) {
+            std::cmp::Ordering::Greater => "up",
+            std::cmp::Ordering::Less => "down",
+            std::cmp::Ordering::Equal => "moved",
+        };
         ctx.metrics
             .scalings
             .get_or_create(&crate::metrics::ScalingLabels {
@@ -312,7 +381,13 @@ async fn autoscale(
             .inc();
         let note = format!("{from} -> {} shards: {}", d.status.shards, d.status.reason);
         tracing::info!(set, %note, "shard autoscaling");
-        let action = format!("Scale{from}To{}", d.status.shards);
+        // The assignment's hash in the action: the recorder folds an Event into an earlier one
+        // with the same action, keeping the earlier note.
+        let action = format!(
+            "Scale{from}To{}-{:08x}",
+            d.status.shards,
+            fnv(&d.status.assignment.join(","))
+        );
         ctx.event_acting(crs, EventType::Normal, "ShardsScaled", &action, note)
             .await;
     }
@@ -430,6 +505,7 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.metrics.record_replicas(&set, &[]);
     ctx.queues
         .forget(&format!("{set}/{}", crs.uid().unwrap_or_default()));
+    ctx.rates.forget(&set);
     if crs.spec.queues.deletion_policy == DeletionPolicy::Retain {
         if let Ok(plan) = desired::plan(&crs) {
             let loc = QueueLocation::resolve(&crs, &ctx.defaults);
@@ -478,4 +554,11 @@ async fn cleanup(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Err
         ctx.event(&crs, EventType::Normal, "QueuesKept", note).await;
     }
     Ok(Action::await_change())
+}
+
+/// FNV-1a of `text`, 32 bits: a short stable tag.
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }

@@ -132,6 +132,7 @@ fn unready(shard: &Shard) -> ShardStatus {
         service: shard.name.clone(),
         ready_replicas: 0,
         backlog: None,
+        messages_per_second: None,
     }
 }
 

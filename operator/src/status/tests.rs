@@ -10,6 +10,7 @@ fn shard(name: &str, rooms: &str, ready: i32) -> ShardStatus {
         service: name.into(),
         ready_replicas: ready,
         backlog: None,
+        messages_per_second: None,
     }
 }
 
