@@ -92,6 +92,8 @@ print(table["edge"])'
 # table) or "edge" (the producer Service, whose pods relay every room).
 subscribe_via=shards
 subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
+# The rooms loadgen sends to (all of the set's unless a step narrows them).
+load_rooms="$E2E_ROOMS"
 
 # Starts loadgen as Job $1 with $2 messages against the current routing table; further
 # arguments are passed to `loadgen run`.
@@ -105,7 +107,7 @@ start_loadgen() {
     k -n "$set_ns" delete job "$job" --ignore-not-found --wait=true
     # examples/loadgen-job.yaml is the user's Job: run it with this run's image, size and routing.
     python3 - examples/loadgen-job.yaml "$job" "$messages" "$ingest" "$subscribe" \
-        "chatflow/loadgen:$tag" "$E2E_ROOMS" "$E2E_CONNECTIONS_PER_ROOM" "$subscribers_per_room" \
+        "chatflow/loadgen:$tag" "$load_rooms" "$E2E_CONNECTIONS_PER_ROOM" "$subscribers_per_room" \
         "${@:3}" <<'EOF' | k -n "$set_ns" apply -f -
 import re, sys
 path, job, messages, ingest, subscribe, image, rooms, conns, subs = sys.argv[1:10]
