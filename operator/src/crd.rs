@@ -311,6 +311,50 @@ pub struct ProducerSpec {
     /// Extra environment variables (for example MAX_CONNECTIONS or BATCH_LINGER_US).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Size the tier from the connections and publish rate its pods report, between a minimum
+    /// and a maximum, instead of from replicas (leave an HPA or KEDA off the set then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ProducerAutoscaling>,
+}
+
+/// How the operator sizes the producer tier from load.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerAutoscaling {
+    /// Fewest producer pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most producer pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Open WebSockets (senders and edge subscribers) one pod is sized for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_connections_per_pod: Option<u64>,
+    /// Chat messages per second one pod is sized to publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_messages_per_second_per_pod: Option<u64>,
+    /// Seconds the load must fit fewer pods before the tier scales down.
+    #[serde(default = "default_scale_down_cooldown")]
+    #[schemars(range(max = 86400))]
+    pub scale_down_cooldown_seconds: u32,
+}
+
+/// What the producer autoscaler decided last, and why.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerAutoscalingStatus {
+    /// Producer pods the autoscaler wants.
+    pub replicas: i32,
+    /// The measurement and targets behind the last change, or why nothing changes.
+    pub reason: String,
+    /// When the pod count last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Since when the load fits fewer pods (RFC 3339), while the cooldown runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_since: Option<String>,
 }
 
 /// The fan-out tier.
@@ -477,6 +521,9 @@ pub struct ProducerStatus {
     /// Label selector of the producer pods, for autoscalers reading the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The producer autoscaler's last decision, with spec.producer.autoscaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ProducerAutoscalingStatus>,
 }
 
 /// Connection templates; `{roomId}` is the room.

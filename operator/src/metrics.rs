@@ -35,7 +35,7 @@ pub struct QueueLabels {
 pub struct ScalingLabels {
     /// The ChatRoomSet, as `namespace/name`.
     pub set: String,
-    /// `up` or `down`.
+    /// `up`, `down`, or `moved` (shards only: the same count placed differently).
     pub direction: &'static str,
 }
 
@@ -116,6 +116,10 @@ pub struct Metrics {
     pub scalings: Family<ScalingLabels, Counter>,
     /// Shards the autoscaler wants, per set with spec.consumer.autoscaling.
     pub shards_wanted: Family<SetLabel, Gauge>,
+    /// Producer pod count changes the autoscaler made, by set and direction.
+    pub producer_scalings: Family<ScalingLabels, Counter>,
+    /// Producer pods the autoscaler wants, per set with spec.producer.autoscaling.
+    pub producers_wanted: Family<SetLabel, Gauge>,
 }
 
 impl Metrics {
@@ -132,6 +136,8 @@ impl Metrics {
             ready_replicas: PerSet::default(),
             scalings: Family::default(),
             shards_wanted: Family::default(),
+            producer_scalings: Family::default(),
+            producers_wanted: Family::default(),
         };
         // Every reason's series exists from the start, so a rate over it reads 0, not "no data".
         for reason in crate::reconcile::Error::REASONS {
@@ -183,6 +189,16 @@ impl Metrics {
             "shards_wanted",
             "Shards the autoscaler wants, per set with spec.consumer.autoscaling",
             m.shards_wanted.clone(),
+        );
+        r.register(
+            "producer_scalings",
+            "Producer pod count changes the autoscaler made, by set and direction (the reason is in the set's Events and status)",
+            m.producer_scalings.clone(),
+        );
+        r.register(
+            "producers_wanted",
+            "Producer pods the autoscaler wants, per set with spec.producer.autoscaling",
+            m.producers_wanted.clone(),
         );
         m
     }

@@ -29,6 +29,8 @@ pub struct Observed {
     pub lingering_shards: usize,
     /// The shard autoscaler's decision, with spec.consumer.autoscaling.
     pub autoscaling: Option<crate::crd::AutoscalingStatus>,
+    /// The producer autoscaler's decision, with spec.producer.autoscaling.
+    pub producer_autoscaling: Option<crate::crd::ProducerAutoscalingStatus>,
 }
 
 /// Longest queue error quoted in a condition.
@@ -144,7 +146,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
     };
     let desired_queues = plan.queues.len() as u32;
     let queues = conditions.queues(observed, desired_queues);
-    let producer = conditions.producer(observed, crs.spec.producer.replicas);
+    let producer = conditions.producer(observed, plan.producer_replicas);
     let consumers = conditions.consumers(observed);
     let ready = conditions.ready([&queues, &producer, &consumers]);
     ChatRoomSetStatus {
@@ -162,6 +164,7 @@ pub fn compute(crs: &ChatRoomSet, plan: &Plan, observed: &Observed) -> ChatRoomS
             ready_replicas: observed.producer_ready,
             replicas: observed.producer_replicas,
             selector: Some(desired::producer_selector(&crs.name_any(), &plan.producer)),
+            autoscaling: observed.producer_autoscaling.clone(),
         }),
         endpoints: Some(endpoints(crs, plan)),
         autoscaling: observed.autoscaling.clone(),

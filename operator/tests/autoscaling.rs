@@ -139,3 +139,63 @@ async fn shards_scaled(events: &Api<Event>, change: &str) -> String {
     }
     panic!("no ShardsScaled event {change} in 30 s; seen: {seen:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver and LocalStack: run scripts/test"]
+async fn the_producer_autoscaler_sizes_the_deployment_within_its_bounds_and_refuses_a_spec_without_a_target()
+ {
+    let _ = NEEDS;
+    let client = client().await;
+    let ns = namespace(&client).await;
+    let _op = operator(&client, &ns, "producers", 15).await;
+    let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
+    let prefix = prefix();
+    let mut body = set("sized", &prefix, 1, 2, 2);
+    body["spec"]["producer"]["replicas"] = json!(1);
+    body["spec"]["producer"]["autoscaling"] = json!({
+        "minReplicas": 3, "maxReplicas": 5, "targetConnectionsPerPod": 100,
+    });
+    apply(&api, &body).await.unwrap();
+    // No pod runs here, so nothing is carried: the minimum, whatever spec.producer.replicas says.
+    let crs = wait_status(&api, "sized", "the producer autoscaler's minimum", |c| {
+        let p = c.status.as_ref().and_then(|s| s.producer.as_ref());
+        p.and_then(|p| p.autoscaling.as_ref())
+            .is_some_and(|a| a.replicas == 3)
+    })
+    .await;
+    let reason = crs
+        .status
+        .unwrap()
+        .producer
+        .unwrap()
+        .autoscaling
+        .unwrap()
+        .reason;
+    assert!(
+        reason.contains("0 connections (target 100 a pod)"),
+        "{reason}"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    wait(
+        "the producer Deployment at 3",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("sized-producer").await.ok()?;
+            (d.spec?.replicas == Some(3)).then_some(())
+        },
+    )
+    .await;
+
+    body["spec"]["producer"]["autoscaling"] = json!({ "minReplicas": 3, "maxReplicas": 5 });
+    apply(&api, &body).await.unwrap();
+    let crs = wait_status(&api, "sized", "InvalidSpec", |c| {
+        condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
+    })
+    .await;
+    let (_, _, message) = condition(&crs, "Ready").unwrap();
+    assert!(
+        message.contains("needs targetConnectionsPerPod"),
+        "{message}"
+    );
+}

@@ -87,15 +87,39 @@ print(f"  end-to-end p99 {placed:.1f} ms on the hot room's own shard, {even:.1f}
 sys.exit(0 if placed <= 1.5 * even else 1)
 EOF
 
-step "load stopped: a trickle over every room while the set goes back to its minimum after the ${E2E_AUTOSCALE_COOLDOWN}s cooldown, nothing lost"
+step "load stopped: a trickle over every room while the set goes back to its minimum after the ${E2E_AUTOSCALE_COOLDOWN}s cooldown, nothing lost; the trickle's connections add a producer pod"
 load_rooms="$E2E_ROOMS"
 trickle_secs=$((E2E_AUTOSCALE_COOLDOWN + 120))
 start_loadgen chatflow-loadgen-e2e-trickle $((E2E_TRICKLE_RATE * trickle_secs)) --rate "$E2E_TRICKLE_RATE" \
     --drain-timeout-secs 180
 wait_loadgen_pod chatflow-loadgen-e2e-trickle
+# Its senders and edge subscribers are 2 + E2E_EDGE_SUBSCRIBERS_PER_ROOM connections a room: past
+# what two producer pods are sized for.
+producers_before="$(k -n "$set_ns" get deploy "$set_name-producer" -o jsonpath='{.spec.replicas}')"
+k -n "$set_ns" patch crs "$set_name" --type merge -p "{\"spec\":{\"producer\":{\"autoscaling\":{
+    \"minReplicas\":$producers_before,\"maxReplicas\":$((producers_before + 1)),
+    \"targetConnectionsPerPod\":$E2E_CONNECTIONS_TARGET,\"scaleDownCooldownSeconds\":30}}}}"
+k -n "$set_ns" wait "deploy/$set_name-producer" --timeout=120s \
+    --for=jsonpath='{.status.readyReplicas}'=$((producers_before + 1)) ||
+    die "no producer pod added: $(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.status.producer.autoscaling.reason}')"
+echo "  producers $producers_before -> $((producers_before + 1)): $(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.status.producer.autoscaling.reason}')"
 back_in="$(await_assignment "$even" $((E2E_AUTOSCALE_COOLDOWN + 90)))"
 echo "  back to $(assignment) ${back_in} s after the trickle started: $(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.status.autoscaling.reason}')"
 wait_ready 2
 assert_loadgen_clean chatflow-loadgen-e2e-trickle
 assert_no_edge_gaps
 subscribe_via=shards subscribers_per_room="$E2E_SUBSCRIBERS_PER_ROOM"
+
+step "no load: the producer tier goes back to its minimum after its 30 s cooldown"
+k -n "$set_ns" wait "crs/$set_name" --timeout=120s \
+    --for=jsonpath='{.status.producer.autoscaling.replicas}'="$producers_before" ||
+    die "the producers stayed up: $(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.status.producer.autoscaling.reason}')"
+k -n "$set_ns" rollout status "deploy/$set_name-producer" --timeout=120s
+echo "  $(k -n "$set_ns" get crs "$set_name" -o jsonpath='{.status.producer.autoscaling.reason}')"
+# Later steps count and probe every producer pod: the one taken away drains first.
+deadline=$((SECONDS + timeout))
+until (($(k -n "$set_ns" get pods -l "$producers" --no-headers 2>/dev/null | wc -l) == producers_before)); do
+    ((SECONDS < deadline)) || die "the producer pod scaled away was still there after ${timeout}s"
+    sleep 1
+done
+k -n "$set_ns" patch crs "$set_name" --type json -p '[{"op":"remove","path":"/spec/producer/autoscaling"}]'

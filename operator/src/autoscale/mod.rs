@@ -7,6 +7,7 @@
 //! nothing for resuming subscribers.
 
 pub mod pack;
+pub mod producers;
 
 use std::collections::HashSet;
 

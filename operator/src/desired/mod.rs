@@ -50,6 +50,8 @@ pub struct Plan {
     pub shards: Vec<Shard>,
     /// Producer Deployment and Service name.
     pub producer: String,
+    /// Producer pods: the spec's replicas, or the producer autoscaler's decision.
+    pub producer_replicas: i32,
     /// Routing ConfigMap name.
     pub routing: String,
     /// NetworkPolicy of the set's pods.
@@ -150,6 +152,21 @@ fn shard_ranges(
     rooms.shards(per_shard).map_err(|e| e.to_string())
 }
 
+/// Producer pods: the spec's replicas, or with autoscaling the autoscaler's last decision.
+fn producer_replicas(crs: &ChatRoomSet) -> Result<i32, String> {
+    let producer = &crs.spec.producer;
+    let Some(a) = &producer.autoscaling else {
+        return Ok(producer.replicas);
+    };
+    crate::autoscale::producers::check(a)?;
+    let decided = crs
+        .status
+        .as_ref()
+        .and_then(|s| s.producer.as_ref())
+        .and_then(|p| p.autoscaling.as_ref());
+    Ok(crate::autoscale::producers::replicas(a, decided))
+}
+
 /// Each queue's rooms, in room order: a room, or a bucket's rooms within the set.
 pub fn queue_ranges(naming: &QueueNaming, rooms: RoomRange) -> Vec<RoomRange> {
     let keys = naming.queue_keys(rooms);
@@ -227,6 +244,7 @@ pub fn plan(crs: &ChatRoomSet) -> Result<Plan, String> {
         },
         shards,
         producer: format!("{name}-producer"),
+        producer_replicas: producer_replicas(crs)?,
         routing: format!("{name}-routing"),
         network_policy: format!("{name}-workloads"),
         shards_budget: format!("{name}-shards"),

@@ -343,7 +343,14 @@ pub fn producer_deployment(crs: &ChatRoomSet, plan: &Plan, loc: &QueueLocation) 
     }];
     mounts.extend(auth_mounts);
     c.volume_mounts = Some(mounts);
-    let mut d = deployment(crs, &plan.producer, "producer", p.replicas, false, c);
+    let mut d = deployment(
+        crs,
+        &plan.producer,
+        "producer",
+        plan.producer_replicas,
+        false,
+        c,
+    );
     if let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         let mut volumes = vec![Volume {
             name: "routing".into(),

@@ -15,6 +15,7 @@ pub(crate) fn sample(name: &str, start: u32, end: u32, per_shard: u32) -> ChatRo
                 replicas: 2,
                 resources: None,
                 env: vec![],
+                autoscaling: None,
             },
             consumer: ConsumerSpec {
                 image: "chatflow/consumer:dev".into(),

@@ -205,6 +205,7 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
     let measured =
         ensured.error.is_none() && !backlog.missing && shards.iter().all(|s| s.backlog.is_some());
     let scaled = measure_and_decide(&crs, &ctx, &plan, measured, &backlog, &mut shards).await;
+    let producers = scale_producers(&crs, &ctx, &plan).await;
 
     let observed = Observed {
         queues_ready: ensured.ready,
@@ -215,23 +216,16 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         shards,
         lingering_shards: applied.lingering_shards,
         autoscaling: scaled.as_ref().map(|d| d.status.clone()),
+        producer_autoscaling: producers.as_ref().map(|d| d.status.clone()),
     };
     let status = status::compute(&crs, &plan, &observed);
     let api: Api<ChatRoomSet> =
         Api::namespaced(ctx.client.clone(), &crs.namespace().unwrap_or_default());
     write_status(&api, &crs, &status).await?;
     ctx.record_totals(&set, ensured.ready, plan.shards.len() as u32);
-    let was_ready = crs
-        .status
-        .as_ref()
-        .is_some_and(|s| crate::conditions::is_true(&s.conditions, "QueuesReady"));
-    if crate::conditions::is_true(&status.conditions, "QueuesReady") && !was_ready {
-        let note = format!("{} queues ready", ensured.ready);
-        ctx.event(&crs, EventType::Normal, "QueuesReady", note)
-            .await;
-    }
+    announce_queues_ready(&crs, &ctx, &status, ensured.ready).await;
     let settled = ctx.queues.cached(&queue_key, &plan, &loc).is_some();
-    let resync = resync_for(&ctx, scaled.as_ref());
+    let resync = resync_for(&ctx, scaled.is_some() || producers.is_some());
     let action = next(
         &crs,
         &ctx,
@@ -241,33 +235,110 @@ async fn apply(crs: Arc<ChatRoomSet>, ctx: Arc<Context>) -> Result<Action, Error
         settled,
     )
     .await?;
-    Ok(after_scaling(action, scaled.as_ref(), resync))
+    Ok(after_scaling(
+        action,
+        scaled.as_ref(),
+        producers.as_ref(),
+        resync,
+    ))
+}
+
+/// An Event when the set's queues have just become ready.
+async fn announce_queues_ready(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    status: &crate::crd::ChatRoomSetStatus,
+    ready: u32,
+) {
+    let was_ready = crs
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::is_true(&s.conditions, "QueuesReady"));
+    if crate::conditions::is_true(&status.conditions, "QueuesReady") && !was_ready {
+        let note = format!("{ready} queues ready");
+        ctx.event(crs, EventType::Normal, "QueuesReady", note).await;
+    }
 }
 
 /// How often a set is looked at again: an autoscaled set as often as an HPA measures its target.
-fn resync_for(ctx: &Context, scaled: Option<&crate::autoscale::Decision>) -> Duration {
-    if scaled.is_some() {
+fn resync_for(ctx: &Context, autoscaled: bool) -> Duration {
+    if autoscaled {
         AUTOSCALE_PERIOD.min(ctx.resync)
     } else {
         ctx.resync
     }
 }
 
-/// The next reconcile: soon after a new shard count (which the next plan applies, reading it
-/// from the status), or when a cooldown or interval ends; else `action`.
+/// The next reconcile: soon after an autoscaler changed its decision (which the next plan
+/// applies, reading it from the status), or when a cooldown or interval ends; else `action`.
 fn after_scaling(
     action: Action,
-    scaled: Option<&crate::autoscale::Decision>,
+    shards: Option<&crate::autoscale::Decision>,
+    producers: Option<&crate::autoscale::producers::ProducerDecision>,
     resync: Duration,
 ) -> Action {
-    match scaled {
-        Some(d) if d.changed_from.is_some() => Action::requeue(Duration::from_secs(1)),
-        Some(crate::autoscale::Decision {
-            recheck_in: Some(t),
-            ..
-        }) if *t < resync => Action::requeue((*t).max(Duration::from_secs(1))),
+    let changed = shards.is_some_and(|d| d.changed_from.is_some())
+        || producers.is_some_and(|d| d.changed_from.is_some());
+    let recheck = [
+        shards.and_then(|d| d.recheck_in),
+        producers.and_then(|d| d.recheck_in),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    match recheck {
+        _ if changed => Action::requeue(Duration::from_secs(1)),
+        Some(t) if t < resync => Action::requeue(t.max(Duration::from_secs(1))),
         _ => action,
     }
+}
+
+/// For a set with spec.producer.autoscaling: the producer pods' load, and the autoscaler's
+/// decision from it; announced as an Event and counted when the pod count changes.
+async fn scale_producers(
+    crs: &ChatRoomSet,
+    ctx: &Context,
+    plan: &desired::Plan,
+) -> Option<crate::autoscale::producers::ProducerDecision> {
+    let spec = crs.spec.producer.autoscaling.as_ref()?;
+    let load = ctx
+        .rates
+        .measure_producers(&ctx.client, crs, plan, ctx.queue_concurrency)
+        .await;
+    let previous = crs
+        .status
+        .as_ref()
+        .and_then(|s| s.producer.as_ref())
+        .and_then(|p| p.autoscaling.as_ref());
+    let d = crate::autoscale::producers::decide(
+        spec,
+        previous,
+        plan.producer_replicas,
+        &load,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let set = key(crs);
+    ctx.metrics
+        .producers_wanted
+        .get_or_create(&crate::metrics::SetLabel { set: set.clone() })
+        .set(i64::from(d.status.replicas));
+    if let Some(from) = d.changed_from {
+        let to = d.status.replicas;
+        let direction = if to > from { "up" } else { "down" };
+        ctx.metrics
+            .producer_scalings
+            .get_or_create(&crate::metrics::ScalingLabels {
+                set: set.clone(),
+                direction,
+            })
+            .inc();
+        let note = format!("{from} -> {to} producer pods: {}", d.status.reason);
+        tracing::info!(set, %note, "producer autoscaling");
+        let action = format!("Scale{from}To{to}");
+        ctx.event_acting(crs, EventType::Normal, "ProducersScaled", &action, note)
+            .await;
+    }
+    Some(d)
 }
 
 /// For a set with spec.consumer.autoscaling: its rooms' rates read from the shards (each

@@ -1,7 +1,10 @@
-//! Chat messages per second each room broadcasts, read from the shards themselves: every Ready
-//! shard pod's `chatflow_consumer_room_broadcasts_total` on its metrics port, against the reading
-//! kept from an earlier measurement of the same pod. A pod read for the first time, or not
-//! answering, gives no rate for its rooms yet.
+//! What the autoscalers measure on the pods themselves, from their metrics port: the chat
+//! messages per second each room broadcasts (every Ready shard pod's
+//! `chatflow_consumer_room_broadcasts_total`), and the producer pods' open connections and
+//! publish rate (`chatflow_producer_connections` plus `chatflow_edge_subscribers`,
+//! `chatflow_producer_published_total`). A rate is
+//! the growth since the reading kept from an earlier measurement of the same pod; a pod read for
+//! the first time, or not answering, gives no rate yet.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,11 +16,18 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use crate::autoscale::producers::ProducerLoad;
 use crate::crd::ChatRoomSet;
-use crate::desired::{METRICS_PORT, Plan, consumer_selector};
+use crate::desired::{METRICS_PORT, Plan, consumer_selector, producer_selector};
 
 /// The per-room counter of chat messages a shard broadcast.
 const METRIC: &str = "chatflow_consumer_room_broadcasts_total";
+/// A producer pod's open WebSockets of senders.
+const CONNECTIONS: &str = "chatflow_producer_connections";
+/// A producer pod's subscribers on its edge.
+const EDGE_SUBSCRIBERS: &str = "chatflow_edge_subscribers";
+/// A producer pod's chat messages published.
+const PUBLISHED: &str = "chatflow_producer_published_total";
 /// How long a shard pod's metrics may take to answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest metrics page read: a shard's page grows by a few lines per room.
@@ -26,11 +36,15 @@ const SCRAPE_MAX_BYTES: usize = 8 << 20;
 /// so reconciles close together do not measure a second's noise.
 const MIN_WINDOW: Duration = Duration::from_secs(5);
 
-/// The last reading of each set's shard pods.
+/// The last reading of each set's shard pods, and of its producer pods' publish counters.
 #[derive(Default)]
 pub struct Rates {
     readings: Mutex<HashMap<String, HashMap<String, Reading>>>,
+    published: Mutex<HashMap<String, Published>>,
 }
+
+/// When each producer pod was read last, by uid, and its publish counter then.
+type Published = HashMap<String, (Instant, u64)>;
 
 #[derive(Clone)]
 struct Reading {
@@ -67,7 +81,10 @@ impl Rates {
                 return rates;
             }
         };
-        let targets: Vec<Target> = pods.iter().filter_map(|p| target(p, plan)).collect();
+        let targets: Vec<Target> = pods
+            .iter()
+            .filter_map(|p| target(p, |w| plan.shards.iter().position(|s| s.name == w)))
+            .collect();
         for shard in &plan.shards {
             if !targets
                 .iter()
@@ -78,7 +95,11 @@ impl Rates {
         }
         let read: Vec<(Target, Option<Reading>)> = futures::stream::iter(targets)
             .map(|t| async move {
-                let reading = scrape(&t.ip).await;
+                let at = Instant::now();
+                let reading = scrape(&t.ip).await.map(|page| Reading {
+                    at,
+                    counts: parse(&page),
+                });
                 (t, reading)
             })
             .buffer_unordered(concurrency.max(1))
@@ -123,19 +144,92 @@ impl Rates {
         rates
     }
 
+    /// The producer pods' open connections and publish rate. No Ready pod carries nothing.
+    pub async fn measure_producers(
+        &self,
+        client: &Client,
+        crs: &ChatRoomSet,
+        plan: &Plan,
+        concurrency: usize,
+    ) -> ProducerLoad {
+        let set = &super::key(crs);
+        let unknown = ProducerLoad {
+            connections: None,
+            rate: None,
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), &crs.namespace().unwrap_or_default());
+        let selector = producer_selector(&crs.name_any(), &plan.producer);
+        let pods = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(pods) => pods.items,
+            Err(e) => {
+                tracing::warn!(set, error = %e, "producer pods not listed: their load is not measured");
+                return unknown;
+            }
+        };
+        let targets: Vec<Target> = pods.iter().filter_map(|p| target(p, |_| Some(0))).collect();
+        let read: Vec<(Target, Instant, Option<String>)> = futures::stream::iter(targets)
+            .map(|t| async move {
+                let at = Instant::now();
+                let page = scrape(&t.ip).await;
+                (t, at, page)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let before = published.remove(set).unwrap_or_default();
+        let mut kept = HashMap::new();
+        let mut load = ProducerLoad {
+            connections: Some(0),
+            rate: Some(0.0),
+        };
+        for (t, at, page) in read {
+            let Some(page) = page else {
+                load = unknown;
+                continue;
+            };
+            // Senders and edge subscribers alike hold a socket and a task; a pod without the
+            // edge has no subscriber series.
+            let connections = sample(&page, CONNECTIONS)
+                .map(|c| c + sample(&page, EDGE_SUBSCRIBERS).unwrap_or(0));
+            let count = sample(&page, PUBLISHED);
+            load.connections = load.connections.zip(connections).map(|(a, b)| a + b);
+            let rate = match (count, before.get(&t.uid)) {
+                (Some(now), Some(&(then, was))) if at > then && now >= was => {
+                    Some((now - was) as f64 / at.duration_since(then).as_secs_f64())
+                }
+                _ => None,
+            };
+            load.rate = load.rate.zip(rate).map(|(a, b)| a + b);
+            let keep = match before.get(&t.uid) {
+                Some(&(then, was)) if at.duration_since(then) < MIN_WINDOW => Some((then, was)),
+                _ => count.map(|c| (at, c)),
+            };
+            if let Some(k) = keep {
+                kept.insert(t.uid, k);
+            }
+        }
+        published.insert(set.to_owned(), kept);
+        load
+    }
+
     /// Drops what is kept of `set`'s pods.
     pub fn forget(&self, set: &str) {
         self.readings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(set);
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(set);
     }
 }
 
-/// The pod to read, if it is a Ready pod of one of `plan`'s shards.
-fn target(pod: &Pod, plan: &Plan) -> Option<Target> {
+/// The pod to read, if it is Ready and `which` places its workload (a shard's index).
+fn target(pod: &Pod, which: impl Fn(&str) -> Option<usize>) -> Option<Target> {
     let workload = pod.labels().get("chatflow.dev/workload")?;
-    let shard = plan.shards.iter().position(|s| &s.name == workload)?;
+    let shard = which(workload)?;
     let status = pod.status.as_ref()?;
     let ready = status
         .conditions
@@ -169,19 +263,15 @@ fn per_second(earlier: &Reading, now: &Reading) -> Option<HashMap<RoomId, f64>> 
         .collect()
 }
 
-/// A shard pod's counters now, or None when it does not answer in time.
-async fn scrape(ip: &str) -> Option<Reading> {
+/// A pod's metrics page, or None when it does not answer in time.
+async fn scrape(ip: &str) -> Option<String> {
     let authority = if ip.contains(':') {
         format!("[{ip}]:{METRICS_PORT}")
     } else {
         format!("{ip}:{METRICS_PORT}")
     };
-    let at = Instant::now();
     match chatflow::http::get(&authority, "/metrics", SCRAPE_TIMEOUT, SCRAPE_MAX_BYTES).await {
-        Ok(r) if r.status().is_success() => Some(Reading {
-            at,
-            counts: parse(&String::from_utf8_lossy(r.body())),
-        }),
+        Ok(r) if r.status().is_success() => Some(String::from_utf8_lossy(r.body()).into_owned()),
         Ok(r) => {
             tracing::debug!(%authority, status = %r.status(), "shard metrics refused");
             None
@@ -191,6 +281,15 @@ async fn scrape(ip: &str) -> Option<Reading> {
             None
         }
     }
+}
+
+/// The value of an unlabelled series of a Prometheus text page.
+fn sample(page: &str, name: &str) -> Option<u64> {
+    page.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        let v: f64 = value.split_whitespace().next()?.parse().ok()?;
+        Some(v as u64)
+    })
 }
 
 /// The per-room counters of a Prometheus text page.
@@ -223,6 +322,12 @@ mod tests {
             chatflow_consumer_room_broadcasts_total{room=\"8\"} 0\n\
             chatflow_consumer_broadcasts_total 1500\n";
         assert_eq!(parse(page), HashMap::from([(7, 1500), (8, 0)]));
+        let producer = "chatflow_producer_connections 42\n\
+            chatflow_producer_connections_refused_total 3\n\
+            chatflow_producer_published_total 1.2e3\n";
+        assert_eq!(sample(producer, CONNECTIONS), Some(42));
+        assert_eq!(sample(producer, PUBLISHED), Some(1_200));
+        assert_eq!(sample(producer, "chatflow_producer_missing"), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn all_ready() -> Observed {
         ],
         lingering_shards: 0,
         autoscaling: None,
+        producer_autoscaling: None,
     }
 }
 
