@@ -100,6 +100,7 @@ async fn a_backlog_scales_the_shards_up_and_an_idle_set_goes_back_after_its_cool
         down.contains("the load fits 1 shards, for 3s: 1 shards 1-8"),
         "{down}"
     );
+    drop_namespace(&client, &ns).await;
 }
 
 /// Receives and deletes everything in `rooms`' queues.
@@ -151,16 +152,16 @@ async fn the_producer_autoscaler_sizes_the_deployment_within_its_bounds_and_refu
     let api: Api<ChatRoomSet> = Api::namespaced(client.clone(), &ns);
     let prefix = prefix();
     let mut body = set("sized", &prefix, 1, 2, 2);
-    body["spec"]["producer"]["replicas"] = json!(1);
+    body["spec"]["producer"]["replicas"] = json!(3);
     body["spec"]["producer"]["autoscaling"] = json!({
-        "minReplicas": 3, "maxReplicas": 5, "targetConnectionsPerPod": 100,
+        "minReplicas": 1, "maxReplicas": 2, "targetConnectionsPerPod": 100,
     });
     apply(&api, &body).await.unwrap();
     // No pod runs here, so nothing is carried: the minimum, whatever spec.producer.replicas says.
     let crs = wait_status(&api, "sized", "the producer autoscaler's minimum", |c| {
         let p = c.status.as_ref().and_then(|s| s.producer.as_ref());
         p.and_then(|p| p.autoscaling.as_ref())
-            .is_some_and(|a| a.replicas == 3)
+            .is_some_and(|a| a.replicas == 1)
     })
     .await;
     let reason = crs
@@ -178,16 +179,16 @@ async fn the_producer_autoscaler_sizes_the_deployment_within_its_bounds_and_refu
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &ns);
     wait(
-        "the producer Deployment at 3",
+        "the producer Deployment at 1",
         Duration::from_secs(60),
         || async {
             let d = deployments.get("sized-producer").await.ok()?;
-            (d.spec?.replicas == Some(3)).then_some(())
+            (d.spec?.replicas == Some(1)).then_some(())
         },
     )
     .await;
 
-    body["spec"]["producer"]["autoscaling"] = json!({ "minReplicas": 3, "maxReplicas": 5 });
+    body["spec"]["producer"]["autoscaling"] = json!({ "minReplicas": 1, "maxReplicas": 2 });
     apply(&api, &body).await.unwrap();
     let crs = wait_status(&api, "sized", "InvalidSpec", |c| {
         condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
@@ -198,4 +199,5 @@ async fn the_producer_autoscaler_sizes_the_deployment_within_its_bounds_and_refu
         message.contains("needs targetConnectionsPerPod"),
         "{message}"
     );
+    drop_namespace(&client, &ns).await;
 }

@@ -64,6 +64,13 @@ pub async fn namespace(client: &Client) -> String {
     name
 }
 
+/// Deletes a test's namespace: its pods hold the test cluster's CPU requests, which later tiers
+/// (the end-to-end run's Jobs) need.
+pub async fn drop_namespace(client: &Client, name: &str) {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let _ = ns.delete(name, &Default::default()).await;
+}
+
 pub async fn operator(
     client: &Client,
     ns: &str,
