@@ -404,6 +404,11 @@ pub struct ShardAutoscaling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub target_messages_per_second_per_shard: Option<u64>,
+    /// Seconds a shard must stay past its target before the set is placed anew: a shard
+    /// catching up after a stall broadcasts a burst that is not load.
+    #[serde(default = "default_scale_up_stabilization")]
+    #[schemars(range(max = 3600))]
+    pub scale_up_stabilization_seconds: u32,
     /// Seconds after a scale-up before the next: new shards hold a room's backlog for their
     /// subscribers (RESUME_HOLD_SECS, 120 in operator-written pods) before they drain it.
     #[serde(default = "default_scale_up_interval")]
@@ -417,6 +422,9 @@ pub struct ShardAutoscaling {
 
 fn default_target_backlog() -> u64 {
     1_000
+}
+fn default_scale_up_stabilization() -> u32 {
+    30
 }
 fn default_scale_up_interval() -> u32 {
     180
@@ -442,6 +450,9 @@ pub struct AutoscalingStatus {
     /// Since when the load fits fewer shards (RFC 3339), while the cooldown runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_since: Option<String>,
+    /// Since when a shard is past its target (RFC 3339), while the stabilization runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_since: Option<String>,
 }
 
 /// What the operator observed and did.

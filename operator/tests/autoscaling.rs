@@ -31,7 +31,7 @@ async fn a_backlog_scales_the_shards_up_and_an_idle_set_goes_back_after_its_cool
     let mut body = set("scaled", &prefix, 1, 8, 8);
     body["spec"]["consumer"]["autoscaling"] = json!({
         "minShards": 1, "maxShards": 4, "targetBacklogPerShard": 10,
-        "scaleUpIntervalSeconds": 0, "scaleDownCooldownSeconds": 3,
+        "scaleUpStabilizationSeconds": 0, "scaleUpIntervalSeconds": 0, "scaleDownCooldownSeconds": 3,
     });
     apply(&api, &body).await.unwrap();
     let crs = wait_status(&api, "scaled", "8 queues and one shard", |c| {

@@ -132,7 +132,6 @@ pub fn decide(
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((0, 0.0));
     let measured = targets.describe(loads, current.get(hottest).copied(), hottest_load);
-    let last_scale = previous.and_then(|s| parse(s.last_scale_time.as_deref()));
     let since = |t: Timestamp| now.duration_since(t);
     let turn = Turn {
         previous,
@@ -142,20 +141,7 @@ pub fn decide(
     };
     let (keep, change) = (|r, l, t| turn.keep(r, l, t), |r| turn.change(r));
     if hottest_load > 1.0 && wanted != current {
-        let interval = SignedDuration::from_secs(spec.scale_up_interval_seconds.into());
-        let waited = last_scale.map_or(interval, since);
-        if waited < interval {
-            return keep(
-                format!(
-                    "{measured}; the last change was {}s ago, again after {}s",
-                    waited.as_secs(),
-                    interval.as_secs()
-                ),
-                None,
-                Some(interval - waited),
-            );
-        }
-        return change(measured);
+        return turn.place(spec, measured);
     }
     if wanted.len() < current.len() && hottest_load <= 1.0 {
         if !complete {
@@ -199,6 +185,49 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
+    /// A shard past its target: the placement the loads call for, once the interval since the
+    /// last change and the stabilization have passed.
+    fn place(&self, spec: &ShardAutoscaling, measured: String) -> Decision {
+        // Past the target since the first measurement that saw it, kept while it holds: a shard
+        // catching up after a stall broadcasts a burst that one measurement mistakes for load.
+        let high = self
+            .previous
+            .and_then(|s| parse(s.high_since.as_deref()))
+            .unwrap_or(self.now);
+        let stabilization = SignedDuration::from_secs(spec.scale_up_stabilization_seconds.into());
+        let interval = SignedDuration::from_secs(spec.scale_up_interval_seconds.into());
+        let since = |t: Timestamp| self.now.duration_since(t);
+        let last_scale = self
+            .previous
+            .and_then(|s| parse(s.last_scale_time.as_deref()));
+        let waited = last_scale.map_or(interval, since);
+        let mut held = if waited < interval {
+            self.keep(
+                format!(
+                    "{measured}; the last change was {}s ago, again after {}s",
+                    waited.as_secs(),
+                    interval.as_secs()
+                ),
+                None,
+                Some(interval - waited),
+            )
+        } else if since(high) < stabilization {
+            self.keep(
+                format!(
+                    "{measured}; past the target for {}s, placed anew after {}s unless it falls",
+                    since(high).as_secs(),
+                    stabilization.as_secs()
+                ),
+                None,
+                Some(stabilization - since(high)),
+            )
+        } else {
+            return self.change(measured);
+        };
+        held.status.high_since = Some(high.to_string());
+        held
+    }
+
     fn keep(
         &self,
         reason: String,
@@ -212,6 +241,7 @@ impl Turn<'_> {
                 reason,
                 last_scale_time: self.previous.and_then(|s| s.last_scale_time.clone()),
                 low_since: low_since.map(|t| t.to_string()),
+                high_since: None,
             },
             changed_from: None,
             recheck_in: recheck.and_then(|d| d.try_into().ok()),
@@ -227,6 +257,7 @@ impl Turn<'_> {
                 assignment: wanted,
                 last_scale_time: Some(self.now.to_string()),
                 low_since: None,
+                high_since: None,
             },
             changed_from: Some(self.current.len() as u32),
             recheck_in: None,

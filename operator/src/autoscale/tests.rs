@@ -5,6 +5,7 @@ fn spec() -> ShardAutoscaling {
         min_shards: 1,
         max_shards: 4,
         target_backlog_per_shard: 100,
+        scale_up_stabilization_seconds: 0,
         target_messages_per_second_per_shard: Some(100),
         scale_up_interval_seconds: 60,
         scale_down_cooldown_seconds: 300,
@@ -202,4 +203,37 @@ fn the_bounds_are_checked() {
     assert!(check(&s).is_err());
     s.min_shards = 5;
     assert!(check(&s).unwrap_err().contains("below minShards"));
+}
+
+#[test]
+fn one_burst_past_the_target_moves_nothing_a_sustained_one_does_after_the_stabilization() {
+    let mut s = spec();
+    s.scale_up_stabilization_seconds = 30;
+    let even = ranges(&["1-10", "11-20"]);
+    let mut hot = vec![(0, 0.0); 20];
+    hot[6] = (0, 150.0);
+    let first = decide(&s, None, &even, &rooms(&hot), at(0));
+    assert_eq!(first.changed_from, None);
+    assert_eq!(first.recheck_in, Some(std::time::Duration::from_secs(30)));
+    assert!(first.status.high_since.is_some());
+    // A shard that was catching up: the next measurement is back within the target.
+    let calm = decide(
+        &s,
+        Some(&first.status),
+        &even,
+        &rooms(&[(0, 4.0); 20]),
+        at(15),
+    );
+    assert_eq!(
+        (calm.changed_from, calm.status.high_since.clone()),
+        (None, None)
+    );
+    let again = decide(&s, Some(&calm.status), &even, &rooms(&hot), at(30));
+    assert_eq!(again.changed_from, None, "the clock starts over");
+    let held = decide(&s, Some(&again.status), &even, &rooms(&hot), at(45));
+    assert_eq!(held.changed_from, None);
+    let placed = decide(&s, Some(&held.status), &even, &rooms(&hot), at(60));
+    assert_eq!(placed.changed_from, Some(2));
+    assert_eq!(placed.status.assignment, ["1-6", "7-7", "8-20"]);
+    assert_eq!(placed.status.high_since, None);
 }

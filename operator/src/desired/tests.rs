@@ -125,6 +125,7 @@ fn with_autoscaling_the_rooms_spread_over_the_shards_the_autoscaler_decided() {
         min_shards: 2,
         max_shards: 6,
         target_backlog_per_shard: 100,
+        scale_up_stabilization_seconds: 0,
         target_messages_per_second_per_shard: None,
         scale_up_interval_seconds: 0,
         scale_down_cooldown_seconds: 0,
