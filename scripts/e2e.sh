@@ -19,7 +19,7 @@
 #   4. a reshard under load, subscribers through the edge, which follows the routing table to
 #      the new shards: clean, and no edge resume the new shards could not vouch for; the removed shards' pods are gone before any new shard's pod
 #      exists, and a second loadgen run is clean;
-#   4b. shard autoscaling by measured rates: the load moved from every room to one makes the
+#   4b. with E2E_AUTOSCALE=1, shard autoscaling by measured rates: the load moved from every room to one makes the
 #      operator give that room a shard of its own in bounded time, clean across the move, with the
 #      end-to-end p99 after it within 1.5x the even load's; a trickle spans the set going back to its
 #      minimum after the cooldown, clean;
@@ -85,7 +85,7 @@ for key in E2E_SET_NAME E2E_ROOMS E2E_MESSAGES E2E_LOAD_MESSAGES E2E_CONNECTIONS
     E2E_SUBSCRIBERS_PER_ROOM E2E_EXAMPLE E2E_SCALED_ROOMS_PER_SHARD E2E_FAULT_MESSAGES \
     E2E_FAULT_RATE E2E_DRAIN_MESSAGES E2E_PRODUCER_FAULT_MESSAGES E2E_EDGE_SUBSCRIBERS_PER_ROOM \
     E2E_AUTOSCALE_RATE E2E_AUTOSCALE_TARGET E2E_HOT_ROOM E2E_ISOLATE_WITHIN E2E_AUTOSCALE_COOLDOWN \
-    E2E_TRICKLE_RATE E2E_CONNECTIONS_TARGET; do
+    E2E_TRICKLE_RATE E2E_CONNECTIONS_TARGET E2E_AUTOSCALE; do
     [[ -n "${!key:-}" ]] || die "$key is not set in scripts/e2e.env"
     printf '  %s=%s\n' "$key" "${!key}"
 done
@@ -552,8 +552,10 @@ EOF
 step "loadgen after the reshard: $E2E_MESSAGES messages over $scaled_shards shards"
 run_loadgen chatflow-loadgen-e2e-resharded "$E2E_MESSAGES"
 
-# shellcheck source=scripts/e2e/autoscale.sh
-source scripts/e2e/autoscale.sh
+if [[ "$E2E_AUTOSCALE" == 1 ]]; then
+    # shellcheck source=scripts/e2e/autoscale.sh
+    source scripts/e2e/autoscale.sh
+fi
 
 if [[ -n "$prometheus" ]]; then
     step "the Grafana dashboard and the alert rules over this run's scrapes ($prometheus)"
