@@ -23,6 +23,8 @@ struct RoomBatch {
     events: Vec<(Position, Bytes)>,
     /// Seconds since the producer received the oldest of them.
     oldest: f64,
+    /// Chat messages broadcast, positioned or not.
+    broadcast: u64,
 }
 
 /// Broadcasts a received batch in order to the rooms its chat messages name, makes each room's
@@ -57,6 +59,12 @@ pub async fn handle_batch(rooms: &QueueRooms, ctx: &PollContext, msgs: Vec<Recei
     for (id, _) in &rooms.rooms {
         let oldest = parts.iter().find(|p| p.id == *id).map_or(0.0, |p| p.oldest);
         m.queue_age(*id, oldest);
+    }
+    // Counted per room and receive, not per message: the family's lookup stays off the hot path.
+    for p in &parts {
+        m.room_broadcasts
+            .get_or_create(&RoomLabel { room: p.id })
+            .inc_by(p.broadcast);
     }
     if let Some(store) = &ctx.store {
         // A bucket's receive can carry many rooms: their appends go out together.
@@ -104,9 +112,6 @@ fn take(
     let Some((age, bytes)) = broadcast(room, m, task, position) else {
         return;
     };
-    m.room_broadcasts
-        .get_or_create(&RoomLabel { room: room_id })
-        .inc();
     let part = match parts.iter().position(|p| p.id == room_id) {
         Some(at) => &mut parts[at],
         None => {
@@ -114,10 +119,12 @@ fn take(
                 id: room_id,
                 events: Vec::new(),
                 oldest: 0.0,
+                broadcast: 0,
             });
             parts.last_mut().expect("just pushed")
         }
     };
+    part.broadcast += 1;
     if let Some(age) = age {
         part.oldest = part.oldest.max(age);
     }

@@ -52,7 +52,7 @@ struct Reading {
     counts: HashMap<RoomId, u64>,
 }
 
-/// One shard pod to read.
+/// One pod to read, with the index of its shard (0 for producer pods).
 struct Target {
     uid: String,
     ip: String,
@@ -72,39 +72,23 @@ impl Rates {
         let mut rates: HashMap<RoomId, Option<f64>> =
             plan.rooms.iter().map(|r| (r, None)).collect();
         let set = &super::key(crs);
-        let api: Api<Pod> = Api::namespaced(client.clone(), &crs.namespace().unwrap_or_default());
         let selector = consumer_selector(&crs.name_any());
-        let pods = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(pods) => pods.items,
-            Err(e) => {
-                tracing::warn!(set, error = %e, "shard pods not listed: their rates are not measured");
-                return rates;
-            }
+        let which = |w: &str| plan.shards.iter().position(|s| s.name == w);
+        let Some(read) = read_pods(client, crs, &selector, which, concurrency).await else {
+            return rates;
         };
-        let targets: Vec<Target> = pods
-            .iter()
-            .filter_map(|p| target(p, |w| plan.shards.iter().position(|s| s.name == w)))
-            .collect();
-        for shard in &plan.shards {
-            if !targets
-                .iter()
-                .any(|t| plan.shards[t.shard].name == shard.name)
-            {
+        for (i, shard) in plan.shards.iter().enumerate() {
+            if !read.iter().any(|(t, _)| t.shard == i) {
                 rates.extend(shard.rooms.iter().map(|r| (r, Some(0.0))));
             }
         }
-        let read: Vec<(Target, Option<Reading>)> = futures::stream::iter(targets)
-            .map(|t| async move {
-                let at = Instant::now();
-                let reading = scrape(&t.ip).await.map(|page| Reading {
-                    at,
-                    counts: parse(&page),
-                });
-                (t, reading)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let read = read.into_iter().map(|(t, page)| {
+            let reading = page.map(|(at, page)| Reading {
+                at,
+                counts: parse(&page),
+            });
+            (t, reading)
+        });
         let mut readings = self.readings.lock().unwrap_or_else(|e| e.into_inner());
         let before = readings.remove(set).unwrap_or_default();
         let mut kept = HashMap::new();
@@ -157,25 +141,10 @@ impl Rates {
             connections: None,
             rate: None,
         };
-        let api: Api<Pod> = Api::namespaced(client.clone(), &crs.namespace().unwrap_or_default());
         let selector = producer_selector(&crs.name_any(), &plan.producer);
-        let pods = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(pods) => pods.items,
-            Err(e) => {
-                tracing::warn!(set, error = %e, "producer pods not listed: their load is not measured");
-                return unknown;
-            }
+        let Some(read) = read_pods(client, crs, &selector, |_| Some(0), concurrency).await else {
+            return unknown;
         };
-        let targets: Vec<Target> = pods.iter().filter_map(|p| target(p, |_| Some(0))).collect();
-        let read: Vec<(Target, Instant, Option<String>)> = futures::stream::iter(targets)
-            .map(|t| async move {
-                let at = Instant::now();
-                let page = scrape(&t.ip).await;
-                (t, at, page)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         let before = published.remove(set).unwrap_or_default();
         let mut kept = HashMap::new();
@@ -183,8 +152,8 @@ impl Rates {
             connections: Some(0),
             rate: Some(0.0),
         };
-        for (t, at, page) in read {
-            let Some(page) = page else {
+        for (t, page) in read {
+            let Some((at, page)) = page else {
                 load = unknown;
                 continue;
             };
@@ -224,6 +193,37 @@ impl Rates {
             .unwrap_or_else(|e| e.into_inner())
             .remove(set);
     }
+}
+
+/// Each Ready pod matching `selector` whose workload `which` places, with its metrics page and
+/// when it was asked for (None where it did not answer); None when the pods cannot be listed.
+async fn read_pods(
+    client: &Client,
+    crs: &ChatRoomSet,
+    selector: &str,
+    which: impl Fn(&str) -> Option<usize>,
+    concurrency: usize,
+) -> Option<Vec<(Target, Option<(Instant, String)>)>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &crs.namespace().unwrap_or_default());
+    let pods = match api.list(&ListParams::default().labels(selector)).await {
+        Ok(pods) => pods.items,
+        Err(e) => {
+            let set = super::key(crs);
+            tracing::warn!(set, selector, error = %e, "pods not listed: their load is not measured");
+            return None;
+        }
+    };
+    let targets: Vec<Target> = pods.iter().filter_map(|p| target(p, &which)).collect();
+    let read = futures::stream::iter(targets)
+        .map(|t| async move {
+            let at = Instant::now();
+            let page = scrape(&t.ip).await.map(|page| (at, page));
+            (t, page)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    Some(read)
 }
 
 /// The pod to read, if it is Ready and `which` places its workload (a shard's index).
